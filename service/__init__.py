@@ -1,0 +1,1 @@
+"""The monitoring service (FastAPI). It never imports torch."""

@@ -1,0 +1,15 @@
+"""`eitmon`: one command line for the demo, the service parts and the offline engine."""
+
+from __future__ import annotations
+
+import typer
+
+from worker.cli import model
+
+app = typer.Typer(help="EIT lung-ventilation monitor: D2IP 3D reconstruction, service and tools.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(model.app, name="model")
+# Further command groups register here, one module each under worker/cli/.
+
+if __name__ == "__main__":
+    app()

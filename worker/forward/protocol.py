@@ -1,0 +1,212 @@
+"""Measurement protocols: the explicit general form, and skip-k presets that build it.
+
+Torch- and gmsh-free (the API needs M). A protocol is, explicitly,
+- the electrode currents of each injection (any number of electrodes; each sums to zero), and
+- an ordered list of measurements, each a pair (injection index, electrode weights) whose
+  weights sum to zero (differential, so independent of the voltage gauge).
+The order of measurements is the order of a frame's voltages.
+
+The default for every belt is skip-4 injection with skip-4 measurement over the electrode
+numbering, excluding measurements on current-carrying electrodes and keeping reciprocal pairs:
+Grychtol et al. 2019 ("Thoracic EIT in 3D: experiences and recommendations", Physiol. Meas.
+40 074006) recommend two electrode planes, square numbering, driven and measured with skip 4;
+for 32 electrodes each drive loses the 3 pairs touching its two electrodes (the driven pair
+itself is one of them), so M = 32 x 29 = 928, or 464 without reciprocal duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
+
+from worker.forward.geometry import load_spec_file
+
+_ZERO_SUM_TOL = 1e-9
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Injection(_Spec):
+    electrodes: list[NonNegativeInt]
+    currents: list[float] = Field(description="A, one per electrode, summing to zero")
+
+    @model_validator(mode="after")
+    def _check(self) -> Injection:
+        if len(self.electrodes) != len(self.currents) or len(self.electrodes) < 2:
+            raise ValueError("injections: give matching electrodes and currents, two at least")
+        if len(set(self.electrodes)) != len(self.electrodes):
+            raise ValueError("injections: an electrode appears twice in one injection")
+        scale = max(abs(c) for c in self.currents)
+        if scale == 0 or abs(sum(self.currents)) > _ZERO_SUM_TOL * max(scale, 1.0):
+            raise ValueError(f"injections: currents {self.currents} do not sum to zero")
+        return self
+
+
+class Measurement(_Spec):
+    injection: NonNegativeInt
+    electrodes: list[NonNegativeInt]
+    weights: list[float] = Field(description="voltage weights, summing to zero (differential)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Measurement:
+        if len(self.electrodes) != len(self.weights) or len(self.electrodes) < 2:
+            raise ValueError("measurements: give matching electrodes and weights, two at least")
+        if abs(sum(self.weights)) > _ZERO_SUM_TOL * max(1.0, max(abs(w) for w in self.weights)):
+            raise ValueError(f"measurements: weights {self.weights} do not sum to zero")
+        return self
+
+
+class ExplicitProtocol(_Spec):
+    """The general form; both fixed-set and per-injection measurement hardware fit it."""
+
+    kind: Literal["explicit"] = "explicit"
+    n_electrodes: PositiveInt
+    injections: list[Injection]
+    measurements: list[Measurement]
+
+    @model_validator(mode="after")
+    def _check(self) -> ExplicitProtocol:
+        n = self.n_electrodes
+        for k, inj in enumerate(self.injections):
+            bad = [e for e in inj.electrodes if e >= n]
+            if bad:
+                raise ValueError(f"injections[{k}]: electrode {bad[0]} does not exist (0..{n - 1})")
+        for k, m in enumerate(self.measurements):
+            if m.injection >= len(self.injections):
+                raise ValueError(f"measurements[{k}]: injection {m.injection} does not exist")
+            bad = [e for e in m.electrodes if e >= n]
+            if bad:
+                raise ValueError(
+                    f"measurements[{k}]: electrode {bad[0]} does not exist (0..{n - 1})")
+        if not self.measurements:
+            raise ValueError("measurements: a protocol needs at least one measurement")
+        return self
+
+    def build(self, n_electrodes: int) -> Protocol:
+        if n_electrodes != self.n_electrodes:
+            raise ValueError(f"protocol.n_electrodes: {self.n_electrodes} does not match the "
+                             f"geometry's {n_electrodes} electrodes")
+        cur = np.zeros((len(self.injections), n_electrodes))
+        for k, inj in enumerate(self.injections):
+            cur[k, inj.electrodes] = inj.currents
+        w = np.zeros((len(self.measurements), n_electrodes))
+        for k, m in enumerate(self.measurements):
+            w[k, m.electrodes] = m.weights
+        return Protocol(currents=cur,
+                        meas_injection=np.array([m.injection for m in self.measurements]),
+                        meas_weights=w)
+
+
+class SkipProtocol(_Spec):
+    """Pair drive (e, e+skip+1) for every e, pair measurement (m, m+skip+1) for every m.
+
+    Indices run over the electrode numbering (mod L), so with two rings the numbering order
+    (planar, zigzag, square) decides which physical electrodes pair up.
+    """
+
+    kind: Literal["skip"] = "skip"
+    injection_skip: NonNegativeInt = 4
+    measurement_skip: NonNegativeInt = 4
+    exclude_driven: bool = Field(True, description="drop measurements on a driven electrode")
+    exclude_neighbours: bool = Field(
+        False, description="also drop measurements on a driven electrode's direct neighbours")
+    reciprocal: Literal["keep", "drop"] = Field(
+        "keep", description="keep both of a reciprocal pair, or only the first")
+
+    def build(self, n_electrodes: int) -> Protocol:
+        n = n_electrodes
+        if max(self.injection_skip, self.measurement_skip) + 1 >= n:
+            raise ValueError(f"protocol: skip too large for {n} electrodes")
+        di, dm = self.injection_skip + 1, self.measurement_skip + 1
+        cur = np.zeros((n, n))
+        for d in range(n):
+            cur[d, d] += 1.0
+            cur[d, (d + di) % n] -= 1.0
+        rows: list[tuple[int, int, int]] = []
+        seen: set[tuple[frozenset[int], frozenset[int]]] = set()
+        for d in range(n):
+            driven = {d, (d + di) % n}
+            banned = set(driven) if self.exclude_driven else set()
+            if self.exclude_neighbours:
+                banned |= {(e + s) % n for e in driven for s in (-1, 1)}
+            for m in range(n):
+                pair = {m, (m + dm) % n}
+                if pair & banned:
+                    continue
+                key = (frozenset(driven), frozenset(pair))
+                if self.reciprocal == "drop" and (key[1], key[0]) in seen:
+                    continue
+                seen.add(key)
+                rows.append((d, m, (m + dm) % n))
+        w = np.zeros((len(rows), n))
+        for k, (_, a, b) in enumerate(rows):
+            w[k, a], w[k, b] = 1.0, -1.0
+        return Protocol(currents=cur, meas_injection=np.array([r[0] for r in rows]),
+                        meas_weights=w)
+
+
+ProtocolSpec = Annotated[ExplicitProtocol | SkipProtocol, Field(discriminator="kind")]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A built protocol: unit current patterns (scaled by the geometry's amplitude) and
+    measurements in frame order."""
+
+    currents: np.ndarray  # n_injections x L, summing to zero per row
+    meas_injection: np.ndarray  # M, index into currents
+    meas_weights: np.ndarray  # M x L, summing to zero per row
+
+    @property
+    def n_measurements(self) -> int:
+        return int(self.meas_weights.shape[0])
+
+
+PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
+    "skip4": {"kind": "skip", "injection_skip": 4, "measurement_skip": 4},
+    "adjacent": {"kind": "skip", "injection_skip": 0, "measurement_skip": 0},
+    "adjacent-noreciprocal": {"kind": "skip", "injection_skip": 0, "measurement_skip": 0,
+                              "reciprocal": "drop"},
+    "skip4-noreciprocal": {"kind": "skip", "injection_skip": 4, "measurement_skip": 4,
+                           "reciprocal": "drop"},
+}
+DEFAULT_PROTOCOL = "skip4"
+
+_PROTOCOL_ADAPTER: Any = None
+
+
+def _validate(data: dict[str, Any]) -> ExplicitProtocol | SkipProtocol:
+    global _PROTOCOL_ADAPTER
+    if _PROTOCOL_ADAPTER is None:
+        from pydantic import TypeAdapter
+
+        _PROTOCOL_ADAPTER = TypeAdapter(ProtocolSpec)
+    return _PROTOCOL_ADAPTER.validate_python(data)
+
+
+def resolve_protocol(value: Any = None) -> ExplicitProtocol | SkipProtocol:
+    """A protocol spec from None (default), a preset name, "skipK", a YAML/JSON path or a dict."""
+    if isinstance(value, (ExplicitProtocol, SkipProtocol)):
+        return value
+    if value is None:
+        value = DEFAULT_PROTOCOL
+    if isinstance(value, (str, Path)):
+        name = str(value)
+        if name in PROTOCOL_PRESETS:
+            return _validate(PROTOCOL_PRESETS[name])
+        if name.startswith("skip") and name[4:].isdigit():
+            k = int(name[4:])
+            return _validate({"kind": "skip", "injection_skip": k, "measurement_skip": k})
+        if Path(name).is_file():
+            return resolve_protocol(load_spec_file(name))
+        raise ValueError(f"protocol: unknown preset or file {name!r}; presets: "
+                         f"{', '.join(PROTOCOL_PRESETS)} or skipK")
+    if isinstance(value, dict):
+        return _validate(value)
+    raise TypeError(f"protocol: cannot build a spec from {type(value).__name__}")
