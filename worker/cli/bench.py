@@ -1,0 +1,11 @@
+"""`eitmon bench ...`: benchmarks (quality, convergence, speed, service, model).
+
+Each benchmark lives in its own module and registers one command on `app` below.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Benchmarks. Timings are reported as ratios against a baseline measured "
+                       "in the same run.", no_args_is_help=True)
