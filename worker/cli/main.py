@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli import bench, model
+from worker.cli import bench, metrics, model, plot
 
 app = typer.Typer(help="EIT lung-ventilation monitor: D2IP 3D reconstruction, service and tools.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(model.app, name="model")
 app.add_typer(bench.app, name="bench")
+app.command("metrics")(metrics.metrics)
+app.command("plot")(plot.plot)
 # Further command groups register here, one module each under worker/cli/.
 
 if __name__ == "__main__":
