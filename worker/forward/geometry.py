@@ -112,7 +112,7 @@ class GeometrySpec(_Spec):
     background_conductivity: PositiveFloat = Field(0.24, description="S/m")
     current_amplitude: PositiveFloat = Field(1e-3, description="injected current, A")
     mesh_size: PositiveFloat = Field(
-        0.018, description="target tetrahedron edge length, m (refined 3x at electrodes)")
+        0.009, description="target tetrahedron edge length, m (refined 3x at electrodes)")
 
     @model_validator(mode="after")
     def _fits(self) -> GeometrySpec:
