@@ -53,13 +53,15 @@ def test_jacobian_matches_finite_differences(small_model: ForwardModel) -> None:
 def test_jacobian_sign_and_normalisation(small_model: ForwardModel) -> None:
     """J·(δ 1) predicts the normalised change of a uniform relative increase δ to first order.
     Without contact impedance voltages would scale by 1/(1+δ), so the change is close to
-    -δ·sign(v0): a conductivity increase lowers every transfer impedance's magnitude."""
+    -δ·sign(v0): a conductivity increase lowers every transfer impedance's magnitude (the
+    electrodes' shunting makes a few small-|v0| channels deviate by up to ~15 %)."""
     m = small_model
     pred = m.jacobian.sum(axis=1) * 1e-3
     exact = (m.solve(np.full(m.grid.shape, 0.24 * 1.001)) - m.reference_voltages)
     exact /= np.abs(m.reference_voltages)
     assert np.allclose(pred, exact, atol=2e-6)
-    assert np.allclose(pred, -1e-3 * np.sign(m.reference_voltages), rtol=0.05, atol=0)
+    ratio = pred / (-1e-3 * np.sign(m.reference_voltages))
+    assert ratio.min() > 0.75 and abs(np.median(ratio) - 1) < 0.01
 
 
 def test_reference_voltages_match_solve(small_model: ForwardModel) -> None:
