@@ -1,0 +1,49 @@
+"""`create_app`: the FastAPI application of the monitoring service (torch-free)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from service import frames, ops, sessions, stream_ws
+from service.errors import install_error_handlers
+from service.hub import ResultHub
+from service.limits import BodyLimitMiddleware
+from service.settings import Settings
+
+DESCRIPTION = """Bedside 3D lung EIT monitor: queue voltage frames, watch reconstructed volumes.
+
+Bearer tokens (JWT, HS256) carry the scopes `frames:write`, `volumes:read`, `sessions:admin`.
+Live volumes: `WS /v1/sessions/{id}/stream` (see docs/service-api.md); authenticate with the
+subprotocols `["bearer", "<token>"]` or a first message `{"token": "<token>"}`.
+Every error answers `{"error": {"reason": "...", "detail": "..."}}`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app; Redis is connected lazily, so the process starts (and /readyz says 503) even
+    while Redis is down."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0,
+                               health_check_interval=30)
+        app.state.redis = redis
+        app.state.hub = ResultHub(redis, settings.viewer_queue)
+        try:
+            yield
+        finally:
+            await app.state.hub.close()
+            await redis.aclose()
+
+    app = FastAPI(title="eitmon monitoring API", version="1", description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    for module in (ops, sessions, frames, stream_ws):
+        app.include_router(module.router)
+    return app

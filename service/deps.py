@@ -1,0 +1,45 @@
+"""Shared request-scoped helpers: the Redis client, settings, session lookups."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import Request
+from redis.asyncio import Redis
+
+from service import streams
+from service.errors import ApiError
+from service.settings import Settings
+
+_SID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def get_redis(request: Request) -> Redis:
+    return request.app.state.redis
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def not_found(sid: str) -> ApiError:
+    return ApiError(404, "session_not_found", f"no session {sid[:40]}")
+
+
+def closed(sid: str) -> ApiError:
+    return ApiError(409, "session_closed", f"session {sid} is closed")
+
+
+def valid_sid(sid: str) -> bool:
+    return bool(_SID.match(sid))
+
+
+async def session_status(redis: Redis, sid: str) -> str:
+    """"open" or "closed"; ApiError(404) for an unknown or malformed id."""
+    if not valid_sid(sid):
+        raise not_found(sid)
+    raw = await redis.hget(streams.session_key(sid), streams.SessionField.STATUS.value)
+    if raw is None:
+        raise not_found(sid)
+    return raw.decode()
+

@@ -1,0 +1,112 @@
+"""One error shape for every rejection: `{"error": {"reason": "<why>", "detail": "..."}}`.
+
+Details never echo request values (tokens, patient labels, voltages), only where and what.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger("eitmon.service")
+
+
+class ApiError(HTTPException):
+    """An HTTP error with a machine-readable reason."""
+
+    def __init__(self, status: int, reason: str, detail: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=status, detail=detail, headers=headers)
+        self.reason = reason
+
+
+class ErrorDetail(BaseModel):
+    reason: str = Field(description="machine-readable, e.g. wrong_length, non_finite")
+    detail: str = Field(description="human-readable explanation")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx/5xx answer."""
+
+    error: ErrorDetail
+
+    model_config = {"json_schema_extra": {"examples": [
+        {"error": {"reason": "wrong_length",
+                   "detail": "frames[0].voltages: expected 928 values, got 464"}}]}}
+
+
+def error_body(reason: str, detail: str) -> dict[str, Any]:
+    return {"error": {"reason": reason, "detail": detail}}
+
+
+def error_example(reason: str, detail: str) -> dict[str, Any]:
+    return {"model": ErrorResponse,
+            "content": {"application/json": {"example": error_body(reason, detail)}}}
+
+
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: error_example("invalid_token", "missing, expired or invalid bearer token"),
+    403: error_example("insufficient_scope", "this endpoint requires the scope sessions:admin"),
+}
+SESSION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: error_example("session_not_found", "no session 3f2c..."),
+    409: error_example("session_closed", "session 3f2c... is closed"),
+}
+
+_STATUS_REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                   413: "body_too_large", 415: "unsupported_media_type"}
+
+
+def validation_detail(exc: RequestValidationError) -> tuple[int, str, str]:
+    """(status, reason, detail) for a request that failed FastAPI/pydantic validation."""
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return 400, "invalid_json", "the body is not valid JSON"
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg")))
+    return 422, "invalid_request", "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every exception to the one error shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.reason, str(exc.detail)), status_code=exc.status_code,
+                            headers=exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        reason = _STATUS_REASONS.get(exc.status_code, f"http_{exc.status_code}")
+        return JSONResponse(error_body(reason, str(exc.detail)), status_code=exc.status_code,
+                            headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, reason, detail = validation_detail(exc)
+        return JSONResponse(error_body(reason, detail), status_code=status)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled %s during %s %s", type(exc).__name__, request.method,
+                  request.url.path)
+        return JSONResponse(error_body("internal_error", "unexpected server error"),
+                            status_code=500)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unavailable during %s %s: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        return JSONResponse(error_body("redis_unavailable", "the queue is unavailable; retry"),
+                            status_code=503, headers={"Retry-After": "1"})

@@ -1,0 +1,318 @@
+"""`POST /v1/sessions/{id}/frames`: validate a batch of voltage frames, queue it atomically.
+
+Bodies:
+- `application/json`: `{"frames": [{"seq": int, "timestamp": float, "voltages": [M numbers]}]}`.
+- `application/octet-stream`: T x M little-endian float32, C order, with headers
+  `X-Frame-Count: T`, `X-Seq-Start: s0` (frame i gets seq s0 + i), `X-Timestamp-Start: t0` and,
+  for T > 1, `X-Frame-Interval: dt` (frame i gets timestamp t0 + i dt, seconds).
+
+A batch is accepted or rejected whole. Within a batch seqs must increase; repeating a seq of the
+same batch marks the repeat a duplicate. A frame whose seq is <= the session's last accepted
+seq is a duplicate too: acknowledged, reported, counted, never queued twice (the check and the
+XADDs run in one Lua script, so concurrent posts cannot double-queue).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from service import metrics, streams
+from service.auth import FRAMES_WRITE, Principal, authenticate, bearer_scheme
+from service.deps import closed, get_redis, get_settings, not_found, valid_sid
+from service.errors import AUTH_RESPONSES, SESSION_RESPONSES, ApiError, error_example
+from service.models import FramesAck
+
+router = APIRouter(tags=["frames"])
+log = logging.getLogger("eitmon.service")
+
+MAX_SEQ = 2**53 - 1  # exact in the Lua (double) comparison
+
+# KEYS: session hash, counters hash, frame stream. ARGV: n, then seq, ts, voltages per frame.
+# Returns {accepted, last_seq, lag_frames, {duplicate seqs}} or {-1} (missing), {-2} (closed).
+INGEST_LUA = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {-1} end
+if st ~= 'open' then return {-2} end
+local last_str = redis.call('HGET', KEYS[1], 'last_seq') or '-1'
+local last = tonumber(last_str)
+local n = tonumber(ARGV[1])
+local accepted = 0
+local dups = {}
+for i = 0, n - 1 do
+  local seq = ARGV[2 + 3 * i]
+  local s = tonumber(seq)
+  if s > last then
+    redis.call('XADD', KEYS[3], '*', 'kind', 'frame', 'seq', seq, 'ts', ARGV[3 + 3 * i],
+               'v', ARGV[4 + 3 * i])
+    last = s
+    last_str = seq
+    accepted = accepted + 1
+  else
+    dups[#dups + 1] = seq
+  end
+end
+if accepted > 0 then
+  redis.call('HSET', KEYS[1], 'last_seq', last_str)
+  redis.call('HINCRBY', KEYS[2], 'accepted', accepted)
+end
+if #dups > 0 then redis.call('HINCRBY', KEYS[2], 'duplicate', #dups) end
+local c = redis.call('HMGET', KEYS[2], 'accepted', 'reconstructed', 'coalesced')
+local lag = (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0)
+return {accepted, last_str, lag, dups}
+"""
+
+# KEYS: session hash, counters hash. ARGV: reason. Counts only for an existing session.
+COUNT_REJECTION_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[2], 'rejected', 1)
+redis.call('HINCRBY', KEYS[2], 'rejected:' .. ARGV[1], 1)
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Batch:
+    seqs: list[int]
+    timestamps: list[float]
+    voltages: np.ndarray  # T x M float32
+
+
+def reject(status: int, reason: str, detail: str) -> ApiError:
+    return ApiError(status, reason, detail)
+
+
+def to_voltages(values: Any, m: int, where: str) -> np.ndarray:
+    """M finite float32 voltages from a JSON list; ApiError(422) otherwise."""
+    if not isinstance(values, list):
+        raise reject(422, "non_numeric", f"{where}: expected a list of {m} numbers")
+    if len(values) != m:
+        raise reject(422, "wrong_length", f"{where}: expected {m} values, got {len(values)}")
+    if not set(map(type, values)) <= {float, int}:
+        raise reject(422, "non_numeric", f"{where}: every value must be a number")
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except OverflowError:
+        raise reject(422, "non_finite", f"{where}: a value is outside the float32 range") from None
+    with np.errstate(over="ignore"):
+        out = arr.astype(streams.FRAME_DTYPE)
+    _check_finite(out, where)
+    return out
+
+
+def _check_finite(arr: np.ndarray, where: str) -> None:
+    with np.errstate(over="ignore", invalid="ignore"):
+        ok = np.isfinite(arr)
+    if not ok.all():
+        idx = np.argwhere(~ok)[0]
+        at = "".join(f"[{int(i)}]" for i in idx)
+        raise reject(422, "non_finite",
+                     f"{where}{at}: NaN, Inf or outside the float32 range")
+
+
+def _check_seqs(seqs: list[int]) -> None:
+    """Seqs increase within a batch; an exact repeat of an earlier seq is a duplicate."""
+    seen: set[int] = set()
+    top = -1
+    for i, s in enumerate(seqs):
+        if s <= top and s not in seen:
+            raise reject(422, "seq_not_increasing",
+                         f"frames[{i}].seq: {s} comes after {top} in the same batch")
+        seen.add(s)
+        top = max(top, s)
+
+
+def parse_json(body: bytes, m: int, max_frames: int) -> Batch:
+    """A JSON batch; the NaN/Infinity tokens Python's json accepts are caught as non_finite."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise reject(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(doc, dict) or set(doc) != {"frames"} or not isinstance(doc["frames"], list):
+        raise reject(422, "malformed_body", 'expected {"frames": [{seq, timestamp, voltages}]}')
+    frames = doc["frames"]
+    _check_count(len(frames), max_frames)
+    seqs, stamps = [], []
+    volts = np.empty((len(frames), m), dtype=streams.FRAME_DTYPE)
+    for i, f in enumerate(frames):
+        if not isinstance(f, dict) or set(f) != {"seq", "timestamp", "voltages"}:
+            raise reject(422, "malformed_body",
+                         f"frames[{i}]: expected exactly the keys seq, timestamp, voltages")
+        seq, ts = f["seq"], f["timestamp"]
+        if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+            raise reject(422, "invalid_seq", f"frames[{i}].seq: an integer 0..{MAX_SEQ}")
+        if type(ts) not in (int, float):
+            raise reject(422, "non_numeric", f"frames[{i}].timestamp: must be a number")
+        if not math.isfinite(ts):
+            raise reject(422, "non_finite", f"frames[{i}].timestamp: NaN or Inf")
+        volts[i] = to_voltages(f["voltages"], m, f"frames[{i}].voltages")
+        seqs.append(seq)
+        stamps.append(float(ts))
+    _check_seqs(seqs)
+    return Batch(seqs, stamps, volts)
+
+
+def _header(request: Request, name: str, kind: type, required: bool = True) -> Any:
+    raw = request.headers.get(name)
+    if raw is None:
+        if required:
+            raise reject(400, "invalid_header", f"{name}: header required for binary bodies")
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise reject(400, "invalid_header", f"{name}: expected {kind.__name__}") from None
+    if kind is float and not math.isfinite(value):
+        raise reject(400, "invalid_header", f"{name}: must be finite")
+    return value
+
+
+def parse_binary(body: bytes, request: Request, m: int, max_frames: int) -> Batch:
+    """T x M little-endian float32 frames; seq and timestamps from the X- headers."""
+    count = _header(request, "X-Frame-Count", int)
+    seq0 = _header(request, "X-Seq-Start", int)
+    ts0 = _header(request, "X-Timestamp-Start", float)
+    dt = _header(request, "X-Frame-Interval", float, required=count > 1) or 0.0
+    _check_count(count, max_frames)
+    frame_bytes = m * streams.FRAME_DTYPE.itemsize
+    if len(body) != count * frame_bytes:
+        raise reject(422, "wrong_length",
+                     f"body: {len(body)} bytes for {count} frames of {m} float32 values "
+                     f"(expected {count * frame_bytes})")
+    if not 0 <= seq0 <= MAX_SEQ - count:
+        raise reject(422, "invalid_seq", f"X-Seq-Start: an integer 0..{MAX_SEQ - count}")
+    if dt < 0:
+        raise reject(400, "invalid_header", "X-Frame-Interval: must be >= 0")
+    volts = np.frombuffer(body, dtype=streams.FRAME_DTYPE).reshape(count, m)
+    _check_finite(volts, "frames")
+    return Batch(list(range(seq0, seq0 + count)), [ts0 + i * dt for i in range(count)], volts)
+
+
+def _check_count(count: int, max_frames: int) -> None:
+    if count < 1:
+        raise reject(422, "empty_batch", "a batch needs at least one frame")
+    if count > max_frames:
+        raise reject(413, "batch_too_large", f"at most {max_frames} frames per request")
+
+
+async def ingest(redis: Redis, sid: str, batch: Batch) -> FramesAck:
+    """Run the atomic check-and-append; ApiError(404/409) if the session vanished or closed."""
+    args: list[Any] = [len(batch.seqs)]
+    for seq, ts, v in zip(batch.seqs, batch.timestamps, batch.voltages, strict=True):
+        args += [str(seq), repr(ts), v.tobytes()]
+    keys = [streams.session_key(sid), streams.counters_key(sid), streams.frames_key(sid)]
+    out = await redis.register_script(INGEST_LUA)(keys=keys, args=args)
+    if out[0] == -1:
+        raise not_found(sid)
+    if out[0] == -2:
+        raise closed(sid)
+    accepted, last, lag, dups = out
+    return FramesAck(accepted=int(accepted), duplicates=[int(d) for d in dups],
+                     last_seq=int(last), lag_frames=max(int(lag), 0))
+
+
+async def open_session_m(redis: Redis, sid: str) -> int:
+    """M of an open session; ApiError(404) if unknown, ApiError(409) if closed."""
+    if not valid_sid(sid):
+        raise not_found(sid)
+    status, m = await redis.hmget(streams.session_key(sid), [
+        streams.SessionField.STATUS.value, streams.SessionField.N_MEASUREMENTS.value])
+    if status is None:
+        raise not_found(sid)
+    if status != b"open":
+        raise closed(sid)
+    return int(m)
+
+
+async def count_rejection(redis: Redis, sid: str, reason: str) -> None:
+    keys = [streams.session_key(sid), streams.counters_key(sid)]
+    try:
+        await redis.register_script(COUNT_REJECTION_LUA)(keys=keys, args=[reason])
+    except RedisError as e:  # the rejection itself is the answer; don't mask it
+        log.warning("could not count a rejection for session %s: %s", sid, type(e).__name__)
+
+
+async def frames_principal(request: Request, credentials: HTTPAuthorizationCredentials | None
+                           = Depends(bearer_scheme)) -> Principal:
+    """frames:write, counting auth failures in the rejection metric."""
+    try:
+        return authenticate(request, credentials, (FRAMES_WRITE,))
+    except ApiError as e:
+        metrics.FRAMES_REJECTED.labels(e.reason).inc()
+        raise
+
+
+_FRAMES_SCHEMA = {"type": "object", "required": ["frames"], "properties": {"frames": {
+    "type": "array", "items": {"type": "object", "required": ["seq", "timestamp", "voltages"],
+                               "properties": {"seq": {"type": "integer", "minimum": 0},
+                                              "timestamp": {"type": "number"},
+                                              "voltages": {"type": "array",
+                                                           "items": {"type": "number"}}}}}}}
+_BINARY_HEADERS = [
+    {"name": "X-Frame-Count", "in": "header", "schema": {"type": "integer"}, "example": 2,
+     "description": "binary bodies: T, the number of frames (required)"},
+    {"name": "X-Seq-Start", "in": "header", "schema": {"type": "integer"}, "example": 100,
+     "description": "binary bodies: seq of the first frame (required)"},
+    {"name": "X-Timestamp-Start", "in": "header", "schema": {"type": "number"},
+     "example": 12.0, "description": "binary bodies: timestamp of the first frame, s"},
+    {"name": "X-Frame-Interval", "in": "header", "schema": {"type": "number"},
+     "example": 0.025, "description": "binary bodies: seconds between frames (T > 1)"},
+]
+OPENAPI_FRAMES = {
+    "parameters": _BINARY_HEADERS,
+    "requestBody": {"required": True, "content": {
+        "application/json": {"schema": _FRAMES_SCHEMA, "examples": {"two frames": {"value": {
+            "frames": [{"seq": 0, "timestamp": 12.0, "voltages": [0.0123, -0.0045, 0.0067]},
+                       {"seq": 1, "timestamp": 12.025,
+                        "voltages": [0.0124, -0.0044, 0.0066]}]}}}},
+        "application/octet-stream": {
+            "schema": {"type": "string", "format": "binary"},
+            "examples": {"T x M float32": {
+                "summary": "T*M*4 bytes, little-endian float32, frame after frame",
+                "value": "<binary>"}}}}},
+}
+
+
+@router.post(
+    "/v1/sessions/{sid}/frames", status_code=202, response_model=FramesAck,
+    summary="Queue voltage frames (JSON or binary float32)",
+    openapi_extra=OPENAPI_FRAMES,
+    responses={**AUTH_RESPONSES, **SESSION_RESPONSES,
+               400: error_example("invalid_header", "X-Seq-Start: header required"),
+               413: error_example("body_too_large", "request bodies are limited to 4194304 bytes"),
+               415: error_example("unsupported_media_type", "use application/json or ..."),
+               422: error_example("non_finite", "frames[3].voltages[17]: NaN, Inf or outside ...")})
+async def post_frames(sid: str, request: Request,
+                      _: Principal = Depends(frames_principal)) -> FramesAck:
+    """Validate and queue a batch; 202 only once every new frame is in the session's stream."""
+    redis, settings = get_redis(request), get_settings(request)
+    try:
+        m = await open_session_m(redis, sid)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/json", "application/octet-stream"):
+            raise reject(415, "unsupported_media_type",
+                         "use application/json or application/octet-stream")
+        body = await request.body()
+        if ctype == "application/json":
+            batch = parse_json(body, m, settings.max_batch_frames)
+        else:
+            batch = parse_binary(body, request, m, settings.max_batch_frames)
+        ack = await ingest(redis, sid, batch)
+    except ApiError as e:
+        metrics.FRAMES_REJECTED.labels(e.reason).inc()
+        if e.reason != "session_not_found":
+            await count_rejection(redis, sid, e.reason)
+        raise
+    metrics.FRAMES_ACCEPTED.inc(ack.accepted)
+    metrics.FRAMES_DUPLICATE.inc(len(ack.duplicates))
+    metrics.QUEUE_LAG.observe(ack.lag_frames)
+    return ack

@@ -1,0 +1,153 @@
+"""Fan-out of a session's results stream to its viewers.
+
+One reader task per session (started by its first viewer, stopped after its last) XREADs the
+capped results stream, builds each message pair once and offers it to every viewer's
+`LatestQueue`, which never blocks: when a viewer falls behind its oldest volume is dropped. A
+new viewer gets the latest volume at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from service import metrics, streams, wire
+
+log = logging.getLogger("eitmon.service")
+
+BLOCK_MS = 5000
+
+
+@dataclass(frozen=True)
+class VolumeMessage:
+    """The JSON metadata text and the binary volume, always sent as a pair."""
+
+    meta: str
+    binary: bytes
+
+
+def build_message(sid: str, r: streams.Result) -> VolumeMessage:
+    meta = {"type": "volume", "session": sid, "seq": r.seq, "timestamp": r.timestamp,
+            "kind": r.kind, "method": r.method, "iterations": r.iterations, "loss": r.loss,
+            "latency_ms": r.latency_ms, "lag_frames": r.lag_frames, "shape": list(r.shape),
+            "dtype": r.dtype, "axes": "PRC", "bytes": len(r.data)}
+    return VolumeMessage(json.dumps(meta, separators=(",", ":")),
+                         wire.pack_volume(r.dtype, r.shape, r.seq, r.data))
+
+
+class LatestQueue:
+    """A bounded queue that drops its oldest item instead of blocking the producer."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque[VolumeMessage] = deque(maxlen=maxsize)
+        self._ready = asyncio.Event()
+        self.dropped = 0
+
+    def put(self, item: VolumeMessage) -> None:
+        if len(self._items) == self._items.maxlen:
+            self.dropped += 1
+        self._items.append(item)
+        self._ready.set()
+
+    async def get(self) -> VolumeMessage:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
+class SessionFeed:
+    """The reader task of one session and the queues of its viewers."""
+
+    def __init__(self, redis: Redis, sid: str) -> None:
+        self.redis, self.sid = redis, sid
+        self.viewers: set[LatestQueue] = set()
+        self.latest: VolumeMessage | None = None
+        self.task = asyncio.create_task(self._run(), name=f"results-{sid}")
+
+    def _deliver(self, msg: VolumeMessage) -> None:
+        self.latest = msg
+        for q in self.viewers:
+            q.put(msg)
+
+    def _handle(self, fields: dict) -> None:
+        try:
+            result = streams.decode_result(fields)
+        except ValueError as e:
+            log.warning("session %s: skipping a malformed result (%s)", self.sid, e)
+            return
+        metrics.RECON_LATENCY.labels(result.kind).observe(result.latency_ms / 1000.0)
+        self._deliver(build_message(self.sid, result))
+
+    async def _run(self) -> None:
+        key = streams.results_key(self.sid)
+        last_id: bytes | str | None = None
+        delay = 0.2
+        while True:
+            try:
+                if last_id is None:
+                    newest = await self.redis.xrevrange(key, count=1)
+                    last_id = newest[0][0] if newest else "0-0"
+                    if newest:
+                        self._handle(newest[0][1])
+                reply = await self.redis.xread({key: last_id}, count=32, block=BLOCK_MS)
+                for _stream, entries in reply or []:
+                    for entry_id, fields in entries:
+                        last_id = entry_id
+                        self._handle(fields)
+                delay = 0.2
+            except asyncio.CancelledError:
+                raise
+            except RedisError as e:
+                log.warning("session %s: results reader: %s; retrying", self.sid,
+                            type(e).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+class ResultHub:
+    """Per-process registry of session feeds."""
+
+    def __init__(self, redis: Redis, queue_size: int) -> None:
+        self.redis, self.queue_size = redis, queue_size
+        self.feeds: dict[str, SessionFeed] = {}
+
+    def subscribe(self, sid: str) -> LatestQueue:
+        q = LatestQueue(self.queue_size)
+        feed = self.feeds.get(sid)
+        if feed is None:
+            feed = self.feeds[sid] = SessionFeed(self.redis, sid)
+        elif feed.latest is not None:
+            q.put(feed.latest)
+        feed.viewers.add(q)
+        metrics.VIEWERS.inc()
+        return q
+
+    async def unsubscribe(self, sid: str, q: LatestQueue) -> None:
+        feed = self.feeds.get(sid)
+        if feed is None or q not in feed.viewers:
+            return
+        feed.viewers.discard(q)
+        metrics.VIEWERS.dec()
+        if not feed.viewers:
+            del self.feeds[sid]
+            await _cancel(feed.task)
+
+    async def close(self) -> None:
+        feeds, self.feeds = list(self.feeds.values()), {}
+        for feed in feeds:
+            metrics.VIEWERS.dec(len(feed.viewers))
+            await _cancel(feed.task)
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -1,0 +1,171 @@
+"""Request and response bodies of the HTTP API, with OpenAPI examples."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SID_EXAMPLE = "5f0c6a8e2b3d4c1f9a7e6d5c4b3a2918"
+_NUMBERS = {"type": "array", "items": {"type": "number"}}
+
+
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+# --- requests ----------------------------------------------------------------------------------
+
+class FirstNReference(BaseModel):
+    """Reference = mean of the first N accepted frames (computed by the worker)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["first_n"] = "first_n"
+    frames: int = Field(1, ge=1, le=10_000, description="N")
+
+
+class ExplicitReference(BaseModel):
+    """Reference = these M voltages (float32, finite)."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["explicit"]
+    voltages: list[Any] = Field(json_schema_extra=_NUMBERS, description="M values, V")
+
+
+ReferencePolicy = Annotated[FirstNReference | ExplicitReference, Field(discriminator="mode")]
+
+
+class SessionCreate(BaseModel):
+    """Every field has a default: `{}` opens a session on the standard 2x16 thorax belt."""
+
+    model_config = ConfigDict(extra="forbid")
+    geometry: str | dict[str, Any] = Field(
+        "thorax-2x16", description="preset name or a full/partial GeometrySpec (key 'preset' "
+                                   "names a base preset); file paths are not accepted")
+    protocol: str | dict[str, Any] = Field(
+        "skip4", description="preset name (skip4, adjacent, skipK, ...) or a protocol spec")
+    grid: list[int] | dict[str, int] = Field(
+        [16, 32, 32], description="voxel grid [P, R, C] or {planes, rows, cols}")
+    method: Literal["d2ip", "dip", "rsip", "tv", "tikhonov"] = "d2ip"
+    reference: ReferencePolicy = Field(default_factory=FirstNReference)
+    realtime: Literal["realtime", "complete"] = Field(
+        "realtime", description="realtime: the worker may coalesce a backlog (counted); "
+                                "complete: every frame is reconstructed")
+    patient_label: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._:/#-]+$",
+        description="pseudonymous bed/patient label (never logged)")
+
+
+SESSION_CREATE_EXAMPLES = {
+    "defaults": {"summary": "all defaults", "value": {}},
+    "custom": {"summary": "single ring, complete policy", "value": {
+        "geometry": "thorax-1x32", "protocol": "adjacent", "grid": [8, 32, 32],
+        "method": "d2ip", "reference": {"mode": "first_n", "frames": 10},
+        "realtime": "complete", "patient_label": "ICU-3 bed 7"}},
+    "spec": {"summary": "a geometry spec from a preset", "value": {
+        "geometry": {"preset": "thorax-2x16", "domain": {"kind": "thorax", "width": 0.34}},
+        "protocol": {"kind": "skip", "injection_skip": 4, "measurement_skip": 4,
+                     "reciprocal": "drop"}}},
+}
+
+
+class ReferenceBody(BaseModel):
+    """An explicit reference frame, M finite values."""
+
+    model_config = ConfigDict(extra="forbid", **_examples({"voltages": [0.0123, -0.0045, 0.0067]}))
+    voltages: list[Any] = Field(json_schema_extra=_NUMBERS, description="M values, V")
+
+
+class FrameIn(BaseModel):
+    seq: int = Field(ge=0, description="strictly increasing per session")
+    timestamp: float = Field(description="device time, seconds")
+    voltages: list[float] = Field(description="M values, V")
+
+
+class FramesBatch(BaseModel):
+    """JSON frame batch (the route parses it itself; this documents the shape)."""
+
+    model_config = _examples({"frames": [
+        {"seq": 0, "timestamp": 12.000, "voltages": [0.0123, -0.0045, 0.0067]},
+        {"seq": 1, "timestamp": 12.025, "voltages": [0.0124, -0.0044, 0.0066]}]})
+    frames: list[FrameIn]
+
+
+# --- responses ---------------------------------------------------------------------------------
+
+class Counters(BaseModel):
+    accepted: int = Field(description="frames queued")
+    duplicate: int = Field(description="frames acknowledged as duplicates, not queued")
+    reconstructed: int = Field(description="frames reconstructed by the worker")
+    coalesced: int = Field(description="frames skipped under the realtime policy")
+    rejected: int = Field(description="rejected frame requests (a batch counts once)")
+    rejected_by_reason: dict[str, int]
+
+
+class Lag(BaseModel):
+    frames: int = Field(description="accepted - reconstructed - coalesced")
+    seconds: float | None = Field(
+        description="age of the oldest unprocessed frame (0 when none, null if unknown)")
+
+
+class WorkerInfo(BaseModel):
+    id: str
+    epoch: int
+    lease_ttl_ms: int
+
+
+SESSION_EXAMPLE: dict[str, Any] = {
+    "id": SID_EXAMPLE, "status": "open", "created_at": 1767225600.0, "closed_at": None,
+    "expires_at": None, "patient_label": "ICU-3 bed 7", "n_electrodes": 32,
+    "n_measurements": 928, "grid": [16, 32, 32], "mask_shape": [16, 32, 32],
+    "settings": {"geometry_preset": "thorax-2x16", "geometry": {"...": "full spec"},
+                 "protocol_preset": "skip4", "protocol": {"kind": "skip", "...": "..."},
+                 "grid": [16, 32, 32], "method": "d2ip",
+                 "reference": {"mode": "first_n", "frames": 1}, "realtime": "realtime"},
+    "reference_version": 0, "last_seq": 41,
+    "counters": {"accepted": 42, "duplicate": 0, "reconstructed": 40, "coalesced": 0,
+                 "rejected": 1, "rejected_by_reason": {"non_finite": 1}},
+    "lag": {"frames": 2, "seconds": 0.05},
+    "worker": {"id": "worker-a1", "epoch": 3, "lease_ttl_ms": 9000}}
+
+
+class SessionInfo(BaseModel):
+    model_config = _examples(SESSION_EXAMPLE)
+
+    id: str
+    status: Literal["open", "closed"]
+    created_at: float
+    closed_at: float | None
+    expires_at: float | None = Field(description="when a closed session's keys expire")
+    patient_label: str | None
+    n_electrodes: int
+    n_measurements: int = Field(description="M, values per frame")
+    grid: list[int] = Field(description="[P, R, C]")
+    mask_shape: list[int] = Field(description="shape of volumes and of the voxel mask")
+    settings: dict[str, Any]
+    reference_version: int = Field(description="0 until an explicit reference is set")
+    last_seq: int | None
+    counters: Counters
+    lag: Lag
+    worker: WorkerInfo | None = Field(description="the worker holding the lease, if any")
+
+
+class SessionList(BaseModel):
+    model_config = _examples({"sessions": [SESSION_EXAMPLE]})
+    sessions: list[SessionInfo]
+
+
+class FramesAck(BaseModel):
+    model_config = _examples({"accepted": 2, "duplicates": [], "last_seq": 1, "lag_frames": 2},
+                             {"accepted": 1, "duplicates": [0, 1], "last_seq": 2,
+                              "lag_frames": 1})
+    accepted: int = Field(description="frames queued by this request")
+    duplicates: list[int] = Field(description="seqs acknowledged but not queued (<= last seq)")
+    last_seq: int = Field(description="highest accepted seq of the session")
+    lag_frames: int = Field(description="frames queued and not yet processed")
+
+
+class ReferenceAck(BaseModel):
+    model_config = _examples({"reference_version": 1, "n_measurements": 928})
+    reference_version: int
+    n_measurements: int

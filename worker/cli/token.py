@@ -1,0 +1,41 @@
+"""`eitmon token create`: mint a bearer token for the API. Torch-free."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Bearer tokens (JWT, HS256) for the monitoring API.",
+                  no_args_is_help=True)
+
+
+@app.command("create")
+def create(
+    scope: Annotated[list[str], typer.Option(
+        "--scope", help="frames:write, volumes:read or sessions:admin (repeatable)")],
+    ttl: Annotated[int, typer.Option(min=1, help="lifetime in seconds")] = 3600,
+    subject: Annotated[str, typer.Option(help="the token's sub claim (who holds it)")] = "cli",
+) -> None:
+    """Sign a token with the API's secret (EITMON_JWT_SECRET_FILE or EITMON_JWT_SECRET) and
+    print it alone on the last line."""
+    from pydantic import ValidationError
+
+    from service.auth import create_token
+    from service.settings import Settings, describe_error
+
+    try:
+        settings = Settings()
+    except (ValidationError, ValueError) as e:
+        typer.echo(f"eitmon token: {describe_error(e)}", err=True)
+        raise typer.Exit(2) from None
+    if settings.secret_generated:
+        typer.echo("eitmon token: no JWT secret configured (demo mode would generate a "
+                   "throw-away one); set EITMON_JWT_SECRET_FILE or EITMON_JWT_SECRET", err=True)
+        raise typer.Exit(2)
+    try:
+        token = create_token(settings.secret, scope, ttl, subject=subject)
+    except ValueError as e:
+        typer.echo(f"eitmon token: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(token)
