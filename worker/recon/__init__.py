@@ -1,0 +1,1 @@
+"""Reconstruction methods behind one interface (Tikhonov, TV, R-SIP, DIP, D2IP)."""
