@@ -56,3 +56,15 @@ def redis_url(redis_server_url: str) -> str:
     finally:
         client.close()
     return redis_server_url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Forward models built by the tests go to one throwaway cache for the whole run (shared
+    by every test, never the user's ~/.cache), unless EITMON_CACHE_DIR is set already."""
+    preset = os.environ.get("EITMON_CACHE_DIR")
+    path = preset or str(tmp_path_factory.mktemp("eitmon-cache"))
+    os.environ["EITMON_CACHE_DIR"] = path
+    yield path
+    if preset is None:
+        os.environ.pop("EITMON_CACHE_DIR", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli import api, bench, metrics, model, plot, token
+from worker.cli import api, bench, metrics, model, plot, simulate, token, worker
 
 app = typer.Typer(help="EIT lung-ventilation monitor: D2IP 3D reconstruction, service and tools.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -12,8 +12,10 @@ app.add_typer(model.app, name="model")
 app.add_typer(bench.app, name="bench")
 app.command("metrics")(metrics.metrics)
 app.command("plot")(plot.plot)
+app.command("simulate")(simulate.simulate)
 app.command("api")(api.api)
 app.add_typer(token.app, name="token")
+app.command("worker")(worker.worker)
 # Further command groups register here, one module each under worker/cli/.
 
 if __name__ == "__main__":
