@@ -1,0 +1,1 @@
+"""Benchmarks behind `eitmon bench`; each module measures one thing against a baseline."""
