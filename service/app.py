@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from service import frames, ops, sessions, stream_ws
+from service import frames, ops, sessions, stream_ws, viewer
 from service.errors import install_error_handlers
 from service.hub import ResultHub
 from service.limits import BodyLimitMiddleware
@@ -44,6 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    for module in (ops, sessions, frames, stream_ws):
+    for module in (ops, sessions, frames, stream_ws, viewer):
         app.include_router(module.router)
     return app

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli import api, bench, metrics, model, plot, simulate, token, worker
+from worker.cli import (
+    api,
+    bench,
+    demo,
+    device,
+    metrics,
+    model,
+    plot,
+    simulate,
+    token,
+    worker,
+)
 
 app = typer.Typer(help="EIT lung-ventilation monitor: D2IP 3D reconstruction, service and tools.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -16,6 +27,8 @@ app.command("simulate")(simulate.simulate)
 app.command("api")(api.api)
 app.add_typer(token.app, name="token")
 app.command("worker")(worker.worker)
+app.command("device")(device.device)
+app.command("demo")(demo.demo)
 # Further command groups register here, one module each under worker/cli/.
 
 if __name__ == "__main__":

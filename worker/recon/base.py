@@ -1,27 +1,32 @@
 """The one interface every reconstruction method plugs into, and the registry of methods.
 
 Data convention (D2IP eq. 1): a method receives normalised voltage changes
-    Δv = (v - v_ref) / |v_ref|
+    Δv = (v - v_ref) / |v_ref|   (divisor floored, see `normalise`)
 against the session's measured reference v_ref, and returns the relative conductivity change
 Δσ/σ0 on the model's grid, (P, R, C), zero outside the mask.
 
-- `Method.streaming(model)` gives a per-session `StreamingReconstructor`: push one frame, get
-  one `FrameResult`; `state_dict()` / `load_state_dict()` capture and restore its whole state,
-  so a restored object continues exactly as the original would have (worker checkpoints).
-- `reconstruct_recording` runs a streaming reconstructor over a whole recording (offline).
+- `get_method(name)(model, **options)` gives a per-session `StreamingReconstructor`: push one
+  frame, get one `FrameResult`; `push_many` takes a batch (methods that can, such as Tikhonov,
+  do it in one product); `state_dict()` / `load_state_dict()` capture and restore its whole
+  state, so a restored object continues exactly as the original would have (worker
+  checkpoints); `settings` names the parameters it resolved (for the reconstruction's meta).
+- `reconstruct_recording` runs a streaming reconstructor over a whole recording (offline),
+  with a progress bar.
 - `register` / `get_method` / `available_methods` form the registry the CLI, the benchmarks
-  and the worker share.
+  and the worker share; `create` builds a method by name, passing `device` where it is taken.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
@@ -49,6 +54,15 @@ class StreamingReconstructor(ABC):
     def push(self, dv: np.ndarray) -> FrameResult:
         """Reconstruct the next frame from its normalised voltage change (M,)."""
 
+    def push_many(self, dvs: np.ndarray) -> list[FrameResult]:
+        """Reconstruct T frames in order (T, M); same results as T calls of `push`."""
+        return [self.push(dv) for dv in dvs]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The method's resolved parameters (JSON-serialisable)."""
+        return {}
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: picklable (numpy arrays, numbers, tensors)."""
@@ -67,6 +81,7 @@ class StreamingReconstructor(ABC):
 
 
 Factory = Callable[..., StreamingReconstructor]
+NORMALISE_FLOOR = 0.1  # divisor floor of `normalise`, as a fraction of the rms reference
 _REGISTRY: dict[str, Factory] = {}
 
 
@@ -106,17 +121,40 @@ def get_method(name: str) -> Factory:
     return _REGISTRY[name]
 
 
+def create(name: str, model: ForwardModel, device: str | None = None,
+           **options: Any) -> StreamingReconstructor:
+    """`get_method(name)(model, **options)`, with `device` passed to methods that take one."""
+    factory = get_method(name)
+    if device is not None and "device" in inspect.signature(factory).parameters:
+        options["device"] = device
+    return factory(model, **options)
+
+
 def normalise(voltages: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Δv = (v - v_ref)/|v_ref| (D2IP eq. 1, normalisation of [30]); rows are frames."""
-    return (np.asarray(voltages, dtype=float) - reference) / np.abs(reference)
+    """Δv = (v - v_ref) / max(|v_ref|, NORMALISE_FLOOR · rms(v_ref)); rows are frames.
+
+    D2IP eq. 1 (the normalisation of [30]) with a floor on the divisor: a channel whose
+    reference voltage nearly vanishes (a potential difference crossing zero, typical when the
+    reference frame holds lungs) would otherwise be amplified a hundredfold, noise and all,
+    while the Jacobian's rows are normalised by the homogeneous model's voltages. The floor
+    leaves the ~95 % of channels above a tenth of the rms reference voltage untouched.
+    """
+    reference = np.asarray(reference, dtype=float)
+    floor = NORMALISE_FLOOR * np.sqrt(np.mean(reference**2))
+    return (np.asarray(voltages, dtype=float) - reference) / np.maximum(np.abs(reference), floor)
 
 
 def reconstruct_recording(recon: StreamingReconstructor, voltages: np.ndarray,
-                          reference: np.ndarray, progress: Iterable[int] | None = None
+                          reference: np.ndarray, progress: bool = False, batch: int = 32
                           ) -> tuple[np.ndarray, list[FrameResult]]:
-    """Offline: reconstruct T frames; returns volumes (T, P, R, C) and per-frame results."""
+    """Offline: reconstruct T frames; returns volumes (T, P, R, C) and per-frame results.
+
+    Frames go to `push_many` in batches of `batch`; `progress` shows a tqdm bar over frames.
+    """
     dv = normalise(voltages, reference)
-    results = []
-    for t in progress if progress is not None else range(dv.shape[0]):
-        results.append(recon.push(dv[t]))
+    results: list[FrameResult] = []
+    with tqdm(total=len(dv), desc=recon.method, unit="frame", disable=not progress) as bar:
+        for start in range(0, len(dv), batch):
+            results.extend(recon.push_many(dv[start:start + batch]))
+            bar.update(min(batch, len(dv) - start))
     return np.stack([r.volume for r in results]), results

@@ -1,0 +1,169 @@
+"""Real processes for the runtime tests: the API (`eitmon api`) and workers (`eitmon worker`
+with the test reconstructor, see lsq_method.py) on the test valkey, a small forward model, and
+a client that talks to them the way a belt and a viewer do."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import redis
+from websockets.sync.client import ClientConnection, connect
+
+from service import streams
+from service.auth import SCOPES, VOLUMES_READ, create_token
+from worker.forward import load_model
+from worker.forward.model import ForwardModel
+from worker.recon.base import normalise
+from worker.runtime.local import Child, start_api, start_worker
+
+SECRET = "runtime-test-secret-0123456789abcdef0123"
+SPEC = {"geometry": {"preset": "thorax-1x16", "mesh_size": 0.025}, "protocol": "skip4",
+        "grid": [4, 8, 8]}  # M = 208, 208 voxels inside: a 5 s cold build, cached per run
+LSQ = Path(__file__).with_name("lsq_method.py")
+PseudoInverse = runpy.run_path(str(LSQ))["PseudoInverse"]
+LAUNCHER = [sys.executable, "-c", f"import runpy; runpy.run_path({str(LSQ)!r})['install']"
+            "('tikhonov'); from worker.runtime.main import run; run()"]
+FAST = {"EITMON_LEASE_MS": "1000", "EITMON_LEASE_RENEW_MS": "250",
+        "EITMON_SCAN_INTERVAL_S": "0.3", "EITMON_CHECKPOINT_EVERY": "5",
+        "EITMON_DEVICE": "cpu", "EITMON_LOG_LEVEL": "info"}
+
+
+@pytest.fixture(scope="session")
+def small_model(model_cache_dir: str) -> ForwardModel:
+    return load_model(**SPEC)
+
+
+@pytest.fixture(scope="session")
+def api_process(redis_server_url: str) -> Iterator[Child]:
+    child = start_api(redis_server_url, SECRET, quiet=True,
+                      env={"EITMON_VIEWER_QUEUE": "1000"})  # keep every volume for the tests
+    yield child
+    child.stop()
+
+
+@dataclass
+class Bed:
+    """A client of the running API and of Redis (to read counters and results)."""
+
+    base: str
+    redis: redis.Redis
+    model: ForwardModel
+    secret: str = SECRET
+
+    def frames(self, n: int, period: int = 20) -> np.ndarray:
+        """n frames (n, M) of a lung region breathing, from the linearised model."""
+        values = np.zeros(self.model.n_voxels)
+        values[: self.model.n_voxels // 3] = -0.2
+        depth = 0.5 * (1 - np.cos(2 * np.pi * np.arange(n) / period))
+        v0 = self.model.reference_voltages
+        dv = depth[:, None] * (self.model.jacobian @ values)
+        return (v0 + np.abs(v0) * dv).astype(np.float32)
+
+    def expected(self, frames: np.ndarray) -> np.ndarray:
+        """The volumes the test method makes of `frames` against the explicit reference."""
+        ref = self.model.reference_voltages.astype(np.float32).astype(np.float64)
+        recon = PseudoInverse(self.model)
+        return np.stack([recon.push(normalise(f, ref)).volume for f in frames])
+
+    @staticmethod
+    def wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def receive(ws: ClientConnection, timeout: float = 10) -> tuple[dict[str, Any], bytes]:
+        meta, binary = ws.recv(timeout=timeout), ws.recv(timeout=timeout)
+        assert isinstance(meta, str) and isinstance(binary, bytes)
+        return json.loads(meta), binary
+
+    def token(self, *scopes: str) -> str:
+        return create_token(SECRET, scopes or SCOPES, 600, subject="test")
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base, trust_env=False, timeout=10,
+                            headers={"Authorization": f"Bearer {self.token()}"})
+
+    def create(self, **over: Any) -> str:
+        body = {**SPEC, "method": "tikhonov", "realtime": "complete",
+                "reference": {"mode": "explicit",
+                              "voltages": self.model.reference_voltages.tolist()}, **over}
+        with self.http() as c:
+            r = c.post("/v1/sessions", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def post(self, sid: str, frames: np.ndarray, seq0: int) -> httpx.Response:
+        """Binary frames seq0, seq0 + 1, ... at 20 frames/s."""
+        with self.http() as c:
+            r = c.post(f"/v1/sessions/{sid}/frames", content=frames.astype("<f4").tobytes(),
+                       headers={"Content-Type": "application/octet-stream",
+                                "X-Frame-Count": str(len(frames)), "X-Seq-Start": str(seq0),
+                                "X-Timestamp-Start": str(seq0 * 0.05),
+                                "X-Frame-Interval": "0.05"})
+        assert r.status_code == 202, r.text
+        return r
+
+    def close(self, sid: str) -> None:
+        with self.http() as c:
+            assert c.delete(f"/v1/sessions/{sid}").status_code == 200
+
+    def info(self, sid: str) -> dict[str, Any]:
+        with self.http() as c:
+            return c.get(f"/v1/sessions/{sid}").json()
+
+    def counters(self, sid: str) -> dict[str, int]:
+        raw = self.redis.hgetall(streams.counters_key(sid))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def settled(self, sid: str, accepted: int) -> bool:
+        """Every accepted frame is reconstructed or coalesced."""
+        c = self.counters(sid)
+        return c.get("accepted") == accepted and (
+            c.get("reconstructed", 0) + c.get("coalesced", 0) == accepted)
+
+    def results(self, sid: str, kind: str = "volume") -> list[streams.Result]:
+        entries = self.redis.xrange(streams.results_key(sid))
+        out = [streams.decode_result(f) for _, f in entries]
+        return [r for r in out if r.kind == kind]
+
+    def viewer(self, sid: str) -> ClientConnection:
+        return connect(f"{self.base.replace('http', 'ws')}/v1/sessions/{sid}/stream",
+                       proxy=None, subprotocols=["bearer", self.token(VOLUMES_READ)])
+
+
+@pytest.fixture
+def bed(api_process: Child, redis_url: str, small_model: ForwardModel) -> Iterator[Bed]:
+    client = redis.Redis.from_url(redis_url)
+    yield Bed(api_process.url, client, small_model)
+    client.close()
+
+
+@pytest.fixture
+def workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Child]]:
+    """start(name, **env) -> a worker subprocess with short leases; killed after the test."""
+    started: list[Child] = []
+
+    def start(name: str, **env: str) -> Child:
+        child = start_worker(redis_url, {**FAST, "EITMON_WORKER_NAME": name,
+                                         "EITMON_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
+                                         **env}, argv=LAUNCHER)
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        child.stop(signal.SIGKILL)

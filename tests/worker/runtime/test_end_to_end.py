@@ -1,0 +1,82 @@
+"""The API, a worker process and a viewer together: every accepted frame becomes a volume."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from service import wire
+from worker.runtime.local import Child, start_api
+
+if TYPE_CHECKING:
+    from conftest import Bed
+
+N = 30
+
+
+def test_every_frame_reaches_the_viewer_and_the_counters_add_up(
+        bed: Bed, workers: Callable[..., Child]) -> None:
+    sid = bed.create()
+    workers("w1")
+    frames = bed.frames(N)
+    volumes: dict[int, np.ndarray] = {}
+    previews: set[int] = set()
+    with bed.viewer(sid) as ws:
+        time.sleep(0.3)  # the API's reader is waiting on the results stream
+        for k in range(0, N, 5):
+            bed.post(sid, frames[k:k + 5], k)
+        while len(volumes) < N or len(previews) < N:
+            meta, binary = bed.receive(ws)
+            header, vol = wire.unpack_volume(binary)
+            assert header.seq == meta["seq"] and meta["method"] == "tikhonov"
+            if meta["kind"] == "volume":
+                volumes[meta["seq"]] = vol.astype(np.float32)
+            else:
+                previews.add(meta["seq"])
+    bed.wait(lambda: bed.settled(sid, N), 10, "the counters")
+    assert bed.counters(sid)["coalesced"] == 0
+    expected = bed.expected(frames)
+    got = np.stack([volumes[s] for s in range(N)])
+    np.testing.assert_allclose(got, expected, rtol=2e-2, atol=2e-3 * np.abs(expected).max())
+    info = bed.info(sid)
+    assert info["lag"]["frames"] == 0 and info["worker"]["id"] == "w1"
+
+
+def test_realtime_policy_coalesces_a_backlog_and_counts_it(
+        bed: Bed, workers: Callable[..., Child]) -> None:
+    sid = bed.create(realtime="realtime")
+    bed.post(sid, bed.frames(40), 0)  # queued before any worker runs: a backlog
+    workers("w1")
+    bed.wait(lambda: bed.settled(sid, 40), 20, "the counters")
+    counters = bed.counters(sid)
+    assert counters["coalesced"] > 0
+    assert counters["reconstructed"] + counters["coalesced"] == counters["accepted"] == 40
+    assert bed.results(sid)[-1].seq == 39  # the newest frame is always reconstructed
+
+
+def test_api_restart_while_the_worker_runs(bed: Bed, workers: Callable[..., Child],
+                                           redis_url: str) -> None:
+    api = start_api(redis_url, bed.secret, quiet=True)
+    try:
+        bed.base = api.url
+        sid = bed.create()
+        workers("w1")
+        frames = bed.frames(20)
+        bed.post(sid, frames[:10], 0)
+        api.stop()
+        api = start_api(redis_url, bed.secret, port=int(api.url.rsplit(":", 1)[1]), quiet=True)
+        with bed.viewer(sid) as ws:
+            bed.post(sid, frames[10:], 10)
+            bed.wait(lambda: bed.settled(sid, 20), 10, "the counters")
+            for _ in range(50):  # the latest volume at once, then the new ones
+                meta, _ = bed.receive(ws)
+                if meta["seq"] == 19 and meta["kind"] == "volume":
+                    break
+            else:
+                raise AssertionError("the last volume never reached the viewer")
+    finally:
+        api.stop()
+    assert [r.seq for r in bed.results(sid)] == list(range(20))

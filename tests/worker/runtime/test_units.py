@@ -1,0 +1,100 @@
+"""The runtime's pieces on their own: state encoding, checkpoint files, reference, policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from service.streams import FrameEntry, SessionConfig
+from worker.forward.model import ForwardModel
+from worker.runtime import checkpoint, state_codec
+from worker.runtime.lease import Lease
+from worker.runtime.reference import Reference
+from worker.runtime.session import Close, Session
+
+
+def test_state_codec_round_trips_without_pickles() -> None:
+    state = {"weights": torch.arange(6.0).reshape(2, 3), 0: {"step": 3, "exp_avg": torch.ones(2)},
+             "z": np.linspace(0, 1, 4, dtype=np.float32), "seed": np.int64(7),
+             "shape": (16, 32, 32), "history": [1.5, None, "x"], "nan": float("nan")}
+    tree, arrays = state_codec.encode(state)
+    back = state_codec.decode(tree, arrays)
+    assert torch.equal(back["weights"], state["weights"]) and back[0]["step"] == 3
+    assert torch.equal(back[0]["exp_avg"], torch.ones(2))
+    np.testing.assert_array_equal(back["z"], state["z"])
+    assert back["seed"] == 7 and back["shape"] == (16, 32, 32)
+    assert back["history"] == [1.5, None, "x"] and np.isnan(back["nan"])
+    with pytest.raises(TypeError, match="pickling"):
+        state_codec.encode({"f": lambda: 0})
+
+
+def test_checkpoint_write_read_prune(tmp_path: Path) -> None:
+    sid = "a" * 32
+    make = {"sid": sid, "main_method": "d2ip", "reference": np.arange(3.0),
+            "main_state": {"w": torch.zeros(2)}}
+    old = checkpoint.write(tmp_path, checkpoint.Checkpoint(epoch=1, stream_id="5-0", **make))
+    new = checkpoint.write(tmp_path, checkpoint.Checkpoint(epoch=2, stream_id="9-1",
+                                                           counters={"accepted": 9}, **make))
+    got = checkpoint.read(tmp_path, new)
+    assert (got.epoch, got.stream_id, got.counters) == (2, "9-1", {"accepted": 9})
+    np.testing.assert_array_equal(got.reference, np.arange(3.0))
+    checkpoint.prune(tmp_path, new)
+    assert not (tmp_path / old).exists() and (tmp_path / new).exists()
+    assert [p.name for p in checkpoint.session_dirs(tmp_path)] == [sid]
+    assert not list((tmp_path / sid).glob(".tmp-*"))
+
+
+def test_first_n_reference_averages_then_explicit_replaces() -> None:
+    ref = Reference({"mode": "first_n", "frames": 2})
+    ref.observe(np.array([1.0, 3.0]))
+    assert not ref.ready
+    ref.observe(np.array([3.0, 5.0]))
+    ref.observe(np.array([9.0, 9.0]))  # after N frames: ignored
+    np.testing.assert_array_equal(ref.value, [2.0, 4.0])
+    ref.set(np.array([1.0, 1.0]))
+    np.testing.assert_array_equal(ref.value, [1.0, 1.0])
+
+
+def session(model: ForwardModel, realtime: str, reference: dict[str, Any]) -> Session:
+    cfg = SessionConfig(geometry={}, protocol={}, grid=model.grid.shape, method="tikhonov",
+                        reference=reference, realtime=realtime, n_electrodes=16,
+                        n_measurements=model.n_measurements)
+    return Session(lease=Lease("b" * 32, "w", 1), config=cfg, model=model, preview=None,
+                   preview_method="tikhonov", main=None, main_method="tikhonov",
+                   reference=Reference(reference), position=checkpoint.START)
+
+
+def frame(v: float, m: int, seq: int) -> FrameEntry:
+    return FrameEntry("frame", seq=seq, timestamp=seq * 0.05,
+                      voltages=np.full(m, v, dtype=np.float32))
+
+
+def test_frames_wait_for_the_first_n_reference_then_all_are_queued(
+        small_model: ForwardModel) -> None:
+    s = session(small_model, "complete", {"mode": "first_n", "frames": 3})
+    m = small_model.n_measurements
+    assert s.accept("1-0", frame(1.0, m, 0)) == [] and s.accept("2-0", frame(2.0, m, 1)) == []
+    ready = s.accept("3-0", frame(3.0, m, 2))
+    assert [f.seq for f in ready] == [0, 1, 2]
+    np.testing.assert_allclose(ready[0].dv, -0.5)  # (1 - 2) / |2|
+    s.queue(ready)
+    assert [s.take().item.seq for _ in range(3)] == [0, 1, 2]  # complete: one at a time
+
+
+def test_realtime_takes_the_newest_and_coalesces_the_rest(small_model: ForwardModel) -> None:
+    s = session(small_model, "realtime", {"mode": "explicit"})
+    m = small_model.n_measurements
+    s.accept("1-0", FrameEntry("reference", voltages=np.ones(m, dtype=np.float32)))
+    silent = [s.accept(f"{k}-1", frame(1.0, m, k), silent=True)[0] for k in range(2, 5)]
+    fresh = [s.accept(f"{k}-1", frame(1.0, m, k))[0] for k in range(5, 9)]
+    s.queue(silent + fresh)
+    s.accept("9-0", FrameEntry("close"))
+    replay = s.take()
+    assert [f.seq for f in replay.replay] == [4] and replay.item is None
+    work = s.take()
+    assert [f.seq for f in work.coalesce] == [5, 6, 7] and work.item.seq == 8
+    assert s.take().item == Close("9-0") and s.take() is None

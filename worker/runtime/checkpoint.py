@@ -1,0 +1,109 @@
+"""Session checkpoints: the main reconstructor's state, the reference, and where in the frame
+stream they stand, in one `.npz` file (no pickles, see `state_codec`). The preview method is a
+one-step linear map with no state worth keeping.
+
+Files live in `<EITMON_CHECKPOINT_DIR>/<sid>/<epoch>-<stream id>.npz`, written to a temporary
+file and renamed, so a reader never sees half a file. Writing a file is not enough: a checkpoint
+counts once `Fenced.commit_checkpoint` has recorded its name in the progress hash under the
+writer's lease, so a worker that lost its lease can write files but never make them current.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.runtime import state_codec
+
+FORMAT = 1
+START = "0-0"  # stream position before the first entry
+
+
+@dataclass
+class Checkpoint:
+    """Everything a worker needs to continue a session after `stream_id`."""
+
+    sid: str
+    epoch: int
+    stream_id: str  # the last frame-stream entry the state includes
+    main_method: str
+    main_state: Any
+    reference: np.ndarray | None  # in effect for the frames after stream_id
+    counters: dict[str, int] = field(default_factory=dict)  # snapshot, for the record
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        """The file name relative to the checkpoint folder."""
+        return f"{self.sid}/{self.epoch:010d}-{self.stream_id}.npz"
+
+
+def write(directory: Path, ckpt: Checkpoint) -> str:
+    """Write atomically; returns the name to commit."""
+    path = directory / ckpt.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tree, arrays = state_codec.encode({"main": ckpt.main_state, "reference": ckpt.reference})
+    meta = {"format": FORMAT, "sid": ckpt.sid, "epoch": ckpt.epoch, "stream_id": ckpt.stream_id,
+            "main_method": ckpt.main_method, "counters": ckpt.counters,
+            "created_at": ckpt.created_at}
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", suffix=".npz",
+                                     delete=False) as fh:
+        try:
+            np.savez(fh, __meta__=np.array(json.dumps(meta)), __tree__=np.array(json.dumps(tree)),
+                     **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        except BaseException:
+            os.unlink(fh.name)
+            raise
+    os.replace(fh.name, path)
+    return ckpt.name
+
+
+def read(directory: Path, name: str) -> Checkpoint:
+    """Load a committed checkpoint; OSError/ValueError when it is missing or unreadable."""
+    path = directory / name
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["__meta__"]))
+        tree = json.loads(str(z["__tree__"]))
+        arrays = {k: z[k] for k in z.files if not k.startswith("__")}
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
+    state = state_codec.decode(tree, arrays)
+    return Checkpoint(sid=meta["sid"], epoch=meta["epoch"], stream_id=meta["stream_id"],
+                      main_method=meta["main_method"], main_state=state["main"],
+                      reference=state["reference"], counters=meta["counters"],
+                      created_at=meta["created_at"])
+
+
+def prune(directory: Path, keep: str) -> None:
+    """Delete the session's other checkpoint files (older or never committed)."""
+    kept = directory / keep
+    for path in kept.parent.glob("*.npz"):
+        if path != kept and not path.name.startswith(".tmp-"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def session_dirs(directory: Path) -> list[Path]:
+    """The per-session folders under the checkpoint folder."""
+    if not directory.is_dir():
+        return []
+    return [p for p in directory.iterdir() if p.is_dir() and len(p.name) == 32]
+
+
+def remove_session(path: Path) -> None:
+    """Delete a session's checkpoint folder (its keys have expired)."""
+    for f in path.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+    with contextlib.suppress(OSError):
+        path.rmdir()

@@ -1,0 +1,167 @@
+"""One owned session: its settings, forward model, reconstructors, reference and backlog.
+
+The intake thread `accept`s frame-stream entries in stream order (normalising each frame
+against the reference in effect at that point) and queues them; the compute thread `take`s
+work under the session's real-time policy:
+- `complete`: every frame, oldest first;
+- `realtime`: when more than one frame is queued, the newest is reconstructed and the older
+  ones are coalesced (counted, acknowledged, never reconstructed).
+Frames replayed after a takeover that were already counted (`silent`) only advance the main
+reconstructor's state; under `realtime` only the newest of them is pushed.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from service.streams import FrameEntry, Result, SessionConfig
+from worker.recon.base import FrameResult, StreamingReconstructor, normalise
+from worker.runtime.lease import Lease
+from worker.runtime.methods import SharedPreview
+from worker.runtime.reference import Reference
+
+if TYPE_CHECKING:
+    from worker.forward.model import ForwardModel
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A frame ready for the main method."""
+
+    entry_id: str
+    seq: int
+    timestamp: float
+    dv: np.ndarray  # normalised voltage change
+    reference: np.ndarray  # the reference it was normalised against
+    silent: bool = False  # already counted before a takeover: replay for the state only
+
+
+@dataclass(frozen=True)
+class Close:
+    """The session's `close` entry: finish after everything before it."""
+
+    entry_id: str
+
+
+@dataclass
+class Work:
+    """What the compute thread does next for a session."""
+
+    replay: list[Frame] = field(default_factory=list)
+    coalesce: list[Frame] = field(default_factory=list)
+    item: Frame | Close | None = None
+
+
+@dataclass
+class Session:
+    """Per-session state shared by the intake and compute threads (guarded by `lock`)."""
+
+    lease: Lease
+    config: SessionConfig
+    model: ForwardModel
+    preview: SharedPreview
+    preview_method: str
+    main: StreamingReconstructor
+    main_method: str
+    reference: Reference
+    position: str  # last entry whose effect is in the main state (checkpoint position)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    backlog: deque[Frame | Close] = field(default_factory=deque)
+    waiting: list[tuple[str, FrameEntry, bool]] = field(default_factory=list)
+    since_checkpoint: int = 0
+    last_activity: float = field(default_factory=time.monotonic)
+    ending: str | None = None  # why the session stops: closed, evicted, shutdown, lost
+
+    def __post_init__(self) -> None:
+        self.position_reference = self.reference.value
+
+    @property
+    def sid(self) -> str:
+        return self.lease.sid
+
+    @property
+    def realtime(self) -> bool:
+        return self.config.realtime == "realtime"
+
+    def accept(self, entry_id: str, entry: FrameEntry, silent: bool = False) -> list[Frame]:
+        """Take one entry in stream order; returns the frames it made ready (oldest first).
+
+        A `close` entry is queued at once (with any frames still waiting for a reference,
+        which then get the average of the frames seen so far)."""
+        self.last_activity = time.monotonic()
+        if entry.kind == "reference":
+            self.reference.set(entry.voltages)
+            return self._release()
+        if entry.kind == "close":
+            if self.waiting and not self.reference.ready:
+                self.reference.set(np.mean([e.voltages for _, e, _ in self.waiting], axis=0))
+            ready = self._release()
+            with self.lock:
+                self.backlog.append(Close(entry_id))
+            return ready
+        self.reference.observe(entry.voltages)
+        self.waiting.append((entry_id, entry, silent))
+        return self._release()
+
+    def _release(self) -> list[Frame]:
+        if not self.reference.ready or not self.waiting:
+            return []
+        ref = self.reference.value
+        assert ref is not None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ready = [Frame(i, e.seq or 0, e.timestamp or 0.0, normalise(e.voltages, ref), ref, s)
+                     for i, e, s in self.waiting]
+        self.waiting = []
+        return ready
+
+    def queue(self, frames: list[Frame]) -> None:
+        with self.lock:
+            self.backlog.extend(frames)
+
+    def take(self) -> Work | None:
+        """The next unit of work under the real-time policy, or None when idle."""
+        with self.lock:
+            if not self.backlog:
+                return None
+            head = self.backlog[0]
+            if isinstance(head, Frame) and head.silent:
+                replay = self._pop_while(lambda f: f.silent)
+                return Work(replay=replay[-1:] if self.realtime else replay)
+            if isinstance(head, Close) or not self.realtime:
+                return Work(item=self.backlog.popleft())
+            frames = self._pop_while(lambda f: not f.silent)
+            return Work(coalesce=frames[:-1], item=frames[-1])
+
+    def _pop_while(self, keep: Callable[[Frame], bool]) -> list[Frame]:
+        out: list[Frame] = []
+        while self.backlog and isinstance(self.backlog[0], Frame) and keep(self.backlog[0]):
+            out.append(self.backlog.popleft())
+        return out
+
+    @property
+    def idle(self) -> bool:
+        with self.lock:
+            return not self.backlog and not self.waiting
+
+    def advance(self, frame: Frame) -> None:
+        """Record that the main state now accounts for `frame` (pushed or coalesced)."""
+        self.position = frame.entry_id
+        self.position_reference = frame.reference
+        self.since_checkpoint += 1
+
+    def result(self, frame: Frame, res: FrameResult, kind: str) -> Result:
+        """The result to publish for `frame` (latency and lag are filled in by `Fenced`)."""
+        loss = float(res.loss) if math.isfinite(res.loss) else None
+        method = self.preview_method if kind == "preview" else self.main_method
+        return Result.from_volume(res.volume, dtype="float16", seq=frame.seq,
+                                  timestamp=frame.timestamp, kind=kind, method=method,
+                                  iterations=res.iterations, loss=loss, latency_ms=0.0,
+                                  lag_frames=0, worker=self.lease.worker, epoch=self.lease.epoch)
