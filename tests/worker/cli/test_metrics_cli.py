@@ -16,16 +16,6 @@ from worker.recording import Reconstruction
 runner = CliRunner()
 
 
-def _clean_failure(args: list[str], *needles: str) -> None:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    flat = " ".join(result.output.split())
-    for needle in needles:
-        assert needle in flat, result.output
-
-
 def test_json_for_double_truth(recon_path: Path, recording_path: Path) -> None:
     result = runner.invoke(app, ["metrics", str(recon_path), str(recording_path), "--json"])
     assert result.exit_code == 0, result.output
@@ -63,23 +53,23 @@ def test_truth_file_may_be_the_recording_itself(recording_path: Path) -> None:
     assert json.loads(result.stdout)["mean"]["err"] == 0.0
 
 
-def test_missing_file(tmp_path: Path, recording_path: Path) -> None:
-    _clean_failure(["metrics", str(tmp_path / "none.npz"), str(recording_path)], "none.npz")
+def test_missing_file(tmp_path: Path, recording_path: Path, fails_cleanly) -> None:
+    fails_cleanly(["metrics", str(tmp_path / "none.npz"), str(recording_path)], "none.npz")
 
 
-def test_no_truth(recon_path: Path, real_recording_path: Path) -> None:
-    _clean_failure(["metrics", str(recon_path), str(real_recording_path)], "TRUTH",
+def test_no_truth(recon_path: Path, real_recording_path: Path, fails_cleanly) -> None:
+    fails_cleanly(["metrics", str(recon_path), str(real_recording_path)], "TRUTH",
                    "no ground truth")
 
 
 def test_shape_mismatch(tmp_path: Path, truth: np.ndarray, recording_path: Path,
-                        make_reconstruction: Callable[..., Reconstruction]) -> None:
+                        make_reconstruction: Callable[..., Reconstruction], fails_cleanly) -> None:
     path = tmp_path / "short.npz"
     make_reconstruction(truth[:2]).save(path)
-    _clean_failure(["metrics", str(path), str(recording_path)], "do not match")
+    fails_cleanly(["metrics", str(path), str(recording_path)], "do not match")
 
 
-def test_not_an_archive(tmp_path: Path, recording_path: Path) -> None:
+def test_not_an_archive(tmp_path: Path, recording_path: Path, fails_cleanly) -> None:
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"\x00" * 10)
-    _clean_failure(["metrics", str(junk), str(recording_path)], "RECON", "junk.npz")
+    fails_cleanly(["metrics", str(junk), str(recording_path)], "RECON", "junk.npz")

@@ -13,16 +13,6 @@ from worker.cli.main import app
 runner = CliRunner()
 
 
-def _fails_cleanly(args: list[str], *needles: str) -> None:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2, result.output
-    assert isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    flat = " ".join(result.output.split())
-    for needle in needles:
-        assert needle in flat, result.output
-
-
 def test_plot_compare_writes_png_of_size(tmp_path: Path, recording_path: Path,
                                          recon_path: Path) -> None:
     out = tmp_path / "fig.png"
@@ -42,26 +32,26 @@ def test_plot_default_size(tmp_path: Path, recon_path: Path) -> None:
 
 
 @pytest.mark.parametrize("size", ["1600", "0x10", "axb", "20000x10"])
-def test_bad_size(tmp_path: Path, recon_path: Path, size: str) -> None:
-    _fails_cleanly(["plot", str(recon_path), "-o", str(tmp_path / "f.png"), "--size", size],
+def test_bad_size(tmp_path: Path, recon_path: Path, size: str, fails_cleanly) -> None:
+    fails_cleanly(["plot", str(recon_path), "-o", str(tmp_path / "f.png"), "--size", size],
                    "--size")
 
 
-def test_frame_out_of_range(tmp_path: Path, recon_path: Path) -> None:
-    _fails_cleanly(["plot", str(recon_path), "-o", str(tmp_path / "f.png"), "--frame", "3"],
+def test_frame_out_of_range(tmp_path: Path, recon_path: Path, fails_cleanly) -> None:
+    fails_cleanly(["plot", str(recon_path), "-o", str(tmp_path / "f.png"), "--frame", "3"],
                    "frame 3 out of range")
 
 
-def test_no_truth(tmp_path: Path, real_recording_path: Path) -> None:
-    _fails_cleanly(["plot", str(real_recording_path), "-o", str(tmp_path / "f.png")],
+def test_no_truth(tmp_path: Path, real_recording_path: Path, fails_cleanly) -> None:
+    fails_cleanly(["plot", str(real_recording_path), "-o", str(tmp_path / "f.png")],
                    "no ground truth")
 
 
-def test_missing_output_folder(tmp_path: Path, recon_path: Path) -> None:
-    _fails_cleanly(["plot", str(recon_path), "-o", str(tmp_path / "no" / "f.png")],
+def test_missing_output_folder(tmp_path: Path, recon_path: Path, fails_cleanly) -> None:
+    fails_cleanly(["plot", str(recon_path), "-o", str(tmp_path / "no" / "f.png")],
                    "does not exist")
 
 
-def test_missing_compare_file(tmp_path: Path, recon_path: Path) -> None:
-    _fails_cleanly(["plot", str(recon_path), "--compare", str(tmp_path / "x.npz"), "-o",
+def test_missing_compare_file(tmp_path: Path, recon_path: Path, fails_cleanly) -> None:
+    fails_cleanly(["plot", str(recon_path), "--compare", str(tmp_path / "x.npz"), "-o",
                     str(tmp_path / "f.png")], "x.npz")
