@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,16 @@ import pytest
 # The tests import the helpers as a plain module under any --import-mode (importlib mode does
 # not put test directories on sys.path by itself).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deploy_helpers import DEPLOY, REPO, TARGETS, load_all, need, run  # noqa: E402
+from deploy_helpers import (  # noqa: E402
+    DEPLOY,
+    DOCKER,
+    PASSWORD,
+    REPO,
+    TARGETS,
+    load_all,
+    need,
+    run,
+)
 
 
 @pytest.fixture(scope="session")
@@ -58,3 +68,24 @@ def rendered_text(kubectl: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def rendered(rendered_text: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     return {target: load_all(text) for target, text in rendered_text.items()}
+
+
+@pytest.fixture()
+def server_conf(tmp_path: Path) -> tuple[Path, Path, str]:
+    """(valkey.conf for the test, its data directory, URL)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "data"
+    data.mkdir()
+    auth = tmp_path / "valkey-auth.conf"
+    auth.write_text(f"requirepass {PASSWORD}\n")
+    conf = (DOCKER / "valkey.conf").read_text()
+    for old, new in (("dir /data", f"dir {data}"), ("port 6379", f"port {port}"),
+                     ("bind * -::*", "bind 127.0.0.1"),
+                     ("/tmp/valkey-auth.conf", str(auth))):
+        assert old in conf, old
+        conf = conf.replace(old, new)
+    path = tmp_path / "valkey.conf"
+    path.write_text(conf)
+    return path, data, f"redis://:{PASSWORD}@127.0.0.1:{port}/0"

