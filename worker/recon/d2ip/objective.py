@@ -1,0 +1,84 @@
+"""One frame's objective: phi(theta | Z) -> gamma (eq. 3) -> masked values -> loss (eq. 11).
+
+The whole chain (network, output mapping, J product, both TV terms) is one function of the
+network parameters, so `torch.compile` can fuse the elementwise work around the matmuls.
+Shapes are fixed (the temporal window is always `LossConfig.window` slots with zero weights for
+empty ones), so the compiled graph is built once per problem size.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from worker.recon.d2ip import ops_cl
+from worker.recon.d2ip.loss import (
+    DataTerm,
+    LossConfig,
+    MaskGeometry,
+    VolumeWindow,
+    spatial_tv,
+    temporal_tv,
+)
+from worker.recon.d2ip.mapping import OutputRange
+from worker.recon.d2ip.network import FastResUNet3D
+
+
+class LossTerms(NamedTuple):
+    total: Tensor  # eq. (11)
+    data: Tensor  # mean squared residual
+    values: Tensor  # (V,) Delta sigma inside the mask, C order
+
+
+class Objective:
+    """Loss (11) of `net` for a measurement frame.
+
+    `fast` picks the channels-last path (else the eager reference path); `data_rtol` is the
+    rank cut of the data term (see `DataTerm`; None: plain J); `compile` wraps the loss in
+    `torch.compile` (works on CPU, but did not pay on our 2-core box: see docs/d2ip.md).
+    """
+
+    def __init__(self, net: FastResUNet3D, z: Tensor, jacobian: Tensor, mask: Tensor,
+                 loss: LossConfig | None = None, out_range: OutputRange | None = None,
+                 fast: bool = True, data_rtol: float | None = 1e-6,
+                 compile: bool = False) -> None:
+        self.geom = MaskGeometry.from_mask(mask)
+        if tuple(z.shape[2:]) != tuple(mask.shape):
+            raise ValueError(f"Z grid {tuple(z.shape[2:])} != mask grid {tuple(mask.shape)}")
+        if jacobian.ndim != 2 or jacobian.shape[1] != self.geom.n_inside:
+            raise ValueError(f"J must be (M, V={self.geom.n_inside}), got {tuple(jacobian.shape)}")
+        self.net = net
+        self.z = z
+        self.data = DataTerm(jacobian, data_rtol)
+        self.loss = loss or LossConfig()
+        self.out_range = out_range or OutputRange()
+        self.fast = fast
+        self.patches = ops_cl.dense3_patches(z) if fast else None
+        self._no_history = VolumeWindow(self.geom.n_inside, self.loss.window)
+        self._terms = torch.compile(self.terms, dynamic=False) if compile else self.terms
+
+    def new_window(self) -> VolumeWindow:
+        """An empty temporal window of the right size for this objective."""
+        return VolumeWindow(self.geom.n_inside, self.loss.window)
+
+    def sigmoid_volume(self) -> Tensor:
+        """phi(theta | Z): the network's (P, R, C) output in (0, 1)."""
+        if self.patches is not None:
+            return self.net.forward_cl(self.patches)
+        return self.net(self.z)
+
+    def terms(self, dv: Tensor, previous: Tensor, weights: Tensor) -> LossTerms:
+        """Eq. (11) for measurements `dv` (M,), previous frames (K, V) and their weights (K,)."""
+        cfg = self.loss
+        volume = self.out_range.apply(self.sigmoid_volume())
+        values = volume.reshape(-1)[self.geom.index]
+        data = self.data(values, dv)
+        reg = (cfg.lam_s * spatial_tv(volume, self.geom, cfg.eps)
+               + cfg.lam_t * temporal_tv(values, previous, weights, cfg.eps))
+        return LossTerms(data + cfg.lam * reg, data, values)
+
+    def __call__(self, dv: Tensor, window: VolumeWindow | None = None) -> LossTerms:
+        w = self._no_history if window is None else window
+        return self._terms(dv.to(torch.float32), w.frames, w.weights())
