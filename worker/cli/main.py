@@ -12,6 +12,7 @@ from worker.cli import (
     metrics,
     model,
     plot,
+    reconstruct,
     simulate,
     token,
     worker,
@@ -24,6 +25,7 @@ app.add_typer(bench.app, name="bench")
 app.command("metrics")(metrics.metrics)
 app.command("plot")(plot.plot)
 app.command("simulate")(simulate.simulate)
+app.command("reconstruct")(reconstruct.reconstruct)
 app.command("api")(api.api)
 app.add_typer(token.app, name="token")
 app.command("worker")(worker.worker)

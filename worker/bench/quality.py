@@ -1,0 +1,213 @@
+"""Reconstruction-quality benchmark: simulated cases, every registered method, one table.
+
+Each case is simulated once (`worker.simulation`, fine mesh, noise; cached under
+`<cache dir>/simulations/`, keyed by case, frames, SNR, seed and the resolved model specs),
+every method reconstructs it frame by frame through the registry (so a newly registered method
+joins by name), and the volumes are scored against the truth with `worker.metrics.score`
+(means over the frames). Seconds per frame are the methods' own `FrameResult.milliseconds`,
+mean over the frames, first frame included. Tikhonov's throughput is measured separately on
+the same model: `push` one frame at a time (one V x M product each), `push_many` in batches,
+and the plain baseline, a float64 numpy pseudo-inverse `np.linalg.pinv(J) @ Δv` one frame at a
+time, in interleaved rounds (medians reported).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.forward import cache, load_model
+from worker.forward.geometry import resolve_geometry
+from worker.forward.grid import resolve_grid
+from worker.forward.model import ForwardModel, model_spec
+from worker.forward.protocol import resolve_protocol
+from worker.metrics import METRICS, score
+from worker.plot import plot_volumes
+from worker.recon.base import create, normalise, reconstruct_recording
+from worker.recording import Recording, RecordingError
+
+THROUGHPUT_FRAMES = 200
+THROUGHPUT_ROUNDS = 5
+THROUGHPUT_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What is simulated: the case parameters and the model they share."""
+
+    frames: int | None = 20
+    snr_db: float | None = 50.0
+    seed: int = 0
+    geometry: Any = None
+    protocol: Any = None
+    grid: Any = None
+
+
+@dataclass
+class CaseResult:
+    case: str
+    frames: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def recording_for(case: str, setup: Setup, progress: bool = False) -> Recording:
+    """The simulated recording of `case`, from the simulation cache or simulated now."""
+    from worker.simulation import simulate
+
+    spec = model_spec(resolve_geometry(setup.geometry), resolve_protocol(setup.protocol),
+                      resolve_grid(setup.grid))
+    key = json.dumps({"case": case, "frames": setup.frames, "snr_db": setup.snr_db,
+                      "seed": setup.seed, **spec}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = cache.cache_dir() / "simulations" / f"{case}-{digest}.npz"
+    try:
+        return Recording.load(path)
+    except (FileNotFoundError, RecordingError):
+        pass
+    rec = simulate(case, snr_db=setup.snr_db, frames=setup.frames, seed=setup.seed,
+                   geometry=setup.geometry, protocol=setup.protocol, grid=setup.grid,
+                   progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
+    rec.save(tmp)
+    tmp.replace(path)
+    return rec
+
+
+def run_case(case: str, methods: list[str], setup: Setup, out_dir: Path, device: str = "cpu",
+             progress: bool = False) -> CaseResult:
+    """Reconstruct one case with every method, score it, and draw `slices-<case>.png`."""
+    rec = recording_for(case, setup, progress)
+    model = model_of(rec)
+    result = CaseResult(case=case, frames=rec.n_frames)
+    last = rec.n_frames - 1
+    panels = [("truth", rec.truth[last])]
+    for name in methods:
+        recon = create(name, model, device=device)
+        volumes, frames = reconstruct_recording(recon, rec.voltages, rec.reference,
+                                                progress=progress)
+        metrics = score(volumes, rec.truth, rec.mask)["mean"]
+        result.rows.append({"case": case, "method": name, **metrics,
+                            "seconds_per_frame": float(np.mean([f.milliseconds for f in frames]))
+                            / 1e3,
+                            "iterations": float(np.mean([f.iterations for f in frames])),
+                            "settings": recon.settings})
+        panels.append((name, volumes[last]))
+    plot_volumes(panels, rec.mask, out_dir / f"slices-{case}.png",
+                 frame_label=f"{case}: frame {last} of {rec.n_frames} (end of inhalation), "
+                             f"{setup.snr_db} dB")
+    return result
+
+
+def model_of(rec: Recording) -> ForwardModel:
+    """The reconstruction model named by a recording's meta."""
+    return load_model(**{k: rec.meta[k] for k in ("geometry", "protocol", "grid")})
+
+
+def _rate(frames: int, run: Callable[[], object]) -> float:
+    """Frames per second of one timed call of `run` that handles `frames` frames."""
+    t0 = time.perf_counter()
+    run()
+    return frames / (time.perf_counter() - t0)
+
+
+def tikhonov_throughput(model: ForwardModel, frames: int = THROUGHPUT_FRAMES,
+                        rounds: int = THROUGHPUT_ROUNDS, device: str = "cpu",
+                        seed: int = 0) -> dict[str, Any]:
+    """Frames per second of Tikhonov `push`, `push_many` (batches) and the numpy pinv baseline.
+
+    The three are measured in interleaved rounds and each reported as its median over the
+    rounds, so that a burst of load on a shared machine hits all three alike.
+    """
+    rng = np.random.default_rng(seed)
+    v0 = model.reference_voltages
+    dv = normalise(v0 * (1 + 0.01 * rng.standard_normal((frames, v0.size))), v0)
+    recon = create("tikhonov", model, device=device)
+    pinv = np.linalg.pinv(model.jacobian)
+    recon.push(dv[0])  # warm-up: first-call allocations
+    rates: dict[str, list[float]] = {"push": [], "push_many": [], "pinv": []}
+    for _ in range(rounds):
+        rates["push"].append(_rate(frames, lambda: [recon.push(f) for f in dv]))
+        rates["push_many"].append(_rate(frames, lambda: [
+            recon.push_many(dv[i:i + THROUGHPUT_BATCH]) for i in range(0, frames,
+                                                                    THROUGHPUT_BATCH)]))
+        rates["pinv"].append(_rate(frames, lambda: [pinv @ f for f in dv]))
+    fps = {k: float(np.median(v)) for k, v in rates.items()}
+    return {"grid": list(model.grid.shape), "n_voxels": model.n_voxels,
+            "n_measurements": model.n_measurements, "device": device, "frames": frames,
+            "rounds": rounds, "push_fps": fps["push"], "push_many_fps": fps["push_many"],
+            "batch": THROUGHPUT_BATCH, "numpy_pinv_fps": fps["pinv"],
+            "push_vs_pinv": fps["push"] / fps["pinv"]}
+
+
+def benchmark(methods: list[str], cases: list[str], setup: Setup, out_dir: Path,
+              device: str = "cpu", throughput: bool = True,
+              progress: bool = False) -> dict[str, Any]:
+    """Run everything, write quality.json, quality.md and the figures; return the results."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = [run_case(c, methods, setup, out_dir, device, progress) for c in cases]
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"), "setup": asdict(setup), "device": device,
+        "rows": [row for r in results for row in r.rows],
+        "frames": {r.case: r.frames for r in results},
+    }
+    if throughput and "tikhonov" in methods:
+        report["tikhonov_throughput"] = tikhonov_throughput(
+            model_of(recording_for(cases[0], setup)), device=device)
+    (out_dir / "quality.json").write_text(json.dumps(report, indent=2, default=str))
+    (out_dir / "quality.md").write_text(markdown(report))
+    return report
+
+
+COLUMNS = (("case", "case"), ("method", "method"), ("cc", "CC ↑"), ("psnr", "PSNR dB ↑"),
+           ("mssim", "MSSIM ↑"), ("err", "ERR ↓"), ("seconds_per_frame", "s/frame"),
+           ("iterations", "iterations/frame"))
+
+
+def cells(row: dict[str, Any]) -> list[str]:
+    """The table cells of one row."""
+    out = []
+    for key, _ in COLUMNS:
+        value = row[key]
+        if key in METRICS:
+            out.append(f"{value:.3f}" if key != "psnr" else f"{value:.2f}")
+        elif key == "seconds_per_frame":
+            out.append(f"{value:.4g}")
+        elif key == "iterations":
+            out.append(f"{value:.0f}")
+        else:
+            out.append(str(value))
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """quality.md: the table plus the Tikhonov throughput line."""
+    setup = report["setup"]
+    lines = [f"# Reconstruction quality ({report['date']})", "",
+             f"Simulated with `worker.simulation` at {setup['snr_db']} dB, seed {setup['seed']}; "
+             f"frames per case: {report['frames']}; device {report['device']}. Means over the "
+             "frames, scored inside the body mask (`worker.metrics`).", "",
+             "| " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells(row)) + " |" for row in report["rows"]]
+    tp = report.get("tikhonov_throughput")
+    if tp:
+        lines += ["", throughput_line(tp)]
+    return "\n".join(lines) + "\n"
+
+
+def throughput_line(tp: dict[str, Any]) -> str:
+    return (f"Tikhonov at grid {'x'.join(map(str, tp['grid']))} (V = {tp['n_voxels']}, "
+            f"M = {tp['n_measurements']}, {tp['device']}): push {tp['push_fps']:.0f} frames/s "
+            f"(one float32 V x M product each), push_many {tp['push_many_fps']:.0f} frames/s "
+            f"(batches of {tp['batch']}); baseline numpy float64 pinv(J) @ Δv "
+            f"{tp['numpy_pinv_fps']:.0f} frames/s (push is {tp['push_vs_pinv']:.1f}x); medians "
+            f"of {tp['rounds']} interleaved rounds of {tp['frames']} frames.")

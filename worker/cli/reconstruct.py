@@ -1,0 +1,96 @@
+"""`eitmon reconstruct FILE.npz --method NAME --out RECON.npz`: offline reconstruction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+_FILE = {"exists": True, "dir_okay": False, "readable": True}
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """['mu=0.1', 'prior=identity'] -> {'mu': 0.1, 'prior': 'identity'} (values as JSON, else
+    as strings)."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--option: expected KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key.strip()] = text
+    return options
+
+
+def reconstruct(
+    file: Annotated[Path, typer.Argument(help="recording .npz", metavar="FILE.npz", **_FILE)],
+    method: Annotated[str, typer.Option(help="reconstruction method (see the error for the "
+                                             "list)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="reconstruction .npz to write",
+                                      metavar="RECON.npz")],
+    device: Annotated[str, typer.Option(help="cpu or cuda (for methods that run on torch)")]
+    = "cpu",
+    option: Annotated[list[str] | None, typer.Option(
+        help="method option KEY=VALUE, e.g. mu=0.2 (repeat)", metavar="KEY=VALUE")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary")] = False,
+) -> None:
+    """Reconstruct every frame of FILE with METHOD (model rebuilt from FILE's meta)."""
+    import numpy as np
+
+    from worker.forward import load_model
+    from worker.recon.base import available_methods, create, reconstruct_recording
+    from worker.recording import Reconstruction, Recording, RecordingError
+
+    if method not in available_methods():
+        _fail(f"unknown method {method!r}; available: {', '.join(available_methods())}")
+    if device not in ("cpu", "cuda"):
+        _fail(f"--device: expected cpu or cuda, got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail("--device cuda: no CUDA device is available")
+    if not out.parent.is_dir():
+        _fail(f"--out: folder {out.parent} does not exist")
+    options = parse_options(option or [])
+    try:
+        rec = Recording.load(file)
+    except RecordingError as exc:
+        _fail(str(exc))
+    if np.any(rec.reference == 0):
+        _fail(f"{file}: reference: zero voltage on channel(s) "
+              f"{np.flatnonzero(rec.reference == 0).tolist()}: cannot normalise")
+    try:
+        model = load_model(**{k: rec.meta[k] for k in ("geometry", "protocol", "grid")},
+                           progress=not as_json)
+    except (ValueError, TypeError) as exc:
+        _fail(f"{file}: meta: cannot build the forward model ({exc})")
+    if rec.n_measurements != model.n_measurements:
+        _fail(f"{file}: voltages have {rec.n_measurements} measurements per frame, the model "
+              f"of its meta (geometry, protocol) has {model.n_measurements}")
+    try:
+        recon = create(method, model, device=device, **options)
+    except (TypeError, ValueError) as exc:
+        _fail(f"method {method}: {exc}")
+    volumes, results = reconstruct_recording(recon, rec.voltages, rec.reference,
+                                             progress=not as_json)
+    seconds = np.array([r.milliseconds / 1e3 for r in results])
+    meta = {"method": method, "source": str(file), "settings": recon.settings,
+            "device": device, "model": model.spec}
+    Reconstruction(volumes=volumes, seconds_per_frame=seconds,
+                   iterations=np.array([r.iterations for r in results]), mask=model.mask,
+                   meta=meta).save(out)
+    summary = {"method": method, "out": str(out), "frames": len(results),
+               "mean_seconds_per_frame": float(seconds.mean()), "settings": recon.settings}
+    typer.echo(json.dumps(summary) if as_json else
+               f"wrote {out}: {len(results)} frames with {method}, "
+               f"{seconds.mean() * 1e3:.2f} ms per frame")

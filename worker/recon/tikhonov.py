@@ -1,0 +1,126 @@
+"""Tikhonov reconstruction: one precomputed matrix, one matrix-vector product per frame.
+
+    x = argmin ‖W^½(Δv - J x)‖² + μ² ‖D x‖²,   Γ = D²   (D2IP eq. 2 with a quadratic prior)
+      = R Δv,   R = (JᵀWJ + μ²Γ)⁻¹ JᵀW = D⁻¹ J̃ᵀ (J̃J̃ᵀ + μ²I)⁻¹ W^½,   J̃ = W^½ J D⁻¹
+
+W whitens the data and Γ is the NOSER (default) or identity prior (see `worker.recon.spectral`).
+The second form, by the push-through identity, needs only the M x M Gram matrix J̃J̃ᵀ = U S² Uᵀ
+instead of a V x V solve: R = D⁻¹ J̃ᵀ U diag(1/(s² + μ²)) Uᵀ W^½. R (float32, V x M) is built
+once per model and setting and cached on disk (`worker.recon.store`).
+
+Regularisation parameter (unless `mu=` is given): GCV on the expected data of a design signal.
+GCV needs data, but one fixed μ keeps the method linear, so volumes (and the global impedance
+curve) stay proportional to the data over the breath; a μ re-chosen per frame would not. The
+design signal is a uniform change of the whole body by DESIGN_CONTRAST (the small end of a
+breath) measured with white noise at `snr_db` (dB below the rms reference voltage, the
+definition of `worker.simulation.noise`): E[(uᵢᵀb)²] = (uᵢᵀ b_design)² + η², η = 10^(-snr/20),
+and μ minimises Wahba's GCV function of those coefficients (`spectral.gcv`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from worker.recon import store
+from worker.recon.base import FrameResult, StreamingReconstructor, register
+from worker.recon.spectral import Prior, Spectrum, gcv_minimiser, spectrum
+
+if TYPE_CHECKING:
+    from worker.forward.model import ForwardModel
+
+DESIGN_CONTRAST = 0.05  # Δσ/σ0 of the design signal's uniform change
+DEFAULT_SNR_DB = 50.0
+
+
+@dataclass(frozen=True)
+class TikhonovOperator:
+    """R and what the loss needs: the whitened residual W^½(Δv - J R Δv) = P Δv."""
+
+    matrix: np.ndarray  # R, (V, M) float32
+    residual: np.ndarray  # P, (M, M) float32
+    d: np.ndarray  # (V,) prior weights, ‖D x‖² is the penalty
+    mu: float
+    prior: Prior
+
+
+def design_mu(model: ForwardModel, spec: Spectrum, snr_db: float) -> float:
+    """μ by GCV on the expected data of the design signal (module docstring)."""
+    b = spec.w * model.jacobian.sum(axis=1) * DESIGN_CONTRAST
+    beta2 = (spec.u.T @ b) ** 2 + 10.0 ** (-snr_db / 10.0)
+    return gcv_minimiser(spec.s, beta2)
+
+
+def tikhonov_operator(model: ForwardModel, prior: Prior = "noser", mu: float | None = None,
+                      snr_db: float = DEFAULT_SNR_DB) -> TikhonovOperator:
+    """R for this model and setting, from the recon cache or built (M²V flops)."""
+    spec = spectrum(model, prior)
+    mu = float(mu) if mu is not None else design_mu(model, spec, snr_db)
+    if not mu > 0:
+        raise ValueError(f"mu: must be positive, got {mu}")
+
+    def build() -> dict[str, np.ndarray]:
+        u, s, w, d = spec.u, spec.s, spec.w, spec.d
+        core = (u / (s**2 + mu**2)) @ u.T
+        jt = model.jacobian * w[:, None] / d
+        matrix = (jt.T @ core) * w[None, :] / d[:, None]
+        residual = ((u * (mu**2 / (s**2 + mu**2))) @ u.T) * w[None, :]
+        return {"matrix": matrix.astype(np.float32), "residual": residual.astype(np.float32)}
+
+    arrays = store.cached(store.path_for(model, "tikhonov", {"prior": prior, "mu": mu}), build)
+    return TikhonovOperator(matrix=arrays["matrix"], residual=arrays["residual"],
+                            d=spec.d.astype(np.float32), mu=mu, prior=prior)
+
+
+@register("tikhonov")
+class Tikhonov(StreamingReconstructor):
+    """x = R Δv per frame; state: the frame counter only. loss = the objective at x."""
+
+    method = "tikhonov"
+
+    def __init__(self, model: ForwardModel, mu: float | None = None, prior: Prior = "noser",
+                 snr_db: float = DEFAULT_SNR_DB, device: str = "cpu") -> None:
+        super().__init__(model)
+        self.operator = tikhonov_operator(model, prior, mu, snr_db)
+        self.rule = "given" if mu is not None else f"design GCV at {snr_db:g} dB"
+        self.device = torch.device(device)
+        self.matrix = torch.from_numpy(self.operator.matrix).to(self.device)
+        self.residual = torch.from_numpy(self.operator.residual).to(self.device)
+        self.penalty = torch.from_numpy(self.operator.d * self.operator.mu).to(self.device)
+        self.frames = 0
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"mu": self.operator.mu, "mu_rule": self.rule, "prior": self.operator.prior}
+
+    def solve(self, dvs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, M) float32 on the device -> solutions (T, V) and objective values (T,)."""
+        x = dvs @ self.matrix.T
+        loss = (dvs @ self.residual.T).square().sum(1) + (x * self.penalty).square().sum(1)
+        return x, loss
+
+    def push(self, dv: np.ndarray) -> FrameResult:
+        return self.push_many(np.asarray(dv)[None])[0]
+
+    def push_many(self, dvs: np.ndarray) -> list[FrameResult]:
+        """All frames in one matrix product (T x M times M x V)."""
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            x, loss = self.solve(torch.as_tensor(np.asarray(dvs, dtype=np.float32),
+                                                 device=self.device))
+            x, loss = x.cpu().numpy(), loss.cpu().numpy()
+        volumes = self.model.to_volume(x)
+        self.frames += len(volumes)
+        ms = 1e3 * (time.perf_counter() - t0) / len(volumes)
+        return [FrameResult(volume=v, iterations=1, loss=float(f), milliseconds=ms)
+                for v, f in zip(volumes, loss, strict=True)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.frames = int(state["frames"])
