@@ -6,7 +6,9 @@ values (service DNS name, mounted secret paths, pod name) replaced by local equi
 from __future__ import annotations
 
 import re
+import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,8 @@ def _container_env(docs: list[dict[str, Any]], deployment: str, local: dict[str,
         else:
             raise AssertionError(f"{deployment}: no local value for {name} ({item})")
     command = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in spec["command"]]
+    # the image's PATH has the console script; here it is beside this interpreter
+    command[0] = shutil.which(command[0]) or str(Path(sys.executable).with_name(command[0]))
     return command, env
 
 
