@@ -103,3 +103,16 @@ def recon_path(tmp_path: Path) -> Path:
     path = tmp_path / "recon.npz"
     _reconstruction_of(2 * breathing_truth()).save(path)
     return path
+
+
+COARSE_GEOMETRY = {"preset": "thorax-2x16", "mesh_size": 0.016}
+COARSE_GRID = (8, 16, 16)
+
+
+@pytest.fixture(scope="session")
+def coarse_model(model_cache_dir: str):
+    """A coarse thorax model (4.9k nodes, 8 x 16 x 16 grid, M = 928) built once per run in
+    the session's model cache (tests/conftest.py)."""
+    from worker.forward import load_model
+
+    return load_model(geometry=COARSE_GEOMETRY, grid=COARSE_GRID)

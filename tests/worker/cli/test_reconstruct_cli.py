@@ -6,43 +6,21 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from typer.testing import CliRunner
 
 from worker.cli.main import app
-from worker.forward import load_model
 from worker.forward.model import ForwardModel
 from worker.recording import Reconstruction, Recording
 
-COARSE = {"preset": "thorax-2x16", "mesh_size": 0.016}  # as tests/worker/recon: one cache
-GRID = (8, 16, 16)
 
-
-@pytest.fixture(scope="module")
-def cache_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "eitmon-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(cache_root: Path) -> ForwardModel:
-    return load_model(geometry=COARSE, grid=GRID, cache_dir=cache_root)
-
-
-@pytest.fixture(autouse=True)
-def _cache_env(cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EITMON_CACHE_DIR", str(cache_root))
-
-
-def recording(model: ForwardModel, n_meas: int | None = None) -> Recording:
+def recording(coarse_model: ForwardModel, n_meas: int | None = None) -> Recording:
     """Three frames around the model's reference voltages, meta naming the model."""
-    v0 = model.reference_voltages[:n_meas]
+    v0 = coarse_model.reference_voltages[:n_meas]
     rng = np.random.default_rng(0)
     return Recording(voltages=v0 * (1 + 0.01 * rng.standard_normal((3, v0.size))),
-                     reference=v0, frame_times=np.arange(3) / 20.0, mask=model.mask,
-                     meta=model.spec)
+                     reference=v0, frame_times=np.arange(3) / 20.0, mask=coarse_model.mask,
+                     meta=coarse_model.spec)
 
 
 def run(*args: str):
@@ -51,8 +29,8 @@ def run(*args: str):
     return res
 
 
-def test_writes_a_reconstruction(tmp_path: Path, model: ForwardModel) -> None:
-    recording(model).save(tmp_path / "rec.npz")
+def test_writes_a_reconstruction(tmp_path: Path, coarse_model: ForwardModel) -> None:
+    recording(coarse_model).save(tmp_path / "rec.npz")
     out = tmp_path / "recon.npz"
     res = run(str(tmp_path / "rec.npz"), "--method", "tikhonov", "--out", str(out),
               "--option", "mu=0.3", "--json")
@@ -60,30 +38,32 @@ def test_writes_a_reconstruction(tmp_path: Path, model: ForwardModel) -> None:
     summary = json.loads(res.output.strip().splitlines()[-1])
     assert summary["frames"] == 3 and summary["settings"]["mu"] == 0.3
     recon = Reconstruction.load(out)
-    assert recon.volumes.shape == (3, *GRID) and recon.meta["method"] == "tikhonov"
+    assert recon.volumes.shape == (3, *coarse_model.grid.shape)
+    assert recon.meta["method"] == "tikhonov"
     assert recon.meta["settings"]["mu"] == 0.3 and recon.meta["device"] == "cpu"
-    assert np.array_equal(recon.mask, model.mask) and np.all(recon.iterations == 1)
-    assert recon.volumes[:, model.mask].any() and not recon.volumes[:, ~model.mask].any()
+    assert np.array_equal(recon.mask, coarse_model.mask) and np.all(recon.iterations == 1)
+    inside = coarse_model.mask
+    assert recon.volumes[:, inside].any() and not recon.volumes[:, ~inside].any()
 
 
-def test_rejects_unknown_method(tmp_path: Path, model: ForwardModel) -> None:
-    recording(model).save(tmp_path / "rec.npz")
+def test_rejects_unknown_method(tmp_path: Path, coarse_model: ForwardModel) -> None:
+    recording(coarse_model).save(tmp_path / "rec.npz")
     res = run(str(tmp_path / "rec.npz"), "--method", "magic", "--out", str(tmp_path / "o.npz"))
     assert res.exit_code == 2
     assert "unknown method 'magic'" in res.output and "tikhonov" in res.output
 
 
-def test_rejects_wrong_measurement_count(tmp_path: Path, model: ForwardModel) -> None:
-    recording(model, n_meas=20).save(tmp_path / "rec.npz")
+def test_rejects_wrong_measurement_count(tmp_path: Path, coarse_model: ForwardModel) -> None:
+    recording(coarse_model, n_meas=20).save(tmp_path / "rec.npz")
     res = run(str(tmp_path / "rec.npz"), "--method", "tikhonov", "--out",
               str(tmp_path / "o.npz"))
     assert res.exit_code == 2
-    assert "20 measurements" in res.output and str(model.n_measurements) in res.output
+    assert "20 measurements" in res.output and str(coarse_model.n_measurements) in res.output
     assert not (tmp_path / "o.npz").exists()
 
 
-def test_rejects_nan_frames(tmp_path: Path, model: ForwardModel) -> None:
-    recording(model).save(tmp_path / "good.npz")
+def test_rejects_nan_frames(tmp_path: Path, coarse_model: ForwardModel) -> None:
+    recording(coarse_model).save(tmp_path / "good.npz")
     with np.load(tmp_path / "good.npz") as z:
         arrays = {k: z[k] for k in z.files}
     arrays["voltages"][1, 5] = np.nan
@@ -93,8 +73,8 @@ def test_rejects_nan_frames(tmp_path: Path, model: ForwardModel) -> None:
     assert res.exit_code == 2 and "voltages: contains NaN or Inf" in res.output
 
 
-def test_rejects_bad_options_and_devices(tmp_path: Path, model: ForwardModel) -> None:
-    recording(model).save(tmp_path / "rec.npz")
+def test_rejects_bad_options_and_devices(tmp_path: Path, coarse_model: ForwardModel) -> None:
+    recording(coarse_model).save(tmp_path / "rec.npz")
     base = [str(tmp_path / "rec.npz"), "--method", "tikhonov", "--out", str(tmp_path / "o.npz")]
     res = run(*base, "--option", "bogus=1")
     assert res.exit_code == 2 and "bogus" in res.output

@@ -33,8 +33,8 @@ def _near_electrode_voxel(model: ForwardModel) -> tuple[int, int, int]:
     return (p, int(best[0]), int(best[1]))
 
 
-def test_jacobian_matches_finite_differences(small_model: ForwardModel) -> None:
-    m = small_model
+def test_jacobian_matches_finite_differences(coarse_model: ForwardModel) -> None:
+    m = coarse_model
     P, R, C = m.grid.shape
     voxels = [(P // 2, R // 2, C // 2), (P // 3, R // 2, C // 4), _near_electrode_voxel(m)]
     s0 = np.full(m.grid.shape, m.geometry.background_conductivity)
@@ -50,12 +50,12 @@ def test_jacobian_matches_finite_differences(small_model: ForwardModel) -> None:
         assert np.linalg.norm(fd - j) / np.linalg.norm(j) < 1e-2
 
 
-def test_jacobian_sign_and_normalisation(small_model: ForwardModel) -> None:
+def test_jacobian_sign_and_normalisation(coarse_model: ForwardModel) -> None:
     """J·(δ 1) predicts the normalised change of a uniform relative increase δ to first order.
     Without contact impedance voltages would scale by 1/(1+δ), so the change is close to
     -δ·sign(v0): a conductivity increase lowers every transfer impedance's magnitude (the
     electrodes' shunting makes a few small-|v0| channels deviate by up to ~15 %)."""
-    m = small_model
+    m = coarse_model
     pred = m.jacobian.sum(axis=1) * 1e-3
     exact = (m.solve(np.full(m.grid.shape, 0.24 * 1.001)) - m.reference_voltages)
     exact /= np.abs(m.reference_voltages)
@@ -64,34 +64,33 @@ def test_jacobian_sign_and_normalisation(small_model: ForwardModel) -> None:
     assert ratio.min() > 0.75 and abs(np.median(ratio) - 1) < 0.01
 
 
-def test_reference_voltages_match_solve(small_model: ForwardModel) -> None:
-    m = small_model
+def test_reference_voltages_match_solve(coarse_model: ForwardModel) -> None:
+    m = coarse_model
     v = m.solve(np.full(m.grid.shape, m.geometry.background_conductivity))
     assert np.allclose(v, m.reference_voltages, rtol=1e-10)
     assert m.reference_voltages.shape == (m.n_measurements,) == (928,)
 
 
-def test_mask_orientation_and_projection(small_model: ForwardModel) -> None:
-    m = small_model
+def test_mask_orientation_and_projection(coarse_model: ForwardModel) -> None:
+    m = coarse_model
     assert m.mask.shape == SMALL_GRID
     assert np.array_equal(m.mask, m.mask[:, :, ::-1])  # left-right symmetric thorax
     assert not m.mask[:, 0, 0].any()  # the front-right corner is outside the body
     assert np.allclose(np.asarray(m.projection.sum(axis=1)).ravel(), 1.0)
 
 
-def test_cache_hit_and_spec_round_trip(small_model: ForwardModel, model_cache) -> None:
-    again = load_model(**small_model.spec, cache_dir=model_cache)
-    assert again.from_cache and again.cache_path == small_model.cache_path
-    assert np.array_equal(again.jacobian, small_model.jacobian)
-    other = load_model(geometry=SMALL_THORAX, grid=SMALL_GRID, protocol="adjacent",
-                       cache_dir=model_cache)
-    assert other.cache_path != small_model.cache_path
+def test_cache_hit_and_spec_round_trip(coarse_model: ForwardModel) -> None:
+    again = load_model(**coarse_model.spec)
+    assert again.from_cache and again.cache_path == coarse_model.cache_path
+    assert np.array_equal(again.jacobian, coarse_model.jacobian)
+    other = load_model(geometry=SMALL_THORAX, grid=SMALL_GRID, protocol="adjacent")
+    assert other.cache_path != coarse_model.cache_path
 
 
-def test_solve_rejects_bad_conductivity(small_model: ForwardModel) -> None:
+def test_solve_rejects_bad_conductivity(coarse_model: ForwardModel) -> None:
     with pytest.raises(ValueError, match="shape"):
-        small_model.solve(np.ones((2, 2, 2)))
-    bad = np.full(small_model.grid.shape, 0.24)
-    bad[small_model.mask] = -1
+        coarse_model.solve(np.ones((2, 2, 2)))
+    bad = np.full(coarse_model.grid.shape, 0.24)
+    bad[coarse_model.mask] = -1
     with pytest.raises(ValueError, match="positive"):
-        small_model.solve(bad)
+        coarse_model.solve(bad)

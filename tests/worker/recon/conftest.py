@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 
 from worker.bench.quality import Setup, recording_for
-from worker.forward import load_model
-from worker.forward.model import ForwardModel
 from worker.recon.base import StreamingReconstructor, normalise
 from worker.recording import Recording
 
@@ -26,23 +24,15 @@ SETUP = Setup(frames=2, snr_db=50.0, geometry=COARSE, grid=list(GRID))
 
 
 @pytest.fixture(scope="session")
-def recon_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.getbasetemp() / "eitmon-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-@pytest.fixture(scope="session")
-def coarse_model(recon_cache: Path) -> ForwardModel:
-    return load_model(geometry=COARSE, grid=GRID, cache_dir=recon_cache)
+def recon_cache(model_cache_dir: str) -> Path:
+    """The session's cache folder (tests/conftest.py): models, recon operators, recordings."""
+    return Path(model_cache_dir)
 
 
 @pytest.fixture(scope="session")
 def healthy(recon_cache: Path) -> Recording:
     """healthy-deep-breath at 50 dB, 2 frames (start and end of the inhalation), coarse."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EITMON_CACHE_DIR", str(recon_cache))
-        return recording_for("healthy-deep-breath", SETUP)
+    return recording_for("healthy-deep-breath", SETUP)
 
 
 @pytest.fixture(scope="session")
