@@ -76,7 +76,8 @@ def temporal_tv(values: Tensor, previous: Tensor, weights: Tensor, eps: float) -
     return (weights * torch.sqrt(d * d + eps).mean(dim=1)).sum()
 
 
-def temporal_weights(n_previous: int, window: int) -> Tensor:
+def temporal_weights(n_previous: int, window: int,
+                     device: torch.device | str | None = None) -> Tensor:
     """alpha_{j,i} = exp(-(i - j)) / sum alpha for the slots of a window (oldest first).
 
     Slot k of `window` holds the frame k - window steps back from the current one (the last slot
@@ -89,7 +90,7 @@ def temporal_weights(n_previous: int, window: int) -> Tensor:
         lags = torch.arange(n, 0, -1, dtype=torch.float64)  # n, ..., 1
         alpha = torch.exp(-lags)
         w[window - n:] = (alpha / alpha.sum()).to(torch.float32)
-    return w
+    return w.to(device)
 
 
 def _gram64(jacobian: Tensor, block: int = 8192) -> Tensor:
@@ -111,7 +112,8 @@ class DataTerm:
     rtol = 1e-6 (below float32 resolution of J itself) the dropped part is rounding noise and the
     loss is exact; r is J's numerical rank, which is below M when measurements are redundant
 (the default protocol keeps reciprocal pairs: M = 928, rank <= 464).
-    `rtol=None` keeps J as it is.
+    `rtol=None` keeps J as it is. The decomposition runs on the CPU (float64); the products run
+    on J's device.
     """
 
     def __init__(self, jacobian: Tensor, rtol: float | None = 1e-6) -> None:
@@ -120,11 +122,12 @@ class DataTerm:
         if rtol is None:
             self.basis = jacobian.to(torch.float32).contiguous()
         else:
-            lam, vecs = torch.linalg.eigh(_gram64(jacobian))
+            cpu = jacobian.detach().cpu()
+            lam, vecs = torch.linalg.eigh(_gram64(cpu))
             keep = lam > (rtol ** 2) * lam.max()
             u = vecs[:, keep].T.to(torch.float32).contiguous()  # U_r^T, (r, M)
-            self.basis = (u @ jacobian.to(torch.float32)).contiguous()
-            self.range = u
+            self.basis = (u @ cpu.to(torch.float32)).contiguous().to(jacobian.device)
+            self.range = u.to(jacobian.device)
 
     @property
     def rank(self) -> int:
@@ -145,8 +148,9 @@ class DataTerm:
 class VolumeWindow:
     """The last `window` reconstructed frames (V values each), oldest first, for eq. (9)."""
 
-    def __init__(self, n_values: int, window: int) -> None:
-        self.frames = torch.zeros(window, n_values, dtype=torch.float32)
+    def __init__(self, n_values: int, window: int,
+                 device: torch.device | str | None = None) -> None:
+        self.frames = torch.zeros(window, n_values, dtype=torch.float32, device=device)
         self.count = 0
 
     @property
@@ -159,7 +163,7 @@ class VolumeWindow:
         self.count = min(self.count + 1, self.window)
 
     def weights(self) -> Tensor:
-        return temporal_weights(self.count, self.window)
+        return temporal_weights(self.count, self.window, self.frames.device)
 
     def state_dict(self) -> dict[str, Tensor | int]:
         return {"frames": self.frames.clone(), "count": self.count}
@@ -170,4 +174,4 @@ class VolumeWindow:
         if frames.shape != self.frames.shape:
             raise ValueError(f"window state has shape {tuple(frames.shape)}, "
                              f"expected {tuple(self.frames.shape)}")
-        self.frames, self.count = frames.clone(), count
+        self.frames, self.count = frames.to(self.frames.device).clone(), count

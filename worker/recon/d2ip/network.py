@@ -33,6 +33,7 @@ class NetConfig:
     se_reduction: int = 4
     aspp_dilations: tuple[int, ...] = (1, 2, 3)
     negative_slope: float = 0.2  # LeakyReLU, as in the original DIP
+    zero_tail: bool = True  # tail conv starts at 0: phi(theta^(0) | Z) = 0.5, "no change"
 
 
 def make_input(seed: int, shape: tuple[int, int, int], channels: int = 1) -> Tensor:
@@ -184,6 +185,8 @@ class FastResUNet3D(nn.Module):
         self.dec1 = DecoderStage(w2, w1, cfg)
         self.tail = nn.Conv3d(w1, 1, 1)
         kaiming_init(self, cfg.negative_slope, seed)
+        if cfg.zero_tail:
+            nn.init.zeros_(self.tail.weight)
 
     def _body(self, x: Tensor, lay: Layout) -> Tensor:
         x = F.leaky_relu(lay.norm(x, self.stem_norm), self.config.negative_slope)

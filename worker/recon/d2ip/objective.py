@@ -56,12 +56,12 @@ class Objective:
         self.out_range = out_range or OutputRange()
         self.fast = fast
         self.patches = ops_cl.dense3_patches(z) if fast else None
-        self._no_history = VolumeWindow(self.geom.n_inside, self.loss.window)
+        self._no_history = self.new_window()
         self._terms = torch.compile(self.terms, dynamic=False) if compile else self.terms
 
     def new_window(self) -> VolumeWindow:
-        """An empty temporal window of the right size for this objective."""
-        return VolumeWindow(self.geom.n_inside, self.loss.window)
+        """An empty temporal window of the right size (and device) for this objective."""
+        return VolumeWindow(self.geom.n_inside, self.loss.window, self.z.device)
 
     def sigmoid_volume(self) -> Tensor:
         """phi(theta | Z): the network's (P, R, C) output in (0, 1)."""

@@ -1,4 +1,5 @@
-"""Speed of one D2IP Adam iteration (forward + backward + step, incl. J product and both TVs).
+"""Speed of one D2IP Adam iteration (forward + backward + step, incl. J product and both TVs),
+and of the streaming reconstructor on a real sequence (`run_sequence_benchmark`).
 
 Variants measured in the same run on the same network, problem and optimiser: the eager
 reference path (`torch.nn` layers, NCDHW, plain J), the fast channels-last path with plain J and
@@ -10,10 +11,14 @@ are both reported (CPU time is the steadier figure on a shared machine).
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -21,6 +26,21 @@ from worker.recon.d2ip.network import FastResUNet3D, NetConfig, count_parameters
 from worker.recon.d2ip.objective import Objective
 from worker.recon.d2ip.optimise import adam_iteration, make_optimizer
 from worker.recon.d2ip.synthetic import make_problem
+
+if TYPE_CHECKING:
+    from worker.forward.model import ForwardModel
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """`torch.set_num_threads(threads)` for the block (None: leave as is), then restore."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _flops(objective: Objective, optimizer: torch.optim.Optimizer, dv: torch.Tensor) -> int:
@@ -41,10 +61,7 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
     convolutions only; it overcounts grouped-convolution weight gradients, so the reference path
     is not used for counting).
     """
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         problem = make_problem(grid, n_meas=n_meas, seed=seed)
         net = FastResUNet3D(config, seed=seed)
         z = make_input(seed, grid, net.config.in_channels)
@@ -75,8 +92,6 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
                 cpu[name].append((time.process_time() - c0) / n_iter * 1e3)
         flops = _flops(objectives["fast"], optimizer, problem.dv)
         threads_used = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
     ms = {k: statistics.median(v) for k, v in wall.items()}
     cpu_ms = {k: statistics.median(v) for k, v in cpu.items()}
@@ -100,3 +115,42 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
         "compile_s": compile_s,
         "torch": torch.__version__,
     }
+
+
+def run_sequence_benchmark(model: ForwardModel, dvs: np.ndarray, device: str = "cpu",
+                           threads: int | None = 1, warm_start_dir: str | Path | None = None,
+                           options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Iterations and seconds per frame of `d2ip` on a real sequence, paper vs adaptive schedule.
+
+    Both schedules start from the same warm start (UPWS, eq. 6; taken from the store, else run
+    on the first frame and timed separately), then push `dvs` (T, M) frame by frame; frame 1
+    starts from the warm start (450 iterations in the paper's schedule), later frames from the
+    previous one (TPP, 250). Returns per schedule the iterations, seconds and final loss (eq. 11)
+    per frame and the volumes, and the UPWS seconds when it ran here.
+    """
+    from worker.recon.base import create
+
+    with torch_threads(threads):
+        runs: dict[str, Any] = {}
+        upws_s = None
+        for schedule in ("paper", "adaptive"):
+            recon = create("d2ip", model, device=device, schedule=schedule,
+                           warm_start_dir=warm_start_dir, **(options or {}))
+            t0 = time.perf_counter()
+            recon.ensure_warm_start(dvs[0])
+            if recon.upws_runs:
+                upws_s = time.perf_counter() - t0
+            frames = recon.push_many(dvs)
+            runs[schedule] = {
+                "iterations": [f.iterations for f in frames],
+                "seconds": [f.milliseconds / 1e3 for f in frames],
+                "loss": [f.loss for f in frames],
+                "ms_per_iteration": 1e3 * sum(f.milliseconds / 1e3 for f in frames)
+                / sum(f.iterations for f in frames),
+                "volumes": np.stack([f.volume for f in frames]),
+                "settings": recon.settings,
+            }
+        threads_used = torch.get_num_threads()
+    return {"grid": list(model.grid.shape), "n_voxels": model.n_voxels,
+            "n_meas": model.n_measurements, "frames": len(dvs), "threads": threads_used,
+            "device": device, "upws_seconds": upws_s, "runs": runs, "torch": torch.__version__}

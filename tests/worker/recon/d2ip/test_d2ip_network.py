@@ -27,12 +27,23 @@ def test_same_seed_same_weights() -> None:
     a, b = FastResUNet3D(seed=3), FastResUNet3D(seed=3)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
-    assert not torch.equal(a.tail.weight, FastResUNet3D(seed=4).tail.weight)
+    assert not torch.equal(a.stem.weight, FastResUNet3D(seed=4).stem.weight)
+    kaiming = NetConfig(zero_tail=False)
+    assert not torch.equal(FastResUNet3D(kaiming, seed=3).tail.weight,
+                           FastResUNet3D(kaiming, seed=4).tail.weight)
+
+
+def test_zero_tail_starts_at_no_change() -> None:
+    net = FastResUNet3D(seed=2)
+    assert not bool(net.tail.weight.any())
+    with torch.no_grad():
+        out = net(make_input(0, (4, 6, 6)))
+    assert torch.equal(out, torch.full((4, 6, 6), 0.5))
 
 
 @pytest.mark.parametrize("grid", [(8, 12, 12), (7, 11, 13), (3, 5, 4)])
 def test_fast_path_equals_reference_path(grid) -> None:
-    net = FastResUNet3D(NetConfig(in_channels=2), seed=1)
+    net = FastResUNet3D(NetConfig(in_channels=2, zero_tail=False), seed=1)
     z = make_input(0, grid, channels=2)
     ref = net(z)
     fast = net.forward_cl(ops_cl.dense3_patches(z))

@@ -1,0 +1,38 @@
+"""`eitmon bench speed`, tiny: a small synthetic grid and two frames of the coarse model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from worker.cli.main import app
+
+COARSE = {"preset": "thorax-2x16", "mesh_size": 0.016}  # as tests/worker/recon: one cache
+
+
+def test_speed_benchmark_times_iterations_and_frames(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path_factory.getbasetemp() / "eitmon-cache"  # shares the recon tests' cache
+    cache.mkdir(exist_ok=True)
+    monkeypatch.setenv("EITMON_CACHE_DIR", str(cache))
+    geometry = tmp_path / "coarse.json"
+    geometry.write_text(json.dumps(COARSE))
+    out = tmp_path / "speed.json"
+    res = CliRunner().invoke(app, [
+        "bench", "speed", "--grid", "8", "16", "16", "--n-iter", "2", "--repeats", "1",
+        "--warmup", "1", "--geometry", str(geometry), "--sim-frames", "2", "--frames", "2",
+        "--option", "iterations=[30, 90, 70]", "--option", "min_iterations=45", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    assert result["iteration"]["speedup_vs_eager"]["fast"] > 0
+    seq = result["sequence"]
+    assert seq["grid"] == [8, 16, 16] and seq["frames"] == 2
+    paper, adaptive = seq["runs"]["paper"], seq["runs"]["adaptive"]
+    assert paper["iterations"] == [90, 70]
+    assert all(45 <= n <= m for n, m in zip(adaptive["iterations"], [90, 70], strict=True))
+    assert paper["mean"]["cc"] > 0.5 and all(s > 0 for s in adaptive["seconds"])
+    assert "ms/iteration" in res.output
