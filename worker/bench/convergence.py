@@ -161,7 +161,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.axhline(value, color="0.3", ls=style, lw=0.9,
                    label=f"{target}: {TARGETS[target][0]}, {value:.3g}")
     ax.set_yscale("log")
-    ax.set_xlabel(f"Adam iteration on frame {conv['frame'] + 1}")
+    ax.set_xscale("symlog", linthresh=10)  # the first iterations and the plateau, both visible
+    ax.set_xlim(0, conv["iterations"])
+    ax.set_xlabel(f"Adam iteration on frame {conv['frame'] + 1} (linear below 10, then log)")
     ax.set_ylabel("data loss (data term of eq. 11)")
     ratios = ", ".join(f"{t} {'-' if v is None else f'{v:.3f}'}"
                        for t, v in report["ratios"].items())

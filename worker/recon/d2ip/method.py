@@ -230,6 +230,7 @@ class D2IP(StreamingReconstructor):
 
     @property
     def warm_start_path(self) -> Path:
+        """This configuration's file in the warm-start store."""
         return self.warm_start_dir / f"{self.key}.pt"
 
     @property
@@ -279,6 +280,7 @@ class D2IP(StreamingReconstructor):
         return torch.as_tensor(np.asarray(dv, dtype=np.float32), device=self.device) * self.w
 
     def stop_rule(self, start: Start) -> StopRule:
+        """The frame's stopping rule: its count by start (paper), or adaptive within it."""
         n = getattr(self.iterations, start)
         if self.schedule == "paper":
             return FixedIterations(n)
