@@ -116,3 +116,13 @@ def coarse_model(model_cache_dir: str):
     from worker.forward import load_model
 
     return load_model(geometry=COARSE_GEOMETRY, grid=COARSE_GRID)
+
+
+@pytest.fixture
+def coarse_geometry_file(tmp_path):
+    """COARSE_GEOMETRY as a JSON file, for `--geometry` on the command line."""
+    import json
+
+    path = tmp_path / "coarse.json"
+    path.write_text(json.dumps(COARSE_GEOMETRY))
+    return path

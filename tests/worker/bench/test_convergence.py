@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from worker.bench.convergence import VARIANTS, iterations_to_reach
 from worker.cli.main import app
-
-COARSE = {"preset": "thorax-2x16", "mesh_size": 0.016}  # as tests/worker/recon: one cache
 
 
 def test_iterations_to_reach() -> None:
@@ -22,13 +19,8 @@ def test_iterations_to_reach() -> None:
 
 
 def test_convergence_benchmark_writes_curves_and_figure(
-        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = tmp_path_factory.getbasetemp() / "eitmon-cache"  # shares the recon tests' cache
-    cache.mkdir(exist_ok=True)
-    monkeypatch.setenv("EITMON_CACHE_DIR", str(cache))
-    geometry = tmp_path / "coarse.json"
-    geometry.write_text(json.dumps(COARSE))
+        tmp_path: Path, coarse_geometry_file: Path) -> None:
+    geometry = coarse_geometry_file
     out = tmp_path / "bench"
     res = CliRunner().invoke(app, [
         "bench", "convergence", "--frames", "2", "--geometry", str(geometry), "--grid", "8",

@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from worker.cli.main import app
 
-COARSE = {"preset": "thorax-2x16", "mesh_size": 0.016}  # as tests/worker/recon: one cache
-
 
 def test_speed_benchmark_times_iterations_and_frames(
-        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = tmp_path_factory.getbasetemp() / "eitmon-cache"  # shares the recon tests' cache
-    cache.mkdir(exist_ok=True)
-    monkeypatch.setenv("EITMON_CACHE_DIR", str(cache))
-    geometry = tmp_path / "coarse.json"
-    geometry.write_text(json.dumps(COARSE))
+        tmp_path: Path, coarse_geometry_file: Path) -> None:
+    geometry = coarse_geometry_file
     out = tmp_path / "speed.json"
     res = CliRunner().invoke(app, [
         "bench", "speed", "--grid", "8", "16", "16", "--n-iter", "2", "--repeats", "1",
