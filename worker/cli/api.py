@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from worker.cli.settings import load_settings
+
 
 def api(
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
@@ -20,15 +22,7 @@ def api(
     Configure it with REDIS_URL and EITMON_JWT_SECRET_FILE (or EITMON_JWT_SECRET);
     EITMON_DEMO=1 allows a random secret and prints a token for it.
     """
-    from pydantic import ValidationError
-
-    from service.settings import Settings, describe_error
-
-    try:
-        settings = Settings()
-    except (ValidationError, ValueError) as e:
-        typer.echo(f"eitmon api: {describe_error(e)}", err=True)
-        raise typer.Exit(2) from None
+    settings = load_settings("api")
     if settings.secret_generated:
         from service.auth import SCOPES, create_token
 

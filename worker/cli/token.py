@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from worker.cli.settings import load_settings
+
 app = typer.Typer(help="Bearer tokens (JWT, HS256) for the monitoring API.",
                   no_args_is_help=True)
 
@@ -19,16 +21,9 @@ def create(
 ) -> None:
     """Sign a token with the API's secret (EITMON_JWT_SECRET_FILE or EITMON_JWT_SECRET) and
     print it alone on the last line."""
-    from pydantic import ValidationError
-
     from service.auth import create_token
-    from service.settings import Settings, describe_error
 
-    try:
-        settings = Settings()
-    except (ValidationError, ValueError) as e:
-        typer.echo(f"eitmon token: {describe_error(e)}", err=True)
-        raise typer.Exit(2) from None
+    settings = load_settings("token")
     if settings.secret_generated:
         typer.echo("eitmon token: no JWT secret configured (demo mode would generate a "
                    "throw-away one); set EITMON_JWT_SECRET_FILE or EITMON_JWT_SECRET", err=True)
