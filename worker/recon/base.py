@@ -101,11 +101,7 @@ def _load_builtin() -> None:
 
     for module in ("worker.recon.tikhonov", "worker.recon.tv", "worker.recon.rsip",
                    "worker.recon.d2ip.method"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a method whose module is not written yet
-            if err.name is None or not module.startswith(err.name):
-                raise
+        importlib.import_module(module)
 
 
 def available_methods() -> list[str]:
