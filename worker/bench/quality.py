@@ -149,19 +149,25 @@ def tikhonov_throughput(model: ForwardModel, frames: int = THROUGHPUT_FRAMES,
 
 
 def benchmark(methods: list[str], cases: list[str], setup: Setup, out_dir: Path,
-              device: str = "cpu", throughput: bool = True,
-              progress: bool = False) -> dict[str, Any]:
-    """Run everything, write quality.json, quality.md and the figures; return the results."""
+              device: str = "cpu", throughput: bool = True, progress: bool = False,
+              threads: int | None = 1) -> dict[str, Any]:
+    """Run everything, write quality.json, quality.md and the figures; return the results.
+
+    `threads`: torch threads for every method (None: as set), restored afterwards; one by
+    default, because small ops on a shared 2-core machine run slower with two (docs/d2ip.md)."""
+    from worker.recon.d2ip.speed import torch_threads
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = [run_case(c, methods, setup, out_dir, device, progress) for c in cases]
-    report: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"), "setup": asdict(setup), "device": device,
-        "rows": [row for r in results for row in r.rows],
-        "frames": {r.case: r.frames for r in results},
-    }
-    if throughput and "tikhonov" in methods:
-        report["tikhonov_throughput"] = tikhonov_throughput(
-            model_of(recording_for(cases[0], setup)), device=device)
+    with torch_threads(threads):
+        results = [run_case(c, methods, setup, out_dir, device, progress) for c in cases]
+        report: dict[str, Any] = {
+            "date": time.strftime("%Y-%m-%d"), "setup": asdict(setup), "device": device,
+            "threads": threads, "rows": [row for r in results for row in r.rows],
+            "frames": {r.case: r.frames for r in results},
+        }
+        if throughput and "tikhonov" in methods:
+            report["tikhonov_throughput"] = tikhonov_throughput(
+                model_of(recording_for(cases[0], setup)), device=device)
     (out_dir / "quality.json").write_text(json.dumps(report, indent=2, default=str))
     (out_dir / "quality.md").write_text(markdown(report))
     return report
@@ -193,7 +199,8 @@ def markdown(report: dict[str, Any]) -> str:
     setup = report["setup"]
     lines = [f"# Reconstruction quality ({report['date']})", "",
              f"Simulated with `worker.simulation` at {setup['snr_db']} dB, seed {setup['seed']}; "
-             f"frames per case: {report['frames']}; device {report['device']}. Means over the "
+             f"frames per case: {report['frames']}; device {report['device']}, "
+             f"torch threads {report.get('threads') or 'as set'}. Means over the "
              "frames, scored inside the body mask (`worker.metrics`).", "",
              "| " + " | ".join(title for _, title in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]

@@ -33,6 +33,7 @@ def quality(
     grid: Annotated[tuple[int, int, int], typer.Option(help="P R C")] = (16, 32, 32),
     device: Annotated[str, typer.Option(help="cpu or cuda (for torch methods)")] = "cpu",
     throughput: Annotated[bool, typer.Option(help="measure Tikhonov frames/s")] = True,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 1,
 ) -> None:
     """Simulate the cases, reconstruct them with every method, score, tabulate and draw."""
     from worker.bench.quality import Setup, benchmark
@@ -43,7 +44,7 @@ def quality(
     case_list = _names(cases, CASES, "case(s)")
     setup = Setup(frames=frames, snr_db=snr_db, seed=seed, geometry=geometry, grid=list(grid))
     report = benchmark(method_list, case_list, setup, out, device=device, throughput=throughput,
-                       progress=True)
+                       progress=True, threads=threads)
     _print(report)
     typer.echo(f"wrote {out / 'quality.md'}, {out / 'quality.json'} and "
                f"{', '.join(f'slices-{c}.png' for c in case_list)}")

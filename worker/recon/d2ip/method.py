@@ -31,6 +31,7 @@ Variants (the ablation of paper V.A.1 and V.A.4, Fig. 5b and 8), all the same cl
 | `d2ip-no-upws` | no | yes | yes | frame 1 Kaiming (1800), later previous frame (250) |
 | `d2ip-no-tpp` | yes | no | yes | every frame from the warm start (450) |
 | `dip` | no | no | no (lam = 0) | every frame from the same Kaiming init (1800) |
+| `d2ip-scaled` | yes | yes | yes, lambda per frame | as `d2ip` (beyond the paper: `lambda_rule`) |
 
 `dip` is the paper's "baseline DIP" of Fig. 5b, without acceleration and without handcrafted
 priors; its `lam` can be set to put 4D-TV back (the red curve of Fig. 5b).
@@ -69,6 +70,7 @@ from torch import Tensor
 
 from worker.forward.cache import cache_dir
 from worker.recon.base import FrameResult, StreamingReconstructor, register
+from worker.recon.d2ip.lambda_rule import KAPPA, DataScaledLambda
 from worker.recon.d2ip.loss import LossConfig
 from worker.recon.d2ip.mapping import OutputRange
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, make_input
@@ -98,6 +100,7 @@ Schedule = Literal["paper", "adaptive"]
 Data = Literal["simulated", "real"]
 Start = Literal["cold", "warm", "propagated"]
 Moments = dict[str, dict[str, np.ndarray]]
+LambdaRule = Literal["fixed", "data"]
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,9 @@ class D2IP(StreamingReconstructor):
     paper IV.D) or `lr`; `schedule` ("paper" fixed counts, "adaptive" `AdaptiveStop` within
     [`min_iterations`, count]); `iterations` (cold, warm, propagated); `upws`, `tpp`; `seed`
     (Z and Kaiming weights); `net` (`NetConfig` fields); `lam`, `lam_s`, `lam_t`, `window`
-    (`LossConfig`, eq. 11); `out_range` (a of gamma = [-a, a], eq. 3); `whiten` (data weights);
+    (`LossConfig`, eq. 11); `lam_rule` ("fixed": `lam` every frame, as the paper; "data": the
+    per-frame `DataScaledLambda` with `kappa`); `out_range` (a of gamma = [-a, a], eq. 3);
+    `whiten` (data weights);
     `moments` ("carry" Adam's moments into the next frame, or "reset" them every frame);
     `warm_start_dir` (folder of the warm-start files; default `<cache dir>/d2ip-warmstart`).
     """
@@ -176,6 +181,7 @@ class D2IP(StreamingReconstructor):
                  net: NetConfig | Mapping[str, Any] | None = None,
                  lam: float = LossConfig.lam, lam_s: float = LossConfig.lam_s,
                  lam_t: float = LossConfig.lam_t, window: int = LossConfig.window,
+                 lam_rule: LambdaRule = "fixed", kappa: float = KAPPA,
                  out_range: float = OUT_RANGE, whiten: bool = True,
                  moments: Literal["carry", "reset"] = "carry",
                  warm_start_dir: str | Path | None = None, name: str = "d2ip") -> None:
@@ -187,6 +193,8 @@ class D2IP(StreamingReconstructor):
             raise ValueError(f"schedule: expected 'paper' or 'adaptive', got {schedule!r}")
         if moments not in ("carry", "reset"):
             raise ValueError(f"moments: expected 'carry' or 'reset', got {moments!r}")
+        if lam_rule not in ("fixed", "data"):
+            raise ValueError(f"lam_rule: expected 'fixed' or 'data', got {lam_rule!r}")
         self.method = name
         self.device = resolve_device(device)
         self.data = data
@@ -201,6 +209,8 @@ class D2IP(StreamingReconstructor):
         self.net_config: NetConfig = _config(NetConfig, net)
         self.loss_config = LossConfig(lam=float(lam), lam_s=float(lam_s), lam_t=float(lam_t),
                                       window=int(window))
+        self.lam_rule: LambdaRule = lam_rule
+        self.kappa = float(kappa)
         self.out_range = OutputRange.symmetric(float(out_range))
         self.whiten = bool(whiten)
         self.moments = moments
@@ -210,6 +220,8 @@ class D2IP(StreamingReconstructor):
 
         w = data_weights(model) if self.whiten else np.ones(model.n_measurements)
         self.w = torch.tensor(w, dtype=torch.float32, device=self.device)
+        self.lam_of = (DataScaledLambda(model, w, self.kappa, self.loss_config.eps)
+                       if lam_rule == "data" else None)
         jac = torch.tensor(model.jacobian * w[:, None], dtype=torch.float32, device=self.device)
         self.net = FastResUNet3D(self.net_config, seed=self.seed).to(self.device)
         self.optimizer = make_optimizer(self.net, self.lr)
@@ -239,7 +251,8 @@ class D2IP(StreamingReconstructor):
                 "data": self.data, "schedule": self.schedule,
                 "iterations": asdict(self.iterations), "min_iterations": self.min_iterations,
                 "seed": self.seed, "net": asdict(self.net_config),
-                "loss": asdict(self.loss_config),
+                "loss": asdict(self.loss_config), "lam_rule": self.lam_rule,
+                **({"kappa": self.kappa} if self.lam_rule == "data" else {}),
                 "out_range": [self.out_range.lo, self.out_range.hi], "whiten": self.whiten,
                 "moments": self.moments,
                 "device": str(self.device), "warm_start": {"key": self.key,
@@ -267,13 +280,18 @@ class D2IP(StreamingReconstructor):
         if self.moments == "reset":
             self.optimizer = make_optimizer(self.net, self.lr)
         result = optimise_frame(self.objective, self.optimizer, self.measurements(dv),
-                                self.window, stop or self.stop_rule(start))
+                                self.window, stop or self.stop_rule(start),
+                                lam=self.frame_lambda(dv))
         self.window.push(result.values)
         self.frames += 1
         if self.tpp:
             self.warm = None  # later frames start from the previous one
         self.last = result
         return result
+
+    def frame_lambda(self, dv: np.ndarray) -> float | None:
+        """lambda_TV of frame `dv`: None (the fixed `LossConfig.lam`) or the data-scaled rule."""
+        return self.lam_of(dv) if self.lam_of is not None else None
 
     def measurements(self, dv: np.ndarray) -> Tensor:
         """W^1/2 Delta v on the device (Delta v itself when not whitening)."""
@@ -308,7 +326,8 @@ class D2IP(StreamingReconstructor):
         history; stores the result as this configuration's warm start and returns it."""
         self.load_snapshot(self.kaiming)
         result = optimise_frame(self.objective, self.optimizer, self.measurements(dv), None,
-                                FixedIterations(self.iterations.cold))
+                                FixedIterations(self.iterations.cold),
+                                lam=self.frame_lambda(dv))
         self.upws_runs += 1
         snap = self.snapshot()
         meta = {"format": FORMAT, "key": self.key, "iterations": self.iterations.cold,
@@ -384,12 +403,15 @@ class D2IP(StreamingReconstructor):
 
 
 def warm_start_key(recon: D2IP) -> str:
-    """sha256 over the model spec, net config, seed, loss config, output range, whitening,
-    learning rate, UPWS iteration count and `FORMAT`: what the UPWS weights depend on
+    """sha256 over the model spec, net config, seed, loss config (and the lambda rule with its
+    kappa when it is "data"), output range, whitening, learning rate, UPWS iteration count and
+    `FORMAT`: what the UPWS weights depend on
     (the variant does not: `d2ip` and `d2ip-no-tpp` share a warm start)."""
     text = json.dumps({"format": FORMAT, "model": recon.model.spec,
                        "net": asdict(recon.net_config), "seed": recon.seed,
                        "loss": asdict(recon.loss_config),
+                       **({"lam_rule": "data", "kappa": recon.kappa}
+                          if recon.lam_rule == "data" else {}),
                        "out_range": [recon.out_range.lo, recon.out_range.hi],
                        "whiten": recon.whiten, "lr": recon.lr,
                        "iterations": recon.iterations.cold}, sort_keys=True)
@@ -414,23 +436,28 @@ def _arrays(tree: Any) -> Any:
     return tree
 
 
-VARIANTS: dict[str, dict[str, Any]] = {  # the ablation variants besides `d2ip` itself
-    "d2ip-no-upws": {"upws": False, "tpp": True, "lam": LossConfig.lam},
-    "d2ip-no-tpp": {"upws": True, "tpp": False, "lam": LossConfig.lam},
-    "dip": {"upws": False, "tpp": False, "lam": 0.0},  # no handcrafted prior (paper Fig. 5b)
+Flags = dict[str, bool]
+VARIANTS: dict[str, tuple[Flags, dict[str, Any]]] = {  # name: (fixed flags, default options)
+    "d2ip-no-upws": ({"upws": False, "tpp": True}, {}),
+    "d2ip-no-tpp": ({"upws": True, "tpp": False}, {}),
+    # no handcrafted prior (paper Fig. 5b); lam > 0 puts 4D-TV back (Fig. 5b's red curve)
+    "dip": ({"upws": False, "tpp": False}, {"lam": 0.0, "lam_rule": "fixed"}),
+    # beyond the paper: the data-scaled per-frame lambda (`lambda_rule`)
+    "d2ip-scaled": ({"upws": True, "tpp": True}, {"lam_rule": "data"}),
 }
 
 
-def _register(name: str, upws: bool, tpp: bool, lam: float) -> None:
-    """Register `name` as D2IP with UPWS and TPP fixed and `lam` as the default lambda."""
+def _register(name: str, flags: Flags, defaults: dict[str, Any]) -> None:
+    """Register `name` as D2IP with `flags` (UPWS, TPP) fixed and `defaults` as its defaults."""
 
-    def factory(model: ForwardModel, device: str = "auto", lam: float = lam,
-                **options: Any) -> D2IP:
-        return D2IP(model, device=device, lam=lam, upws=upws, tpp=tpp, name=name, **options)
+    def factory(model: ForwardModel, device: str = "auto", **options: Any) -> D2IP:
+        if fixed := sorted(set(options) & set(flags)):
+            raise TypeError(f"{name}: {', '.join(fixed)} fixed by the variant")
+        return D2IP(model, device=device, name=name, **{**defaults, **options, **flags})
 
-    factory.__doc__ = f"D2IP variant {name!r}: UPWS {upws}, TPP {tpp}, default lam {lam}."
+    factory.__doc__ = f"D2IP variant {name!r}: {flags}, defaults {defaults}."
     register(name)(factory)
 
 
-for _name, _flags in VARIANTS.items():
-    _register(_name, **_flags)
+for _name, (_flags, _defaults) in VARIANTS.items():
+    _register(_name, _flags, _defaults)

@@ -69,16 +69,21 @@ class Objective:
             return self.net.forward_cl(self.patches)
         return self.net(self.z)
 
-    def terms(self, dv: Tensor, previous: Tensor, weights: Tensor) -> LossTerms:
-        """Eq. (11) for measurements `dv` (M,), previous frames (K, V) and their weights (K,)."""
+    def terms(self, dv: Tensor, previous: Tensor, weights: Tensor, lam: Tensor) -> LossTerms:
+        """Eq. (11) for measurements `dv` (M,), previous frames (K, V) and their weights (K,),
+        with lambda_TV `lam` (a 0-d tensor, so a compiled graph serves every value)."""
         cfg = self.loss
         volume = self.out_range.apply(self.sigmoid_volume())
         values = volume.reshape(-1)[self.geom.index]
         data = self.data(values, dv)
         reg = (cfg.lam_s * spatial_tv(volume, self.geom, cfg.eps)
                + cfg.lam_t * temporal_tv(values, previous, weights, cfg.eps))
-        return LossTerms(data + cfg.lam * reg, data, values)
+        return LossTerms(data + lam * reg, data, values)
 
-    def __call__(self, dv: Tensor, window: VolumeWindow | None = None) -> LossTerms:
+    def __call__(self, dv: Tensor, window: VolumeWindow | None = None,
+                 lam: float | None = None) -> LossTerms:
+        """Eq. (11); `lam` overrides `LossConfig.lam` (a per-frame lambda_TV)."""
         w = self._no_history if window is None else window
-        return self._terms(dv.to(torch.float32), w.frames, w.weights())
+        lam_t = torch.tensor(self.loss.lam if lam is None else lam, dtype=torch.float32,
+                             device=dv.device)
+        return self._terms(dv.to(torch.float32), w.frames, w.weights(), lam_t)

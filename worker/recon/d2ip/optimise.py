@@ -80,10 +80,12 @@ def make_optimizer(net: nn.Module, lr: float = LR_SIMULATED) -> torch.optim.Adam
 
 
 def adam_iteration(objective: Objective, optimizer: torch.optim.Optimizer, dv: Tensor,
-                   window: VolumeWindow | None = None) -> LossTerms:
-    """One Adam iteration on eq. (11) (forward, backward, step); the terms are before the step."""
+                   window: VolumeWindow | None = None, lam: float | None = None) -> LossTerms:
+    """One Adam iteration on eq. (11) (forward, backward, step); the terms are before the step.
+
+    `lam` overrides the objective's lambda_TV for this frame (None: `LossConfig.lam`)."""
     optimizer.zero_grad(set_to_none=True)
-    terms = objective(dv, window)
+    terms = objective(dv, window, lam)
     terms.total.backward()
     optimizer.step()
     return terms
@@ -92,17 +94,19 @@ def adam_iteration(objective: Objective, optimizer: torch.optim.Optimizer, dv: T
 def optimise_frame(objective: Objective, optimizer: torch.optim.Optimizer, dv: Tensor,
                    window: VolumeWindow | None = None,
                    stop: StopRule = LATER_FRAME_ITERATIONS,
-                   on_iteration: Callable[[int, float], None] | None = None) -> FrameResult:
+                   on_iteration: Callable[[int, float], None] | None = None,
+                   lam: float | None = None) -> FrameResult:
     """Minimise eq. (11) for measurements `dv` (M,), starting from the current weights.
 
     `window` holds previously reconstructed frames for the temporal TV (None: no history); this
     function does not push the result into it. `on_iteration(k, loss)` is called after step k.
+    `lam` is the frame's lambda_TV (None: the objective's `LossConfig.lam`).
     """
     data_hist: list[float] = []
     loss_hist: list[float] = []
     n_fixed = stop.n if isinstance(stop, FixedIterations) else None
     while n_fixed is None or len(loss_hist) < n_fixed:
-        terms = adam_iteration(objective, optimizer, dv, window)
+        terms = adam_iteration(objective, optimizer, dv, window, lam)
         loss_hist.append(float(terms.total.detach()))
         data_hist.append(float(terms.data.detach()))
         if on_iteration is not None:
@@ -110,7 +114,7 @@ def optimise_frame(objective: Objective, optimizer: torch.optim.Optimizer, dv: T
         if isinstance(stop, AdaptiveStop) and stop.should_stop(loss_hist):
             break
     with torch.no_grad():
-        final = objective(dv, window)  # at theta^(N), after the last step
+        final = objective(dv, window, lam)  # at theta^(N), after the last step
     return FrameResult(values=final.values.detach(), iterations=len(loss_hist),
                        loss=float(final.total.detach()), data_loss=float(final.data.detach()),
                        data_history=data_hist, loss_history=loss_hist)

@@ -38,14 +38,19 @@ def loss_at(recon: D2IP, start: Snapshot, dv: np.ndarray) -> float:
 
 
 def test_variants_are_registered(coarse_model: ForwardModel, tmp_path: Path) -> None:
-    assert {"d2ip", "d2ip-no-upws", "d2ip-no-tpp", "dip"} <= set(available_methods())
-    expect = {"d2ip": (True, True, 0.002), "d2ip-no-upws": (False, True, 0.002),
-              "d2ip-no-tpp": (True, False, 0.002), "dip": (False, False, 0.0)}
-    for name, (upws, tpp, lam) in expect.items():
+    assert {"d2ip", "d2ip-no-upws", "d2ip-no-tpp", "dip",
+            "d2ip-scaled"} <= set(available_methods())
+    expect = {"d2ip": (True, True, 0.002, "fixed"), "d2ip-no-upws": (False, True, 0.002, "fixed"),
+              "d2ip-no-tpp": (True, False, 0.002, "fixed"), "dip": (False, False, 0.0, "fixed"),
+              "d2ip-scaled": (True, True, 0.002, "data")}
+    for name, (upws, tpp, lam, rule) in expect.items():
         s = make(coarse_model, tmp_path, name).settings
-        assert (s["variant"], s["upws"], s["tpp"], s["loss"]["lam"]) == (name, upws, tpp, lam)
+        assert ((s["variant"], s["upws"], s["tpp"], s["loss"]["lam"], s["lam_rule"])
+                == (name, upws, tpp, lam, rule))
         json.dumps(s)
     assert make(coarse_model, tmp_path, "dip", lam=0.01).settings["loss"]["lam"] == 0.01
+    with pytest.raises(TypeError, match="upws"):
+        make(coarse_model, tmp_path, "dip", upws=True)
     assert make(coarse_model, tmp_path, data="real").lr == 1e-4
     assert make(coarse_model, tmp_path).lr == 5e-4
 
