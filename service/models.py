@@ -46,7 +46,10 @@ class SessionCreate(BaseModel):
         "skip4", description="preset name (skip4, adjacent, skipK, ...) or a protocol spec")
     grid: list[int] | dict[str, int] = Field(
         [16, 32, 32], description="voxel grid [P, R, C] or {planes, rows, cols}")
-    method: Literal["d2ip", "dip", "rsip", "tv", "tikhonov"] = "d2ip"
+    method: Literal["d2ip", "d2ip-scaled", "dip", "rsip", "tv", "tikhonov"] = Field(
+        "d2ip", description="main reconstruction method: d2ip (the paper's fixed lambda), "
+                            "d2ip-scaled (per-frame lambda scaled with the data), dip, rsip, "
+                            "tv, tikhonov")
     reference: ReferencePolicy = Field(default_factory=FirstNReference)
     realtime: Literal["realtime", "complete"] = Field(
         "realtime", description="realtime: the worker may coalesce a backlog (counted); "

@@ -56,7 +56,7 @@ RESULTS_MAXLEN = 200
 
 FRAME_DTYPE = np.dtype("<f4")  # voltages on the wire and in the frame stream
 VOLUME_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
-METHODS = ("d2ip", "dip", "rsip", "tv", "tikhonov")
+METHODS = ("d2ip", "d2ip-scaled", "dip", "rsip", "tv", "tikhonov")
 REALTIME_POLICIES = ("realtime", "complete")
 RESULT_KINDS = ("preview", "volume")
 

@@ -9,12 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from service.streams import FrameEntry, SessionConfig
+from service.streams import METHODS, FrameEntry, SessionConfig
 from worker.forward.model import ForwardModel
+from worker.recon.base import available_methods
 from worker.runtime import checkpoint, state_codec
 from worker.runtime.lease import Lease
 from worker.runtime.reference import Reference
 from worker.runtime.session import Close, Session
+
+
+def test_every_method_the_api_accepts_is_registered() -> None:
+    # the API (no torch) validates `method` against its own list; the worker must know each one
+    assert set(METHODS) <= set(available_methods())
 
 
 def test_state_codec_round_trips_without_pickles() -> None:
