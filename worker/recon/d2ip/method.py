@@ -17,7 +17,8 @@ minimisation of eq. (11) over theta, `optimise_frame` of the core, from a starti
   fresh moment), a kick away from the converged weights; carried moments continue the descent as
   if the new frame were a change of target within one run. The warm start carries its moments
   for the same reason. `moments="reset"` starts every frame with a fresh Adam instead (weights
-  still propagate); docs/d2ip.md has the measured trade-off.
+  still propagate); `moments="frames"` carries them between frames but not out of the warm
+  start (whose moments belong to another frame's task); docs/d2ip.md has the measured trade-off.
 - Iterations (paper IV.D, V.A.1): `cold` from Kaiming initialisation, `warm` (450) for a frame
   that starts from the warm start, `propagated` (250) for a frame that starts from the previous
   one. `schedule="adaptive"` stops each frame by `AdaptiveStop` within [min_iterations, that
@@ -168,7 +169,9 @@ class D2IP(StreamingReconstructor):
     (`LossConfig`, eq. 11); `lam_rule` ("fixed": `lam` every frame, as the paper; "data": the
     per-frame `DataScaledLambda` with `kappa`); `out_range` (a of gamma = [-a, a], eq. 3);
     `whiten` (data weights);
-    `moments` ("carry" Adam's moments into the next frame, or "reset" them every frame);
+    `moments` ("carry" Adam's moments into the next frame and out of the warm start, "frames"
+    carry them from frame to frame but start the first frame with a fresh Adam, "reset" them
+    every frame);
     `warm_start_dir` (folder of the warm-start files; default `<cache dir>/d2ip-warmstart`).
     """
 
@@ -183,7 +186,7 @@ class D2IP(StreamingReconstructor):
                  lam_t: float = LossConfig.lam_t, window: int = LossConfig.window,
                  lam_rule: LambdaRule = "fixed", kappa: float = KAPPA,
                  out_range: float = OUT_RANGE, whiten: bool = True,
-                 moments: Literal["carry", "reset"] = "carry",
+                 moments: Literal["carry", "frames", "reset"] = "carry",
                  warm_start_dir: str | Path | None = None, name: str = "d2ip") -> None:
         """See the class docstring; `name` is the registry name (set by the variants)."""
         super().__init__(model)
@@ -191,8 +194,8 @@ class D2IP(StreamingReconstructor):
             raise ValueError(f"data: expected 'simulated' or 'real', got {data!r}")
         if schedule not in ("paper", "adaptive"):
             raise ValueError(f"schedule: expected 'paper' or 'adaptive', got {schedule!r}")
-        if moments not in ("carry", "reset"):
-            raise ValueError(f"moments: expected 'carry' or 'reset', got {moments!r}")
+        if moments not in ("carry", "frames", "reset"):
+            raise ValueError(f"moments: expected 'carry', 'frames' or 'reset', got {moments!r}")
         if lam_rule not in ("fixed", "data"):
             raise ValueError(f"lam_rule: expected 'fixed' or 'data', got {lam_rule!r}")
         self.method = name
@@ -310,7 +313,8 @@ class D2IP(StreamingReconstructor):
         if not self.upws:
             self.load_snapshot(self.kaiming)
             return "cold"
-        self.load_snapshot(self.ensure_warm_start(dv))
+        warm = self.ensure_warm_start(dv)
+        self.load_snapshot(warm if self.moments == "carry" else Snapshot(warm.weights, {}))
         return "warm"
 
     # --- UPWS -----------------------------------------------------------------------------

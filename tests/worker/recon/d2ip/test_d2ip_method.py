@@ -101,6 +101,18 @@ def test_reset_moments_keeps_the_weights_but_not_adam(coarse_model: ForwardModel
     assert steps == {ITERS.propagated}
 
 
+def test_frames_moments_leave_the_warm_start_adam_behind(coarse_model: ForwardModel,
+                                                         frames3: np.ndarray,
+                                                         tmp_path: Path) -> None:
+    recon = make(coarse_model, tmp_path, moments="frames")
+    recon.push(frames3[0])
+    steps = {float(m["step"]) for m in recon.snapshot().moments.values()}
+    assert steps == {ITERS.warm}  # a fresh Adam at the warm start (UPWS's steps not counted)
+    recon.push(frames3[1])
+    steps = {float(m["step"]) for m in recon.snapshot().moments.values()}
+    assert steps == {ITERS.warm + ITERS.propagated}  # carried from frame to frame
+
+
 def test_no_tpp_restarts_from_the_warm_start(coarse_model: ForwardModel, frames3: np.ndarray,
                                              tmp_path: Path) -> None:
     recon = make(coarse_model, tmp_path, "d2ip-no-tpp")
