@@ -9,12 +9,15 @@ from typing import Annotated
 
 import typer
 
+from worker.cli.output import output_file
+
 
 def model(
     out: Annotated[Path | None, typer.Option(help="write the figures as JSON here")] = None,
     pyeit: Annotated[bool, typer.Option(help="compare with pyEIT (pip install pyeit)")] = True,
 ) -> None:
     """Cold and cached build of the default model; Jacobian time vs pyEIT on equal meshes."""
+    output_file(out)
     from rich.console import Console
     from rich.table import Table
 

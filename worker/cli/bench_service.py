@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from worker.cli.output import output_file
+
 
 def service(
     sessions: Annotated[int, typer.Option(help="concurrent sessions (beds)")] = 8,
@@ -22,6 +24,7 @@ def service(
 ) -> None:
     """Embedded valkey + API + one worker on loopback: frames accepted per second, and the
     latency from POST to the preview on the WebSocket at SESSIONS x RATE frames/s."""
+    output_file(out)
     from rich.console import Console
 
     from worker.bench.service import Config, run

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from worker.cli.output import output_file
+
 if TYPE_CHECKING:
     from worker.bench.quality import Setup
 
@@ -38,6 +40,7 @@ def speed(
     reconstructs the first frames of a simulated breath with the paper's and the adaptive
     schedule (warm start from the store; UPWS timed apart when it has to run).
     """
+    output_file(out)
     from rich.console import Console
     from rich.table import Table
 

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from worker.cli.output import output_file
+
 
 def simulate(
     case: Annotated[str, typer.Argument(help="healthy-deep-breath | edema-left | tidal-breathing")],
@@ -29,6 +31,7 @@ def simulate(
     if case not in CASES:
         raise typer.BadParameter(f"unknown case {case!r}; cases: {', '.join(CASES)}",
                                  param_hint="CASE")
+    output_file(out)
     t0 = time.perf_counter()
     try:
         rec = run(case, snr_db=None if snr_db == float("inf") else snr_db, frames=frames,

@@ -13,7 +13,7 @@ from worker.cli.main import app
 def test_speed_benchmark_times_iterations_and_frames(
         tmp_path: Path, coarse_geometry_file: Path) -> None:
     geometry = coarse_geometry_file
-    out = tmp_path / "speed.json"
+    out = tmp_path / "new" / "speed.json"  # the folder is created
     res = CliRunner().invoke(app, [
         "bench", "speed", "--grid", "8", "16", "16", "--n-iter", "2", "--repeats", "1",
         "--warmup", "1", "--geometry", str(geometry), "--sim-frames", "2", "--frames", "2",
