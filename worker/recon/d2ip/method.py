@@ -164,7 +164,8 @@ class D2IP(StreamingReconstructor):
 
     Options: `device` ("cpu", "cuda", "auto"); `data` ("simulated": lr 5e-4, "real": lr 1e-4,
     paper IV.D) or `lr`; `schedule` ("paper" fixed counts, "adaptive" `AdaptiveStop` within
-    [`min_iterations`, count]); `iterations` (cold, warm, propagated); `upws`, `tpp`; `seed`
+    [`min_iterations`, count], stopping below a relative decrease `adaptive_tol`);
+    `iterations` (cold, warm, propagated); `upws`, `tpp`; `seed`
     (Z and Kaiming weights); `net` (`NetConfig` fields); `lam`, `lam_s`, `lam_t`, `window`
     (`LossConfig`, eq. 11); `lam_rule` ("fixed": `lam` every frame, as the paper; "data": the
     per-frame `DataScaledLambda` with `kappa`); `out_range` (a of gamma = [-a, a], eq. 3);
@@ -180,7 +181,8 @@ class D2IP(StreamingReconstructor):
     def __init__(self, model: ForwardModel, device: str = "auto", data: Data = "simulated",
                  lr: float | None = None, schedule: Schedule = "paper",
                  iterations: Iterations | tuple[int, int, int] | None = None,
-                 min_iterations: int = 50, upws: bool = True, tpp: bool = True, seed: int = 0,
+                 min_iterations: int = 50, adaptive_tol: float = AdaptiveStop.tol,
+                 upws: bool = True, tpp: bool = True, seed: int = 0,
                  net: NetConfig | Mapping[str, Any] | None = None,
                  lam: float = LossConfig.lam, lam_s: float = LossConfig.lam_s,
                  lam_t: float = LossConfig.lam_t, window: int = LossConfig.window,
@@ -208,6 +210,9 @@ class D2IP(StreamingReconstructor):
                            else Iterations(*iterations) if iterations is not None
                            else Iterations())
         self.min_iterations = int(min_iterations)
+        if not adaptive_tol > 0:
+            raise ValueError(f"adaptive_tol: must be positive, got {adaptive_tol}")
+        self.adaptive_tol = float(adaptive_tol)
         self.upws, self.tpp, self.seed = bool(upws), bool(tpp), int(seed)
         self.net_config: NetConfig = _config(NetConfig, net)
         self.loss_config = LossConfig(lam=float(lam), lam_s=float(lam_s), lam_t=float(lam_t),
@@ -253,6 +258,7 @@ class D2IP(StreamingReconstructor):
         return {"variant": self.method, "upws": self.upws, "tpp": self.tpp, "lr": self.lr,
                 "data": self.data, "schedule": self.schedule,
                 "iterations": asdict(self.iterations), "min_iterations": self.min_iterations,
+                "adaptive_tol": self.adaptive_tol,
                 "seed": self.seed, "net": asdict(self.net_config),
                 "loss": asdict(self.loss_config), "lam_rule": self.lam_rule,
                 **({"kappa": self.kappa} if self.lam_rule == "data" else {}),
@@ -305,7 +311,8 @@ class D2IP(StreamingReconstructor):
         n = getattr(self.iterations, start)
         if self.schedule == "paper":
             return FixedIterations(n)
-        return AdaptiveStop(min_iter=min(self.min_iterations, n), max_iter=n)
+        return AdaptiveStop(min_iter=min(self.min_iterations, n), max_iter=n,
+                            tol=self.adaptive_tol)
 
     def restart(self, dv: np.ndarray) -> Start:
         """Put the network and Adam at a frame's starting point: the warm start (UPWS, eq. 7;

@@ -57,7 +57,7 @@ def test_variants_are_registered(coarse_model: ForwardModel, tmp_path: Path) -> 
 
 def test_rejects_bad_options(coarse_model: ForwardModel, tmp_path: Path) -> None:
     for bad in ({"schedule": "fast"}, {"data": "clinical"}, {"out_range": -1.0},
-                {"iterations": (0, 1, 1)}, {"moments": "keep"}):
+                {"iterations": (0, 1, 1)}, {"moments": "keep"}, {"adaptive_tol": 0.0}):
         with pytest.raises(ValueError):
             make(coarse_model, tmp_path, **bad)
 
@@ -147,6 +147,9 @@ def test_adaptive_schedule_reports_iterations_within_bounds(coarse_model: Forwar
     for r in results[1:]:
         assert 45 <= r.iterations <= counts.propagated
     assert recon.last.iterations == results[-1].iterations
+    loose = create("d2ip", coarse_model, device="cpu", schedule="adaptive", adaptive_tol=0.5,
+                   warm_start_dir=tmp_path)
+    assert loose.stop_rule("propagated").tol == 0.5 and loose.settings["adaptive_tol"] == 0.5
 
 
 def test_state_fits_the_checkpoint_codec_and_continues(coarse_model: ForwardModel,
