@@ -60,6 +60,8 @@ def speed(
     for name, ms in it["ms_per_iter"].items():
         ratio = it["speedup_vs_eager"].get(name, 1.0)
         table.add_row(name, f"{ms:.1f}", f"{it['cpu_ms_per_iter'][name]:.1f}", f"{ratio:.2f}x")
+    table.caption = ("fast: channels-last path " + ("with" if it["fused_kernels"] else "without")
+                     + " the fused C++ kernels")
     console.print(table)
     if frames:
         setup = Setup(frames=sim_frames, geometry=geometry, grid=list(grid))

@@ -7,7 +7,8 @@ LayerNorm over channels, LeakyReLU and a residual connection. Kaiming initialisa
 
 Volumes are (P, R, C) (see `worker.forward.grid`). `forward(z)` is the eager reference path on
 (1, Ch, P, R, C) tensors; `forward_cl(patches)` is the fast path on channels-last tensors (see
-`layout.py`); both use the same parameters and compute the same function.
+`layout.py`), optionally with the ResConv3D blocks in fused CPU kernels (`fused.py`); all use the
+same parameters and compute the same function.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worker.recon.d2ip import ops_cl
-from worker.recon.d2ip.layout import CL, REF, Layout
+from worker.recon.d2ip.layout import CL, FUSED, REF, Layout
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,16 @@ class ResConv3d(nn.Module):
         self.slope = slope
 
     def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
+        return lay.resconv(self, x)
+
+    def compose(self, x: Tensor, lay: Layout) -> Tensor:
+        """The block from the layout's primitives (the fused layout runs it in two kernels)."""
         h = F.leaky_relu(lay.norm(self.conv1(x, lay), self.norm1), self.slope)
         h = lay.norm(self.conv2(h, lay), self.norm2)
-        s = x if self.shortcut is None else lay.pointwise(x, self.shortcut)
-        return F.leaky_relu(h + s, self.slope)
+        return F.leaky_relu(h + self.skip(x, lay), self.slope)
+
+    def skip(self, x: Tensor, lay: Layout) -> Tensor:
+        return x if self.shortcut is None else lay.pointwise(x, self.shortcut)
 
 
 class SqueezeExcite(nn.Module):
@@ -203,11 +210,13 @@ class FastResUNet3D(nn.Module):
         h = self._body(self.stem(z), REF)
         return torch.sigmoid(self.tail(h))[0, 0]
 
-    def forward_cl(self, patches: Tensor) -> Tensor:
-        """Fast path: `ops_cl.dense3_patches(Z)` (P, R, C, Cin*27) -> sigmoid output (P, R, C)."""
+    def forward_cl(self, patches: Tensor, fused: bool = False) -> Tensor:
+        """Fast path: `ops_cl.dense3_patches(Z)` (P, R, C, Cin*27) -> sigmoid output (P, R, C).
+
+        `fused` runs the ResConv3D blocks in the fused CPU kernels (`fused.py`; CPU only)."""
         w = self.stem.weight
         x = F.linear(patches, w.reshape(w.shape[0], -1), self.stem.bias)
-        h = self._body(x, CL)
+        h = self._body(x, FUSED if fused else CL)
         return torch.sigmoid(ops_cl.pointwise(h, self.tail.weight, self.tail.bias))[..., 0]
 
 

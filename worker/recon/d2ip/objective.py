@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from worker.recon.d2ip import fused as fused_kernels
 from worker.recon.d2ip import ops_cl
 from worker.recon.d2ip.loss import (
     DataTerm,
@@ -35,15 +36,17 @@ class LossTerms(NamedTuple):
 class Objective:
     """Loss (11) of `net` for a measurement frame.
 
-    `fast` picks the channels-last path (else the eager reference path); `data_rtol` is the
-    rank cut of the data term (see `DataTerm`; None: plain J); `compile` wraps the loss in
-    `torch.compile` (works on CPU, but did not pay on our 2-core box: see docs/d2ip.md).
+    `fast` picks the channels-last path (else the eager reference path); `fused` runs its
+    ResConv3D blocks in the fused CPU kernels (None: when `fused.available()`, on CPU, not
+    compiled); `data_rtol` is the rank cut of the data term (see `DataTerm`; None: plain J);
+    `compile` wraps the loss in `torch.compile` (works on CPU, but did not pay on our 2-core
+    box: see docs/d2ip.md).
     """
 
     def __init__(self, net: FastResUNet3D, z: Tensor, jacobian: Tensor, mask: Tensor,
                  loss: LossConfig | None = None, out_range: OutputRange | None = None,
                  fast: bool = True, data_rtol: float | None = 1e-6,
-                 compile: bool = False) -> None:
+                 compile: bool = False, fused: bool | None = None) -> None:
         self.geom = MaskGeometry.from_mask(mask)
         if tuple(z.shape[2:]) != tuple(mask.shape):
             raise ValueError(f"Z grid {tuple(z.shape[2:])} != mask grid {tuple(mask.shape)}")
@@ -56,6 +59,11 @@ class Objective:
         self.out_range = out_range or OutputRange()
         self.fast = fast
         self.patches = ops_cl.dense3_patches(z) if fast else None
+        if fused is None:
+            fused = fast and not compile and z.device.type == "cpu" and fused_kernels.available()
+        if fused and not (fast and z.device.type == "cpu" and fused_kernels.available()):
+            raise ValueError("fused kernels need the fast path on CPU and a C++ compiler")
+        self.fused = fused
         self._no_history = self.new_window()
         self._terms = torch.compile(self.terms, dynamic=False) if compile else self.terms
 
@@ -66,7 +74,7 @@ class Objective:
     def sigmoid_volume(self) -> Tensor:
         """phi(theta | Z): the network's (P, R, C) output in (0, 1)."""
         if self.patches is not None:
-            return self.net.forward_cl(self.patches)
+            return self.net.forward_cl(self.patches, fused=self.fused)
         return self.net(self.z)
 
     def terms(self, dv: Tensor, previous: Tensor, weights: Tensor, lam: Tensor) -> LossTerms:

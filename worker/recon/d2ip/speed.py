@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from worker.recon.d2ip import fused
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, count_parameters, make_input
 from worker.recon.d2ip.objective import Objective
 from worker.recon.d2ip.optimise import adam_iteration, make_optimizer
@@ -69,9 +70,13 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
         jac, mask = problem.jacobian, problem.mask
         objectives = {
             "eager_reference": Objective(net, z, jac, mask, fast=False, data_rtol=None),
-            "fast_plain_j": Objective(net, z, jac, mask, fast=True, data_rtol=None),
-            "fast": Objective(net, z, jac, mask, fast=True),
+            "fast_plain_j": Objective(net, z, jac, mask, fast=True, data_rtol=None, fused=False),
+            "channels_last": Objective(net, z, jac, mask, fast=True, fused=False),
         }
+        if fused.available():
+            objectives["fast"] = Objective(net, z, jac, mask, fast=True, fused=True)
+        else:
+            objectives["fast"] = objectives.pop("channels_last")
         compile_s = None
         if compile:
             objectives["fast_compiled"] = Objective(net, z, jac, mask, fast=True, compile=True)
@@ -90,7 +95,10 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
                     adam_iteration(obj, optimizer, problem.dv)
                 wall[name].append((time.perf_counter() - w0) / n_iter * 1e3)
                 cpu[name].append((time.process_time() - c0) / n_iter * 1e3)
-        flops = _flops(objectives["fast"], optimizer, problem.dv)
+        # counted on the torch ops of the channels-last path: the fused kernels compute the
+        # same function in ops FlopCounterMode does not see
+        flops = _flops(objectives.get("channels_last", objectives["fast"]), optimizer,
+                       problem.dv)
         threads_used = torch.get_num_threads()
 
     ms = {k: statistics.median(v) for k, v in wall.items()}
@@ -113,6 +121,7 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
         "cpu_speedup_vs_eager": {k: cpu_ms[ref] / v for k, v in cpu_ms.items() if k != ref},
         "gflops_per_s": {k: flops / (v * 1e-3) / 1e9 for k, v in ms.items() if k != ref},
         "compile_s": compile_s,
+        "fused_kernels": fused.available(),
         "torch": torch.__version__,
     }
 

@@ -118,7 +118,10 @@ def test_speed_benchmark_reports_ratios() -> None:
     from worker.recon.d2ip.speed import run_speed_benchmark
 
     out = run_speed_benchmark(grid=(8, 12, 12), n_iter=1, repeats=1, warmup=0, n_meas=32)
-    assert set(out["ms_per_iter"]) == {"eager_reference", "fast_plain_j", "fast"}
+    expected = {"eager_reference", "fast_plain_j", "fast"}
+    if out["fused_kernels"]:  # the torch-only fast path is then measured too
+        expected.add("channels_last")
+    assert set(out["ms_per_iter"]) == expected
     assert out["speedup_vs_eager"]["fast"] > 0 and out["flops_per_iter"] > 0
     assert out["params"] == 56_800 and out["data_rank"] == 16 and out["compile_s"] is None
 

@@ -1,0 +1,151 @@
+"""Fused CPU kernels (`fused.py`, `kernels/dwsep_unit.cpp`) against the channels-last torch ops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from worker.recon.d2ip import fused, ops_cl
+from worker.recon.d2ip.network import FastResUNet3D, NetConfig, make_input
+from worker.recon.d2ip.objective import Objective
+from worker.recon.d2ip.synthetic import make_problem
+
+HAVE_COMPILER = shutil.which("g++") is not None or shutil.which("c++") is not None
+needs_kernels = pytest.mark.skipif(not HAVE_COMPILER, reason="no C++ compiler")
+
+
+def test_kernels_build_wherever_there_is_a_compiler() -> None:
+    # a compiler and no kernels would silently drop the fast path: fail loudly instead
+    assert fused.available() == HAVE_COMPILER
+
+
+def composed(x, dw, pw, pb, lg, lb, res, dilation, slope, act):
+    h = ops_cl.pointwise(ops_cl.depthwise3(x, dw, dilation), pw, pb)
+    h = F.layer_norm(h, (pw.shape[0],), lg, lb, 1e-5)
+    if res is not None:
+        h = h + res
+    return F.leaky_relu(h, slope) if act else h
+
+
+@needs_kernels
+@pytest.mark.parametrize(("grid", "cin", "cout", "dilation", "with_res", "act"), [
+    ((16, 32, 32), 8, 8, 1, True, True),
+    ((8, 16, 16), 16, 32, 1, False, True),
+    ((7, 11, 13), 8, 16, 2, True, False),
+    ((2, 4, 4), 32, 64, 3, False, True),
+    ((3, 5, 4), 24, 40, 1, True, True),  # widths without a compiled specialisation
+])
+def test_unit_equals_composed_ops(grid, cin, cout, dilation, with_res, act) -> None:
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).requires_grad_()
+
+    x, dw, pw = rand(*grid, cin), rand(cin, 1, 3, 3, 3), rand(cout, cin, 1, 1, 1)
+    pb, lg, lb = rand(cout), rand(cout), rand(cout)
+    res = rand(*grid, cout) if with_res else None
+    inputs = [x, dw, pw, pb, lg, lb] + ([res] if with_res else [])
+    g = torch.randn(*grid, cout, generator=gen)
+
+    ref = composed(x, dw, pw, pb, lg, lb, res, dilation, 0.2, act)
+    out = fused.dwsep_unit(x, dw, pw, pb, lg, lb, res, dilation=dilation, slope=0.2, act=act)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g),
+                    strict=True):
+        assert float((b - a).norm()) <= 1e-5 * float(a.norm()) + 1e-7
+
+
+@needs_kernels
+def test_unit_rejects_what_it_cannot_run() -> None:
+    x = torch.zeros(2, 3, 4, 12)
+    w = [torch.zeros(12, 1, 3, 3, 3), torch.zeros(8, 12), torch.zeros(8), torch.ones(8),
+         torch.zeros(8)]
+    with pytest.raises(ValueError, match="multiples of 8"):
+        fused.dwsep_unit(x, *w)
+    with pytest.raises(ValueError, match="float32 CPU"):
+        fused.dwsep_unit(torch.zeros(2, 3, 4, 8, dtype=torch.float64),
+                         *[t[:8] if t.shape[0] == 12 else t for t in w])
+    assert fused.supports(8, 64) and not fused.supports(8, 12) and not fused.supports(512, 8)
+
+
+@needs_kernels
+@pytest.mark.parametrize("config", [NetConfig(zero_tail=False),
+                                    NetConfig(stem_width=4, widths=(4, 8, 12), zero_tail=False)])
+def test_fused_network_equals_reference_path(config) -> None:
+    # the second config has widths the kernels do not take: those blocks fall back to torch ops
+    grid = (8, 12, 12)
+    net = FastResUNet3D(config, seed=1)
+    z = make_input(0, grid)
+    ref = net(z)
+    out = net.forward_cl(ops_cl.dense3_patches(z), fused=True)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    g = torch.randn(grid, generator=torch.Generator().manual_seed(5))
+    params = list(net.parameters())
+    for a, b in zip(torch.autograd.grad((ref * g).sum(), params),
+                    torch.autograd.grad((out * g).sum(), params), strict=True):
+        assert float((b - a).norm()) <= 1e-4 * float(a.norm()) + 1e-7
+
+
+@needs_kernels
+def test_fused_kernels_are_deterministic() -> None:
+    grid = (8, 16, 16)
+    net = FastResUNet3D(NetConfig(zero_tail=False), seed=2)
+    patches = ops_cl.dense3_patches(make_input(0, grid))
+    runs = []
+    for _ in range(2):
+        out = net.forward_cl(patches, fused=True)
+        runs.append([out, *torch.autograd.grad(out.square().sum(), list(net.parameters()))])
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+
+
+@needs_kernels
+def test_objective_uses_the_kernels_by_default_on_cpu() -> None:
+    problem = make_problem((8, 16, 16), n_meas=64, seed=0)
+    net = FastResUNet3D(seed=0)
+    z = make_input(0, (8, 16, 16))
+    assert Objective(net, z, problem.jacobian, problem.mask).fused
+    assert not Objective(net, z, problem.jacobian, problem.mask, fused=False).fused
+    assert not Objective(net, z, problem.jacobian, problem.mask, fast=False).fused
+    with pytest.raises(ValueError, match="fast path"):
+        Objective(net, z, problem.jacobian, problem.mask, fast=False, fused=True)
+
+
+def test_switched_off_by_environment(tmp_path) -> None:
+    env = {**os.environ, "EITMON_FUSED": "0", "EITMON_CACHE_DIR": str(tmp_path)}
+    code = "from worker.recon.d2ip import fused; print(fused.available())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+    assert not (tmp_path / "kernels").exists()
+
+
+@needs_kernels
+def test_library_is_built_once_into_the_cache(tmp_path) -> None:
+    env = {**os.environ, "EITMON_CACHE_DIR": str(tmp_path)}
+    code = "from worker.recon.d2ip import fused; print(fused.available())"
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
+        assert out.stdout.strip() == "True"
+    built = list((tmp_path / "kernels").iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"
+
+
+def test_broken_compiler_falls_back_with_a_warning(tmp_path) -> None:
+    fake = tmp_path / "g++"
+    fake.write_text("#!/bin/sh\necho 'fake compiler 1.0'\n[ \"$1\" = --version ] || exit 1\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "CXX": str(fake), "EITMON_CACHE_DIR": str(tmp_path / "cache")}
+    code = ("import logging; logging.basicConfig(); from worker.recon.d2ip import fused; "
+            "print(fused.available())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+    assert "channels-last path" in out.stderr

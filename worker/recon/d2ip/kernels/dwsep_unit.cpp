@@ -1,0 +1,331 @@
+// Fused CPU kernels for one depthwise-separable unit of 3D-FastResUNet (paper III.D, Fig. 3):
+//
+//     out = act(LN(PW(DW(x))) + res)
+//
+// DW: depthwise 3x3x3 cross-correlation with zero padding `dil` and dilation `dil` (no bias);
+// PW: pointwise 1x1x1 convolution (weight CO x CI, bias CO); LN: LayerNorm over the CO channels
+// of each voxel (affine g, b); res: optional residual (V x CO); act: LeakyReLU(slope) or none.
+// Tensors are channels-last (P, R, C, Ch), C order, float32; V = P * R * C.
+//
+// One pass forward, two passes backward (the input gradient is a stencil of the DW-output
+// gradient, so it needs that gradient at all neighbours first). Single-threaded and
+// deterministic: voxels in C order, per-row partial sums of the parameter gradients added into
+// double accumulators. Channel counts must be multiples of 8 (one vector); the widths the
+// network uses are compile-time constants (fully unrolled), others run a runtime-width loop.
+//
+// Built at first use by worker/recon/d2ip/fused.py with the system C++ compiler; loaded with
+// ctypes (no Python or torch headers, so it compiles in about a second).
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+struct Grid {
+    int P, R, C, dil;
+    int Pp() const { return P + 2 * dil; }
+    int Rp() const { return R + 2 * dil; }
+    int Cp() const { return C + 2 * dil; }
+};
+
+// Zeroed per-thread scratch buffers, reused across calls (no page faults from fresh
+// allocations).
+std::vector<float>& scratch(int slot, size_t n) {
+    thread_local std::vector<float> bufs[2];
+    bufs[slot].assign(n, 0.0f);
+    return bufs[slot];
+}
+
+// Copy a (P, R, C, ch) tensor into the interior of a zeroed (P+2d, R+2d, C+2d, ch) buffer.
+void pad_into(const Grid& g, int ch, const float* src, std::vector<float>& dst) {
+    const int d = g.dil;
+    for (int p = 0; p < g.P; ++p)
+        for (int r = 0; r < g.R; ++r) {
+            const float* s = src + ((size_t)p * g.R + r) * g.C * ch;
+            float* t = dst.data() + (((size_t)(p + d) * g.Rp() + (r + d)) * g.Cp() + d) * ch;
+            std::memcpy(t, s, sizeof(float) * g.C * ch);
+        }
+}
+
+// Offsets (in floats) of the 27 taps in the padded buffer, tap k = a * 9 + b * 3 + e,
+// relative to the padded position of the output voxel's top-left-front neighbour.
+void tap_offsets(const Grid& g, int ch, int64_t* off) {
+    for (int a = 0; a < 3; ++a)
+        for (int b = 0; b < 3; ++b)
+            for (int e = 0; e < 3; ++e)
+                off[a * 9 + b * 3 + e] =
+                    (((int64_t)a * g.dil * g.Rp() + (int64_t)b * g.dil) * g.Cp() + e * g.dil) * ch;
+}
+
+// Eight channels in one vector (GCC/Clang vector extension: AVX on x86-64, two NEON
+// registers on ARM). Widths are multiples of 8; `NI_`/`NO_` are CI / 8 and CO / 8 as
+// compile-time constants, or 0 for runtime values.
+typedef float v8 __attribute__((vector_size(32)));
+
+inline v8 ld(const float* p) {
+    v8 r;
+    std::memcpy(&r, p, sizeof r);
+    return r;
+}
+inline void st(float* p, v8 v) { std::memcpy(p, &v, sizeof v); }
+inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
+inline float hsum(v8 v) {
+    return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+inline v8 leaky(v8 z, float slope) { return z > 0.0f ? z : z * slope; }
+
+template <int N>
+inline int count(int n) { return N > 0 ? N : n; }
+constexpr int kMaxVec = 32;  // 256 channels
+
+// One row of C output voxels of a depthwise 3x3x3 stencil: acc[c] = sum_k wt[k] * in[c + off_k].
+// `in` points at the padded buffer's first neighbour of voxel 0; taps outermost, so the
+// accumulations of different voxels are independent (no FMA latency chain).
+template <int NI_>
+void stencil_row(const float* in, const int64_t* off, const float* wt, int C, int ni,
+                 float* acc) {
+    const int NI = count<NI_>(ni), CI = 8 * NI;
+    for (int k = 0; k < 27; ++k) {
+        const float* src = in + off[k];
+        const float* wk = wt + k * CI;
+        for (int c = 0; c < C; ++c)
+            for (int j = 0; j < NI; ++j) {
+                const v8 t = ld(wk + 8 * j) * ld(src + (size_t)c * CI + 8 * j);
+                float* a = acc + (size_t)c * CI + 8 * j;
+                st(a, k == 0 ? t : ld(a) + t);
+            }
+    }
+}
+
+template <int NI_, int NO_>
+void forward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* dw,
+             const float* pw, const float* pb, const float* lg, const float* lb,
+             const float* res, float slope, int act, float eps, float* out, float* dsave,
+             float* xhat, float* rstd) {
+    const int NI = count<NI_>(ci_rt / 8), NO = count<NO_>(co_rt / 8);
+    const int CI = 8 * NI, CO = 8 * NO;
+    std::vector<float>& xp = scratch(0, (size_t)g.Pp() * g.Rp() * g.Cp() * CI);
+    pad_into(g, CI, x, xp);
+    int64_t off[27];
+    tap_offsets(g, CI, off);
+    std::vector<float> wt(27 * CI), pwt((size_t)CI * CO);  // tap-major DW, transposed PW
+    for (int c = 0; c < CI; ++c)
+        for (int k = 0; k < 27; ++k) wt[k * CI + c] = dw[c * 27 + k];
+    for (int o = 0; o < CO; ++o)
+        for (int c = 0; c < CI; ++c) pwt[(size_t)c * CO + o] = pw[(size_t)o * CI + c];
+    std::vector<float> yrow((size_t)g.C * CO);
+    const float inv_co = 1.0f / CO;
+    size_t v = 0;
+    for (int p = 0; p < g.P; ++p)
+        for (int r = 0; r < g.R; ++r) {
+            const float* base = xp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
+            float* drow = dsave + v * CI;
+            stencil_row<NI_>(base, off, wt.data(), g.C, NI, drow);
+            for (int c = 0; c < g.C; ++c)  // PW: i outermost, independent voxels inside
+                for (int q = 0; q < NO; ++q) st(yrow.data() + (size_t)c * CO + 8 * q, ld(pb + 8 * q));
+            for (int i = 0; i < CI; ++i) {
+                const float* wr = pwt.data() + (size_t)i * CO;
+                for (int c = 0; c < g.C; ++c) {
+                    const v8 di = splat(drow[(size_t)c * CI + i]);
+                    float* yc = yrow.data() + (size_t)c * CO;
+                    for (int q = 0; q < NO; ++q) st(yc + 8 * q, ld(yc + 8 * q) + ld(wr + 8 * q) * di);
+                }
+            }
+            for (int c = 0; c < g.C; ++c, ++v) {
+                v8 y[NO_ > 0 ? NO_ : kMaxVec];
+                for (int q = 0; q < NO; ++q) y[q] = ld(yrow.data() + (size_t)c * CO + 8 * q);
+                v8 s = splat(0.0f);
+                for (int q = 0; q < NO; ++q) s += y[q];
+                const v8 mean = splat(hsum(s) * inv_co);
+                v8 s2 = splat(0.0f);
+                for (int q = 0; q < NO; ++q) {
+                    y[q] -= mean;
+                    s2 += y[q] * y[q];
+                }
+                const float rs = 1.0f / std::sqrt(hsum(s2) * inv_co + eps);
+                rstd[v] = rs;
+                const v8 rsv = splat(rs);
+                for (int q = 0; q < NO; ++q) {
+                    const v8 xh = y[q] * rsv;
+                    st(xhat + v * CO + 8 * q, xh);
+                    v8 z = xh * ld(lg + 8 * q) + ld(lb + 8 * q);
+                    if (res) z += ld(res + v * CO + 8 * q);
+                    st(out + v * CO + 8 * q, act ? leaky(z, slope) : z);
+                }
+            }
+        }
+}
+
+template <int NI_, int NO_>
+void backward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* dw,
+              const float* pw, const float* lg, float slope, int act, const float* out,
+              const float* dsave, const float* xhat, const float* rstd, const float* gout,
+              float* gx, float* gdw, float* gpw, float* gpb, float* glg, float* glb,
+              float* gres) {
+    const int NI = count<NI_>(ci_rt / 8), NO = count<NO_>(co_rt / 8);
+    const int CI = 8 * NI, CO = 8 * NO;
+    const int d = g.dil;
+    std::vector<float>& xp = scratch(0, (size_t)g.Pp() * g.Rp() * g.Cp() * CI);
+    pad_into(g, CI, x, xp);
+    int64_t off[27];
+    tap_offsets(g, CI, off);
+    std::vector<float>& gdp = scratch(1, (size_t)g.Pp() * g.Rp() * g.Cp() * CI);  // padded gd
+    std::vector<double> a_dw(27 * CI, 0.0), a_pw((size_t)CO * CI, 0.0), a_pb(CO, 0.0),
+        a_g(CO, 0.0), a_b(CO, 0.0);
+    std::vector<float> r_pw((size_t)CO * CI), gprow((size_t)g.C * CO);
+    const float inv_co = 1.0f / CO;
+    size_t v = 0;
+    // Pass 1, row by row: act and LN backward per voxel (-> gp, the PW-output gradient); PW
+    // backward (-> the DW-output gradient gd, into the padded buffer); the DW weight gradient
+    // (padded input at each tap times gd). Loops are ordered so that consecutive updates are
+    // independent (voxels innermost), never one long FMA chain.
+    for (int p = 0; p < g.P; ++p)
+        for (int r = 0; r < g.R; ++r) {
+            v8 sg[NO_ > 0 ? NO_ : kMaxVec], sb[NO_ > 0 ? NO_ : kMaxVec],
+                sp[NO_ > 0 ? NO_ : kMaxVec];
+            for (int q = 0; q < NO; ++q) sg[q] = sb[q] = sp[q] = splat(0.0f);
+            const size_t v0 = v;
+            for (int c = 0; c < g.C; ++c, ++v) {
+                v8 gxh[NO_ > 0 ? NO_ : kMaxVec], xh[NO_ > 0 ? NO_ : kMaxVec];
+                v8 s1 = splat(0.0f), s2 = splat(0.0f);
+                for (int q = 0; q < NO; ++q) {
+                    v8 gz = ld(gout + v * CO + 8 * q);
+                    if (act) gz = ld(out + v * CO + 8 * q) > 0.0f ? gz : gz * slope;
+                    if (gres) st(gres + v * CO + 8 * q, gz);
+                    xh[q] = ld(xhat + v * CO + 8 * q);
+                    sg[q] += gz * xh[q];
+                    sb[q] += gz;
+                    gxh[q] = gz * ld(lg + 8 * q);
+                    s1 += gxh[q];
+                    s2 += gxh[q] * xh[q];
+                }
+                const v8 m1 = splat(hsum(s1) * inv_co), m2 = splat(hsum(s2) * inv_co);
+                const v8 rs = splat(rstd[v]);
+                for (int q = 0; q < NO; ++q) {
+                    const v8 gp = rs * (gxh[q] - m1 - xh[q] * m2);
+                    sp[q] += gp;
+                    st(gprow.data() + (size_t)c * CO + 8 * q, gp);
+                }
+            }
+            for (int q = 0; q < NO; ++q) {
+                for (int l = 0; l < 8; ++l) {
+                    a_g[8 * q + l] += sg[q][l];
+                    a_b[8 * q + l] += sb[q][l];
+                    a_pb[8 * q + l] += sp[q][l];
+                }
+            }
+            const float* drow = dsave + v0 * CI;
+            float* gdrow = gdp.data() + (((size_t)(p + d) * g.Rp() + (r + d)) * g.Cp() + d) * CI;
+            std::fill(r_pw.begin(), r_pw.end(), 0.0f);
+            for (int c = 0; c < g.C; ++c) {
+                const float* gpc = gprow.data() + (size_t)c * CO;
+                const float* dc = drow + (size_t)c * CI;
+                v8 gd[NI_ > 0 ? NI_ : kMaxVec];
+                for (int j = 0; j < NI; ++j) gd[j] = splat(0.0f);
+                for (int o = 0; o < CO; ++o) {
+                    const v8 gpo = splat(gpc[o]);
+                    const float* wr = pw + (size_t)o * CI;
+                    float* ar = r_pw.data() + (size_t)o * CI;
+                    for (int j = 0; j < NI; ++j) {
+                        st(ar + 8 * j, ld(ar + 8 * j) + gpo * ld(dc + 8 * j));
+                        gd[j] += gpo * ld(wr + 8 * j);
+                    }
+                }
+                for (int j = 0; j < NI; ++j) st(gdrow + (size_t)c * CI + 8 * j, gd[j]);
+            }
+            for (size_t j = 0; j < r_pw.size(); ++j) a_pw[j] += r_pw[j];
+            const float* xrow = xp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
+            for (int k = 0; k < 27; ++k) {
+                const float* xk = xrow + off[k];
+                for (int j = 0; j < NI; ++j) {  // four partial sums: four short FMA chains
+                    const float* xa = xk + 8 * j;
+                    const float* ga = gdrow + 8 * j;
+                    v8 a0 = splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
+                    int c = 0;
+                    for (; c + 4 <= g.C; c += 4) {
+                        a0 += ld(xa + (size_t)c * CI) * ld(ga + (size_t)c * CI);
+                        a1 += ld(xa + (size_t)(c + 1) * CI) * ld(ga + (size_t)(c + 1) * CI);
+                        a2 += ld(xa + (size_t)(c + 2) * CI) * ld(ga + (size_t)(c + 2) * CI);
+                        a3 += ld(xa + (size_t)(c + 3) * CI) * ld(ga + (size_t)(c + 3) * CI);
+                    }
+                    for (; c < g.C; ++c) a0 += ld(xa + (size_t)c * CI) * ld(ga + (size_t)c * CI);
+                    const v8 t = (a0 + a1) + (a2 + a3);
+                    for (int l = 0; l < 8; ++l) a_dw[k * CI + 8 * j + l] += t[l];
+                }
+            }
+        }
+    for (int i = 0; i < CI; ++i)
+        for (int k = 0; k < 27; ++k) gdw[i * 27 + k] = (float)a_dw[k * CI + i];
+    for (size_t j = 0; j < a_pw.size(); ++j) gpw[j] = (float)a_pw[j];
+    for (int o = 0; o < CO; ++o) {
+        gpb[o] = (float)a_pb[o];
+        glg[o] = (float)a_g[o];
+        glb[o] = (float)a_b[o];
+    }
+    if (!gx) return;
+    // Pass 2: input gradient, gx[v] = sum_k w[k] * gd[v - offset_k] (the flipped kernel).
+    std::vector<float> wt(27 * CI);
+    for (int i = 0; i < CI; ++i)
+        for (int k = 0; k < 27; ++k) wt[(26 - k) * CI + i] = dw[i * 27 + k];
+    v = 0;
+    for (int p = 0; p < g.P; ++p)
+        for (int r = 0; r < g.R; ++r) {
+            const float* base = gdp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
+            stencil_row<NI_>(base, off, wt.data(), g.C, NI, gx + v * CI);
+            v += g.C;
+        }
+}
+
+using ForwardFn = decltype(&forward<0, 0>);
+using BackwardFn = decltype(&backward<0, 0>);
+
+struct Entry {
+    int ci, co;
+    ForwardFn f;
+    BackwardFn b;
+};
+
+#define EITMON_PAIR(a, b) {a, b, &forward<a / 8, b / 8>, &backward<a / 8, b / 8>}
+// The (CI, CO) pairs of the default NetConfig and of NetConfig(stem_width=16,
+// widths=(16, 32, 64)); other widths run the runtime-width instantiation.
+const Entry kTable[] = {
+    EITMON_PAIR(8, 8),   EITMON_PAIR(8, 16),  EITMON_PAIR(16, 16), EITMON_PAIR(16, 32),
+    EITMON_PAIR(32, 32), EITMON_PAIR(32, 64), EITMON_PAIR(64, 64), EITMON_PAIR(64, 32),
+    EITMON_PAIR(32, 16), EITMON_PAIR(16, 8),  EITMON_PAIR(128, 64),
+};
+#undef EITMON_PAIR
+
+const Entry* lookup(int ci, int co) {
+    for (const Entry& e : kTable)
+        if (e.ci == ci && e.co == co) return &e;
+    return nullptr;
+}
+
+}  // namespace
+
+extern "C" {
+
+void eitmon_dwsep_forward(int P, int R, int C, int CI, int CO, int dil, const float* x,
+                          const float* dw, const float* pw, const float* pb, const float* lg,
+                          const float* lb, const float* res, float slope, int act, float eps,
+                          float* out, float* dsave, float* xhat, float* rstd) {
+    const Grid g{P, R, C, dil};
+    const Entry* e = lookup(CI, CO);
+    (e ? e->f : &forward<0, 0>)(g, CI, CO, x, dw, pw, pb, lg, lb, res, slope, act, eps, out,
+                                dsave, xhat, rstd);
+}
+
+void eitmon_dwsep_backward(int P, int R, int C, int CI, int CO, int dil, const float* x,
+                           const float* dw, const float* pw, const float* lg, float slope,
+                           int act, const float* out, const float* dsave, const float* xhat,
+                           const float* rstd, const float* gout, float* gx, float* gdw,
+                           float* gpw, float* gpb, float* glg, float* glb, float* gres) {
+    const Grid g{P, R, C, dil};
+    const Entry* e = lookup(CI, CO);
+    (e ? e->b : &backward<0, 0>)(g, CI, CO, x, dw, pw, lg, slope, act, out, dsave, xhat, rstd,
+                                 gout, gx, gdw, gpw, gpb, glg, glb, gres);
+}
+
+}  // extern "C"
