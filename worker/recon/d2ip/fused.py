@@ -1,12 +1,15 @@
-"""Fused CPU kernels for the depthwise-separable units of 3D-FastResUNet (`kernels/*.cpp`).
+"""Fused CPU kernels of 3D-FastResUNet's fast path (`kernels/*.cpp`), with autograd.
 
-One unit is `act(LN(PW(DW(x))) + res)` (see `ResConv3d` and the ASPP branches in
-`network.py`); the channels-last path runs it as six to eight PyTorch ops over the whole
-volume, the fused kernel as one pass forward and two backward. The C++ source has no Python or
-torch headers: it is compiled at first use with the system C++ compiler (about a second) into
-`<cache dir>/kernels/`, keyed by a hash of the source, the flags, the compiler and the CPU, and
-loaded with ctypes. Without a compiler (or with `EITMON_FUSED=0`) `available()` is False and the
-network keeps the channels-last path; the two compute the same function (tested).
+- `dwsep_unit`: `act(LN(PW(DW(x))) + res)`, the unit every block is built from (`Layout.unit`);
+  the channels-last path runs it as six to eight PyTorch ops over the whole volume, the kernel
+  as one pass forward and two backward.
+- `upsample2`: the decoder's x2 trilinear upsampling (ATen's channels-last backward is slow).
+
+The C++ sources have no Python or torch headers: they are compiled at first use with the system
+C++ compiler (a few seconds) into `<cache dir>/kernels/`, keyed by a hash of the sources, the
+flags, the compiler and the CPU, and loaded with ctypes. Without a compiler (or with
+`EITMON_FUSED=0`) `available()` is False and the network keeps the channels-last path; the
+two compute the same function (tested).
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from worker.forward.cache import cache_dir
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("kernels") / "dwsep_unit.cpp"
+SOURCES = (Path(__file__).with_name("kernels") / "dwsep_unit.cpp",
+           Path(__file__).with_name("kernels") / "upsample2.cpp")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC")
-MAX_WIDTH = 256  # channel limit of the kernel's stack buffers (kMaxVec vectors of 8)
+MAX_WIDTH = 512  # channel limit of the kernel's stack buffers (kMaxVec vectors of 8)
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int
@@ -57,9 +61,9 @@ def library_path(compiler: str) -> Path:
     """Where the kernel library for this source, compiler, flags and CPU lives."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                              check=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(FLAGS), version, _cpu_id(),
-                                    platform.machine()]).encode()).hexdigest()[:16]
-    return cache_dir() / "kernels" / f"dwsep_unit-{key}.so"
+    key = hashlib.sha256("\0".join([*(s.read_text() for s in SOURCES), " ".join(FLAGS), version,
+                                    _cpu_id(), platform.machine()]).encode()).hexdigest()[:16]
+    return cache_dir() / "kernels" / f"d2ip-{key}.so"
 
 
 def build(compiler: str) -> Path:
@@ -70,7 +74,7 @@ def build(compiler: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(out)], check=True,
+        subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(out)], check=True,
                        capture_output=True, text=True)
         os.replace(out, target)  # atomic: concurrent builders leave one complete file
     return target
@@ -91,10 +95,13 @@ def _library() -> ctypes.CDLL | None:
         log.warning("fused D2IP kernels unavailable (%s): using the channels-last path",
                     detail.strip()[:500])
         return None
-    lib.eitmon_dwsep_forward.argtypes = [_I] * 6 + [_P] * 7 + [_F, _I, _F] + [_P] * 4
+    lib.eitmon_dwsep_forward.argtypes = [_I] * 6 + [_P] * 9 + [_F, _I, _F] + [_P] * 5
     lib.eitmon_dwsep_forward.restype = None
-    lib.eitmon_dwsep_backward.argtypes = [_I] * 6 + [_P] * 4 + [_F, _I] + [_P] * 12
+    lib.eitmon_dwsep_backward.argtypes = [_I] * 6 + [_P] * 4 + [_F, _I] + [_P] * 16
     lib.eitmon_dwsep_backward.restype = None
+    for name in ("eitmon_upsample2_forward", "eitmon_upsample2_backward"):
+        getattr(lib, name).argtypes = [_I] * 7 + [_P] * 2
+        getattr(lib, name).restype = None
     return lib
 
 
@@ -113,61 +120,124 @@ def _ptr(t: Tensor | None) -> int | None:
 
 
 class _DWSepUnit(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, dw: Tensor, pw: Tensor, pb: Tensor, lg: Tensor,
-                lb: Tensor, res: Tensor | None, dilation: int, slope: float, act: bool,
-                eps: float) -> Tensor:
-        lib = _library()
-        assert lib is not None
-        x = x.contiguous()
-        p, r, c, ci = x.shape
-        co = pw.shape[0]
-        params = [t.detach().contiguous() for t in (dw, pw, pb, lg, lb)]
-        res_c = None if res is None else res.detach().contiguous()
-        out = x.new_empty((p, r, c, co))
-        dsave = x.new_empty((p, r, c, ci))
-        xhat = x.new_empty((p, r, c, co))
-        rstd = x.new_empty((p, r, c))
-        lib.eitmon_dwsep_forward(p, r, c, ci, co, dilation, _ptr(x), *map(_ptr, params),
-                                 _ptr(res_c), slope, int(act), eps, _ptr(out), _ptr(dsave),
-                                 _ptr(xhat), _ptr(rstd))
-        ctx.save_for_backward(x, params[0], params[1], params[3], out, dsave, xhat, rstd)
-        ctx.conf = (dilation, slope, act, res is not None)
-        return out
+    """Outputs (unit, side): side = SW(x) when `sw` is given, else an empty tensor."""
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def forward(ctx: Any, x: Tensor, dw: Tensor | None, pw: Tensor, pb: Tensor, lg: Tensor,
+                lb: Tensor, res: Tensor | None, sw: Tensor | None, sb: Tensor | None,
+                dilation: int, slope: float, act: bool, eps: float) -> tuple[Tensor, Tensor]:
         lib = _library()
         assert lib is not None
-        x, dw, pw, lg, out, dsave, xhat, rstd = ctx.saved_tensors
+        x = x.detach().contiguous()
+        p, r, c, ci = x.shape
+        co = pw.shape[0]
+        dw_c, pw_c, pb_c, lg_c, lb_c, res_c, sw_c, sb_c = (
+            None if t is None else t.detach().contiguous()
+            for t in (dw, pw, pb, lg, lb, res, sw, sb))
+        out = x.new_empty((p, r, c, co))
+        dsave = x.new_empty((p, r, c, ci)) if dw is not None else None  # DW output
+        xhat = x.new_empty((p, r, c, co))
+        rstd = x.new_empty((p, r, c))
+        side = x.new_empty((p, r, c, co) if sw is not None else (0,))
+        lib.eitmon_dwsep_forward(
+            p, r, c, ci, co, dilation, *map(_ptr, (x, dw_c, pw_c, pb_c, lg_c, lb_c, res_c,
+                                                   sw_c, sb_c)),
+            slope, int(act), eps, *map(_ptr, (out, dsave, xhat, rstd, side if sw is not None
+                                              else None)))
+        ctx.save_for_backward(x, dw_c, pw_c, lg_c, sw_c, out, dsave, xhat, rstd)
+        ctx.conf = (dilation, slope, act, res is not None)
+        if sw is None:
+            ctx.mark_non_differentiable(side)
+        return out, side
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, gside: Tensor | None) -> tuple[Tensor | None, ...]:
+        lib = _library()
+        assert lib is not None
+        x, dw, pw, lg, sw, out, dsave, xhat, rstd = ctx.saved_tensors
         dilation, slope, act, has_res = ctx.conf
         grad = grad.contiguous()
         p, r, c, ci = x.shape
         co = pw.shape[0]
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        gdw, gpw = torch.empty_like(dw), torch.empty_like(pw)
+        gdw = None if dw is None else torch.empty_like(dw)
+        gpw = torch.empty_like(pw)
         gpb, glg, glb = (x.new_empty(co) for _ in range(3))
         gres = torch.empty_like(grad) if has_res and ctx.needs_input_grad[6] else None
-        lib.eitmon_dwsep_backward(p, r, c, ci, co, dilation, _ptr(x), _ptr(dw), _ptr(pw),
-                                  _ptr(lg), slope, int(act), _ptr(out), _ptr(dsave),
-                                  _ptr(xhat), _ptr(rstd), _ptr(grad), _ptr(gx), _ptr(gdw),
-                                  _ptr(gpw), _ptr(gpb), _ptr(glg), _ptr(glb), _ptr(gres))
-        return gx, gdw, gpw, gpb, glg, glb, gres, None, None, None, None
+        gsw = gsb = None
+        if sw is not None:
+            gside = torch.zeros_like(grad) if gside is None else gside.contiguous()
+            gsw, gsb = torch.empty_like(sw), x.new_empty(co)
+        lib.eitmon_dwsep_backward(
+            p, r, c, ci, co, dilation, *map(_ptr, (x, dw, pw, lg)), slope, int(act),
+            *map(_ptr, (out, dsave, xhat, rstd, grad, sw, gside if sw is not None else None,
+                        gx, gdw, gpw, gpb, glg, glb, gres, gsw, gsb)))
+        return gx, gdw, gpw, gpb, glg, glb, gres, gsw, gsb, None, None, None, None
 
 
-def dwsep_unit(x: Tensor, dw: Tensor, pw: Tensor, pb: Tensor, lg: Tensor, lb: Tensor,
+def _check(x: Tensor, cout: int) -> None:
+    if x.dtype != torch.float32 or x.device.type != "cpu":
+        raise ValueError("fused kernels take float32 CPU tensors")
+    if not supports(x.shape[-1], cout):
+        raise ValueError(f"fused kernels take multiples of 8 channels up to {MAX_WIDTH}, "
+                         f"got {x.shape[-1]} -> {cout}")
+
+
+def _matrix(w: Tensor) -> Tensor:
+    return w.reshape(w.shape[0], w.shape[1])
+
+
+def dwsep_unit(x: Tensor, dw: Tensor | None, pw: Tensor, pb: Tensor, lg: Tensor, lb: Tensor,
                res: Tensor | None = None, dilation: int = 1, slope: float = 0.2,
                act: bool = True, eps: float = 1e-5) -> Tensor:
     """`act(LN(PW(DW(x))) + res)` on a channels-last (P, R, C, CI) float32 CPU tensor.
 
-    `dw` is the depthwise Conv3d weight (CI, 1, 3, 3, 3), `pw` the pointwise weight (CO, CI, 1,
-    1, 1) or (CO, CI), `pb` its bias, `lg`, `lb` the LayerNorm affine (CO,), `res` an optional
-    (P, R, C, CO) residual; act is LeakyReLU(`slope`).
+    `dw` is the depthwise Conv3d weight (CI, 1, 3, 3, 3), or None for no DW (`PW(x)`); `pw` the
+    pointwise weight (CO, CI, 1, 1, 1) or (CO, CI), `pb` its bias, `lg`, `lb` the LayerNorm
+    affine (CO,), `res` an optional (P, R, C, CO) residual; act is LeakyReLU(`slope`).
     """
+    _check(x, pw.shape[0])
+    return _DWSepUnit.apply(x, dw, _matrix(pw), pb, lg, lb, res, None, None, dilation, slope,
+                            act, eps)[0]
+
+
+def dwsep_unit_with_skip(x: Tensor, dw: Tensor | None, pw: Tensor, pb: Tensor, lg: Tensor,
+                         lb: Tensor, sw: Tensor, sb: Tensor, dilation: int = 1,
+                         slope: float = 0.2, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """(`dwsep_unit(x, ...)`, `x sw^T + sb`): the unit and a 1x1x1 conv of the same input (the
+    ResConv3D block's shortcut, `sw` (CO, CI[, 1, 1, 1])) in one pass over x."""
+    _check(x, pw.shape[0])
+    if sw.shape[0] != pw.shape[0]:
+        raise ValueError("the side conv must have the unit's output width")
+    return _DWSepUnit.apply(x, dw, _matrix(pw), pb, lg, lb, None, _matrix(sw), sb, dilation,
+                            slope, True, eps)
+
+
+class _Upsample2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, size: tuple[int, int, int]) -> Tensor:
+        lib = _library()
+        assert lib is not None
+        x = x.detach().contiguous()
+        out = x.new_empty((*size, x.shape[-1]))
+        lib.eitmon_upsample2_forward(*x.shape, *size, _ptr(x), _ptr(out))
+        ctx.in_shape = tuple(x.shape)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        lib = _library()
+        assert lib is not None
+        grad = grad.contiguous()
+        gx = grad.new_empty(ctx.in_shape)
+        lib.eitmon_upsample2_backward(*ctx.in_shape, *grad.shape[:3], _ptr(grad), _ptr(gx))
+        return gx, None
+
+
+def upsample2(x: Tensor, size: tuple[int, int, int]) -> Tensor:
+    """`ops_cl.upsample2` (x2 trilinear, align_corners=False, cropped to `size`) in C++."""
     if x.dtype != torch.float32 or x.device.type != "cpu":
         raise ValueError("fused kernels take float32 CPU tensors")
-    if not supports(x.shape[-1], pw.shape[0]):
-        raise ValueError(f"fused kernels take multiples of 8 channels up to {MAX_WIDTH}, "
-                         f"got {x.shape[-1]} -> {pw.shape[0]}")
-    return _DWSepUnit.apply(x, dw, pw.reshape(pw.shape[0], pw.shape[1]), pb, lg, lb, res,
-                            dilation, slope, act, eps)
+    if any(not 2 * n - 1 <= m <= 2 * n for n, m in zip(x.shape[:3], size, strict=True)):
+        raise ValueError(f"cannot crop x2 of {tuple(x.shape[:3])} to {tuple(size)}")
+    return _Upsample2.apply(x, tuple(size))

@@ -2,13 +2,11 @@
 
 `REF` works on (1, Ch, P, R, C) tensors with `torch.nn` layers (the eager reference path);
 `CL` works on (P, R, C, Ch) tensors with the channels-last primitives of `ops_cl` (the fast path);
-`FUSED` is `CL` with each ResConv3D block in two fused CPU kernels (`fused.py`). All read the same
-parameters, so the paths compute the same function.
+`FUSED` is `CL` with each `unit` (conv, LayerNorm, residual, LeakyReLU) in one fused CPU kernel
+(`fused.py`). All read the same parameters, so the paths compute the same function.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,17 +14,26 @@ from torch import Tensor, nn
 
 from worker.recon.d2ip import fused, ops_cl
 
-if TYPE_CHECKING:
-    from worker.recon.d2ip.network import ResConv3d
-
 Size3 = tuple[int, int, int]
 
 
-class RefLayout:
-    """(1, Ch, P, R, C): torch.nn modules as they are."""
+class _Units:
+    """`unit` from the layout's own primitives."""
 
-    def resconv(self, block: ResConv3d, x: Tensor) -> Tensor:
-        return block.compose(x, self)
+    def unit(self: Layout, x: Tensor, dw: nn.Conv3d | None, conv: nn.Conv3d,
+             ln: nn.LayerNorm, slope: float, res: Tensor | None = None) -> Tensor:
+        """LeakyReLU(LN(conv(DW(x))) + res): the unit every block is built from (DW optional)."""
+        h = self.norm(self.pointwise(x if dw is None else self.depthwise(x, dw), conv), ln)
+        return F.leaky_relu(h if res is None else h + res, slope)
+
+    def unit_and_conv(self: Layout, x: Tensor, dw: nn.Conv3d | None, conv: nn.Conv3d,
+                      ln: nn.LayerNorm, slope: float, side: nn.Conv3d) -> tuple[Tensor, Tensor]:
+        """(`unit(x, ...)`, `side(x)`): a unit and a 1x1x1 conv of the same input."""
+        return self.unit(x, dw, conv, ln, slope), self.pointwise(x, side)
+
+
+class RefLayout(_Units):
+    """(1, Ch, P, R, C): torch.nn modules as they are."""
 
     def depthwise(self, x: Tensor, conv: nn.Conv3d) -> Tensor:
         return conv(x)
@@ -60,11 +67,10 @@ class RefLayout:
         return y[:, :, :size[0], :size[1], :size[2]]
 
 
-class ChannelsLastLayout:
-    """(P, R, C, Ch): matmuls, last-axis LayerNorm and oneDNN depthwise convolutions."""
+class ChannelsLastLayout(_Units):
+    """(P, R, C, Ch): matmuls, last-axis LayerNorm and oneDNN depthwise convolutions.
 
-    def resconv(self, block: ResConv3d, x: Tensor) -> Tensor:
-        return block.compose(x, self)
+    `pointwise` of the stem's 3x3x3 conv takes the precomputed patches of Z (a matmul)."""
 
     def depthwise(self, x: Tensor, conv: nn.Conv3d) -> Tensor:
         return ops_cl.depthwise3(x, conv.weight, conv.dilation[0])
@@ -98,18 +104,29 @@ class ChannelsLastLayout:
 
 
 class FusedLayout(ChannelsLastLayout):
-    """`ChannelsLastLayout` with ResConv3D as two fused kernels (widths multiples of 8)."""
+    """`ChannelsLastLayout` with each `unit` in one fused kernel (widths multiples of 8) and
+    the x2 upsampling in another."""
 
-    def resconv(self, block: ResConv3d, x: Tensor) -> Tensor:
-        c1, c2 = block.conv1, block.conv2
-        if not fused.supports(x.shape[-1], c1.pointwise.out_channels):
-            return block.compose(x, self)
-        n1, n2 = block.norm1, block.norm2
-        h = fused.dwsep_unit(x, c1.depthwise.weight, c1.pointwise.weight, c1.pointwise.bias,
-                             n1.weight, n1.bias, slope=block.slope, eps=n1.eps)
-        return fused.dwsep_unit(h, c2.depthwise.weight, c2.pointwise.weight,
-                                c2.pointwise.bias, n2.weight, n2.bias, res=block.skip(x, self),
-                                slope=block.slope, eps=n2.eps)
+    def unit(self, x: Tensor, dw: nn.Conv3d | None, conv: nn.Conv3d, ln: nn.LayerNorm,
+             slope: float, res: Tensor | None = None) -> Tensor:
+        if not fused.supports(x.shape[-1], conv.out_channels):
+            return super().unit(x, dw, conv, ln, slope, res)
+        return fused.dwsep_unit(
+            x, None if dw is None else dw.weight, ops_cl.weight_matrix(conv.weight, x.shape[-1]),
+            conv.bias, ln.weight, ln.bias, res, dilation=1 if dw is None else dw.dilation[0],
+            slope=slope, eps=ln.eps)
+
+    def unit_and_conv(self, x: Tensor, dw: nn.Conv3d | None, conv: nn.Conv3d,
+                      ln: nn.LayerNorm, slope: float, side: nn.Conv3d) -> tuple[Tensor, Tensor]:
+        if not fused.supports(x.shape[-1], conv.out_channels):
+            return super().unit_and_conv(x, dw, conv, ln, slope, side)
+        return fused.dwsep_unit_with_skip(
+            x, None if dw is None else dw.weight, ops_cl.weight_matrix(conv.weight, x.shape[-1]),
+            conv.bias, ln.weight, ln.bias, side.weight, side.bias,
+            dilation=1 if dw is None else dw.dilation[0], slope=slope, eps=ln.eps)
+
+    def upsample(self, x: Tensor, size: Size3) -> Tensor:
+        return fused.upsample2(x, size)
 
 
 Layout = RefLayout | ChannelsLastLayout

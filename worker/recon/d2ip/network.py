@@ -7,8 +7,8 @@ LayerNorm over channels, LeakyReLU and a residual connection. Kaiming initialisa
 
 Volumes are (P, R, C) (see `worker.forward.grid`). `forward(z)` is the eager reference path on
 (1, Ch, P, R, C) tensors; `forward_cl(patches)` is the fast path on channels-last tensors (see
-`layout.py`), optionally with the ResConv3D blocks in fused CPU kernels (`fused.py`); all use the
-same parameters and compute the same function.
+`layout.py`), optionally with every conv + LayerNorm + activation unit in a fused CPU kernel
+(`fused.py`); all use the same parameters and compute the same function.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class DWSepConv3d(nn.Module):
     """Depthwise 3x3x3 (groups = Cin, optional dilation) + pointwise 1x1x1 convolution.
 
     The depthwise conv has no bias: a per-channel constant would pass linearly through the
-    pointwise conv and is absorbed by its bias.
+    pointwise conv and is absorbed by its bias. Blocks apply it through `Layout.unit`, together
+    with the LayerNorm and activation that always follow it.
     """
 
     def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
@@ -55,9 +56,6 @@ class DWSepConv3d(nn.Module):
         self.depthwise = nn.Conv3d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin,
                                    bias=False)
         self.pointwise = nn.Conv3d(cin, cout, 1)
-
-    def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
-        return lay.pointwise(lay.depthwise(x, self.depthwise), self.pointwise)
 
 
 class ResConv3d(nn.Module):
@@ -73,16 +71,13 @@ class ResConv3d(nn.Module):
         self.slope = slope
 
     def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
-        return lay.resconv(self, x)
-
-    def compose(self, x: Tensor, lay: Layout) -> Tensor:
-        """The block from the layout's primitives (the fused layout runs it in two kernels)."""
-        h = F.leaky_relu(lay.norm(self.conv1(x, lay), self.norm1), self.slope)
-        h = lay.norm(self.conv2(h, lay), self.norm2)
-        return F.leaky_relu(h + self.skip(x, lay), self.slope)
-
-    def skip(self, x: Tensor, lay: Layout) -> Tensor:
-        return x if self.shortcut is None else lay.pointwise(x, self.shortcut)
+        c1, c2 = self.conv1, self.conv2
+        if self.shortcut is None:
+            h, s = lay.unit(x, c1.depthwise, c1.pointwise, self.norm1, self.slope), x
+        else:
+            h, s = lay.unit_and_conv(x, c1.depthwise, c1.pointwise, self.norm1, self.slope,
+                                     self.shortcut)
+        return lay.unit(h, c2.depthwise, c2.pointwise, self.norm2, self.slope, res=s)
 
 
 class SqueezeExcite(nn.Module):
@@ -125,13 +120,12 @@ class ASPP(nn.Module):
         self.slope = slope
 
     def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
-        branches = [lay.pointwise(x, self.point)] + [conv(x, lay) for conv in self.atrous]
-        feats = [F.leaky_relu(lay.norm(b, n), self.slope)
-                 for b, n in zip(branches, self.norms, strict=True)]
+        feats = [lay.unit(x, None, self.point, self.norms[0], self.slope)]
+        feats += [lay.unit(x, conv.depthwise, conv.pointwise, norm, self.slope)
+                  for conv, norm in zip(self.atrous, self.norms[1:], strict=True)]
         pooled = F.leaky_relu(self.pool_fc(lay.global_mean(x)), self.slope)
         feats.append(lay.broadcast(pooled, lay.size(x)))
-        fused = lay.norm(lay.pointwise(lay.cat(feats), self.fuse), self.fuse_norm)
-        return F.leaky_relu(fused, self.slope)
+        return lay.unit(lay.cat(feats), None, self.fuse, self.fuse_norm, self.slope)
 
 
 class AttentionGate(nn.Module):
@@ -195,8 +189,9 @@ class FastResUNet3D(nn.Module):
         if cfg.zero_tail:
             nn.init.zeros_(self.tail.weight)
 
-    def _body(self, x: Tensor, lay: Layout) -> Tensor:
-        x = F.leaky_relu(lay.norm(x, self.stem_norm), self.config.negative_slope)
+    def _body(self, inp: Tensor, lay: Layout) -> Tensor:
+        # the stem conv: a dense 3x3x3 Conv3d of Z (reference), a matmul of its patches (fast)
+        x = lay.unit(inp, None, self.stem, self.stem_norm, self.config.negative_slope)
         s1 = self.enc1(x, lay)
         s2 = self.enc2(lay.pool(s1), lay)
         s3 = self.enc3(lay.pool(s2), lay)
@@ -207,16 +202,15 @@ class FastResUNet3D(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         """Eager reference path: Z (1, Cin, P, R, C) -> sigmoid output (P, R, C)."""
-        h = self._body(self.stem(z), REF)
+        h = self._body(z, REF)
         return torch.sigmoid(self.tail(h))[0, 0]
 
     def forward_cl(self, patches: Tensor, fused: bool = False) -> Tensor:
-        """Fast path: `ops_cl.dense3_patches(Z)` (P, R, C, Cin*27) -> sigmoid output (P, R, C).
+        """Fast path: `ops_cl.dense3_patches(Z)` (P, R, C, Cin*27 padded) -> output (P, R, C).
 
-        `fused` runs the ResConv3D blocks in the fused CPU kernels (`fused.py`; CPU only)."""
-        w = self.stem.weight
-        x = F.linear(patches, w.reshape(w.shape[0], -1), self.stem.bias)
-        h = self._body(x, FUSED if fused else CL)
+        `fused` runs each conv + LayerNorm + activation unit in the fused CPU kernel
+        (`fused.py`; CPU only)."""
+        h = self._body(patches, FUSED if fused else CL)
         return torch.sigmoid(ops_cl.pointwise(h, self.tail.weight, self.tail.bias))[..., 0]
 
 

@@ -69,21 +69,32 @@ def depthwise3(x: Tensor, weight: Tensor, dilation: int = 1) -> Tensor:
     return _Depthwise3.apply(x, weight, dilation)
 
 
+def weight_matrix(weight: Tensor, cin: int) -> Tensor:
+    """A Conv3d weight (Cout, Cin, kd, kh, kw) as the (Cout, `cin`) matrix that multiplies
+    channels-last inputs: a 1x1x1 conv's own matrix, or a dense conv's weight against the
+    patches of `dense3_patches`, with zero columns for their padding channels."""
+    w = weight.reshape(weight.shape[0], -1)
+    return F.pad(w, (0, cin - w.shape[1])) if cin > w.shape[1] else w
+
+
 def pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """1x1x1 convolution: `weight` is the Conv3d weight (Cout, Cin, 1, 1, 1)."""
-    return F.linear(x, weight.reshape(weight.shape[0], weight.shape[1]), bias)
+    """1x1x1 convolution (`weight` the Conv3d weight (Cout, Cin, 1, 1, 1)), or a dense conv of
+    the input whose patches `x` holds (see `dense3_patches`)."""
+    return F.linear(x, weight_matrix(weight, x.shape[-1]), bias)
 
 
 def dense3_patches(z: Tensor) -> Tensor:
     """Unfolded 3x3x3 zero-padded neighbourhoods of the fixed input (1, Cin, P, R, C).
 
-    Returns (P, R, C, Cin * 27) in the Conv3d weight's (Cin, kd, kh, kw) order, so that the stem
-    convolution of the constant noise Z becomes one matmul with precomputed patches.
+    Returns (P, R, C, n) in the Conv3d weight's (Cin, kd, kh, kw) order, so that the stem
+    convolution of the constant noise Z becomes one matmul with precomputed patches; the Cin * 27
+    channels are zero-padded to n, a multiple of 8 (the fused kernels' vector width).
     """
     _, cin, p, r, c = z.shape
     zp = F.pad(z[0], (1, 1, 1, 1, 1, 1))
     cols = [zp[i, a:a + p, b:b + r, e:e + c]
             for i in range(cin) for a in range(3) for b in range(3) for e in range(3)]
+    cols += [torch.zeros_like(cols[0])] * (-len(cols) % 8)
     return torch.stack(cols, dim=-1).contiguous()
 
 

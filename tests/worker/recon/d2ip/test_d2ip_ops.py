@@ -37,7 +37,10 @@ def test_stem_patches_match_dense_conv3d() -> None:
     gen = torch.Generator().manual_seed(1)
     z = torch.rand(1, 2, 5, 6, 7, generator=gen)
     w_stem = torch.randn(4, 2, 3, 3, 3, generator=gen)
-    stem = F.linear(ops_cl.dense3_patches(z), w_stem.reshape(4, -1))
+    patches = ops_cl.dense3_patches(z)
+    assert patches.shape == (5, 6, 7, 56)  # 2 x 27 channels, zero-padded to a multiple of 8
+    assert not bool(patches[..., 54:].any())
+    stem = ops_cl.pointwise(patches, w_stem, None)
     torch.testing.assert_close(stem, _cl(F.conv3d(z, w_stem, padding=1)), rtol=1e-5, atol=1e-5)
 
 

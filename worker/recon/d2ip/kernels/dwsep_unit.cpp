@@ -1,10 +1,13 @@
 // Fused CPU kernels for one depthwise-separable unit of 3D-FastResUNet (paper III.D, Fig. 3):
 //
-//     out = act(LN(PW(DW(x))) + res)
+//     out = act(LN(PW(DW(x))) + res)     and optionally     s = SW(x)
 //
-// DW: depthwise 3x3x3 cross-correlation with zero padding `dil` and dilation `dil` (no bias);
+// DW: depthwise 3x3x3 cross-correlation with zero padding `dil` and dilation `dil` (no bias),
+// or none (dw == nullptr: the PW input is x; the stem and ASPP's 1x1 branch);
 // PW: pointwise 1x1x1 convolution (weight CO x CI, bias CO); LN: LayerNorm over the CO channels
-// of each voxel (affine g, b); res: optional residual (V x CO); act: LeakyReLU(slope) or none.
+// of each voxel (affine g, b); res: optional residual (V x CO); act: LeakyReLU(slope) or none;
+// SW: an optional 1x1x1 conv of the same input x (CO x CI weight, bias), a second output: the
+// ResConv3D block's shortcut, which the block's second unit takes as its residual.
 // Tensors are channels-last (P, R, C, Ch), C order, float32; V = P * R * C.
 //
 // One pass forward, two passes backward (the input gradient is a stencil of the DW-output
@@ -78,7 +81,7 @@ inline v8 leaky(v8 z, float slope) { return z > 0.0f ? z : z * slope; }
 
 template <int N>
 inline int count(int n) { return N > 0 ? N : n; }
-constexpr int kMaxVec = 32;  // 256 channels
+constexpr int kMaxVec = 64;  // 512 channels
 
 // One row of C output voxels of a depthwise 3x3x3 stencil: acc[c] = sum_k wt[k] * in[c + off_k].
 // `in` points at the padded buffer's first neighbour of voxel 0; taps outermost, so the
@@ -99,40 +102,60 @@ void stencil_row(const float* in, const int64_t* off, const float* wt, int C, in
     }
 }
 
+// out[c] = bias + in[c] W^T for one row of C voxels; `wt` is W transposed (CI x CO). Input
+// channels outermost, so the updates of different voxels are independent.
+template <int NO_>
+void row_matmul(const float* in, int C, int CI, const float* wt, const float* bias, int no,
+                float* out) {
+    const int NO = count<NO_>(no), CO = 8 * NO;
+    for (int c = 0; c < C; ++c)
+        for (int q = 0; q < NO; ++q) st(out + (size_t)c * CO + 8 * q, ld(bias + 8 * q));
+    for (int i = 0; i < CI; ++i) {
+        const float* wr = wt + (size_t)i * CO;
+        for (int c = 0; c < C; ++c) {
+            const v8 di = splat(in[(size_t)c * CI + i]);
+            float* oc = out + (size_t)c * CO;
+            for (int q = 0; q < NO; ++q) st(oc + 8 * q, ld(oc + 8 * q) + ld(wr + 8 * q) * di);
+        }
+    }
+}
+
+std::vector<float> transposed(const float* w, int rows, int cols) {
+    std::vector<float> t((size_t)rows * cols);
+    for (int o = 0; o < rows; ++o)
+        for (int i = 0; i < cols; ++i) t[(size_t)i * rows + o] = w[(size_t)o * cols + i];
+    return t;
+}
+
 template <int NI_, int NO_>
 void forward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* dw,
              const float* pw, const float* pb, const float* lg, const float* lb,
-             const float* res, float slope, int act, float eps, float* out, float* dsave,
-             float* xhat, float* rstd) {
+             const float* res, const float* sw, const float* sb, float slope, int act,
+             float eps, float* out, float* dsave, float* xhat, float* rstd, float* sout) {
     const int NI = count<NI_>(ci_rt / 8), NO = count<NO_>(co_rt / 8);
     const int CI = 8 * NI, CO = 8 * NO;
-    std::vector<float>& xp = scratch(0, (size_t)g.Pp() * g.Rp() * g.Cp() * CI);
-    pad_into(g, CI, x, xp);
+    std::vector<float>& xp = scratch(0, dw ? (size_t)g.Pp() * g.Rp() * g.Cp() * CI : 0);
+    if (dw) pad_into(g, CI, x, xp);
     int64_t off[27];
     tap_offsets(g, CI, off);
-    std::vector<float> wt(27 * CI), pwt((size_t)CI * CO);  // tap-major DW, transposed PW
-    for (int c = 0; c < CI; ++c)
+    std::vector<float> wt(27 * CI);  // tap-major DW
+    for (int c = 0; dw && c < CI; ++c)
         for (int k = 0; k < 27; ++k) wt[k * CI + c] = dw[c * 27 + k];
-    for (int o = 0; o < CO; ++o)
-        for (int c = 0; c < CI; ++c) pwt[(size_t)c * CO + o] = pw[(size_t)o * CI + c];
+    const std::vector<float> pwt = transposed(pw, CO, CI);
+    const std::vector<float> swt = sw ? transposed(sw, CO, CI) : std::vector<float>();
     std::vector<float> yrow((size_t)g.C * CO);
     const float inv_co = 1.0f / CO;
     size_t v = 0;
     for (int p = 0; p < g.P; ++p)
         for (int r = 0; r < g.R; ++r) {
-            const float* base = xp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
-            float* drow = dsave + v * CI;
-            stencil_row<NI_>(base, off, wt.data(), g.C, NI, drow);
-            for (int c = 0; c < g.C; ++c)  // PW: i outermost, independent voxels inside
-                for (int q = 0; q < NO; ++q) st(yrow.data() + (size_t)c * CO + 8 * q, ld(pb + 8 * q));
-            for (int i = 0; i < CI; ++i) {
-                const float* wr = pwt.data() + (size_t)i * CO;
-                for (int c = 0; c < g.C; ++c) {
-                    const v8 di = splat(drow[(size_t)c * CI + i]);
-                    float* yc = yrow.data() + (size_t)c * CO;
-                    for (int q = 0; q < NO; ++q) st(yc + 8 * q, ld(yc + 8 * q) + ld(wr + 8 * q) * di);
-                }
+            const float* drow = x + v * CI;  // no DW: the PW input is x itself
+            if (dw) {
+                const float* base = xp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
+                stencil_row<NI_>(base, off, wt.data(), g.C, NI, dsave + v * CI);
+                drow = dsave + v * CI;
             }
+            row_matmul<NO_>(drow, g.C, CI, pwt.data(), pb, NO, yrow.data());
+            if (sw) row_matmul<NO_>(x + v * CI, g.C, CI, swt.data(), sb, NO, sout + v * CO);
             for (int c = 0; c < g.C; ++c, ++v) {
                 v8 y[NO_ > 0 ? NO_ : kMaxVec];
                 for (int q = 0; q < NO; ++q) y[q] = ld(yrow.data() + (size_t)c * CO + 8 * q);
@@ -158,20 +181,60 @@ void forward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* d
         }
 }
 
+// Backward of the side output s = x sw^T + sb (the block's 1x1x1 shortcut, computed with the
+// unit's first pass over x): weight and bias gradients, and sw^T gs added into gx.
+template <int NI_, int NO_>
+void skip_backward(const Grid& g, int ni, int no, const float* x, const float* sw,
+                   const float* gs, float* gx, float* gsw, float* gsb) {
+    const int NI = count<NI_>(ni), NO = count<NO_>(no), CI = 8 * NI, CO = 8 * NO;
+    std::vector<double> a_sw((size_t)CO * CI, 0.0), a_sb(CO, 0.0);
+    std::vector<float> r_sw((size_t)CO * CI), r_sb(CO);
+    size_t v = 0;
+    for (int p = 0; p < g.P; ++p)
+        for (int r = 0; r < g.R; ++r) {
+            std::fill(r_sw.begin(), r_sw.end(), 0.0f);
+            std::fill(r_sb.begin(), r_sb.end(), 0.0f);
+            for (int c = 0; c < g.C; ++c, ++v) {
+                const float* gsc = gs + v * CO;
+                const float* xc = x + v * CI;
+                v8 gv[NI_ > 0 ? NI_ : kMaxVec];
+                for (int j = 0; j < NI; ++j) gv[j] = gx ? ld(gx + v * CI + 8 * j) : splat(0.0f);
+                for (int o = 0; o < CO; ++o) {
+                    const v8 gso = splat(gsc[o]);
+                    const float* wr = sw + (size_t)o * CI;
+                    float* ar = r_sw.data() + (size_t)o * CI;
+                    for (int j = 0; j < NI; ++j) {
+                        st(ar + 8 * j, ld(ar + 8 * j) + gso * ld(xc + 8 * j));
+                        gv[j] += gso * ld(wr + 8 * j);
+                    }
+                    r_sb[o] += gsc[o];
+                }
+                if (gx)
+                    for (int j = 0; j < NI; ++j) st(gx + v * CI + 8 * j, gv[j]);
+            }
+            for (size_t j = 0; j < r_sw.size(); ++j) a_sw[j] += r_sw[j];
+            for (int o = 0; o < CO; ++o) a_sb[o] += r_sb[o];
+        }
+    for (size_t j = 0; j < a_sw.size(); ++j) gsw[j] = (float)a_sw[j];
+    for (int o = 0; o < CO; ++o) gsb[o] = (float)a_sb[o];
+}
+
 template <int NI_, int NO_>
 void backward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* dw,
               const float* pw, const float* lg, float slope, int act, const float* out,
               const float* dsave, const float* xhat, const float* rstd, const float* gout,
-              float* gx, float* gdw, float* gpw, float* gpb, float* glg, float* glb,
-              float* gres) {
+              const float* sw, const float* gs, float* gx, float* gdw, float* gpw, float* gpb,
+              float* glg, float* glb, float* gres, float* gsw, float* gsb) {
     const int NI = count<NI_>(ci_rt / 8), NO = count<NO_>(co_rt / 8);
     const int CI = 8 * NI, CO = 8 * NO;
     const int d = g.dil;
-    std::vector<float>& xp = scratch(0, (size_t)g.Pp() * g.Rp() * g.Cp() * CI);
-    pad_into(g, CI, x, xp);
+    const size_t padded = dw ? (size_t)g.Pp() * g.Rp() * g.Cp() * CI : 0;
+    std::vector<float>& xp = scratch(0, padded);
+    if (dw) pad_into(g, CI, x, xp);
     int64_t off[27];
     tap_offsets(g, CI, off);
-    std::vector<float>& gdp = scratch(1, (size_t)g.Pp() * g.Rp() * g.Cp() * CI);  // padded gd
+    std::vector<float>& gdp = scratch(1, padded);  // padded gd
+    std::vector<float> gdscratch(dw || gx ? 0 : (size_t)g.C * CI);
     std::vector<double> a_dw(27 * CI, 0.0), a_pw((size_t)CO * CI, 0.0), a_pb(CO, 0.0),
         a_g(CO, 0.0), a_b(CO, 0.0);
     std::vector<float> r_pw((size_t)CO * CI), gprow((size_t)g.C * CO);
@@ -216,8 +279,10 @@ void backward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* 
                     a_pb[8 * q + l] += sp[q][l];
                 }
             }
-            const float* drow = dsave + v0 * CI;
-            float* gdrow = gdp.data() + (((size_t)(p + d) * g.Rp() + (r + d)) * g.Cp() + d) * CI;
+            const float* drow = (dw ? dsave : x) + v0 * CI;
+            float* gdrow = dw   ? gdp.data() + (((size_t)(p + d) * g.Rp() + (r + d)) * g.Cp() + d) * CI
+                           : gx ? gx + v0 * CI
+                                : gdscratch.data();
             std::fill(r_pw.begin(), r_pw.end(), 0.0f);
             for (int c = 0; c < g.C; ++c) {
                 const float* gpc = gprow.data() + (size_t)c * CO;
@@ -236,6 +301,7 @@ void backward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* 
                 for (int j = 0; j < NI; ++j) st(gdrow + (size_t)c * CI + 8 * j, gd[j]);
             }
             for (size_t j = 0; j < r_pw.size(); ++j) a_pw[j] += r_pw[j];
+            if (!dw) continue;
             const float* xrow = xp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
             for (int k = 0; k < 27; ++k) {
                 const float* xk = xrow + off[k];
@@ -256,7 +322,7 @@ void backward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* 
                 }
             }
         }
-    for (int i = 0; i < CI; ++i)
+    for (int i = 0; dw && i < CI; ++i)
         for (int k = 0; k < 27; ++k) gdw[i * 27 + k] = (float)a_dw[k * CI + i];
     for (size_t j = 0; j < a_pw.size(); ++j) gpw[j] = (float)a_pw[j];
     for (int o = 0; o < CO; ++o) {
@@ -264,18 +330,20 @@ void backward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* 
         glg[o] = (float)a_g[o];
         glb[o] = (float)a_b[o];
     }
-    if (!gx) return;
-    // Pass 2: input gradient, gx[v] = sum_k w[k] * gd[v - offset_k] (the flipped kernel).
-    std::vector<float> wt(27 * CI);
-    for (int i = 0; i < CI; ++i)
-        for (int k = 0; k < 27; ++k) wt[(26 - k) * CI + i] = dw[i * 27 + k];
-    v = 0;
-    for (int p = 0; p < g.P; ++p)
-        for (int r = 0; r < g.R; ++r) {
-            const float* base = gdp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
-            stencil_row<NI_>(base, off, wt.data(), g.C, NI, gx + v * CI);
-            v += g.C;
-        }
+    if (gx && dw) {
+        // Pass 2: input gradient, gx[v] = sum_k w[k] * gd[v - offset_k] (the flipped kernel).
+        std::vector<float> wt(27 * CI);
+        for (int i = 0; i < CI; ++i)
+            for (int k = 0; k < 27; ++k) wt[(26 - k) * CI + i] = dw[i * 27 + k];
+        v = 0;
+        for (int p = 0; p < g.P; ++p)
+            for (int r = 0; r < g.R; ++r) {
+                const float* base = gdp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
+                stencil_row<NI_>(base, off, wt.data(), g.C, NI, gx + v * CI);
+                v += g.C;
+            }
+    }
+    if (sw) skip_backward<NI_, NO_>(g, NI, NO, x, sw, gs, gx, gsw, gsb);
 }
 
 using ForwardFn = decltype(&forward<0, 0>);
@@ -293,7 +361,7 @@ struct Entry {
 const Entry kTable[] = {
     EITMON_PAIR(8, 8),   EITMON_PAIR(8, 16),  EITMON_PAIR(16, 16), EITMON_PAIR(16, 32),
     EITMON_PAIR(32, 32), EITMON_PAIR(32, 64), EITMON_PAIR(64, 64), EITMON_PAIR(64, 32),
-    EITMON_PAIR(32, 16), EITMON_PAIR(16, 8),  EITMON_PAIR(128, 64),
+    EITMON_PAIR(32, 16), EITMON_PAIR(16, 8),  EITMON_PAIR(128, 64), EITMON_PAIR(32, 8),
 };
 #undef EITMON_PAIR
 
@@ -309,23 +377,25 @@ extern "C" {
 
 void eitmon_dwsep_forward(int P, int R, int C, int CI, int CO, int dil, const float* x,
                           const float* dw, const float* pw, const float* pb, const float* lg,
-                          const float* lb, const float* res, float slope, int act, float eps,
-                          float* out, float* dsave, float* xhat, float* rstd) {
+                          const float* lb, const float* res, const float* sw, const float* sb,
+                          float slope, int act, float eps, float* out, float* dsave,
+                          float* xhat, float* rstd, float* sout) {
     const Grid g{P, R, C, dil};
     const Entry* e = lookup(CI, CO);
-    (e ? e->f : &forward<0, 0>)(g, CI, CO, x, dw, pw, pb, lg, lb, res, slope, act, eps, out,
-                                dsave, xhat, rstd);
+    (e ? e->f : &forward<0, 0>)(g, CI, CO, x, dw, pw, pb, lg, lb, res, sw, sb, slope, act, eps,
+                                out, dsave, xhat, rstd, sout);
 }
 
 void eitmon_dwsep_backward(int P, int R, int C, int CI, int CO, int dil, const float* x,
                            const float* dw, const float* pw, const float* lg, float slope,
                            int act, const float* out, const float* dsave, const float* xhat,
-                           const float* rstd, const float* gout, float* gx, float* gdw,
-                           float* gpw, float* gpb, float* glg, float* glb, float* gres) {
+                           const float* rstd, const float* gout, const float* sw,
+                           const float* gs, float* gx, float* gdw, float* gpw, float* gpb,
+                           float* glg, float* glb, float* gres, float* gsw, float* gsb) {
     const Grid g{P, R, C, dil};
     const Entry* e = lookup(CI, CO);
     (e ? e->b : &backward<0, 0>)(g, CI, CO, x, dw, pw, lg, slope, act, out, dsave, xhat, rstd,
-                                 gout, gx, gdw, gpw, gpb, glg, glb, gres);
+                                 gout, sw, gs, gx, gdw, gpw, gpb, glg, glb, gres, gsw, gsb);
 }
 
 }  // extern "C"
