@@ -132,6 +132,7 @@ class AttentionGate(nn.Module):
     """Additive attention gate on the skip (Attention U-Net), evaluated at the gate's resolution.
 
     q = relu(W_x pool(skip) + W_g g); a = sigmoid(psi(q)), interpolated to the skip's size.
+    pool(skip) is the encoder's own pooled output (the next stage's input), not recomputed.
     """
 
     def __init__(self, c_skip: int, c_gate: int) -> None:
@@ -141,8 +142,9 @@ class AttentionGate(nn.Module):
         self.phi = nn.Conv3d(c_gate, inter, 1)
         self.psi = nn.Conv3d(inter, 1, 1)
 
-    def forward(self, skip: Tensor, gate: Tensor, lay: Layout = REF) -> Tensor:
-        q = F.relu(lay.pointwise(lay.pool(skip), self.theta) + lay.pointwise(gate, self.phi))
+    def forward(self, skip: Tensor, pooled_skip: Tensor, gate: Tensor,
+                lay: Layout = REF) -> Tensor:
+        q = F.relu(lay.pointwise(pooled_skip, self.theta) + lay.pointwise(gate, self.phi))
         a = torch.sigmoid(lay.pointwise(q, self.psi))
         return skip * lay.upsample(a, lay.size(skip))
 
@@ -161,8 +163,9 @@ class DecoderStage(nn.Module):
         self.project = nn.Conv3d(c_gate, c_skip, 1)
         self.res = ResConv3d(2 * c_skip, c_skip, cfg.negative_slope)
 
-    def forward(self, gate: Tensor, skip: Tensor, lay: Layout = REF) -> Tensor:
-        attended = self.attention(skip, gate, lay)
+    def forward(self, gate: Tensor, skip: Tensor, pooled_skip: Tensor,
+                lay: Layout = REF) -> Tensor:
+        attended = self.attention(skip, pooled_skip, gate, lay)
         up = lay.upsample(lay.pointwise(gate, self.project), lay.size(skip))
         return self.res(lay.cat([up, attended]), lay)
 
@@ -193,12 +196,15 @@ class FastResUNet3D(nn.Module):
         # the stem conv: a dense 3x3x3 Conv3d of Z (reference), a matmul of its patches (fast)
         x = lay.unit(inp, None, self.stem, self.stem_norm, self.config.negative_slope)
         s1 = self.enc1(x, lay)
-        s2 = self.enc2(lay.pool(s1), lay)
-        s3 = self.enc3(lay.pool(s2), lay)
-        h = self.aspp(lay.pool(s3), lay)
-        h = self.dec3(h, s3, lay)
-        h = self.dec2(h, s2, lay)
-        return self.dec1(h, s1, lay)
+        p1 = lay.pool(s1)
+        s2 = self.enc2(p1, lay)
+        p2 = lay.pool(s2)
+        s3 = self.enc3(p2, lay)
+        p3 = lay.pool(s3)
+        h = self.aspp(p3, lay)
+        h = self.dec3(h, s3, p3, lay)
+        h = self.dec2(h, s2, p2, lay)
+        return self.dec1(h, s1, p1, lay)
 
     def forward(self, z: Tensor) -> Tensor:
         """Eager reference path: Z (1, Cin, P, R, C) -> sigmoid output (P, R, C)."""
