@@ -77,6 +77,9 @@ def build(compiler: str) -> Path:
         subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(out)], check=True,
                        capture_output=True, text=True)
         os.replace(out, target)  # atomic: concurrent builders leave one complete file
+    for stale in target.parent.glob("d2ip-*.so"):  # builds of other sources, flags or CPUs
+        if stale != target:
+            stale.unlink(missing_ok=True)
     return target
 
 

@@ -144,6 +144,11 @@ def test_library_is_built_once_into_the_cache(tmp_path) -> None:
         assert out.stdout.strip() == "True"
     built = list((tmp_path / "kernels").iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"
+    # a build for other sources replaces it: stale libraries do not pile up in the cache
+    stale = built[0].with_name("d2ip-0000000000000000.so")
+    built[0].rename(stale)
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    assert [p.name for p in (tmp_path / "kernels").iterdir()] == [built[0].name]
 
 
 def test_broken_compiler_falls_back_with_a_warning(tmp_path) -> None:
