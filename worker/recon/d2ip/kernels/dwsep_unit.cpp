@@ -62,7 +62,7 @@ void tap_offsets(const Grid& g, int ch, int64_t* off) {
                     (((int64_t)a * g.dil * g.Rp() + (int64_t)b * g.dil) * g.Cp() + e * g.dil) * ch;
 }
 
-// Eight channels in one vector (GCC/Clang vector extension: AVX on x86-64, two NEON
+// Eight channels in one vector (GCC vector extension: AVX on x86-64, two NEON
 // registers on ARM). Widths are multiples of 8; `NI_`/`NO_` are CI / 8 and CO / 8 as
 // compile-time constants, or 0 for runtime values.
 typedef float v8 __attribute__((vector_size(32)));
