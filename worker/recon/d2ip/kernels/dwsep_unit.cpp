@@ -191,6 +191,23 @@ void forward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* d
         }
 }
 
+// Backward of a 1x1x1 conv at one voxel, output gradient g (CO) and input in (CI): the weight
+// gradient's per-row partial sums acc (CO x CI) += g in^T, and the input gradient gin += W^T g.
+template <int NI_>
+inline void conv1_backward_voxel(const float* g, int CO, const float* in, const float* w, int ni,
+                                 float* acc, v8* gin) {
+    const int NI = count<NI_>(ni), CI = 8 * NI;
+    for (int o = 0; o < CO; ++o) {
+        const v8 go = splat(g[o]);
+        const float* wr = w + (size_t)o * CI;
+        float* ar = acc + (size_t)o * CI;
+        for (int j = 0; j < NI; ++j) {
+            st(ar + 8 * j, ld(ar + 8 * j) + go * ld(in + 8 * j));
+            gin[j] += go * ld(wr + 8 * j);
+        }
+    }
+}
+
 // Backward of the side output s = x sw^T + sb (the block's 1x1x1 shortcut, computed with the
 // unit's first pass over x): weight and bias gradients, and sw^T gs added into gx.
 template <int NI_, int NO_>
@@ -209,16 +226,8 @@ void skip_backward(const Grid& g, int ni, int no, const float* x, const float* s
                 const float* xc = x + v * CI;
                 v8 gv[NI_ > 0 ? NI_ : kMaxVec];
                 for (int j = 0; j < NI; ++j) gv[j] = gx ? ld(gx + v * CI + 8 * j) : splat(0.0f);
-                for (int o = 0; o < CO; ++o) {
-                    const v8 gso = splat(gsc[o]);
-                    const float* wr = sw + (size_t)o * CI;
-                    float* ar = r_sw.data() + (size_t)o * CI;
-                    for (int j = 0; j < NI; ++j) {
-                        st(ar + 8 * j, ld(ar + 8 * j) + gso * ld(xc + 8 * j));
-                        gv[j] += gso * ld(wr + 8 * j);
-                    }
-                    r_sb[o] += gsc[o];
-                }
+                conv1_backward_voxel<NI_>(gsc, CO, xc, sw, NI, r_sw.data(), gv);
+                for (int o = 0; o < CO; ++o) r_sb[o] += gsc[o];
                 if (gx)
                     for (int j = 0; j < NI; ++j) st(gx + v * CI + 8 * j, gv[j]);
             }
@@ -299,15 +308,7 @@ void backward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* 
                 const float* dc = drow + (size_t)c * CI;
                 v8 gd[NI_ > 0 ? NI_ : kMaxVec];
                 for (int j = 0; j < NI; ++j) gd[j] = splat(0.0f);
-                for (int o = 0; o < CO; ++o) {
-                    const v8 gpo = splat(gpc[o]);
-                    const float* wr = pw + (size_t)o * CI;
-                    float* ar = r_pw.data() + (size_t)o * CI;
-                    for (int j = 0; j < NI; ++j) {
-                        st(ar + 8 * j, ld(ar + 8 * j) + gpo * ld(dc + 8 * j));
-                        gd[j] += gpo * ld(wr + 8 * j);
-                    }
-                }
+                conv1_backward_voxel<NI_>(gpc, CO, dc, pw, NI, r_pw.data(), gd);
                 for (int j = 0; j < NI; ++j) st(gdrow + (size_t)c * CI + 8 * j, gd[j]);
             }
             for (size_t j = 0; j < r_pw.size(); ++j) a_pw[j] += r_pw[j];
