@@ -44,13 +44,17 @@ _F = ctypes.c_float
 
 
 def _cpu_id() -> str:
+    """The first CPU's model name and feature flags (what `-march=native` compiles for)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags")):
-                return line
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor()
+        return platform.processor()
+    first = {}
+    for line in lines:
+        key = line.split(":", 1)[0].strip()
+        if key in ("model name", "flags", "Features") and key not in first:
+            first[key] = line
+    return "\n".join(first.values()) or platform.processor()
 
 
 def _compiler() -> str | None:

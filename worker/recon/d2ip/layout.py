@@ -111,22 +111,31 @@ class FusedLayout(ChannelsLastLayout):
              slope: float, res: Tensor | None = None) -> Tensor:
         if not fused.supports(x.shape[-1], conv.out_channels):
             return super().unit(x, dw, conv, ln, slope, res)
-        return fused.dwsep_unit(
-            x, None if dw is None else dw.weight, ops_cl.weight_matrix(conv.weight, x.shape[-1]),
-            conv.bias, ln.weight, ln.bias, res, dilation=1 if dw is None else dw.dilation[0],
-            slope=slope, eps=ln.eps)
+        return fused.dwsep_unit(*_unit_tensors(x, dw, conv, ln), res,
+                                dilation=_dilation(dw), slope=slope, eps=ln.eps)
 
     def unit_and_conv(self, x: Tensor, dw: nn.Conv3d | None, conv: nn.Conv3d,
                       ln: nn.LayerNorm, slope: float, side: nn.Conv3d) -> tuple[Tensor, Tensor]:
         if not fused.supports(x.shape[-1], conv.out_channels):
             return super().unit_and_conv(x, dw, conv, ln, slope, side)
-        return fused.dwsep_unit_with_skip(
-            x, None if dw is None else dw.weight, ops_cl.weight_matrix(conv.weight, x.shape[-1]),
-            conv.bias, ln.weight, ln.bias, side.weight, side.bias,
-            dilation=1 if dw is None else dw.dilation[0], slope=slope, eps=ln.eps)
+        return fused.dwsep_unit_with_skip(*_unit_tensors(x, dw, conv, ln), side.weight,
+                                          side.bias, dilation=_dilation(dw), slope=slope,
+                                          eps=ln.eps)
 
     def upsample(self, x: Tensor, size: Size3) -> Tensor:
         return fused.upsample2(x, size)
+
+
+def _unit_tensors(x: Tensor, dw: nn.Conv3d | None, conv: nn.Conv3d,
+                  ln: nn.LayerNorm) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor,
+                                             Tensor]:
+    """(x, DW weight, conv matrix, conv bias, LN weight, LN bias) as the kernels take them."""
+    return (x, None if dw is None else dw.weight, ops_cl.weight_matrix(conv.weight, x.shape[-1]),
+            conv.bias, ln.weight, ln.bias)
+
+
+def _dilation(dw: nn.Conv3d | None) -> int:
+    return 1 if dw is None else dw.dilation[0]
 
 
 Layout = RefLayout | ChannelsLastLayout
