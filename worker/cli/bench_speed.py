@@ -22,6 +22,8 @@ def speed(
     repeats: Annotated[int, typer.Option(min=1, help="interleaved repeats (median)")] = 5,
     warmup: Annotated[int, typer.Option(min=0, help="untimed iterations first")] = 3,
     threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 1,
+    kernel_threads: Annotated[int, typer.Option(
+        min=0, help="threads of the fused CPU kernels (0: every CPU this process may use)")] = 0,
     compile: Annotated[bool, typer.Option(help="also time the torch.compile variant")] = False,
     case: Annotated[str, typer.Option(help="simulated case for the sequence")]
     = "healthy-deep-breath",
@@ -51,10 +53,11 @@ def speed(
     console = Console()
     result: dict[str, Any] = {"iteration": run_speed_benchmark(
         grid=grid, n_iter=n_iter, repeats=repeats, warmup=warmup, threads=threads,
-        compile=compile)}
+        compile=compile, kernel_threads=kernel_threads or None)}
     it = result["iteration"]
     table = Table(title=f"ms per Adam iteration, synthetic problem {'x'.join(map(str, grid))}, "
-                        f"V = {it['n_voxels']}, {it['threads']} thread(s)")
+                        f"V = {it['n_voxels']}, {it['threads']} torch thread(s), "
+                        f"{it['kernel_threads']} kernel thread(s)")
     for title in ("variant", "ms", "CPU ms", "vs eager reference"):
         table.add_column(title, justify="right")
     for name, ms in it["ms_per_iter"].items():
@@ -65,16 +68,17 @@ def speed(
     console.print(table)
     if frames:
         setup = Setup(frames=sim_frames, geometry=geometry, grid=list(grid))
-        result["sequence"] = _sequence(case, setup, frames, device, threads,
+        result["sequence"] = _sequence(case, setup, frames, device, (threads, kernel_threads),
                                        parse_options(option or []))
         console.print(_sequence_table(result["sequence"]))
     if out is not None:
         out.write_text(json.dumps(result, indent=2))
 
 
-def _sequence(case: str, setup: Setup, frames: int, device: str, threads: int,
+def _sequence(case: str, setup: Setup, frames: int, device: str, threads: tuple[int, int],
               options: dict[str, Any]) -> dict[str, Any]:
-    """`run_sequence_benchmark` on the first `frames` frames of the case, scored vs truth."""
+    """`run_sequence_benchmark` on the first `frames` frames of the case, scored vs truth;
+    `threads`: torch's and the kernels' (0: every CPU)."""
     from worker.bench.quality import model_of, recording_for
     from worker.metrics import score
     from worker.recon.base import normalise
@@ -82,8 +86,8 @@ def _sequence(case: str, setup: Setup, frames: int, device: str, threads: int,
 
     rec = recording_for(case, setup, progress=True)
     dv = normalise(rec.voltages, rec.reference)[:frames]
-    seq = run_sequence_benchmark(model_of(rec), dv, device=device, threads=threads,
-                                 options=options)
+    seq = run_sequence_benchmark(model_of(rec), dv, device=device, threads=threads[0],
+                                 options=options, kernel_threads=threads[1] or None)
     seq["case"] = case
     for run in seq["runs"].values():
         volumes = run.pop("volumes")
@@ -97,7 +101,8 @@ def _sequence_table(seq: dict[str, Any]) -> Any:
     upws = seq["upws_seconds"]
     table = Table(title=f"d2ip on {seq['case']}, frames 1-{seq['frames']}, grid "
                         f"{'x'.join(map(str, seq['grid']))} (V = {seq['n_voxels']}), "
-                        f"{seq['threads']} thread(s), {seq['device']}; UPWS "
+                        f"{seq['threads']} torch + {seq['kernel_threads']} kernel thread(s), "
+                        f"{seq['device']}; UPWS "
                         + (f"ran here: {upws:.1f} s" if upws is not None else "from the store"))
     for title in ("schedule", "iterations per frame", "s per frame", "ms/iteration", "CC",
                   "MSSIM", "ERR"):

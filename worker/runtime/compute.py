@@ -47,6 +47,10 @@ class Compute:
 
     def run(self) -> None:
         lower_priority(self.w.cfg.compute_nice)
+        if self.w.device == "cpu":  # D2IP's kernel threads inherit this thread's priority
+            from worker.recon.d2ip import fused
+
+            fused.start_threads()
         while not self.w.stopping.is_set():
             busy = False
             for s in self.w.sessions():

@@ -40,6 +40,8 @@ class WorkerConfig(BaseSettings):
     read_count: int = Field(64, gt=0, description="frames read per session and XREADGROUP")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker thread "
                                                     "(0: torch's default)")
+    kernel_threads: int = Field(0, ge=0, description="threads of D2IP's fused CPU kernels "
+                                                     "(0: every CPU the worker may use)")
     compute_nice: int = Field(10, ge=0, le=19, description="niceness of the main-method "
                                                            "thread, below the previews")
     log_level: str = Field("info", description="debug, info, warning, error")

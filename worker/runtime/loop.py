@@ -138,7 +138,9 @@ class Worker:
         if self.device == "cpu":  # build D2IP's fused CPU kernels now, not in the first session
             from worker.recon.d2ip import fused
 
-            log.info("D2IP fused CPU kernels: %s", "ready" if fused.available() else "off")
+            fused.set_threads(self.cfg.kernel_threads or None)
+            log.info("D2IP fused CPU kernels: %s", f"ready, {fused.threads()} thread(s)"
+                     if fused.available() else "off")
         log.info("worker %s: started (device %s, up to %d sessions, lease %d ms)", self.name,
                  self.device, self.cfg.sessions_per_worker, self.cfg.lease_ms)
         control = self._thread("control", Control(self).run)

@@ -8,11 +8,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worker.recon.d2ip import fused, ops_cl
+
+if TYPE_CHECKING:
+    from worker.recon.d2ip.network import ResConv3d
 
 Size3 = tuple[int, int, int]
 
@@ -26,10 +31,12 @@ class _Units:
         h = self.norm(self.pointwise(x if dw is None else self.depthwise(x, dw), conv), ln)
         return F.leaky_relu(h if res is None else h + res, slope)
 
-    def unit_and_conv(self: Layout, x: Tensor, dw: nn.Conv3d | None, conv: nn.Conv3d,
-                      ln: nn.LayerNorm, slope: float, side: nn.Conv3d) -> tuple[Tensor, Tensor]:
-        """(`unit(x, ...)`, `side(x)`): a unit and a 1x1x1 conv of the same input."""
-        return self.unit(x, dw, conv, ln, slope), self.pointwise(x, side)
+    def resconv(self: Layout, x: Tensor, block: ResConv3d) -> Tensor:
+        """ResConv3D: unit 2 of unit 1 of x, with the block's shortcut of x as the residual."""
+        c1, c2 = block.conv1, block.conv2
+        h = self.unit(x, c1.depthwise, c1.pointwise, block.norm1, block.slope)
+        s = x if block.shortcut is None else self.pointwise(x, block.shortcut)
+        return self.unit(h, c2.depthwise, c2.pointwise, block.norm2, block.slope, res=s)
 
 
 class RefLayout(_Units):
@@ -111,26 +118,29 @@ class FusedLayout(ChannelsLastLayout):
              slope: float, res: Tensor | None = None) -> Tensor:
         if not fused.supports(x.shape[-1], conv.out_channels):
             return super().unit(x, dw, conv, ln, slope, res)
-        return fused.dwsep_unit(*_unit_tensors(x, dw, conv, ln), res,
+        return fused.dwsep_unit(x, *_unit_tensors(x.shape[-1], dw, conv, ln), res,
                                 dilation=_dilation(dw), slope=slope, eps=ln.eps)
 
-    def unit_and_conv(self, x: Tensor, dw: nn.Conv3d | None, conv: nn.Conv3d,
-                      ln: nn.LayerNorm, slope: float, side: nn.Conv3d) -> tuple[Tensor, Tensor]:
-        if not fused.supports(x.shape[-1], conv.out_channels):
-            return super().unit_and_conv(x, dw, conv, ln, slope, side)
-        return fused.dwsep_unit_with_skip(*_unit_tensors(x, dw, conv, ln), side.weight,
-                                          side.bias, dilation=_dilation(dw), slope=slope,
-                                          eps=ln.eps)
+    def resconv(self, x: Tensor, block: ResConv3d) -> Tensor:
+        c1, c2 = block.conv1, block.conv2
+        if not fused.supports(x.shape[-1], c1.pointwise.out_channels):
+            return super().resconv(x, block)
+        sc, co = block.shortcut, c1.pointwise.out_channels
+        return fused.res_block(x, _unit_tensors(x.shape[-1], c1.depthwise, c1.pointwise,
+                                                block.norm1),
+                               _unit_tensors(co, c2.depthwise, c2.pointwise, block.norm2),
+                               None if sc is None else (sc.weight, sc.bias), slope=block.slope,
+                               eps=block.norm1.eps)
 
     def upsample(self, x: Tensor, size: Size3) -> Tensor:
         return fused.upsample2(x, size)
 
 
-def _unit_tensors(x: Tensor, dw: nn.Conv3d | None, conv: nn.Conv3d,
-                  ln: nn.LayerNorm) -> tuple[Tensor, Tensor | None, Tensor, Tensor, Tensor,
-                                             Tensor]:
-    """(x, DW weight, conv matrix, conv bias, LN weight, LN bias) as the kernels take them."""
-    return (x, None if dw is None else dw.weight, ops_cl.weight_matrix(conv.weight, x.shape[-1]),
+def _unit_tensors(cin: int, dw: nn.Conv3d | None, conv: nn.Conv3d,
+                  ln: nn.LayerNorm) -> tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor]:
+    """(DW weight, conv matrix, conv bias, LN weight, LN bias) as the kernels take them, for
+    an input of `cin` channels."""
+    return (None if dw is None else dw.weight, ops_cl.weight_matrix(conv.weight, cin),
             conv.bias, ln.weight, ln.bias)
 
 

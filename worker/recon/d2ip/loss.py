@@ -13,6 +13,7 @@ Choices (see docs/d2ip.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -103,6 +104,10 @@ def _gram64(jacobian: Tensor, block: int = 8192) -> Tensor:
     return gram
 
 
+def _matmul_vector(a: Tensor, x: Tensor) -> Tensor:
+    return (a @ x.unsqueeze(1)).squeeze(1)  # mm, so FlopCounterMode sees it
+
+
 class DataTerm:
     """l2 data fidelity as a mean squared residual, (1/M) ||J x - Delta v||^2, via J's range.
 
@@ -113,11 +118,14 @@ class DataTerm:
     loss is exact; r is J's numerical rank, which is below M when measurements are redundant
 (the default protocol keeps reciprocal pairs: M = 928, rank <= 464).
     `rtol=None` keeps J as it is. The decomposition runs on the CPU (float64); the products run
-    on J's device.
+    on J's device, with `matvec(B, x)` (default: a torch matmul; the fused CPU kernels pass
+    their threaded product).
     """
 
-    def __init__(self, jacobian: Tensor, rtol: float | None = 1e-6) -> None:
+    def __init__(self, jacobian: Tensor, rtol: float | None = 1e-6,
+                 matvec: Callable[[Tensor, Tensor], Tensor] | None = None) -> None:
         self.n_meas = int(jacobian.shape[0])
+        self.matvec = matvec or _matmul_vector
         self.range: Tensor | None = None
         if rtol is None:
             self.basis = jacobian.to(torch.float32).contiguous()
@@ -135,7 +143,7 @@ class DataTerm:
 
     def __call__(self, values: Tensor, dv: Tensor) -> Tensor:
         """(1/M) ||J values - dv||^2 for values (V,) and measurements dv (M,)."""
-        jx = (self.basis @ values.unsqueeze(1)).squeeze(1)  # mm, so FlopCounterMode sees it
+        jx = self.matvec(self.basis, values)
         if self.range is None:
             r = jx - dv
             return (r * r).sum() / self.n_meas

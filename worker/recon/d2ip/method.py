@@ -372,11 +372,10 @@ class D2IP(StreamingReconstructor):
 
     def snapshot(self, moments: bool = True) -> Snapshot:
         """The current weights and (unless `moments=False`) Adam moments, as numpy copies."""
-        names = {id(p): n for n, p in self.net.named_parameters()}
         return Snapshot(
             weights={n: p.detach().cpu().numpy().copy() for n, p in self.net.named_parameters()},
-            moments={names[id(p)]: {k: v.detach().cpu().numpy().copy() for k, v in st.items()}
-                     for p, st in self.optimizer.state.items()} if moments else {})
+            moments={n: {k: v.detach().cpu().numpy().copy() for k, v in st.items()}
+                     for n, st in self.optimizer.moments().items()} if moments else {})
 
     def load_snapshot(self, snap: Snapshot) -> None:
         """Set the weights and Adam moments (a fresh Adam when the snapshot has none)."""
@@ -385,11 +384,9 @@ class D2IP(StreamingReconstructor):
                 p.copy_(torch.from_numpy(np.array(snap.weights[n])))
         self.optimizer = make_optimizer(self.net, self.lr)
         if snap.moments:
-            index = {n: i for i, (n, _) in enumerate(self.net.named_parameters())}
-            state = {index[n]: {k: torch.from_numpy(np.array(v)) for k, v in st.items()}
-                     for n, st in snap.moments.items()}
-            groups = self.optimizer.state_dict()["param_groups"]
-            self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+            self.optimizer.load_moments({
+                n: {k: torch.from_numpy(np.array(v)) for k, v in st.items()}
+                for n, st in snap.moments.items()})
 
     def state_dict(self) -> dict[str, Any]:
         window = self.window.state_dict()

@@ -71,13 +71,7 @@ class ResConv3d(nn.Module):
         self.slope = slope
 
     def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
-        c1, c2 = self.conv1, self.conv2
-        if self.shortcut is None:
-            h, s = lay.unit(x, c1.depthwise, c1.pointwise, self.norm1, self.slope), x
-        else:
-            h, s = lay.unit_and_conv(x, c1.depthwise, c1.pointwise, self.norm1, self.slope,
-                                     self.shortcut)
-        return lay.unit(h, c2.depthwise, c2.pointwise, self.norm2, self.slope, res=s)
+        return lay.resconv(x, self)
 
 
 class SqueezeExcite(nn.Module):

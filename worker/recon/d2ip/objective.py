@@ -37,10 +37,10 @@ class Objective:
     """Loss (11) of `net` for a measurement frame.
 
     `fast` picks the channels-last path (else the eager reference path); `fused` runs its
-    ResConv3D blocks in the fused CPU kernels (None: when `fused.available()`, on CPU, not
-    compiled); `data_rtol` is the rank cut of the data term (see `DataTerm`; None: plain J);
-    `compile` wraps the loss in `torch.compile` (works on CPU, but did not pay on our 2-core
-    box: see docs/d2ip.md).
+    units, the data term's J products and the TV prior in the fused CPU kernels (None: when
+    `fused.available()`, on CPU, not compiled); `data_rtol` is the rank cut of the data term
+    (see `DataTerm`; None: plain J); `compile` wraps the loss in `torch.compile` (works on CPU,
+    but did not pay on our 2-core box: see docs/d2ip.md).
     """
 
     def __init__(self, net: FastResUNet3D, z: Tensor, jacobian: Tensor, mask: Tensor,
@@ -52,18 +52,18 @@ class Objective:
             raise ValueError(f"Z grid {tuple(z.shape[2:])} != mask grid {tuple(mask.shape)}")
         if jacobian.ndim != 2 or jacobian.shape[1] != self.geom.n_inside:
             raise ValueError(f"J must be (M, V={self.geom.n_inside}), got {tuple(jacobian.shape)}")
-        self.net = net
-        self.z = z
-        self.data = DataTerm(jacobian, data_rtol)
-        self.loss = loss or LossConfig()
-        self.out_range = out_range or OutputRange()
-        self.fast = fast
-        self.patches = ops_cl.dense3_patches(z) if fast else None
         if fused is None:
             fused = fast and not compile and z.device.type == "cpu" and fused_kernels.available()
         if fused and not (fast and z.device.type == "cpu" and fused_kernels.available()):
             raise ValueError("fused kernels need the fast path on CPU and a C++ compiler")
         self.fused = fused
+        self.net = net
+        self.z = z
+        self.data = DataTerm(jacobian, data_rtol, fused_kernels.matvec if fused else None)
+        self.loss = loss or LossConfig()
+        self.out_range = out_range or OutputRange()
+        self.fast = fast
+        self.patches = ops_cl.dense3_patches(z) if fast else None
         self._no_history = self.new_window()
         self._terms = torch.compile(self.terms, dynamic=False) if compile else self.terms
 
@@ -84,8 +84,12 @@ class Objective:
         volume = self.out_range.apply(self.sigmoid_volume())
         values = volume.reshape(-1)[self.geom.index]
         data = self.data(values, dv)
-        reg = (cfg.lam_s * spatial_tv(volume, self.geom, cfg.eps)
-               + cfg.lam_t * temporal_tv(values, previous, weights, cfg.eps))
+        if self.fused:
+            reg = fused_kernels.tv_prior(volume, self.geom, previous, weights, cfg.eps,
+                                         cfg.lam_s, cfg.lam_t)
+        else:
+            reg = (cfg.lam_s * spatial_tv(volume, self.geom, cfg.eps)
+                   + cfg.lam_t * temporal_tv(values, previous, weights, cfg.eps))
         return LossTerms(data + lam * reg, data, values)
 
     def __call__(self, dv: Tensor, window: VolumeWindow | None = None,

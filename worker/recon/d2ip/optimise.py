@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from worker.recon.d2ip.flat_adam import FlatAdam
 from worker.recon.d2ip.loss import VolumeWindow
 from worker.recon.d2ip.objective import LossTerms, Objective
 
@@ -71,15 +72,20 @@ class FrameResult:
     loss_history: list[float] = field(default_factory=list)
 
 
-def make_optimizer(net: nn.Module, lr: float = LR_SIMULATED) -> torch.optim.Adam:
+Optimizer = FlatAdam | torch.optim.Optimizer  # what the loops take: zero_grad() and step()
+
+
+def make_optimizer(net: nn.Module, lr: float = LR_SIMULATED) -> FlatAdam:
     """Adam over all network parameters (its moments are part of the per-session state).
 
-    The fused CPU kernel is ~5x faster than the default for-each implementation here.
+    `FlatAdam`: torch's fused Adam on one flat tensor holding every parameter (the fused kernel
+    is ~5x faster than the default for-each implementation here, the flat tensor saves ~1 ms
+    more per iteration).
     """
-    return torch.optim.Adam(net.parameters(), lr=lr, fused=True)
+    return FlatAdam(net, lr)
 
 
-def adam_iteration(objective: Objective, optimizer: torch.optim.Optimizer, dv: Tensor,
+def adam_iteration(objective: Objective, optimizer: Optimizer, dv: Tensor,
                    window: VolumeWindow | None = None, lam: float | None = None) -> LossTerms:
     """One Adam iteration on eq. (11) (forward, backward, step); the terms are before the step.
 
@@ -91,7 +97,7 @@ def adam_iteration(objective: Objective, optimizer: torch.optim.Optimizer, dv: T
     return terms
 
 
-def optimise_frame(objective: Objective, optimizer: torch.optim.Optimizer, dv: Tensor,
+def optimise_frame(objective: Objective, optimizer: Optimizer, dv: Tensor,
                    window: VolumeWindow | None = None,
                    stop: StopRule = LATER_FRAME_ITERATIONS,
                    on_iteration: Callable[[int, float], None] | None = None,

@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from worker.recon.d2ip import fused
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, count_parameters, make_input
 from worker.recon.d2ip.objective import Objective
-from worker.recon.d2ip.optimise import adam_iteration, make_optimizer
+from worker.recon.d2ip.optimise import Optimizer, adam_iteration, make_optimizer
 from worker.recon.d2ip.synthetic import make_problem
 
 if TYPE_CHECKING:
@@ -44,7 +44,18 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _flops(objective: Objective, optimizer: torch.optim.Optimizer, dv: torch.Tensor) -> int:
+@contextlib.contextmanager
+def fused_threads(threads: int | None) -> Iterator[None]:
+    """`fused.set_threads(threads)` for the block (None: leave as is), then restore."""
+    before = fused.set_threads(threads) if threads is not None else None
+    try:
+        yield
+    finally:
+        if threads is not None:
+            fused.set_threads(before)
+
+
+def _flops(objective: Objective, optimizer: Optimizer, dv: torch.Tensor) -> int:
     counter = FlopCounterMode(display=False)
     with counter:
         adam_iteration(objective, optimizer, dv)
@@ -54,15 +65,16 @@ def _flops(objective: Objective, optimizer: torch.optim.Optimizer, dv: torch.Ten
 def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int = 10,
                         repeats: int = 5, warmup: int = 3, n_meas: int = 928,
                         config: NetConfig | None = None, threads: int | None = 1,
-                        compile: bool = False, seed: int = 0) -> dict[str, Any]:
+                        compile: bool = False, seed: int = 0,
+                        kernel_threads: int | None = None) -> dict[str, Any]:
     """ms per Adam iteration for eager reference vs fast (and compiled fast) paths, with ratios.
 
-    `threads` sets `torch.set_num_threads` for the run (None: leave as is); the previous value
-    is restored. FLOPs are counted by `FlopCounterMode` on the fast path (matmuls and
-    convolutions only; it overcounts grouped-convolution weight gradients, so the reference path
-    is not used for counting).
+    `threads` sets `torch.set_num_threads` for the run and `kernel_threads` the fused kernels'
+    threads (None: leave as is); the previous values are restored. FLOPs are counted by
+    `FlopCounterMode` on the fast path (matmuls and convolutions only; it overcounts
+    grouped-convolution weight gradients, so the reference path is not used for counting).
     """
-    with torch_threads(threads):
+    with torch_threads(threads), fused_threads(kernel_threads):
         problem = make_problem(grid, n_meas=n_meas, seed=seed)
         net = FastResUNet3D(config, seed=seed)
         z = make_input(seed, grid, net.config.in_channels)
@@ -100,6 +112,7 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
         flops = _flops(objectives.get("channels_last", objectives["fast"]), optimizer,
                        problem.dv)
         threads_used = torch.get_num_threads()
+        kernel_threads_used = fused.threads()
 
     ms = {k: statistics.median(v) for k, v in wall.items()}
     cpu_ms = {k: statistics.median(v) for k, v in cpu.items()}
@@ -109,6 +122,7 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
         "n_meas": n_meas,
         "n_voxels": int(problem.mask.sum()),
         "threads": threads_used,
+        "kernel_threads": kernel_threads_used,
         "n_iter": n_iter,
         "repeats": repeats,
         "params": count_parameters(net),
@@ -128,18 +142,20 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
 
 def run_sequence_benchmark(model: ForwardModel, dvs: np.ndarray, device: str = "cpu",
                            threads: int | None = 1, warm_start_dir: str | Path | None = None,
-                           options: dict[str, Any] | None = None) -> dict[str, Any]:
+                           options: dict[str, Any] | None = None,
+                           kernel_threads: int | None = None) -> dict[str, Any]:
     """Iterations and seconds per frame of `d2ip` on a real sequence, paper vs adaptive schedule.
 
     Both schedules start from the same warm start (UPWS, eq. 6; taken from the store, else run
     on the first frame and timed separately), then push `dvs` (T, M) frame by frame; frame 1
     starts from the warm start (450 iterations in the paper's schedule), later frames from the
     previous one (TPP, 250). Returns per schedule the iterations, seconds and final loss (eq. 11)
-    per frame and the volumes, and the UPWS seconds when it ran here.
+    per frame and the volumes, and the UPWS seconds when it ran here. `threads`,
+    `kernel_threads`: as in `run_speed_benchmark`.
     """
     from worker.recon.base import create
 
-    with torch_threads(threads):
+    with torch_threads(threads), fused_threads(kernel_threads):
         runs: dict[str, Any] = {}
         upws_s = None
         for schedule in ("paper", "adaptive"):
@@ -159,7 +175,8 @@ def run_sequence_benchmark(model: ForwardModel, dvs: np.ndarray, device: str = "
                 "volumes": np.stack([f.volume for f in frames]),
                 "settings": recon.settings,
             }
-        threads_used = torch.get_num_threads()
+        threads_used, kernel_threads_used = torch.get_num_threads(), fused.threads()
     return {"grid": list(model.grid.shape), "n_voxels": model.n_voxels,
             "n_meas": model.n_measurements, "frames": len(dvs), "threads": threads_used,
+            "kernel_threads": kernel_threads_used,
             "device": device, "upws_seconds": upws_s, "runs": runs, "torch": torch.__version__}

@@ -6,12 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from worker.recon.d2ip import fused, ops_cl
+from worker.recon.d2ip.loss import MaskGeometry, spatial_tv, temporal_tv, temporal_weights
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, make_input
 from worker.recon.d2ip.objective import Objective
 from worker.recon.d2ip.synthetic import make_problem
@@ -181,27 +183,136 @@ def test_upsample_equals_aten(grid, size, channels) -> None:
 
 
 @needs_kernels
-@pytest.mark.parametrize(("grid", "cin", "cout"), [((16, 32, 32), 16, 8), ((3, 5, 4), 24, 40)])
-def test_unit_with_side_conv_equals_composed_ops(grid, cin, cout) -> None:
+@pytest.mark.parametrize(("grid", "cin", "cout"), [
+    ((16, 32, 32), 16, 8),  # the decoder's first block: a 1x1x1 shortcut
+    ((8, 16, 16), 16, 16),  # identity shortcut
+    ((3, 5, 4), 24, 40),  # widths without a compiled specialisation
+])
+def test_res_block_equals_composed_ops(grid, cin, cout) -> None:
     gen = torch.Generator().manual_seed(4)
 
     def rand(*shape):
         return torch.randn(*shape, generator=gen).requires_grad_()
 
-    x, dw, pw = rand(*grid, cin), rand(cin, 1, 3, 3, 3), rand(cout, cin, 1, 1, 1)
-    pb, lg, lb, sw, sb = rand(cout), rand(cout), rand(cout), rand(cout, cin, 1, 1, 1), rand(cout)
-    inputs = [x, dw, pw, pb, lg, lb, sw, sb]
-    g, gs = torch.randn(*grid, cout, generator=gen), torch.randn(*grid, cout, generator=gen)
-    ref = (composed(x, dw, pw, pb, lg, lb, None, 1, 0.2, True), ops_cl.pointwise(x, sw, sb))
-    out = fused.dwsep_unit_with_skip(x, dw, pw, pb, lg, lb, sw, sb)
-    for a, b in zip(ref, out, strict=True):
-        torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
-    for a, b in zip(torch.autograd.grad(ref, inputs, (g, gs)),
-                    torch.autograd.grad(out, inputs, (g, gs)), strict=True):
+    x = rand(*grid, cin)
+    unit1 = (rand(cin, 1, 3, 3, 3), rand(cout, cin, 1, 1, 1), rand(cout), rand(cout), rand(cout))
+    unit2 = (rand(cout, 1, 3, 3, 3), rand(cout, cout, 1, 1, 1), rand(cout), rand(cout),
+             rand(cout))
+    shortcut = (rand(cout, cin, 1, 1, 1), rand(cout)) if cin != cout else None
+    inputs = [x, *unit1, *unit2, *(shortcut or ())]
+    g = torch.randn(*grid, cout, generator=gen)
+    h = composed(x, *unit1, None, 1, 0.2, True)
+    res = x if shortcut is None else ops_cl.pointwise(x, *shortcut)
+    ref = composed(h, *unit2, res, 1, 0.2, True)
+    out = fused.res_block(x, unit1, unit2, shortcut)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g),
+                    strict=True):
         assert float((b - a).norm()) <= 1e-5 * float(a.norm()) + 1e-7
-    # only the side output used: the unit's own gradient is zero, the side conv's flows
-    _, side = fused.dwsep_unit_with_skip(x, dw, pw, pb, lg, lb, sw, sb)
-    got = torch.autograd.grad((side * gs).sum(), [x, sw])
-    want = torch.autograd.grad((ops_cl.pointwise(x, sw, sb) * gs).sum(), [x, sw])
-    for a, b in zip(want, got, strict=True):
-        assert float((b - a).norm()) <= 1e-5 * float(a.norm())
+    with pytest.raises(ValueError, match="shortcut"):
+        fused.res_block(torch.zeros(*grid, cin + 8), unit1, unit2)
+
+
+def _block_and_grads(x, *params):
+    unit1, unit2, shortcut = params[:5], params[5:10], params[10:]
+    out = fused.res_block(x, unit1, unit2, shortcut)
+    loss = (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum()
+    return [out, *torch.autograd.grad(loss, [x, *params])]
+
+
+@needs_kernels
+def test_results_do_not_depend_on_the_thread_count() -> None:
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(9, 6, 7, 16), (16, 1, 3, 3, 3), (8, 16), (8,), (8,), (8,),
+              (8, 1, 3, 3, 3), (8, 8), (8,), (8,), (8,), (8, 16), (8,)]
+    args = [torch.randn(*s, generator=gen).requires_grad_() for s in shapes]
+    a = torch.randn(37, 1001, generator=gen)
+    v = torch.randn(1001, generator=gen, requires_grad=True)
+    runs = []
+    before = fused.set_threads(1)
+    try:
+        for threads in (1, 2, 3):
+            fused.set_threads(threads)
+            y = fused.matvec(a, v)
+            runs.append([*_block_and_grads(*args), y, *torch.autograd.grad(y.square().sum(), v)])
+    finally:
+        fused.set_threads(before)
+    for other in runs[1:]:
+        for x, y in zip(runs[0], other, strict=True):
+            assert torch.equal(x, y)
+
+
+def test_thread_setting() -> None:
+    before = fused.set_threads(3)
+    try:
+        assert fused.threads() == 3
+        assert fused.set_threads(None) == 3
+        assert fused.threads() == len(os.sched_getaffinity(0))
+        with pytest.raises(ValueError, match="at least 1"):
+            fused.set_threads(0)
+    finally:
+        fused.set_threads(before)
+
+
+@needs_kernels
+def test_kernels_run_in_a_forked_child() -> None:
+    # the parent's pool threads do not exist in a forked child: it must not wait for them
+    fused.set_threads(2)
+    try:
+        x = torch.randn(4, 5, 6, 8)
+        w = [torch.randn(8, 1, 3, 3, 3), torch.randn(8, 8), torch.zeros(8), torch.ones(8),
+             torch.zeros(8)]
+        expected = fused.dwsep_unit(x, *w)  # the parent's pool is running now
+        pid = os.fork()
+        if pid == 0:  # child: exit status 0 only when it gets the parent's result
+            code = 1
+            try:
+                code = 0 if torch.equal(fused.dwsep_unit(x, *w), expected) else 1
+            finally:
+                os._exit(code)
+        for _ in range(600):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            pytest.fail("the kernels hung in a forked child")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        fused.set_threads(None)
+
+
+@needs_kernels
+def test_matvec_equals_matmul() -> None:
+    gen = torch.Generator().manual_seed(4)
+    for m, n in ((464, 11008), (5, 3), (13, 1027)):  # row and column tails
+        a = torch.randn(m, n, generator=gen)
+        x = torch.randn(n, generator=gen, requires_grad=True)
+        g = torch.randn(m, generator=gen)
+        y = fused.matvec(a, x)
+        (gx,) = torch.autograd.grad(y, x, g)
+        # against float64, within float32 rounding of the sums of |products|
+        a64, x64, g64 = a.double(), x.detach().double(), g.double()
+        assert ((y.double() - a64 @ x64).abs() <= 1e-6 * (a64.abs() @ x64.abs())).all()
+        assert ((gx.double() - a64.T @ g64).abs() <= 1e-6 * (a64.abs().T @ g64.abs())).all()
+    with pytest.raises(ValueError, match="contiguous"):
+        fused.matvec(a.T, torch.zeros(m))
+
+
+@needs_kernels
+@pytest.mark.parametrize("filled", [0, 3, 10])
+def test_tv_prior_equals_torch_terms(filled) -> None:
+    problem = make_problem((8, 16, 16), n_meas=64, seed=0)
+    geom = MaskGeometry.from_mask(problem.mask)
+    gen = torch.Generator().manual_seed(5)
+    previous = 0.1 * torch.randn(10, geom.n_inside, generator=gen)
+    weights = temporal_weights(filled, 10)
+    vol = (0.1 * torch.randn(8, 16, 16, generator=gen)).requires_grad_()
+    ref = (1.0 * spatial_tv(vol, geom, 1e-6)
+           + 0.1 * temporal_tv(vol.reshape(-1)[geom.index], previous, weights, 1e-6))
+    out = fused.tv_prior(vol, geom, previous, weights, 1e-6, 1.0, 0.1)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=0)
+    (g_ref,) = torch.autograd.grad(3 * ref, vol)
+    (g_out,) = torch.autograd.grad(3 * out, vol)
+    torch.testing.assert_close(g_out, g_ref, rtol=1e-5, atol=1e-9)

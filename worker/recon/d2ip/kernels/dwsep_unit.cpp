@@ -11,10 +11,12 @@
 // Tensors are channels-last (P, R, C, Ch), C order, float32; V = P * R * C.
 //
 // One pass forward, two passes backward (the input gradient is a stencil of the DW-output
-// gradient, so it needs that gradient at all neighbours first). Single-threaded and
-// deterministic: voxels in C order, per-row partial sums of the parameter gradients added into
-// double accumulators. Channel counts must be multiples of 8 (one vector); the widths the
-// network uses are compile-time constants (fully unrolled), others run a runtime-width loop.
+// gradient, so it needs that gradient at all neighbours first). Each pass runs the grid's planes
+// in parallel on the pool of pool.h. Deterministic for any thread count: voxels in C order
+// within a plane, per-row float partial sums of the parameter gradients added into per-plane
+// double sums, which are added in plane order. Channel counts must be multiples of 8 (one
+// vector); the widths the network uses are compile-time constants (fully unrolled), others run
+// a runtime-width loop.
 //
 // Built at first use by worker/recon/d2ip/fused.py with the system C++ compiler; loaded with
 // ctypes (no Python or torch headers, so it compiles in about a second).
@@ -23,6 +25,8 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#include "pool.h"
 
 namespace {
 
@@ -33,23 +37,36 @@ struct Grid {
     int Cp() const { return C + 2 * dil; }
 };
 
-// Zeroed per-thread scratch buffers, reused across calls (no page faults from fresh
-// allocations).
-std::vector<float>& scratch(int slot, size_t n) {
+// Per-thread scratch buffers, reused across calls (no page faults from fresh allocations).
+float* scratch(int slot, size_t n) {
     thread_local std::vector<float> bufs[2];
-    bufs[slot].assign(n, 0.0f);
-    return bufs[slot];
+    if (bufs[slot].size() < n) bufs[slot].resize(n);
+    return bufs[slot].data();
 }
 
-// Copy a (P, R, C, ch) tensor into the interior of a zeroed (P+2d, R+2d, C+2d, ch) buffer.
-void pad_into(const Grid& g, int ch, const float* src, std::vector<float>& dst) {
+// Fill the padded (P+2d, R+2d, C+2d, ch) buffer `dst`: its zero halo, and its interior from the
+// (P, R, C, ch) tensor `src` (src null: the interior is left to the caller). Planes in parallel.
+void pad_into(const Grid& g, int ch, const float* src, float* dst) {
     const int d = g.dil;
-    for (int p = 0; p < g.P; ++p)
-        for (int r = 0; r < g.R; ++r) {
-            const float* s = src + ((size_t)p * g.R + r) * g.C * ch;
-            float* t = dst.data() + (((size_t)(p + d) * g.Rp() + (r + d)) * g.Cp() + d) * ch;
-            std::memcpy(t, s, sizeof(float) * g.C * ch);
+    const size_t row = (size_t)g.Cp() * ch, plane = (size_t)g.Rp() * row;
+    const size_t edge = (size_t)d * ch * sizeof(float);
+    eitmon::parallel_for(g.Pp(), [&](int pp) {
+        float* t = dst + pp * plane;
+        if (pp < d || pp >= g.P + d) {
+            std::memset(t, 0, plane * sizeof(float));
+            return;
         }
+        std::memset(t, 0, d * row * sizeof(float));
+        std::memset(t + (g.R + d) * row, 0, d * row * sizeof(float));
+        for (int r = 0; r < g.R; ++r) {
+            float* tr = t + (r + d) * row;
+            std::memset(tr, 0, edge);
+            std::memset(tr + (size_t)(g.C + d) * ch, 0, edge);
+            if (src)
+                std::memcpy(tr + (size_t)d * ch, src + ((size_t)(pp - d) * g.R + r) * g.C * ch,
+                            sizeof(float) * g.C * ch);
+        }
+    });
 }
 
 // Offsets (in floats) of the 27 taps in the padded buffer, tap k = a * 9 + b * 3 + e,
@@ -144,7 +161,7 @@ void forward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* d
              float eps, float* out, float* dsave, float* xhat, float* rstd, float* sout) {
     const int NI = count<NI_>(ci_rt / 8), NO = count<NO_>(co_rt / 8);
     const int CI = 8 * NI, CO = 8 * NO;
-    std::vector<float>& xp = scratch(0, dw ? (size_t)g.Pp() * g.Rp() * g.Cp() * CI : 0);
+    float* xp = scratch(0, dw ? (size_t)g.Pp() * g.Rp() * g.Cp() * CI : 0);
     if (dw) pad_into(g, CI, x, xp);
     int64_t off[27];
     tap_offsets(g, CI, off);
@@ -153,14 +170,14 @@ void forward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* d
         for (int k = 0; k < 27; ++k) wt[k * CI + c] = dw[c * 27 + k];
     const std::vector<float> pwt = transposed(pw, CO, CI);
     const std::vector<float> swt = sw ? transposed(sw, CO, CI) : std::vector<float>();
-    std::vector<float> yrow((size_t)g.C * CO);
     const float inv_co = 1.0f / CO;
-    size_t v = 0;
-    for (int p = 0; p < g.P; ++p)
+    eitmon::parallel_for(g.P, [&](int p) {
+        std::vector<float> yrow((size_t)g.C * CO);
+        size_t v = (size_t)p * g.R * g.C;
         for (int r = 0; r < g.R; ++r) {
             const float* drow = x + v * CI;  // no DW: the PW input is x itself
             if (dw) {
-                const float* base = xp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
+                const float* base = xp + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
                 stencil_row<NI_>(base, off, wt.data(), g.C, NI, dsave + v * CI);
                 drow = dsave + v * CI;
             }
@@ -189,6 +206,7 @@ void forward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* d
                 }
             }
         }
+    });
 }
 
 // Backward of a 1x1x1 conv at one voxel, output gradient g (CO) and input in (CI): the weight
@@ -208,34 +226,47 @@ inline void conv1_backward_voxel(const float* g, int CO, const float* in, const 
     }
 }
 
+// Per-plane partial sums (double) of the parameter gradients, added in plane order at the end:
+// the totals do not depend on which thread ran which plane, or on how many threads there were.
+class PlaneSums {
+public:
+    PlaneSums(int planes, size_t n) : n_(n), a_((size_t)planes * n, 0.0) {}
+    double* plane(int p) { return a_.data() + (size_t)p * n_; }
+    float total(size_t j) const {
+        double t = 0.0;
+        for (size_t k = j; k < a_.size(); k += n_) t += a_[k];
+        return (float)t;
+    }
+
+private:
+    size_t n_;
+    std::vector<double> a_;
+};
+
 // Backward of the side output s = x sw^T + sb (the block's 1x1x1 shortcut, computed with the
-// unit's first pass over x): weight and bias gradients, and sw^T gs added into gx.
-template <int NI_, int NO_>
-void skip_backward(const Grid& g, int ni, int no, const float* x, const float* sw,
-                   const float* gs, float* gx, float* gsw, float* gsb) {
-    const int NI = count<NI_>(ni), NO = count<NO_>(no), CI = 8 * NI, CO = 8 * NO;
-    std::vector<double> a_sw((size_t)CO * CI, 0.0), a_sb(CO, 0.0);
+// unit's first pass over x) on plane p: weight and bias gradients into acc (CO x CI, then CO),
+// and sw^T gs added into gx.
+template <int NI_>
+void skip_backward_plane(const Grid& g, int p, int ni, int CO, const float* x, const float* sw,
+                         const float* gs, float* gx, double* acc) {
+    const int NI = count<NI_>(ni), CI = 8 * NI;
     std::vector<float> r_sw((size_t)CO * CI), r_sb(CO);
-    size_t v = 0;
-    for (int p = 0; p < g.P; ++p)
-        for (int r = 0; r < g.R; ++r) {
-            std::fill(r_sw.begin(), r_sw.end(), 0.0f);
-            std::fill(r_sb.begin(), r_sb.end(), 0.0f);
-            for (int c = 0; c < g.C; ++c, ++v) {
-                const float* gsc = gs + v * CO;
-                const float* xc = x + v * CI;
-                v8 gv[NI_ > 0 ? NI_ : kMaxVec];
-                for (int j = 0; j < NI; ++j) gv[j] = gx ? ld(gx + v * CI + 8 * j) : splat(0.0f);
-                conv1_backward_voxel<NI_>(gsc, CO, xc, sw, NI, r_sw.data(), gv);
-                for (int o = 0; o < CO; ++o) r_sb[o] += gsc[o];
-                if (gx)
-                    for (int j = 0; j < NI; ++j) st(gx + v * CI + 8 * j, gv[j]);
-            }
-            for (size_t j = 0; j < r_sw.size(); ++j) a_sw[j] += r_sw[j];
-            for (int o = 0; o < CO; ++o) a_sb[o] += r_sb[o];
+    size_t v = (size_t)p * g.R * g.C;
+    for (int r = 0; r < g.R; ++r) {
+        std::fill(r_sw.begin(), r_sw.end(), 0.0f);
+        std::fill(r_sb.begin(), r_sb.end(), 0.0f);
+        for (int c = 0; c < g.C; ++c, ++v) {
+            const float* gsc = gs + v * CO;
+            v8 gv[NI_ > 0 ? NI_ : kMaxVec];
+            for (int j = 0; j < NI; ++j) gv[j] = gx ? ld(gx + v * CI + 8 * j) : splat(0.0f);
+            conv1_backward_voxel<NI_>(gsc, CO, x + v * CI, sw, NI, r_sw.data(), gv);
+            for (int o = 0; o < CO; ++o) r_sb[o] += gsc[o];
+            if (gx)
+                for (int j = 0; j < NI; ++j) st(gx + v * CI + 8 * j, gv[j]);
         }
-    for (size_t j = 0; j < a_sw.size(); ++j) gsw[j] = (float)a_sw[j];
-    for (int o = 0; o < CO; ++o) gsb[o] = (float)a_sb[o];
+        for (size_t j = 0; j < r_sw.size(); ++j) acc[j] += r_sw[j];
+        for (int o = 0; o < CO; ++o) acc[r_sw.size() + o] += r_sb[o];
+    }
 }
 
 template <int NI_, int NO_>
@@ -248,22 +279,29 @@ void backward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* 
     const int CI = 8 * NI, CO = 8 * NO;
     const int d = g.dil;
     const size_t padded = dw ? (size_t)g.Pp() * g.Rp() * g.Cp() * CI : 0;
-    std::vector<float>& xp = scratch(0, padded);
-    if (dw) pad_into(g, CI, x, xp);
+    float* xp = scratch(0, padded);
+    float* gdp = scratch(1, padded);  // padded gd: pass 1 fills the interior
+    if (dw) {
+        pad_into(g, CI, x, xp);
+        pad_into(g, CI, nullptr, gdp);
+    }
     int64_t off[27];
     tap_offsets(g, CI, off);
-    std::vector<float>& gdp = scratch(1, padded);  // padded gd
-    std::vector<float> gdscratch(dw || gx ? 0 : (size_t)g.C * CI);
-    std::vector<double> a_dw(27 * CI, 0.0), a_pw((size_t)CO * CI, 0.0), a_pb(CO, 0.0),
-        a_g(CO, 0.0), a_b(CO, 0.0);
-    std::vector<float> r_pw((size_t)CO * CI), gprow((size_t)g.C * CO);
+    // Parameter-gradient sums per plane: DW (27 x CI, tap-major), PW (CO x CI), PW bias, LN
+    // weight, LN bias.
+    const size_t o_pw = 27 * (size_t)CI, o_pb = o_pw + (size_t)CO * CI, o_g = o_pb + CO,
+                 o_b = o_g + CO;
+    PlaneSums sums(g.P, o_b + CO);
     const float inv_co = 1.0f / CO;
-    size_t v = 0;
     // Pass 1, row by row: act and LN backward per voxel (-> gp, the PW-output gradient); PW
     // backward (-> the DW-output gradient gd, into the padded buffer); the DW weight gradient
     // (padded input at each tap times gd). Loops are ordered so that consecutive updates are
     // independent (voxels innermost), never one long FMA chain.
-    for (int p = 0; p < g.P; ++p)
+    eitmon::parallel_for(g.P, [&](int p) {
+        double* acc = sums.plane(p);
+        std::vector<float> r_pw((size_t)CO * CI), gprow((size_t)g.C * CO);
+        std::vector<float> gdscratch(dw || gx ? 0 : (size_t)g.C * CI);
+        size_t v = (size_t)p * g.R * g.C;
         for (int r = 0; r < g.R; ++r) {
             v8 sg[NO_ > 0 ? NO_ : kMaxVec], sb[NO_ > 0 ? NO_ : kMaxVec],
                 sp[NO_ > 0 ? NO_ : kMaxVec];
@@ -293,13 +331,13 @@ void backward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* 
             }
             for (int q = 0; q < NO; ++q) {
                 for (int l = 0; l < 8; ++l) {
-                    a_g[8 * q + l] += sg[q][l];
-                    a_b[8 * q + l] += sb[q][l];
-                    a_pb[8 * q + l] += sp[q][l];
+                    acc[o_g + 8 * q + l] += sg[q][l];
+                    acc[o_b + 8 * q + l] += sb[q][l];
+                    acc[o_pb + 8 * q + l] += sp[q][l];
                 }
             }
             const float* drow = (dw ? dsave : x) + v0 * CI;
-            float* gdrow = dw   ? gdp.data() + (((size_t)(p + d) * g.Rp() + (r + d)) * g.Cp() + d) * CI
+            float* gdrow = dw   ? gdp + (((size_t)(p + d) * g.Rp() + (r + d)) * g.Cp() + d) * CI
                            : gx ? gx + v0 * CI
                                 : gdscratch.data();
             std::fill(r_pw.begin(), r_pw.end(), 0.0f);
@@ -311,50 +349,56 @@ void backward(const Grid& g, int ci_rt, int co_rt, const float* x, const float* 
                 conv1_backward_voxel<NI_>(gpc, CO, dc, pw, NI, r_pw.data(), gd);
                 for (int j = 0; j < NI; ++j) st(gdrow + (size_t)c * CI + 8 * j, gd[j]);
             }
-            for (size_t j = 0; j < r_pw.size(); ++j) a_pw[j] += r_pw[j];
+            for (size_t j = 0; j < r_pw.size(); ++j) acc[o_pw + j] += r_pw[j];
             if (!dw) continue;
-            const float* xrow = xp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
-            for (int k = 0; k < 27; ++k) {
-                const float* xk = xrow + off[k];
-                for (int j = 0; j < NI; ++j) {  // four partial sums: four short FMA chains
-                    const float* xa = xk + 8 * j;
-                    const float* ga = gdrow + 8 * j;
-                    v8 a0 = splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
-                    int c = 0;
-                    for (; c + 4 <= g.C; c += 4) {
-                        a0 += ld(xa + (size_t)c * CI) * ld(ga + (size_t)c * CI);
-                        a1 += ld(xa + (size_t)(c + 1) * CI) * ld(ga + (size_t)(c + 1) * CI);
-                        a2 += ld(xa + (size_t)(c + 2) * CI) * ld(ga + (size_t)(c + 2) * CI);
-                        a3 += ld(xa + (size_t)(c + 3) * CI) * ld(ga + (size_t)(c + 3) * CI);
+            const float* xrow = xp + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
+            const int64_t e1 = (int64_t)d * CI, e2 = 2 * e1;  // taps along C
+            for (int j = 0; j < NI; ++j) {
+                // the 27 taps' sums in registers, each gd vector loaded once for all of them
+                v8 a[27];
+                for (int k = 0; k < 27; ++k) a[k] = splat(0.0f);
+                for (int c = 0; c < g.C; ++c) {
+                    const v8 gv = ld(gdrow + (size_t)c * CI + 8 * j);
+                    const float* xc = xrow + (size_t)c * CI + 8 * j;
+#pragma GCC unroll 9
+                    for (int ab = 0; ab < 9; ++ab) {
+                        const float* xr = xc + off[3 * ab];
+                        a[3 * ab] += ld(xr) * gv;
+                        a[3 * ab + 1] += ld(xr + e1) * gv;
+                        a[3 * ab + 2] += ld(xr + e2) * gv;
                     }
-                    for (; c < g.C; ++c) a0 += ld(xa + (size_t)c * CI) * ld(ga + (size_t)c * CI);
-                    const v8 t = (a0 + a1) + (a2 + a3);
-                    for (int l = 0; l < 8; ++l) a_dw[k * CI + 8 * j + l] += t[l];
                 }
+                for (int k = 0; k < 27; ++k)
+                    for (int l = 0; l < 8; ++l) acc[k * CI + 8 * j + l] += a[k][l];
             }
         }
+    });
     for (int i = 0; dw && i < CI; ++i)
-        for (int k = 0; k < 27; ++k) gdw[i * 27 + k] = (float)a_dw[k * CI + i];
-    for (size_t j = 0; j < a_pw.size(); ++j) gpw[j] = (float)a_pw[j];
+        for (int k = 0; k < 27; ++k) gdw[i * 27 + k] = sums.total((size_t)k * CI + i);
+    for (size_t j = 0; j < (size_t)CO * CI; ++j) gpw[j] = sums.total(o_pw + j);
     for (int o = 0; o < CO; ++o) {
-        gpb[o] = (float)a_pb[o];
-        glg[o] = (float)a_g[o];
-        glb[o] = (float)a_b[o];
+        gpb[o] = sums.total(o_pb + o);
+        glg[o] = sums.total(o_g + o);
+        glb[o] = sums.total(o_b + o);
     }
-    if (gx && dw) {
-        // Pass 2: input gradient, gx[v] = sum_k w[k] * gd[v - offset_k] (the flipped kernel).
-        std::vector<float> wt(27 * CI);
-        for (int i = 0; i < CI; ++i)
-            for (int k = 0; k < 27; ++k) wt[(26 - k) * CI + i] = dw[i * 27 + k];
-        v = 0;
-        for (int p = 0; p < g.P; ++p)
-            for (int r = 0; r < g.R; ++r) {
-                const float* base = gdp.data() + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
-                stencil_row<NI_>(base, off, wt.data(), g.C, NI, gx + v * CI);
-                v += g.C;
-            }
-    }
-    if (sw) skip_backward<NI_, NO_>(g, NI, NO, x, sw, gs, gx, gsw, gsb);
+    // Pass 2, once every plane's gd is in place: the input gradient, gx[v] = sum_k w[k] *
+    // gd[v - offset_k] (the flipped kernel), then the side output's backward added into it.
+    const bool stencil = gx && dw;
+    if (!stencil && !sw) return;
+    std::vector<float> wt(stencil ? 27 * CI : 0);
+    for (int i = 0; stencil && i < CI; ++i)
+        for (int k = 0; k < 27; ++k) wt[(26 - k) * CI + i] = dw[i * 27 + k];
+    PlaneSums side(sw ? g.P : 0, (size_t)CO * CI + CO);
+    eitmon::parallel_for(g.P, [&](int p) {
+        for (int r = 0; stencil && r < g.R; ++r) {
+            const float* base = gdp + ((size_t)p * g.Rp() + r) * g.Cp() * CI;
+            stencil_row<NI_>(base, off, wt.data(), g.C, NI,
+                             gx + ((size_t)p * g.R + r) * g.C * CI);
+        }
+        if (sw) skip_backward_plane<NI_>(g, p, NI, CO, x, sw, gs, gx, side.plane(p));
+    });
+    for (size_t j = 0; sw && j < (size_t)CO * CI; ++j) gsw[j] = side.total(j);
+    for (int o = 0; sw && o < CO; ++o) gsb[o] = side.total((size_t)CO * CI + o);
 }
 
 using ForwardFn = decltype(&forward<0, 0>);
@@ -408,5 +452,10 @@ void eitmon_dwsep_backward(int P, int R, int C, int CI, int CO, int dil, const f
     (e ? e->b : &backward<0, 0>)(g, CI, CO, x, dw, pw, lg, slope, act, out, dsave, xhat, rstd,
                                  gout, sw, gs, gx, gdw, gpw, gpb, glg, glb, gres, gsw, gsb);
 }
+
+// Threads for the kernels, the caller included (1: no workers).
+void eitmon_set_threads(int threads) { eitmon::pool().resize(threads < 1 ? 1 : threads); }
+
+int eitmon_threads() { return eitmon::pool().threads(); }
 
 }  // extern "C"
