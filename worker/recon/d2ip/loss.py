@@ -13,6 +13,7 @@ Choices (see docs/d2ip.md):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -77,13 +78,15 @@ def temporal_tv(values: Tensor, previous: Tensor, weights: Tensor, eps: float) -
     return (weights * torch.sqrt(d * d + eps).mean(dim=1)).sum()
 
 
+@functools.lru_cache(maxsize=64)  # called every iteration with the same few arguments
 def temporal_weights(n_previous: int, window: int,
                      device: torch.device | str | None = None) -> Tensor:
     """alpha_{j,i} = exp(-(i - j)) / sum alpha for the slots of a window (oldest first).
 
     Slot k of `window` holds the frame k - window steps back from the current one (the last slot
     is the previous frame); only the last `n_previous` slots are filled, the others get weight 0.
-    All zeros when there is no previous frame (the temporal term vanishes).
+    All zeros when there is no previous frame (the temporal term vanishes). The result is
+    shared between calls: do not modify it.
     """
     n = min(n_previous, window)
     w = torch.zeros(window, dtype=torch.float32)
@@ -127,6 +130,7 @@ class DataTerm:
         self.n_meas = int(jacobian.shape[0])
         self.matvec = matvec or _matmul_vector
         self.range: Tensor | None = None
+        self._projected: tuple[Tensor, int, Tensor, Tensor] | None = None  # see `_project`
         if rtol is None:
             self.basis = jacobian.to(torch.float32).contiguous()
         else:
@@ -147,10 +151,21 @@ class DataTerm:
         if self.range is None:
             r = jx - dv
             return (r * r).sum() / self.n_meas
-        a = self.range @ dv
-        outside = dv - self.range.T @ a
+        a, outside_sq = self._project(dv)
         r = jx - a
-        return ((r * r).sum() + (outside * outside).sum()) / self.n_meas
+        return ((r * r).sum() + outside_sq) / self.n_meas
+
+    def _project(self, dv: Tensor) -> tuple[Tensor, Tensor]:
+        """(U_r^T dv, ||dv - U_r U_r^T dv||^2), kept while the same `dv` comes back unchanged
+        (every iteration of a frame passes the same tensor)."""
+        cached = self._projected
+        if cached is None or cached[0] is not dv or cached[1] != dv._version:
+            assert self.range is not None
+            a = self.range @ dv
+            outside = dv - self.range.T @ a
+            cached = (dv, dv._version, a, (outside * outside).sum())
+            self._projected = cached
+        return cached[2], cached[3]
 
 
 class VolumeWindow:
