@@ -18,6 +18,7 @@ import ctypes
 import functools
 import hashlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -35,11 +36,12 @@ from worker.recon.d2ip.loss import MaskGeometry
 log = logging.getLogger(__name__)
 
 KERNELS = Path(__file__).with_name("kernels")
-SOURCES = tuple(KERNELS / f for f in ("dwsep_unit.cpp", "upsample2.cpp", "matvec.cpp",
-                                       "tv.cpp"))
+SOURCES = tuple(KERNELS / f for f in ("dwsep_unit.cpp", "upsample2.cpp", "maxpool2.cpp",
+                                       "matvec.cpp", "tv.cpp"))
 HEADERS = (KERNELS / "pool.h",)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-pthread", "-shared", "-fPIC")
 MAX_WIDTH = 512  # channel limit of the kernel's stack buffers (kMaxVec vectors of 8)
+MAX_THREADS = 8  # default cap: the grid's 16 planes are the unit of work
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int
@@ -117,6 +119,10 @@ def _library() -> ctypes.CDLL | None:
     lib.eitmon_tv_prior.argtypes = ([_I] * 3 + [_P] * 5 + [ctypes.c_int64, _P, _I, _P, _P]
                                     + [_F] * 3 + [_P])
     lib.eitmon_tv_prior.restype = ctypes.c_double
+    lib.eitmon_maxpool2_forward.argtypes = [_I] * 4 + [_P] * 3
+    lib.eitmon_maxpool2_forward.restype = None
+    lib.eitmon_maxpool2_backward.argtypes = [_I] * 4 + [_P] * 3
+    lib.eitmon_maxpool2_backward.restype = None
     for name in ("eitmon_matvec", "eitmon_matvec_t"):
         getattr(lib, name).argtypes = [_I] * 2 + [_P] * 3
         getattr(lib, name).restype = None
@@ -153,13 +159,34 @@ def set_threads(threads: int | None) -> int | None:
 
 
 def threads() -> int:
-    """The kernels' thread count (see `set_threads`)."""
+    """The kernels' thread count: as set (`set_threads`), else the CPUs this process may run on
+    (affinity, and a container's CPU quota), at most `MAX_THREADS`."""
     if _threads is not None:
         return _threads
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    if quota is not None:
+        cpus = min(cpus, math.ceil(quota))
+    return max(1, min(cpus, MAX_THREADS))
+
+
+def _cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs the cgroup's CFS quota allows (v2 `cpu.max`, v1 `cpu.cfs_quota_us`); None when
+    unlimited or unknown. A Kubernetes CPU limit shows here, not in the affinity mask."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        v1 = root / "cpu"
+        quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+        return None if quota_us <= 0 else quota_us / int((v1 / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def start_threads() -> None:
@@ -366,6 +393,38 @@ def upsample2(x: Tensor, size: tuple[int, int, int]) -> Tensor:
     if any(not 2 * n - 1 <= m <= 2 * n for n, m in zip(x.shape[:3], size, strict=True)):
         raise ValueError(f"cannot crop x2 of {tuple(x.shape[:3])} to {tuple(size)}")
     return _Upsample2.apply(x, tuple(size))
+
+
+class _MaxPool2(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        lib = _kernels()
+        x = x.contiguous()
+        p, r, c, ch = x.shape
+        shape = ((p + 1) // 2, (r + 1) // 2, (c + 1) // 2, ch)
+        out = x.new_empty(shape)
+        arg = torch.empty(shape, dtype=torch.int32)
+        lib.eitmon_maxpool2_forward(p, r, c, ch, _ptr(x), _ptr(out), _ptr(arg))
+        ctx.save_for_backward(arg)
+        ctx.in_shape = tuple(x.shape)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        lib = _kernels()
+        (arg,) = ctx.saved_tensors
+        gx = grad.new_empty(ctx.in_shape)
+        lib.eitmon_maxpool2_backward(*ctx.in_shape, _ptr(grad.contiguous()), _ptr(arg),
+                                     _ptr(gx))
+        return gx
+
+
+def max_pool2(x: Tensor) -> Tensor:
+    """`ops_cl.max_pool2` (2x2x2, stride 2, ceil mode) of a channels-last float32 CPU tensor in
+    C++."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.ndim != 4:
+        raise ValueError("max_pool2 takes a float32 CPU (P, R, C, Ch) tensor")
+    return _MaxPool2.apply(x)
 
 
 class _MatVec(torch.autograd.Function):

@@ -111,8 +111,8 @@ class ChannelsLastLayout(_Units):
 
 
 class FusedLayout(ChannelsLastLayout):
-    """`ChannelsLastLayout` with each `unit` in one fused kernel (widths multiples of 8) and
-    the x2 upsampling in another."""
+    """`ChannelsLastLayout` with each `unit` and each ResConv3D block in fused kernels (widths
+    multiples of 8), and the max pooling and x2 upsampling in kernels of their own."""
 
     def unit(self, x: Tensor, dw: nn.Conv3d | None, conv: nn.Conv3d, ln: nn.LayerNorm,
              slope: float, res: Tensor | None = None) -> Tensor:
@@ -131,6 +131,9 @@ class FusedLayout(ChannelsLastLayout):
                                _unit_tensors(co, c2.depthwise, c2.pointwise, block.norm2),
                                None if sc is None else (sc.weight, sc.bias), slope=block.slope,
                                eps=block.norm1.eps)
+
+    def pool(self, x: Tensor) -> Tensor:
+        return fused.max_pool2(x)
 
     def upsample(self, x: Tensor, size: Size3) -> Tensor:
         return fused.upsample2(x, size)

@@ -247,11 +247,26 @@ def test_thread_setting() -> None:
     try:
         assert fused.threads() == 3
         assert fused.set_threads(None) == 3
-        assert fused.threads() == len(os.sched_getaffinity(0))
+        assert 1 <= fused.threads() <= min(len(os.sched_getaffinity(0)), fused.MAX_THREADS)
         with pytest.raises(ValueError, match="at least 1"):
             fused.set_threads(0)
     finally:
         fused.set_threads(before)
+
+
+def test_cpu_quota_of_the_container(tmp_path) -> None:
+    assert fused._cgroup_cpus(tmp_path) is None  # no cgroup files: unknown
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert fused._cgroup_cpus(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # a 1.5 CPU limit (v2)
+    assert fused._cgroup_cpus(tmp_path) == 1.5
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert fused._cgroup_cpus(tmp_path) is None
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")  # v1
+    assert fused._cgroup_cpus(tmp_path) == 3.0
 
 
 @needs_kernels
@@ -316,3 +331,17 @@ def test_tv_prior_equals_torch_terms(filled) -> None:
     (g_ref,) = torch.autograd.grad(3 * ref, vol)
     (g_out,) = torch.autograd.grad(3 * out, vol)
     torch.testing.assert_close(g_out, g_ref, rtol=1e-5, atol=1e-9)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(16, 32, 32, 8), (7, 5, 9, 16), (3, 3, 3, 3)])
+def test_max_pool_equals_aten(shape) -> None:
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(*shape, generator=gen)
+    x[0, 0, 1] = x[0, 0, 0]  # a tie: the first maximum wins, as in ATen
+    x[-1, -1, -1, 0] = float("nan")
+    x.requires_grad_()
+    ref, out = ops_cl.max_pool2(x), fused.max_pool2(x)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
+    g = torch.randn(ref.shape, generator=gen)
+    assert torch.equal(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])
