@@ -99,9 +99,12 @@ def _sequence_table(seq: dict[str, Any]) -> Any:
     from rich.table import Table
 
     upws = seq["upws_seconds"]
+    chosen = seq["kernel_threads_chosen"]
+    kernels = (f"kernel threads tuned: {' '.join(map(str, chosen))}" if chosen
+               else f"{seq['kernel_threads']} kernel thread(s)")
     table = Table(title=f"d2ip on {seq['case']}, frames 1-{seq['frames']}, grid "
                         f"{'x'.join(map(str, seq['grid']))} (V = {seq['n_voxels']}), "
-                        f"{seq['threads']} torch + {seq['kernel_threads']} kernel thread(s), "
+                        f"{seq['threads']} torch thread(s), {kernels}, "
                         f"{seq['device']}; UPWS "
                         + (f"ran here: {upws:.1f} s" if upws is not None else "from the store"))
     for title in ("schedule", "iterations per frame", "s per frame", "ms/iteration", "CC",

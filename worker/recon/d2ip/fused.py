@@ -142,12 +142,13 @@ def supports(cin: int, cout: int) -> bool:
     return all(0 < w <= MAX_WIDTH and w % 8 == 0 for w in (cin, cout))
 
 
-_threads: int | None = None  # set_threads; None: the CPUs this process may run on
+_threads: int | None = None  # set_threads; None: `_tuned`, else `default_threads()`
+_tuned: int | None = None  # tune(): what a ThreadTuner measured to be fastest
 
 
 def set_threads(threads: int | None) -> int | None:
-    """Threads the kernels use, the caller included (None: the CPUs this process may run on);
-    returns the previous setting.
+    """Threads the kernels use, the caller included (None: automatic, see `threads`); returns
+    the previous setting.
 
     Independent of torch's intra-op threads: the kernels are worth splitting, most of the small
     torch ops around them are not (see docs/d2ip.md). Results do not depend on it."""
@@ -158,11 +159,32 @@ def set_threads(threads: int | None) -> int | None:
     return before
 
 
+def tune(threads: int | None) -> None:
+    """The automatic thread count (a `ThreadTuner`'s choice; None: `default_threads()`); a count
+    set with `set_threads` takes precedence."""
+    global _tuned
+    if threads is not None and threads < 1:
+        raise ValueError("threads must be at least 1")
+    _tuned = threads
+
+
 def threads() -> int:
-    """The kernels' thread count: as set (`set_threads`), else the CPUs this process may run on
-    (affinity, and a container's CPU quota), at most `MAX_THREADS`."""
+    """The kernels' thread count: as set (`set_threads`), else as tuned (`tune`), else
+    `default_threads()`."""
     if _threads is not None:
         return _threads
+    return _tuned if _tuned is not None else default_threads()
+
+
+def is_automatic() -> bool:
+    """True unless `set_threads` fixed the thread count."""
+    return _threads is None
+
+
+@functools.cache
+def default_threads() -> int:
+    """The CPUs this process may run on (affinity, and a container's CPU quota), at most
+    `MAX_THREADS`."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

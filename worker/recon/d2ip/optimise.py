@@ -8,6 +8,7 @@ UPWS (eq. 6) is the same call on an arbitrary frame with `UPWS_ITERATIONS`, from
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from worker.recon.d2ip.flat_adam import FlatAdam
 from worker.recon.d2ip.loss import VolumeWindow
 from worker.recon.d2ip.objective import LossTerms, Objective
+from worker.recon.d2ip.thread_tuner import ThreadTuner
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class FrameResult:
     loss_history: list[float] = field(default_factory=list)
 
 
+KERNEL_THREADS = ThreadTuner()  # the fused kernels' threads are per process, so is their tuner
 Optimizer = FlatAdam | torch.optim.Optimizer  # what the loops take: zero_grad() and step()
 
 
@@ -105,14 +108,18 @@ def optimise_frame(objective: Objective, optimizer: Optimizer, dv: Tensor,
     """Minimise eq. (11) for measurements `dv` (M,), starting from the current weights.
 
     `window` holds previously reconstructed frames for the temporal TV (None: no history); this
-    function does not push the result into it. `on_iteration(k, loss)` is called after step k.
+    function does not push the result into it. With the fused CPU kernels, `KERNEL_THREADS`
+    times the iterations now and then and picks the kernels' thread count.
+    `on_iteration(k, loss)` is called after step k.
     `lam` is the frame's lambda_TV (None: the objective's `LossConfig.lam`).
     """
     data_hist: list[float] = []
     loss_hist: list[float] = []
     n_fixed = stop.n if isinstance(stop, FixedIterations) else None
+    tuner = KERNEL_THREADS if objective.fused else None
     while n_fixed is None or len(loss_hist) < n_fixed:
-        terms = adam_iteration(objective, optimizer, dv, window, lam)
+        with tuner.iteration() if tuner is not None else contextlib.nullcontext():
+            terms = adam_iteration(objective, optimizer, dv, window, lam)
         loss_hist.append(float(terms.total.detach()))
         data_hist.append(float(terms.data.detach()))
         if on_iteration is not None:

@@ -25,7 +25,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from worker.recon.d2ip import fused
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, count_parameters, make_input
 from worker.recon.d2ip.objective import Objective
-from worker.recon.d2ip.optimise import Optimizer, adam_iteration, make_optimizer
+from worker.recon.d2ip.optimise import (
+    KERNEL_THREADS,
+    Optimizer,
+    adam_iteration,
+    make_optimizer,
+)
 from worker.recon.d2ip.synthetic import make_problem
 
 if TYPE_CHECKING:
@@ -70,7 +75,8 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
     """ms per Adam iteration for eager reference vs fast (and compiled fast) paths, with ratios.
 
     `threads` sets `torch.set_num_threads` for the run and `kernel_threads` the fused kernels'
-    threads (None: leave as is); the previous values are restored. FLOPs are counted by
+    threads (None: leave as is; `fast_1_kernel_thread` is the fused path again with one kernel
+    thread, when there are more); the previous values are restored. FLOPs are counted by
     `FlopCounterMode` on the fast path (matmuls and convolutions only; it overcounts
     grouped-convolution weight gradients, so the reference path is not used for counting).
     """
@@ -85,8 +91,12 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
             "fast_plain_j": Objective(net, z, jac, mask, fast=True, data_rtol=None, fused=False),
             "channels_last": Objective(net, z, jac, mask, fast=True, fused=False),
         }
+        one_thread: dict[str, int] = {}  # variants timed with one kernel thread
         if fused.available():
             objectives["fast"] = Objective(net, z, jac, mask, fast=True, fused=True)
+            if fused.threads() > 1:
+                objectives["fast_1_kernel_thread"] = objectives["fast"]
+                one_thread["fast_1_kernel_thread"] = 1
         else:
             objectives["fast"] = objectives.pop("channels_last")
         compile_s = None
@@ -95,18 +105,20 @@ def run_speed_benchmark(grid: tuple[int, int, int] = (16, 32, 32), n_iter: int =
             t0 = time.perf_counter()
             adam_iteration(objectives["fast_compiled"], optimizer, problem.dv)
             compile_s = time.perf_counter() - t0
-        for obj in objectives.values():
-            for _ in range(warmup):
-                adam_iteration(obj, optimizer, problem.dv)
+        for name, obj in objectives.items():
+            with fused_threads(one_thread.get(name)):
+                for _ in range(warmup):
+                    adam_iteration(obj, optimizer, problem.dv)
         wall: dict[str, list[float]] = {k: [] for k in objectives}
         cpu: dict[str, list[float]] = {k: [] for k in objectives}
         for _ in range(repeats):
             for name, obj in objectives.items():
-                w0, c0 = time.perf_counter(), time.process_time()
-                for _ in range(n_iter):
-                    adam_iteration(obj, optimizer, problem.dv)
-                wall[name].append((time.perf_counter() - w0) / n_iter * 1e3)
-                cpu[name].append((time.process_time() - c0) / n_iter * 1e3)
+                with fused_threads(one_thread.get(name)):
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    for _ in range(n_iter):
+                        adam_iteration(obj, optimizer, problem.dv)
+                    wall[name].append((time.perf_counter() - w0) / n_iter * 1e3)
+                    cpu[name].append((time.process_time() - c0) / n_iter * 1e3)
         # counted on the torch ops of the channels-last path: the fused kernels compute the
         # same function in ops FlopCounterMode does not see
         flops = _flops(objectives.get("channels_last", objectives["fast"]), optimizer,
@@ -156,6 +168,7 @@ def run_sequence_benchmark(model: ForwardModel, dvs: np.ndarray, device: str = "
     from worker.recon.base import create
 
     with torch_threads(threads), fused_threads(kernel_threads):
+        chosen_before = len(KERNEL_THREADS.choices)
         runs: dict[str, Any] = {}
         upws_s = None
         for schedule in ("paper", "adaptive"):
@@ -179,4 +192,5 @@ def run_sequence_benchmark(model: ForwardModel, dvs: np.ndarray, device: str = "
     return {"grid": list(model.grid.shape), "n_voxels": model.n_voxels,
             "n_meas": model.n_measurements, "frames": len(dvs), "threads": threads_used,
             "kernel_threads": kernel_threads_used,
+            "kernel_threads_chosen": KERNEL_THREADS.choices[chosen_before:],
             "device": device, "upws_seconds": upws_s, "runs": runs, "torch": torch.__version__}

@@ -121,6 +121,8 @@ def test_speed_benchmark_reports_ratios() -> None:
     expected = {"eager_reference", "fast_plain_j", "fast"}
     if out["fused_kernels"]:  # the torch-only fast path is then measured too
         expected.add("channels_last")
+        if out["kernel_threads"] > 1:  # and the kernels on one thread
+            expected.add("fast_1_kernel_thread")
     assert set(out["ms_per_iter"]) == expected
     assert out["speedup_vs_eager"]["fast"] > 0 and out["flops_per_iter"] > 0
     assert out["params"] == 56_800 and out["data_rank"] == 16 and out["compile_s"] is None
