@@ -41,7 +41,7 @@ class WorkerConfig(BaseSettings):
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker thread "
                                                     "(0: torch's default)")
     kernel_threads: int = Field(0, ge=0, description="threads of D2IP's fused CPU kernels "
-                                                     "(0: every CPU the worker may use)")
+                                                     "(0: tuned by timing)")
     compute_nice: int = Field(10, ge=0, le=19, description="niceness of the main-method "
                                                            "thread, below the previews")
     log_level: str = Field("info", description="debug, info, warning, error")

@@ -1,9 +1,7 @@
-"""Fused CPU kernels of 3D-FastResUNet's fast path (`kernels/*.cpp`), with autograd.
+"""The fused CPU kernels' library (`kernels/*.cpp`, `kernels/pool.h`): build, load, threads.
 
-- `dwsep_unit`: `act(LN(PW(DW(x))) + res)`, the unit every block is built from (`Layout.unit`);
-  the channels-last path runs it as six to eight PyTorch ops over the whole volume, the kernel
-  as one pass forward and two backward.
-- `upsample2`: the decoder's x2 trilinear upsampling (ATen's channels-last backward is slow).
+The operations with autograd live in `fused_net.py` (the network's units, blocks, pooling and
+upsampling) and `fused_loss.py` (the data term's J products, the TV prior).
 
 The C++ sources have no Python or torch headers: they are compiled at first use with the system
 C++ compiler (a few seconds) into `<cache dir>/kernels/`, keyed by a hash of the sources, the
@@ -25,13 +23,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, NamedTuple
 
-import torch
 from torch import Tensor
 
 from worker.forward.cache import cache_dir
-from worker.recon.d2ip.loss import MaskGeometry
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +211,10 @@ def start_threads() -> None:
     priority they inherit (they otherwise start at the first kernel call). No-op without the
     kernels."""
     if available():
-        _kernels()
+        kernels()
 
 
-def _kernels() -> ctypes.CDLL:
+def kernels() -> ctypes.CDLL:
     """The loaded library, its thread pool sized to `threads()` (also after a fork)."""
     lib = _library()
     assert lib is not None
@@ -229,284 +224,6 @@ def _kernels() -> ctypes.CDLL:
     return lib
 
 
-def _ptr(t: Tensor | None) -> int | None:
+def ptr(t: Tensor | None) -> int | None:
+    """A tensor's data pointer for a kernel argument (None: a null pointer)."""
     return None if t is None else t.data_ptr()
-
-
-class _Unit(NamedTuple):
-    """One unit's parameters as the kernels take them (see `dwsep_unit`)."""
-
-    dw: Tensor | None
-    pw: Tensor  # (CO, CI)
-    pb: Tensor
-    lg: Tensor
-    lb: Tensor
-
-
-def _unit_forward(lib: ctypes.CDLL, x: Tensor, u: _Unit, res: Tensor | None,
-                  side: tuple[Tensor, Tensor] | None, conf: tuple[int, float, bool, float]
-                  ) -> tuple[Tensor, Tensor | None, tuple[Tensor | None, ...]]:
-    """(unit output, side output or None, what the backward needs); conf = (dilation, slope,
-    act, eps)."""
-    dilation, slope, act, eps = conf
-    p, r, c, ci = x.shape
-    co = u.pw.shape[0]
-    out = x.new_empty((p, r, c, co))
-    dsave = x.new_empty((p, r, c, ci)) if u.dw is not None else None  # DW output
-    xhat = x.new_empty((p, r, c, co))
-    rstd = x.new_empty((p, r, c))
-    sout = x.new_empty((p, r, c, co)) if side is not None else None
-    sw, sb = side if side is not None else (None, None)
-    lib.eitmon_dwsep_forward(p, r, c, ci, co, dilation,
-                             *map(_ptr, (x, u.dw, u.pw, u.pb, u.lg, u.lb, res, sw, sb)),
-                             slope, int(act), eps, *map(_ptr, (out, dsave, xhat, rstd, sout)))
-    return out, sout, (x, u.dw, u.pw, u.lg, sw, out, dsave, xhat, rstd)
-
-
-def _unit_backward(lib: ctypes.CDLL, saved: tuple[Tensor | None, ...],
-                   conf: tuple[int, float, bool, float], grad: Tensor, gside: Tensor | None,
-                   need_gx: bool, need_gres: bool) -> tuple[Tensor | None, ...]:
-    """(gx, gdw, gpw, gpb, glg, glb, gres, gsw, gsb) of one unit; gx includes the side
-    output's share (`gside`, when the unit has one)."""
-    x, dw, pw, lg, sw, out, dsave, xhat, rstd = saved
-    assert x is not None and pw is not None
-    dilation, slope, act, _ = conf
-    p, r, c, ci = x.shape
-    co = pw.shape[0]
-    grad = grad.contiguous()
-    gx = torch.empty_like(x) if need_gx else None
-    gdw = None if dw is None else torch.empty_like(dw)
-    gpw = torch.empty_like(pw)
-    gpb, glg, glb = (x.new_empty(co) for _ in range(3))
-    gres = torch.empty_like(grad) if need_gres else None
-    gsw = gsb = None
-    if sw is not None:
-        gside = torch.zeros_like(grad) if gside is None else gside.contiguous()
-        gsw, gsb = torch.empty_like(sw), x.new_empty(co)
-    lib.eitmon_dwsep_backward(
-        p, r, c, ci, co, dilation, *map(_ptr, (x, dw, pw, lg)), slope, int(act),
-        *map(_ptr, (out, dsave, xhat, rstd, grad, sw, gside if sw is not None else None,
-                    gx, gdw, gpw, gpb, glg, glb, gres, gsw, gsb)))
-    return gx, gdw, gpw, gpb, glg, glb, gres, gsw, gsb
-
-
-class _DWSepUnit(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, dw: Tensor | None, pw: Tensor, pb: Tensor, lg: Tensor,
-                lb: Tensor, res: Tensor | None, dilation: int, slope: float, act: bool,
-                eps: float) -> Tensor:
-        ctx.conf = (dilation, slope, act, eps)
-        out, _, saved = _unit_forward(_kernels(), x.contiguous(), _Unit(dw, pw, pb, lg, lb),
-                                      None if res is None else res.contiguous(), None,
-                                      ctx.conf)
-        ctx.save_for_backward(*saved)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        gx, gdw, gpw, gpb, glg, glb, gres, _, _ = _unit_backward(
-            _kernels(), ctx.saved_tensors, ctx.conf, grad, None, ctx.needs_input_grad[0],
-            ctx.needs_input_grad[6])
-        return gx, gdw, gpw, gpb, glg, glb, gres, None, None, None, None
-
-
-class _ResBlock(torch.autograd.Function):
-    """unit2(unit1(x), res = side(x) or x): a ResConv3D block, one autograd node."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, dw1: Tensor, pw1: Tensor, pb1: Tensor, lg1: Tensor,
-                lb1: Tensor, dw2: Tensor, pw2: Tensor, pb2: Tensor, lg2: Tensor, lb2: Tensor,
-                sw: Tensor | None, sb: Tensor | None, slope: float, eps: float) -> Tensor:
-        lib = _kernels()
-        x = x.contiguous()
-        ctx.conf = (1, slope, True, eps)
-        side = (sw, sb) if sw is not None and sb is not None else None
-        h, s, saved1 = _unit_forward(lib, x, _Unit(dw1, pw1, pb1, lg1, lb1), None, side,
-                                     ctx.conf)
-        out, _, saved2 = _unit_forward(lib, h, _Unit(dw2, pw2, pb2, lg2, lb2),
-                                       x if s is None else s, None, ctx.conf)
-        ctx.save_for_backward(*saved1, *saved2)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        lib = _kernels()
-        saved = ctx.saved_tensors
-        saved1, saved2 = saved[:9], saved[9:]
-        has_side = saved1[4] is not None
-        gh, gdw2, gpw2, gpb2, glg2, glb2, gres, _, _ = _unit_backward(
-            lib, saved2, ctx.conf, grad, None, True, True)
-        assert gh is not None and gres is not None
-        gx, gdw1, gpw1, gpb1, glg1, glb1, _, gsw, gsb = _unit_backward(
-            lib, saved1, ctx.conf, gh, gres if has_side else None, True, False)
-        if not has_side:
-            assert gx is not None
-            gx.add_(gres)  # the identity shortcut
-        return (gx, gdw1, gpw1, gpb1, glg1, glb1, gdw2, gpw2, gpb2, glg2, glb2, gsw, gsb, None,
-                None)
-
-
-def _check(x: Tensor, cout: int) -> None:
-    if x.dtype != torch.float32 or x.device.type != "cpu":
-        raise ValueError("fused kernels take float32 CPU tensors")
-    if not supports(x.shape[-1], cout):
-        raise ValueError(f"fused kernels take multiples of 8 channels up to {MAX_WIDTH}, "
-                         f"got {x.shape[-1]} -> {cout}")
-
-
-def _matrix(w: Tensor) -> Tensor:
-    return w.reshape(w.shape[0], w.shape[1])
-
-
-def dwsep_unit(x: Tensor, dw: Tensor | None, pw: Tensor, pb: Tensor, lg: Tensor, lb: Tensor,
-               res: Tensor | None = None, dilation: int = 1, slope: float = 0.2,
-               act: bool = True, eps: float = 1e-5) -> Tensor:
-    """`act(LN(PW(DW(x))) + res)` on a channels-last (P, R, C, CI) float32 CPU tensor.
-
-    `dw` is the depthwise Conv3d weight (CI, 1, 3, 3, 3), or None for no DW (`PW(x)`); `pw` the
-    pointwise weight (CO, CI, 1, 1, 1) or (CO, CI), `pb` its bias, `lg`, `lb` the LayerNorm
-    affine (CO,), `res` an optional (P, R, C, CO) residual; act is LeakyReLU(`slope`).
-    """
-    _check(x, pw.shape[0])
-    return _DWSepUnit.apply(x, dw, _matrix(pw), pb, lg, lb, res, dilation, slope, act, eps)
-
-
-def res_block(x: Tensor, unit1: tuple[Tensor, ...], unit2: tuple[Tensor, ...],
-              shortcut: tuple[Tensor, Tensor] | None = None, slope: float = 0.2,
-              eps: float = 1e-5) -> Tensor:
-    """ResConv3D (paper Fig. 3): `unit2(unit1(x), res=shortcut(x))` with each unit `(dw, pw,
-    pb, lg, lb)` as in `dwsep_unit` (dilation 1); `shortcut` is a 1x1x1 conv `(weight (CO, CI[,
-    1, 1, 1]), bias)` of x, computed in unit 1's pass over x, or None for the identity (CI = CO).
-    One autograd node: the kernels run four passes backward, no torch ops in between."""
-    dw1, pw1, *rest1 = unit1
-    dw2, pw2, *rest2 = unit2
-    co = pw1.shape[0]
-    _check(x, co)
-    if pw2.shape[:2] != (co, co) or (shortcut is None and x.shape[-1] != co):
-        raise ValueError("a ResConv3D block maps CI -> CO -> CO, with a shortcut when CI != CO")
-    sw, sb = (None, None) if shortcut is None else (_matrix(shortcut[0]), shortcut[1])
-    return _ResBlock.apply(x, dw1, _matrix(pw1), *rest1, dw2, _matrix(pw2), *rest2, sw, sb,
-                           slope, eps)
-
-
-class _Upsample2(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, size: tuple[int, int, int]) -> Tensor:
-        lib = _kernels()
-        x = x.detach().contiguous()
-        out = x.new_empty((*size, x.shape[-1]))
-        lib.eitmon_upsample2_forward(*x.shape, *size, _ptr(x), _ptr(out))
-        ctx.in_shape = tuple(x.shape)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        lib = _kernels()
-        grad = grad.contiguous()
-        gx = grad.new_empty(ctx.in_shape)
-        lib.eitmon_upsample2_backward(*ctx.in_shape, *grad.shape[:3], _ptr(grad), _ptr(gx))
-        return gx, None
-
-
-def upsample2(x: Tensor, size: tuple[int, int, int]) -> Tensor:
-    """`ops_cl.upsample2` (x2 trilinear, align_corners=False, cropped to `size`) in C++."""
-    if x.dtype != torch.float32 or x.device.type != "cpu":
-        raise ValueError("fused kernels take float32 CPU tensors")
-    if any(not 2 * n - 1 <= m <= 2 * n for n, m in zip(x.shape[:3], size, strict=True)):
-        raise ValueError(f"cannot crop x2 of {tuple(x.shape[:3])} to {tuple(size)}")
-    return _Upsample2.apply(x, tuple(size))
-
-
-class _MaxPool2(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        lib = _kernels()
-        x = x.contiguous()
-        p, r, c, ch = x.shape
-        shape = ((p + 1) // 2, (r + 1) // 2, (c + 1) // 2, ch)
-        out = x.new_empty(shape)
-        arg = torch.empty(shape, dtype=torch.int32)
-        lib.eitmon_maxpool2_forward(p, r, c, ch, _ptr(x), _ptr(out), _ptr(arg))
-        ctx.save_for_backward(arg)
-        ctx.in_shape = tuple(x.shape)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        lib = _kernels()
-        (arg,) = ctx.saved_tensors
-        gx = grad.new_empty(ctx.in_shape)
-        lib.eitmon_maxpool2_backward(*ctx.in_shape, _ptr(grad.contiguous()), _ptr(arg),
-                                     _ptr(gx))
-        return gx
-
-
-def max_pool2(x: Tensor) -> Tensor:
-    """`ops_cl.max_pool2` (2x2x2, stride 2, ceil mode) of a channels-last float32 CPU tensor in
-    C++."""
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.ndim != 4:
-        raise ValueError("max_pool2 takes a float32 CPU (P, R, C, Ch) tensor")
-    return _MaxPool2.apply(x)
-
-
-class _MatVec(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, a: Tensor, x: Tensor) -> Tensor:
-        lib = _kernels()
-        x = x.detach().contiguous()
-        y = x.new_empty(a.shape[0])
-        lib.eitmon_matvec(*a.shape, _ptr(a), _ptr(x), _ptr(y))
-        ctx.save_for_backward(a)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
-        lib = _kernels()
-        (a,) = ctx.saved_tensors
-        gx = grad.new_empty(a.shape[1])
-        lib.eitmon_matvec_t(*a.shape, _ptr(a), _ptr(grad.contiguous()), _ptr(gx))
-        return None, gx
-
-
-def matvec(a: Tensor, x: Tensor) -> Tensor:
-    """`a @ x` for a constant contiguous (m, n) float32 CPU matrix and a vector x (n,), threaded
-    (the data term's J product; no gradient for `a`)."""
-    if a.dtype != torch.float32 or a.device.type != "cpu" or not a.is_contiguous():
-        raise ValueError("matvec takes a contiguous float32 CPU matrix")
-    if a.requires_grad:
-        raise ValueError("matvec has no gradient for the matrix")
-    return _MatVec.apply(a, x.to(torch.float32))
-
-
-class _TVPrior(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, volume: Tensor, geom: MaskGeometry, previous: Tensor, weights: Tensor,
-                eps: float, lam_s: float, lam_t: float) -> Tensor:
-        lib = _kernels()
-        volume = volume.contiguous()
-        previous, weights = previous.contiguous(), weights.contiguous()
-        grad = torch.empty_like(volume)
-        value = lib.eitmon_tv_prior(
-            *volume.shape, *map(_ptr, (volume, geom.inside, geom.pair_p, geom.pair_r,
-                                       geom.pair_c)),
-            geom.n_inside, _ptr(geom.index), previous.shape[0], _ptr(previous), _ptr(weights),
-            eps, lam_s, lam_t, _ptr(grad))
-        ctx.save_for_backward(grad)
-        return volume.new_tensor(value)
-
-    @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        (grad,) = ctx.saved_tensors
-        return grad * g, None, None, None, None, None, None
-
-
-def tv_prior(volume: Tensor, geom: MaskGeometry, previous: Tensor, weights: Tensor, eps: float,
-             lam_s: float, lam_t: float) -> Tensor:
-    """`lam_s * loss.spatial_tv(volume, geom, eps) + lam_t * loss.temporal_tv(volume inside,
-    previous, weights, eps)` (eq. 8 and 9) with its gradient, in one C++ pass."""
-    if volume.dtype != torch.float32 or volume.device.type != "cpu" or volume.ndim != 3:
-        raise ValueError("tv_prior takes a float32 CPU (P, R, C) volume")
-    if previous.shape != (weights.shape[0], geom.n_inside):
-        raise ValueError("previous must be (K, V) for K weights")
-    return _TVPrior.apply(volume, geom, previous.to(torch.float32), weights.to(torch.float32),
-                          eps, lam_s, lam_t)

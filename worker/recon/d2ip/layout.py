@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.recon.d2ip import fused, ops_cl
+from worker.recon.d2ip import fused, fused_net, ops_cl
 
 if TYPE_CHECKING:
     from worker.recon.d2ip.network import ResConv3d
@@ -118,7 +118,7 @@ class FusedLayout(ChannelsLastLayout):
              slope: float, res: Tensor | None = None) -> Tensor:
         if not fused.supports(x.shape[-1], conv.out_channels):
             return super().unit(x, dw, conv, ln, slope, res)
-        return fused.dwsep_unit(x, *_unit_tensors(x.shape[-1], dw, conv, ln), res,
+        return fused_net.dwsep_unit(x, *_unit_tensors(x.shape[-1], dw, conv, ln), res,
                                 dilation=_dilation(dw), slope=slope, eps=ln.eps)
 
     def resconv(self, x: Tensor, block: ResConv3d) -> Tensor:
@@ -126,17 +126,17 @@ class FusedLayout(ChannelsLastLayout):
         if not fused.supports(x.shape[-1], c1.pointwise.out_channels):
             return super().resconv(x, block)
         sc, co = block.shortcut, c1.pointwise.out_channels
-        return fused.res_block(x, _unit_tensors(x.shape[-1], c1.depthwise, c1.pointwise,
+        return fused_net.res_block(x, _unit_tensors(x.shape[-1], c1.depthwise, c1.pointwise,
                                                 block.norm1),
                                _unit_tensors(co, c2.depthwise, c2.pointwise, block.norm2),
                                None if sc is None else (sc.weight, sc.bias), slope=block.slope,
                                eps=block.norm1.eps)
 
     def pool(self, x: Tensor) -> Tensor:
-        return fused.max_pool2(x)
+        return fused_net.max_pool2(x)
 
     def upsample(self, x: Tensor, size: Size3) -> Tensor:
-        return fused.upsample2(x, size)
+        return fused_net.upsample2(x, size)
 
 
 def _unit_tensors(cin: int, dw: nn.Conv3d | None, conv: nn.Conv3d,

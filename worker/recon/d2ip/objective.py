@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from worker.recon.d2ip import fused as fused_kernels
-from worker.recon.d2ip import ops_cl
+from worker.recon.d2ip import fused_loss, ops_cl
 from worker.recon.d2ip.loss import (
     DataTerm,
     LossConfig,
@@ -59,7 +59,7 @@ class Objective:
         self.fused = fused
         self.net = net
         self.z = z
-        self.data = DataTerm(jacobian, data_rtol, fused_kernels.matvec if fused else None)
+        self.data = DataTerm(jacobian, data_rtol, fused_loss.matvec if fused else None)
         self.loss = loss or LossConfig()
         self.out_range = out_range or OutputRange()
         self.fast = fast
@@ -85,7 +85,7 @@ class Objective:
         values = volume.reshape(-1)[self.geom.index]
         data = self.data(values, dv)
         if self.fused:
-            reg = fused_kernels.tv_prior(volume, self.geom, previous, weights, cfg.eps,
+            reg = fused_loss.tv_prior(volume, self.geom, previous, weights, cfg.eps,
                                          cfg.lam_s, cfg.lam_t)
         else:
             reg = (cfg.lam_s * spatial_tv(volume, self.geom, cfg.eps)

@@ -1,0 +1,47 @@
+"""`fused_loss.py`: the data term's J products and the TV prior against torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worker.recon.d2ip import fused, fused_loss
+from worker.recon.d2ip.loss import MaskGeometry, spatial_tv, temporal_tv, temporal_weights
+from worker.recon.d2ip.synthetic import make_problem
+
+needs_kernels = pytest.mark.skipif(not fused.available(), reason="no fused kernels")
+
+
+@needs_kernels
+def test_matvec_equals_matmul() -> None:
+    gen = torch.Generator().manual_seed(4)
+    for m, n in ((464, 11008), (5, 3), (13, 1027)):  # row and column tails
+        a = torch.randn(m, n, generator=gen)
+        x = torch.randn(n, generator=gen, requires_grad=True)
+        g = torch.randn(m, generator=gen)
+        y = fused_loss.matvec(a, x)
+        (gx,) = torch.autograd.grad(y, x, g)
+        # against float64, within float32 rounding of the sums of |products|
+        a64, x64, g64 = a.double(), x.detach().double(), g.double()
+        assert ((y.double() - a64 @ x64).abs() <= 1e-6 * (a64.abs() @ x64.abs())).all()
+        assert ((gx.double() - a64.T @ g64).abs() <= 1e-6 * (a64.abs().T @ g64.abs())).all()
+    with pytest.raises(ValueError, match="contiguous"):
+        fused_loss.matvec(a.T, torch.zeros(m))
+
+
+@needs_kernels
+@pytest.mark.parametrize("filled", [0, 3, 10])
+def test_tv_prior_equals_torch_terms(filled) -> None:
+    problem = make_problem((8, 16, 16), n_meas=64, seed=0)
+    geom = MaskGeometry.from_mask(problem.mask)
+    gen = torch.Generator().manual_seed(5)
+    previous = 0.1 * torch.randn(10, geom.n_inside, generator=gen)
+    weights = temporal_weights(filled, 10)
+    vol = (0.1 * torch.randn(8, 16, 16, generator=gen)).requires_grad_()
+    ref = (1.0 * spatial_tv(vol, geom, 1e-6)
+           + 0.1 * temporal_tv(vol.reshape(-1)[geom.index], previous, weights, 1e-6))
+    out = fused_loss.tv_prior(vol, geom, previous, weights, 1e-6, 1.0, 0.1)
+    torch.testing.assert_close(out, ref, rtol=1e-6, atol=0)
+    (g_ref,) = torch.autograd.grad(3 * ref, vol)
+    (g_out,) = torch.autograd.grad(3 * out, vol)
+    torch.testing.assert_close(g_out, g_ref, rtol=1e-5, atol=1e-9)

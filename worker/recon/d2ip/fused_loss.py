@@ -1,0 +1,75 @@
+"""The loss's fused CPU operations with autograd (kernels `matvec.cpp`, `tv.cpp`; library and
+threads in `fused.py`): the data term's J products and the TV prior of eq. (11)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from worker.recon.d2ip.fused import kernels, ptr
+from worker.recon.d2ip.loss import MaskGeometry
+
+
+class _MatVec(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, x: Tensor) -> Tensor:
+        lib = kernels()
+        x = x.detach().contiguous()
+        y = x.new_empty(a.shape[0])
+        lib.eitmon_matvec(*a.shape, ptr(a), ptr(x), ptr(y))
+        ctx.save_for_backward(a)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
+        lib = kernels()
+        (a,) = ctx.saved_tensors
+        gx = grad.new_empty(a.shape[1])
+        lib.eitmon_matvec_t(*a.shape, ptr(a), ptr(grad.contiguous()), ptr(gx))
+        return None, gx
+
+
+def matvec(a: Tensor, x: Tensor) -> Tensor:
+    """`a @ x` for a constant contiguous (m, n) float32 CPU matrix and a vector x (n,), threaded
+    (the data term's J product; no gradient for `a`)."""
+    if a.dtype != torch.float32 or a.device.type != "cpu" or not a.is_contiguous():
+        raise ValueError("matvec takes a contiguous float32 CPU matrix")
+    if a.requires_grad:
+        raise ValueError("matvec has no gradient for the matrix")
+    return _MatVec.apply(a, x.to(torch.float32))
+
+
+class _TVPrior(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, volume: Tensor, geom: MaskGeometry, previous: Tensor, weights: Tensor,
+                eps: float, lam_s: float, lam_t: float) -> Tensor:
+        lib = kernels()
+        volume = volume.contiguous()
+        previous, weights = previous.contiguous(), weights.contiguous()
+        grad = torch.empty_like(volume)
+        value = lib.eitmon_tv_prior(
+            *volume.shape, *map(ptr, (volume, geom.inside, geom.pair_p, geom.pair_r,
+                                       geom.pair_c)),
+            geom.n_inside, ptr(geom.index), previous.shape[0], ptr(previous), ptr(weights),
+            eps, lam_s, lam_t, ptr(grad))
+        ctx.save_for_backward(grad)
+        return volume.new_tensor(value)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        (grad,) = ctx.saved_tensors
+        return grad * g, None, None, None, None, None, None
+
+
+def tv_prior(volume: Tensor, geom: MaskGeometry, previous: Tensor, weights: Tensor, eps: float,
+             lam_s: float, lam_t: float) -> Tensor:
+    """`lam_s * loss.spatial_tv(volume, geom, eps) + lam_t * loss.temporal_tv(volume inside,
+    previous, weights, eps)` (eq. 8 and 9) with its gradient, in one C++ pass."""
+    if volume.dtype != torch.float32 or volume.device.type != "cpu" or volume.ndim != 3:
+        raise ValueError("tv_prior takes a float32 CPU (P, R, C) volume")
+    if previous.shape != (weights.shape[0], geom.n_inside):
+        raise ValueError("previous must be (K, V) for K weights")
+    return _TVPrior.apply(volume, geom, previous.to(torch.float32), weights.to(torch.float32),
+                          eps, lam_s, lam_t)
