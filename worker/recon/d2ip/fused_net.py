@@ -5,6 +5,7 @@
   the channels-last path runs it as six to eight PyTorch ops over the whole volume, the kernel
   as one pass forward and two backward.
 - `res_block`: a ResConv3D block (two units and the shortcut) as one autograd node.
+- `aspp`: the ASPP bottleneck as one autograd node.
 - `max_pool2`, `upsample2`: the encoder's pooling and the decoder's x2 trilinear upsampling.
 """
 
@@ -14,6 +15,7 @@ import ctypes
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from worker.recon.d2ip.fused import MAX_WIDTH, kernels, ptr, supports
@@ -173,6 +175,74 @@ def res_block(x: Tensor, unit1: tuple[Tensor, ...], unit2: tuple[Tensor, ...],
     sw, sb = (None, None) if shortcut is None else (_matrix(shortcut[0]), shortcut[1])
     return _ResBlock.apply(x, dw1, _matrix(pw1), *rest1, dw2, _matrix(pw2), *rest2, sw, sb,
                            slope, eps)
+
+
+class _ASPP(torch.autograd.Function):
+    """ASPP (paper Fig. 3): branch units of x, the pooled branch, the fuse unit of their
+    concatenation; one autograd node (the bottleneck has a handful of voxels, so its cost is
+    the per-node overhead of a dozen small ops, not arithmetic)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, dilations: tuple[int, ...], slope: float, eps: float,
+                pool_w: Tensor, pool_b: Tensor, *params: Tensor) -> Tensor:
+        lib = kernels()
+        x = x.contiguous()
+        units = [_Unit(*params[5 * i:5 * i + 5]) for i in range(len(params) // 5)]
+        branches, fuse = units[:-1], units[-1]
+        feats, saved = [], []
+        for u, d in zip(branches, dilations, strict=True):
+            out, _, sv = _unit_forward(lib, x, u, None, None, (d, slope, True, eps))
+            feats.append(out)
+            saved.append(sv)
+        mean = x.mean(dim=(0, 1, 2))
+        q = torch.addmv(pool_b, pool_w, mean)
+        feats.append(F.leaky_relu(q, slope).expand(*x.shape[:3], q.shape[0]))
+        out, _, sv = _unit_forward(lib, torch.cat(feats, dim=-1), fuse, None, None,
+                                   (1, slope, True, eps))
+        saved.append(sv)
+        ctx.conf = (dilations, slope, eps, len(saved[0]))
+        ctx.save_for_backward(pool_w, mean, q, *(t for sv in saved for t in sv))
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        lib = kernels()
+        dilations, slope, eps, n = ctx.conf
+        pool_w, mean, q, *flat = ctx.saved_tensors
+        saved = [tuple(flat[i:i + n]) for i in range(0, len(flat), n)]
+        gcat, *g_fuse = _unit_backward(lib, saved[-1], (1, slope, True, eps), grad, None, True,
+                                       False)[:6]
+        assert gcat is not None
+        co = q.shape[0]
+        gx: Tensor | None = None
+        g_branches: list[Tensor | None] = []
+        for i, (sv, d) in enumerate(zip(saved[:-1], dilations, strict=True)):
+            gxi, *g_unit = _unit_backward(lib, sv, (d, slope, True, eps),
+                                          gcat[..., i * co:(i + 1) * co], None, True, False)[:6]
+            assert gxi is not None
+            gx = gxi if gx is None else gx.add_(gxi)
+            g_branches += g_unit
+        assert gx is not None
+        # the pooled branch: leaky(W mean(x) + b), broadcast over the grid
+        g_q = gcat[..., len(dilations) * co:].sum(dim=(0, 1, 2))
+        g_q = torch.where(q > 0, g_q, g_q * slope)
+        gx.add_((pool_w.T @ g_q) / (gx.shape[0] * gx.shape[1] * gx.shape[2]))
+        return (gx, None, None, None, torch.outer(g_q, mean), g_q, *g_branches, *g_fuse)
+
+
+def aspp(x: Tensor, branches: list[tuple[Tensor | None, ...]], dilations: tuple[int, ...],
+         pool: tuple[Tensor, Tensor], fuse: tuple[Tensor | None, ...], slope: float = 0.2,
+         eps: float = 1e-5) -> Tensor:
+    """ASPP on a channels-last (P, R, C, CI) tensor: `dwsep_unit(x, *branch, dilation=d)` for
+    each branch (`dw` None for the 1x1x1 one), `leaky(pool_w mean(x) + pool_b)` broadcast over
+    the grid, and `dwsep_unit` (no DW) of their concatenation with the `fuse` parameters
+    `(None, pw, pb, lg, lb)`."""
+    co = branches[0][1].shape[0]
+    _check(x, co)
+    if not supports(len(branches) * co + co, co):
+        raise ValueError("ASPP's concatenation must have a width the kernels take")
+    params = [t for u in (*branches, fuse) for t in (u[0], _matrix(u[1]), *u[2:])]
+    return _ASPP.apply(x, tuple(dilations), slope, eps, pool[0], pool[1], *params)
 
 
 class _Upsample2(torch.autograd.Function):

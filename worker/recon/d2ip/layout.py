@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from worker.recon.d2ip import fused, fused_net, ops_cl
 
 if TYPE_CHECKING:
-    from worker.recon.d2ip.network import ResConv3d
+    from worker.recon.d2ip.network import ASPP, ResConv3d
 
 Size3 = tuple[int, int, int]
 
@@ -37,6 +37,16 @@ class _Units:
         h = self.unit(x, c1.depthwise, c1.pointwise, block.norm1, block.slope)
         s = x if block.shortcut is None else self.pointwise(x, block.shortcut)
         return self.unit(h, c2.depthwise, c2.pointwise, block.norm2, block.slope, res=s)
+
+
+    def aspp(self: Layout, x: Tensor, m: ASPP) -> Tensor:
+        """ASPP: the 1x1x1 and dilated branch units of x, the pooled branch, the fuse unit."""
+        feats = [self.unit(x, None, m.point, m.norms[0], m.slope)]
+        feats += [self.unit(x, conv.depthwise, conv.pointwise, norm, m.slope)
+                  for conv, norm in zip(m.atrous, m.norms[1:], strict=True)]
+        pooled = F.leaky_relu(m.pool_fc(self.global_mean(x)), m.slope)
+        feats.append(self.broadcast(pooled, self.size(x)))
+        return self.unit(self.cat(feats), None, m.fuse, m.fuse_norm, m.slope)
 
 
 class RefLayout(_Units):
@@ -131,6 +141,18 @@ class FusedLayout(ChannelsLastLayout):
                                _unit_tensors(co, c2.depthwise, c2.pointwise, block.norm2),
                                None if sc is None else (sc.weight, sc.bias), slope=block.slope,
                                eps=block.norm1.eps)
+
+    def aspp(self, x: Tensor, m: ASPP) -> Tensor:
+        ci, co = x.shape[-1], m.point.out_channels
+        if not (fused.supports(ci, co) and fused.supports(m.fuse.in_channels, co)):
+            return super().aspp(x, m)
+        branches = [_unit_tensors(ci, None, m.point, m.norms[0])]
+        branches += [_unit_tensors(ci, conv.depthwise, conv.pointwise, norm)
+                     for conv, norm in zip(m.atrous, m.norms[1:], strict=True)]
+        dilations = (1, *(conv.depthwise.dilation[0] for conv in m.atrous))
+        return fused_net.aspp(x, branches, dilations, (m.pool_fc.weight, m.pool_fc.bias),
+                              _unit_tensors(m.fuse.in_channels, None, m.fuse, m.fuse_norm),
+                              slope=m.slope, eps=m.fuse_norm.eps)
 
     def pool(self, x: Tensor) -> Tensor:
         return fused_net.max_pool2(x)

@@ -114,12 +114,7 @@ class ASPP(nn.Module):
         self.slope = slope
 
     def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
-        feats = [lay.unit(x, None, self.point, self.norms[0], self.slope)]
-        feats += [lay.unit(x, conv.depthwise, conv.pointwise, norm, self.slope)
-                  for conv, norm in zip(self.atrous, self.norms[1:], strict=True)]
-        pooled = F.leaky_relu(self.pool_fc(lay.global_mean(x)), self.slope)
-        feats.append(lay.broadcast(pooled, lay.size(x)))
-        return lay.unit(lay.cat(feats), None, self.fuse, self.fuse_norm, self.slope)
+        return lay.aspp(x, self)
 
 
 class AttentionGate(nn.Module):

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from worker.recon.d2ip import fused, fused_net, ops_cl
+from worker.recon.d2ip.layout import CL, FUSED
+from worker.recon.d2ip.network import ASPP
 
 needs_kernels = pytest.mark.skipif(not fused.available(), reason="no fused kernels")
 
@@ -122,3 +124,19 @@ def test_max_pool_equals_aten(shape) -> None:
     torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
     g = torch.randn(ref.shape, generator=gen)
     assert torch.equal(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])
+
+
+@needs_kernels
+def test_aspp_equals_the_channels_last_path() -> None:
+    torch.manual_seed(7)
+    module = ASPP(32, 64, (1, 2, 3), 0.2)
+    for p in module.parameters():  # LayerNorm affine and biases away from 1 and 0
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 4, 3, 32, requires_grad=True)
+    g = torch.randn(2, 4, 3, 64)
+    ref, out = CL.aspp(x, module), FUSED.aspp(x, module)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    inputs = [x, *module.parameters()]
+    for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g),
+                    strict=True):
+        assert float((b - a).norm()) <= 1e-5 * float(a.norm()) + 1e-7

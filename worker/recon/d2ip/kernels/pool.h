@@ -108,7 +108,7 @@ private:
         workers_.clear();
     }
 
-    static constexpr std::chrono::microseconds kSpin{500};  // workers' spin before sleeping
+    static constexpr std::chrono::microseconds kSpin{1000};  // workers' spin before sleeping
     static constexpr int kPatience = 1000;  // caller's pauses before yielding
     std::vector<std::thread*> workers_;
     const pid_t owner_ = getpid();
