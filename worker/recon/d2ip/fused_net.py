@@ -7,6 +7,8 @@
 - `res_block`: a ResConv3D block (two units and the shortcut) as one autograd node.
 - `aspp`: the ASPP bottleneck as one autograd node.
 - `max_pool2`, `upsample2`: the encoder's pooling and the decoder's x2 trilinear upsampling.
+- `squeeze_excite`, `attention_gate`: the SE unit and the decoder's attention gate, each one
+  autograd node with a hand-written backward (torch ops and the upsampling kernel inside).
 """
 
 from __future__ import annotations
@@ -245,23 +247,95 @@ def aspp(x: Tensor, branches: list[tuple[Tensor | None, ...]], dilations: tuple[
     return _ASPP.apply(x, tuple(dilations), slope, eps, pool[0], pool[1], *params)
 
 
+def _up_forward(lib: ctypes.CDLL, x: Tensor, size: tuple[int, int, int]) -> Tensor:
+    x = x.contiguous()
+    out = x.new_empty((*size, x.shape[-1]))
+    lib.eitmon_upsample2_forward(*x.shape, *size, ptr(x), ptr(out))
+    return out
+
+
+def _up_backward(lib: ctypes.CDLL, grad: Tensor, in_shape: tuple[int, ...]) -> Tensor:
+    grad = grad.contiguous()
+    gx = grad.new_empty(in_shape)
+    lib.eitmon_upsample2_backward(*in_shape, *grad.shape[:3], ptr(grad), ptr(gx))
+    return gx
+
+
 class _Upsample2(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, size: tuple[int, int, int]) -> Tensor:
-        lib = kernels()
-        x = x.detach().contiguous()
-        out = x.new_empty((*size, x.shape[-1]))
-        lib.eitmon_upsample2_forward(*x.shape, *size, ptr(x), ptr(out))
         ctx.in_shape = tuple(x.shape)
-        return out
+        return _up_forward(kernels(), x, size)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return _up_backward(kernels(), grad, ctx.in_shape), None
+
+
+class _SqueezeExcite(torch.autograd.Function):
+    """x * sigmoid(W2 relu(W1 mean(x) + b1) + b2) per channel, one autograd node."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
+        mean = x.mean(dim=(0, 1, 2))
+        h = torch.relu(torch.addmv(b1, w1, mean))
+        s = torch.sigmoid(torch.addmv(b2, w2, h))
+        ctx.save_for_backward(x, w1, w2, mean, h, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:
+        x, w1, w2, mean, h, s = ctx.saved_tensors
+        g_z = (grad * x).sum(dim=(0, 1, 2)) * s * (1 - s)  # through the gate
+        g_h = torch.where(h > 0, w2.T @ g_z, 0.0)
+        g_mean = (w1.T @ g_h) / (x.shape[0] * x.shape[1] * x.shape[2])
+        return (grad * s + g_mean, torch.outer(g_h, mean), g_h, torch.outer(g_z, h), g_z)
+
+
+def squeeze_excite(x: Tensor, fc1: tuple[Tensor, Tensor], fc2: tuple[Tensor, Tensor]) -> Tensor:
+    """The SE unit (Hu et al.) on a channels-last (P, R, C, Ch) tensor: `x * sigmoid(fc2(relu(
+    fc1(mean(x)))))`, `fc1`, `fc2` (weight, bias) of the two linear layers; one autograd node."""
+    return _SqueezeExcite.apply(x, *fc1, *fc2)
+
+
+class _AttentionGate(torch.autograd.Function):
+    """skip * up(sigmoid(psi(relu(theta ps + phi g + b_phi)) + b_psi)), one autograd node; the
+    gate is computed at the coarse resolution of `ps` (the pooled skip) and `g`."""
+
+    @staticmethod
+    def forward(ctx: Any, skip: Tensor, ps: Tensor, g: Tensor, theta: Tensor, phi: Tensor,
+                phi_b: Tensor, psi: Tensor, psi_b: Tensor) -> Tensor:
         lib = kernels()
-        grad = grad.contiguous()
-        gx = grad.new_empty(ctx.in_shape)
-        lib.eitmon_upsample2_backward(*ctx.in_shape, *grad.shape[:3], ptr(grad), ptr(gx))
-        return gx, None
+        q = torch.relu(torch.addmm(phi_b, g.reshape(-1, g.shape[-1]), phi.T)
+                       .addmm_(ps.reshape(-1, ps.shape[-1]), theta.T))
+        a = torch.sigmoid(torch.addmm(psi_b, q, psi.T)).reshape(*ps.shape[:3], 1)
+        a_up = _up_forward(lib, a, tuple(skip.shape[:3]))
+        ctx.save_for_backward(skip, ps, g, theta, phi, psi, q, a, a_up)
+        return skip * a_up
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:
+        skip, ps, g, theta, phi, psi, q, a, a_up = ctx.saved_tensors
+        g_aup = (grad * skip).sum(dim=-1, keepdim=True)
+        g_a = _up_backward(kernels(), g_aup, tuple(a.shape))
+        g_z = (g_a * a * (1 - a)).reshape(-1, 1)  # through the sigmoid: (N, 1)
+        g_q = torch.where(q > 0, g_z @ psi, 0.0)  # (N, inter)
+        ps2, g2 = ps.reshape(-1, ps.shape[-1]), g.reshape(-1, g.shape[-1])
+        return (grad * a_up, (g_q @ theta).reshape(ps.shape), (g_q @ phi).reshape(g.shape),
+                g_q.T @ ps2, g_q.T @ g2, g_q.sum(dim=0), g_z.T @ q, g_z.sum(dim=0))
+
+
+def attention_gate(skip: Tensor, pooled_skip: Tensor, gate: Tensor, theta: Tensor,
+                   phi: tuple[Tensor, Tensor], psi: tuple[Tensor, Tensor]) -> Tensor:
+    """The additive attention gate (network.AttentionGate) on channels-last tensors: `skip`
+    (P, R, C, Cs) gated by `sigmoid(psi(relu(theta(pooled_skip) + phi(gate))))`, computed at
+    the coarse grid of `pooled_skip` and `gate` and upsampled x2 to the skip's grid; `theta`
+    (I, Cs) without bias, `phi` and `psi` (weight, bias) 1x1x1 convs; one autograd node."""
+    if skip.dtype != torch.float32 or skip.device.type != "cpu":
+        raise ValueError("fused kernels take float32 CPU tensors")
+    return _AttentionGate.apply(skip.contiguous(), pooled_skip.contiguous(), gate.contiguous(),
+                                _matrix(theta), _matrix(phi[0]), phi[1], _matrix(psi[0]),
+                                psi[1])
 
 
 def upsample2(x: Tensor, size: tuple[int, int, int]) -> Tensor:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from worker.recon.d2ip import fused, fused_net, ops_cl
 
 if TYPE_CHECKING:
-    from worker.recon.d2ip.network import ASPP, ResConv3d
+    from worker.recon.d2ip.network import ASPP, AttentionGate, ResConv3d, SqueezeExcite
 
 Size3 = tuple[int, int, int]
 
@@ -38,6 +38,18 @@ class _Units:
         s = x if block.shortcut is None else self.pointwise(x, block.shortcut)
         return self.unit(h, c2.depthwise, c2.pointwise, block.norm2, block.slope, res=s)
 
+
+    def squeeze_excite(self: Layout, x: Tensor, m: SqueezeExcite) -> Tensor:
+        """SE: x times sigmoid(fc2(relu(fc1(the channels' means)))), per channel."""
+        return self.scale_channels(x, torch.sigmoid(m.fc2(F.relu(m.fc1(self.global_mean(x))))))
+
+    def attention(self: Layout, skip: Tensor, pooled_skip: Tensor, gate: Tensor,
+                  m: AttentionGate) -> Tensor:
+        """The attention gate: skip times the upsampled sigmoid(psi(relu(theta(pooled skip)
+        + phi(gate))))."""
+        q = F.relu(self.pointwise(pooled_skip, m.theta) + self.pointwise(gate, m.phi))
+        a = torch.sigmoid(self.pointwise(q, m.psi))
+        return skip * self.upsample(a, self.size(skip))
 
     def aspp(self: Layout, x: Tensor, m: ASPP) -> Tensor:
         """ASPP: the 1x1x1 and dilated branch units of x, the pooled branch, the fuse unit."""
@@ -153,6 +165,14 @@ class FusedLayout(ChannelsLastLayout):
         return fused_net.aspp(x, branches, dilations, (m.pool_fc.weight, m.pool_fc.bias),
                               _unit_tensors(m.fuse.in_channels, None, m.fuse, m.fuse_norm),
                               slope=m.slope, eps=m.fuse_norm.eps)
+
+    def squeeze_excite(self, x: Tensor, m: SqueezeExcite) -> Tensor:
+        return fused_net.squeeze_excite(x, (m.fc1.weight, m.fc1.bias), (m.fc2.weight, m.fc2.bias))
+
+    def attention(self, skip: Tensor, pooled_skip: Tensor, gate: Tensor,
+                  m: AttentionGate) -> Tensor:
+        return fused_net.attention_gate(skip, pooled_skip, gate, m.theta.weight,
+                                        (m.phi.weight, m.phi.bias), (m.psi.weight, m.psi.bias))
 
     def pool(self, x: Tensor) -> Tensor:
         return fused_net.max_pool2(x)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from worker.recon.d2ip import ops_cl
@@ -84,8 +83,7 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
 
     def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(lay.global_mean(x)))))
-        return lay.scale_channels(x, s)
+        return lay.squeeze_excite(x, self)
 
 
 class EncoderStage(nn.Module):
@@ -133,9 +131,7 @@ class AttentionGate(nn.Module):
 
     def forward(self, skip: Tensor, pooled_skip: Tensor, gate: Tensor,
                 lay: Layout = REF) -> Tensor:
-        q = F.relu(lay.pointwise(pooled_skip, self.theta) + lay.pointwise(gate, self.phi))
-        a = torch.sigmoid(lay.pointwise(q, self.psi))
-        return skip * lay.upsample(a, lay.size(skip))
+        return lay.attention(skip, pooled_skip, gate, self)
 
 
 class DecoderStage(nn.Module):
