@@ -7,8 +7,9 @@
 - `res_block`: a ResConv3D block (two units and the shortcut) as one autograd node.
 - `aspp`: the ASPP bottleneck as one autograd node.
 - `max_pool2`, `upsample2`: the encoder's pooling and the decoder's x2 trilinear upsampling.
-- `squeeze_excite`, `attention_gate`: the SE unit and the decoder's attention gate, each one
-  autograd node with a hand-written backward (torch ops and the upsampling kernel inside).
+- `squeeze_excite`, `decoder_input`: the SE unit, and a decoder stage's input (projected gate
+  and attention-gated skip, upsampled and concatenated), each one autograd node with a
+  hand-written backward (torch ops and the upsampling kernel inside).
 """
 
 from __future__ import annotations
@@ -298,44 +299,54 @@ def squeeze_excite(x: Tensor, fc1: tuple[Tensor, Tensor], fc2: tuple[Tensor, Ten
     return _SqueezeExcite.apply(x, *fc1, *fc2)
 
 
-class _AttentionGate(torch.autograd.Function):
-    """skip * up(sigmoid(psi(relu(theta ps + phi g + b_phi)) + b_psi)), one autograd node; the
-    gate is computed at the coarse resolution of `ps` (the pooled skip) and `g`."""
+class _DecoderInput(torch.autograd.Function):
+    """cat(up(project(g)), skip * up(sigmoid(psi(relu(theta ps + phi g))))), one autograd node:
+    the projected gate and the attention gate (both at the coarse resolution of `ps`, the
+    pooled skip, and `g`), upsampled x2 to the skip's grid, and their concatenation."""
 
     @staticmethod
-    def forward(ctx: Any, skip: Tensor, ps: Tensor, g: Tensor, theta: Tensor, phi: Tensor,
-                phi_b: Tensor, psi: Tensor, psi_b: Tensor) -> Tensor:
+    def forward(ctx: Any, g: Tensor, skip: Tensor, ps: Tensor, proj: Tensor, proj_b: Tensor,
+                theta: Tensor, phi: Tensor, phi_b: Tensor, psi: Tensor, psi_b: Tensor) -> Tensor:
         lib = kernels()
-        q = torch.relu(torch.addmm(phi_b, g.reshape(-1, g.shape[-1]), phi.T)
-                       .addmm_(ps.reshape(-1, ps.shape[-1]), theta.T))
+        size = tuple(skip.shape[:3])
+        g2, ps2 = g.reshape(-1, g.shape[-1]), ps.reshape(-1, ps.shape[-1])
+        up = _up_forward(lib, torch.addmm(proj_b, g2, proj.T).reshape(*g.shape[:3], -1), size)
+        q = torch.relu(torch.addmm(phi_b, g2, phi.T).addmm_(ps2, theta.T))
         a = torch.sigmoid(torch.addmm(psi_b, q, psi.T)).reshape(*ps.shape[:3], 1)
-        a_up = _up_forward(lib, a, tuple(skip.shape[:3]))
-        ctx.save_for_backward(skip, ps, g, theta, phi, psi, q, a, a_up)
-        return skip * a_up
+        a_up = _up_forward(lib, a, size)
+        ctx.save_for_backward(g, skip, ps, proj, theta, phi, psi, q, a, a_up)
+        return torch.cat([up, skip * a_up], dim=-1)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:
-        skip, ps, g, theta, phi, psi, q, a, a_up = ctx.saved_tensors
-        g_aup = (grad * skip).sum(dim=-1, keepdim=True)
-        g_a = _up_backward(kernels(), g_aup, tuple(a.shape))
+        lib = kernels()
+        g, skip, ps, proj, theta, phi, psi, q, a, a_up = ctx.saved_tensors
+        cs = skip.shape[-1]
+        g_up, g_att = grad[..., :cs], grad[..., cs:]
+        g2, ps2 = g.reshape(-1, g.shape[-1]), ps.reshape(-1, ps.shape[-1])
+        g_proj = _up_backward(lib, g_up, (*g.shape[:3], cs)).reshape(-1, cs)
+        g_a = _up_backward(lib, (g_att * skip).sum(dim=-1, keepdim=True), tuple(a.shape))
         g_z = (g_a * a * (1 - a)).reshape(-1, 1)  # through the sigmoid: (N, 1)
-        g_q = torch.where(q > 0, g_z @ psi, 0.0)  # (N, inter)
-        ps2, g2 = ps.reshape(-1, ps.shape[-1]), g.reshape(-1, g.shape[-1])
-        return (grad * a_up, (g_q @ theta).reshape(ps.shape), (g_q @ phi).reshape(g.shape),
-                g_q.T @ ps2, g_q.T @ g2, g_q.sum(dim=0), g_z.T @ q, g_z.sum(dim=0))
+        g_q = torch.where(q > 0, g_z @ psi, 0.0)  # through the ReLU: (N, inter)
+        g_g = (g_q @ phi).addmm_(g_proj, proj).reshape(g.shape)
+        return (g_g, g_att * a_up, (g_q @ theta).reshape(ps.shape), g_proj.T @ g2,
+                g_proj.sum(dim=0), g_q.T @ ps2, g_q.T @ g2, g_q.sum(dim=0), g_z.T @ q,
+                g_z.sum(dim=0))
 
 
-def attention_gate(skip: Tensor, pooled_skip: Tensor, gate: Tensor, theta: Tensor,
-                   phi: tuple[Tensor, Tensor], psi: tuple[Tensor, Tensor]) -> Tensor:
-    """The additive attention gate (network.AttentionGate) on channels-last tensors: `skip`
-    (P, R, C, Cs) gated by `sigmoid(psi(relu(theta(pooled_skip) + phi(gate))))`, computed at
-    the coarse grid of `pooled_skip` and `gate` and upsampled x2 to the skip's grid; `theta`
-    (I, Cs) without bias, `phi` and `psi` (weight, bias) 1x1x1 convs; one autograd node."""
+def decoder_input(gate: Tensor, skip: Tensor, pooled_skip: Tensor,
+                  project: tuple[Tensor, Tensor], theta: Tensor, phi: tuple[Tensor, Tensor],
+                  psi: tuple[Tensor, Tensor]) -> Tensor:
+    """A decoder stage's input (network.DecoderStage) on channels-last tensors: the gate
+    features projected by `project` and upsampled x2 to the skip's grid, concatenated with
+    `skip` (P, R, C, Cs) gated by `sigmoid(psi(relu(theta(pooled_skip) + phi(gate))))` (the
+    attention gate at the coarse grid, upsampled); 1x1x1 convs as (weight, bias), `theta`
+    without bias. One autograd node."""
     if skip.dtype != torch.float32 or skip.device.type != "cpu":
         raise ValueError("fused kernels take float32 CPU tensors")
-    return _AttentionGate.apply(skip.contiguous(), pooled_skip.contiguous(), gate.contiguous(),
-                                _matrix(theta), _matrix(phi[0]), phi[1], _matrix(psi[0]),
-                                psi[1])
+    return _DecoderInput.apply(gate.contiguous(), skip.contiguous(), pooled_skip.contiguous(),
+                               _matrix(project[0]), project[1], _matrix(theta),
+                               _matrix(phi[0]), phi[1], _matrix(psi[0]), psi[1])
 
 
 def upsample2(x: Tensor, size: tuple[int, int, int]) -> Tensor:

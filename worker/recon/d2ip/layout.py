@@ -17,7 +17,13 @@ from torch import Tensor, nn
 from worker.recon.d2ip import fused, fused_net, ops_cl
 
 if TYPE_CHECKING:
-    from worker.recon.d2ip.network import ASPP, AttentionGate, ResConv3d, SqueezeExcite
+    from worker.recon.d2ip.network import (
+        ASPP,
+        AttentionGate,
+        DecoderStage,
+        ResConv3d,
+        SqueezeExcite,
+    )
 
 Size3 = tuple[int, int, int]
 
@@ -50,6 +56,13 @@ class _Units:
         q = F.relu(self.pointwise(pooled_skip, m.theta) + self.pointwise(gate, m.phi))
         a = torch.sigmoid(self.pointwise(q, m.psi))
         return skip * self.upsample(a, self.size(skip))
+
+    def decoder_input(self: Layout, gate: Tensor, skip: Tensor, pooled_skip: Tensor,
+                      m: DecoderStage) -> Tensor:
+        """A decoder stage's input: the projected, upsampled gate and the attended skip."""
+        attended = m.attention(skip, pooled_skip, gate, self)
+        up = self.upsample(self.pointwise(gate, m.project), self.size(skip))
+        return self.cat([up, attended])
 
     def aspp(self: Layout, x: Tensor, m: ASPP) -> Tensor:
         """ASPP: the 1x1x1 and dilated branch units of x, the pooled branch, the fuse unit."""
@@ -169,10 +182,12 @@ class FusedLayout(ChannelsLastLayout):
     def squeeze_excite(self, x: Tensor, m: SqueezeExcite) -> Tensor:
         return fused_net.squeeze_excite(x, (m.fc1.weight, m.fc1.bias), (m.fc2.weight, m.fc2.bias))
 
-    def attention(self, skip: Tensor, pooled_skip: Tensor, gate: Tensor,
-                  m: AttentionGate) -> Tensor:
-        return fused_net.attention_gate(skip, pooled_skip, gate, m.theta.weight,
-                                        (m.phi.weight, m.phi.bias), (m.psi.weight, m.psi.bias))
+    def decoder_input(self, gate: Tensor, skip: Tensor, pooled_skip: Tensor,
+                      m: DecoderStage) -> Tensor:
+        a = m.attention
+        return fused_net.decoder_input(gate, skip, pooled_skip,
+                                       (m.project.weight, m.project.bias), a.theta.weight,
+                                       (a.phi.weight, a.phi.bias), (a.psi.weight, a.psi.bias))
 
     def pool(self, x: Tensor) -> Tensor:
         return fused_net.max_pool2(x)

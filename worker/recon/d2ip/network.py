@@ -150,9 +150,7 @@ class DecoderStage(nn.Module):
 
     def forward(self, gate: Tensor, skip: Tensor, pooled_skip: Tensor,
                 lay: Layout = REF) -> Tensor:
-        attended = self.attention(skip, pooled_skip, gate, lay)
-        up = lay.upsample(lay.pointwise(gate, self.project), lay.size(skip))
-        return self.res(lay.cat([up, attended]), lay)
+        return self.res(lay.decoder_input(gate, skip, pooled_skip, self), lay)
 
 
 class FastResUNet3D(nn.Module):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from worker.recon.d2ip import fused, fused_net, ops_cl
 from worker.recon.d2ip.layout import CL, FUSED
-from worker.recon.d2ip.network import ASPP, AttentionGate, SqueezeExcite
+from worker.recon.d2ip.network import ASPP, DecoderStage, NetConfig, SqueezeExcite
 
 needs_kernels = pytest.mark.skipif(not fused.available(), reason="no fused kernels")
 
@@ -149,20 +149,20 @@ def _randomised(module: torch.nn.Module) -> torch.nn.Module:
 
 
 @needs_kernels
-def test_squeeze_excite_and_attention_gate_equal_the_channels_last_path() -> None:
+def test_squeeze_excite_and_decoder_input_equal_the_channels_last_path() -> None:
     torch.manual_seed(8)
     se = _randomised(SqueezeExcite(16, 4))
     x = torch.randn(5, 6, 7, 16, requires_grad=True)
-    gate = _randomised(AttentionGate(8, 16))
-    skip = torch.randn(7, 9, 6, 8, requires_grad=True)
+    stage = _randomised(DecoderStage(16, 8, NetConfig()))
+    skip = torch.randn(7, 9, 6, 8, requires_grad=True)  # the gate's grid x2, cropped
     pooled = torch.randn(4, 5, 3, 8, requires_grad=True)
-    g_in = torch.randn(4, 5, 3, 16, requires_grad=True)
+    gate = torch.randn(4, 5, 3, 16, requires_grad=True)
     cases = [(lambda lay: lay.squeeze_excite(x, se), [x, *se.parameters()]),
-             (lambda lay: lay.attention(skip, pooled, g_in, gate),
-              [skip, pooled, g_in, *gate.parameters()])]
+             (lambda lay: lay.decoder_input(gate, skip, pooled, stage),
+              [gate, skip, pooled, *stage.attention.parameters(), *stage.project.parameters()])]
     for run, inputs in cases:
         ref, out = run(CL), run(FUSED)
-        torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
         g = torch.randn(ref.shape)
         for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g),
                         strict=True):
