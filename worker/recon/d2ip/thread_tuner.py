@@ -1,8 +1,8 @@
 """Chooses the fused CPU kernels' thread count by timing whole Adam iterations.
 
 A second core pays only when the two cores share their caches: on this project's 2-vCPU virtual
-machine the same iteration takes 14-15 ms with two kernel threads and 19-20 ms with one while
-the host keeps both vCPUs on one cache complex, but 22-23 ms with two when it does not (every
+machine the same iteration takes 13.6-14 ms with two kernel threads and 17-18 ms with one while
+the host keeps both vCPUs on one cache complex, but 20-23 ms with two when it does not (every
 tensor a worker thread writes is then read across the chip), and the host changes that at
 will (docs/d2ip.md, "Kernel threads"). So the count is measured, not assumed: every `every`
 iterations the tuner times `probe` iterations with each candidate count and keeps the fastest.
