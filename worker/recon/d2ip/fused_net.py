@@ -40,6 +40,9 @@ def _unit_forward(lib: ctypes.CDLL, x: Tensor, u: _Unit, res: Tensor | None,
     """(unit output, side output or None, what the backward needs); conf = (dilation, slope,
     act, eps)."""
     dilation, slope, act, eps = conf
+    u = _Unit(*(None if t is None else t.contiguous() for t in u))  # the kernels read raw memory
+    if side is not None:
+        side = (side[0].contiguous(), side[1].contiguous())
     p, r, c, ci = x.shape
     co = u.pw.shape[0]
     out = x.new_empty((p, r, c, co))

@@ -167,3 +167,15 @@ def test_squeeze_excite_and_decoder_input_equal_the_channels_last_path() -> None
         for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g),
                         strict=True):
             assert float((b - a).norm()) <= 1e-5 * float(a.norm()) + 1e-7
+
+
+@needs_kernels
+def test_unit_takes_non_contiguous_weights() -> None:
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 5, 6, 8, generator=gen)
+    dw, pw = torch.randn(8, 1, 3, 3, 3, generator=gen), torch.randn(8, 8, generator=gen)
+    rest = (torch.zeros(8), torch.ones(8), torch.zeros(8))
+    strided = pw.T.contiguous().T  # the same values in column-major memory
+    assert not strided.is_contiguous()
+    assert torch.equal(fused_net.dwsep_unit(x, dw, strided, *rest),
+                       fused_net.dwsep_unit(x, dw, pw, *rest))
