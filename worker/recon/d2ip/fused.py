@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from worker.forward.cache import cache_dir
@@ -222,6 +223,14 @@ def kernels() -> ctypes.CDLL:
     if lib.eitmon_threads() != n:
         lib.eitmon_set_threads(n)
     return lib
+
+
+def require_cpu_float32(t: Tensor, what: str, ndim: int | None = None) -> None:
+    """ValueError unless `t` is a float32 CPU tensor (with `ndim` dimensions): what the kernels
+    read through raw pointers."""
+    if t.dtype != torch.float32 or t.device.type != "cpu" or ndim not in (None, t.ndim):
+        dims = f" with {ndim} dimensions" if ndim is not None else ""
+        raise ValueError(f"{what} takes float32 CPU tensors{dims}")
 
 
 def ptr(t: Tensor | None) -> int | None:

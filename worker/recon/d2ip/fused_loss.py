@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from worker.recon.d2ip.fused import kernels, ptr
+from worker.recon.d2ip.fused import kernels, ptr, require_cpu_float32
 from worker.recon.d2ip.loss import MaskGeometry
 
 
@@ -34,8 +34,9 @@ class _MatVec(torch.autograd.Function):
 def matvec(a: Tensor, x: Tensor) -> Tensor:
     """`a @ x` for a constant contiguous (m, n) float32 CPU matrix and a vector x (n,), threaded
     (the data term's J product; no gradient for `a`)."""
-    if a.dtype != torch.float32 or a.device.type != "cpu" or not a.is_contiguous():
-        raise ValueError("matvec takes a contiguous float32 CPU matrix")
+    require_cpu_float32(a, "matvec", ndim=2)
+    if not a.is_contiguous():
+        raise ValueError("matvec takes a contiguous matrix")
     if a.requires_grad:
         raise ValueError("matvec has no gradient for the matrix")
     return _MatVec.apply(a, x.to(torch.float32))
@@ -67,8 +68,7 @@ def tv_prior(volume: Tensor, geom: MaskGeometry, previous: Tensor, weights: Tens
              lam_s: float, lam_t: float) -> Tensor:
     """`lam_s * loss.spatial_tv(volume, geom, eps) + lam_t * loss.temporal_tv(volume inside,
     previous, weights, eps)` (eq. 8 and 9) with its gradient, in one C++ pass."""
-    if volume.dtype != torch.float32 or volume.device.type != "cpu" or volume.ndim != 3:
-        raise ValueError("tv_prior takes a float32 CPU (P, R, C) volume")
+    require_cpu_float32(volume, "tv_prior", ndim=3)
     if previous.shape != (weights.shape[0], geom.n_inside):
         raise ValueError("previous must be (K, V) for K weights")
     return _TVPrior.apply(volume, geom, previous.to(torch.float32), weights.to(torch.float32),

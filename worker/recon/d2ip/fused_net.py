@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from worker.recon.d2ip.fused import MAX_WIDTH, kernels, ptr, supports
+from worker.recon.d2ip.fused import MAX_WIDTH, kernels, ptr, require_cpu_float32, supports
 
 
 class _Unit(NamedTuple):
@@ -141,8 +141,7 @@ class _ResBlock(torch.autograd.Function):
 
 
 def _check(x: Tensor, cout: int) -> None:
-    if x.dtype != torch.float32 or x.device.type != "cpu":
-        raise ValueError("fused kernels take float32 CPU tensors")
+    require_cpu_float32(x, "the fused unit")
     if not supports(x.shape[-1], cout):
         raise ValueError(f"fused kernels take multiples of 8 channels up to {MAX_WIDTH}, "
                          f"got {x.shape[-1]} -> {cout}")
@@ -345,8 +344,7 @@ def decoder_input(gate: Tensor, skip: Tensor, pooled_skip: Tensor,
     `skip` (P, R, C, Cs) gated by `sigmoid(psi(relu(theta(pooled_skip) + phi(gate))))` (the
     attention gate at the coarse grid, upsampled); 1x1x1 convs as (weight, bias), `theta`
     without bias. One autograd node."""
-    if skip.dtype != torch.float32 or skip.device.type != "cpu":
-        raise ValueError("fused kernels take float32 CPU tensors")
+    require_cpu_float32(skip, "decoder_input")
     return _DecoderInput.apply(gate.contiguous(), skip.contiguous(), pooled_skip.contiguous(),
                                _matrix(project[0]), project[1], _matrix(theta),
                                _matrix(phi[0]), phi[1], _matrix(psi[0]), psi[1])
@@ -354,8 +352,7 @@ def decoder_input(gate: Tensor, skip: Tensor, pooled_skip: Tensor,
 
 def upsample2(x: Tensor, size: tuple[int, int, int]) -> Tensor:
     """`ops_cl.upsample2` (x2 trilinear, align_corners=False, cropped to `size`) in C++."""
-    if x.dtype != torch.float32 or x.device.type != "cpu":
-        raise ValueError("fused kernels take float32 CPU tensors")
+    require_cpu_float32(x, "upsample2")
     if any(not 2 * n - 1 <= m <= 2 * n for n, m in zip(x.shape[:3], size, strict=True)):
         raise ValueError(f"cannot crop x2 of {tuple(x.shape[:3])} to {tuple(size)}")
     return _Upsample2.apply(x, tuple(size))
@@ -388,6 +385,5 @@ class _MaxPool2(torch.autograd.Function):
 def max_pool2(x: Tensor) -> Tensor:
     """`ops_cl.max_pool2` (2x2x2, stride 2, ceil mode) of a channels-last float32 CPU tensor in
     C++."""
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.ndim != 4:
-        raise ValueError("max_pool2 takes a float32 CPU (P, R, C, Ch) tensor")
+    require_cpu_float32(x, "max_pool2", ndim=4)
     return _MaxPool2.apply(x)
