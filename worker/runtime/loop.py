@@ -139,7 +139,7 @@ class Worker:
             from worker.recon.d2ip import fused
 
             fused.set_threads(self.cfg.kernel_threads or None)
-            log.info("D2IP fused CPU kernels: %s", f"ready, {fused.threads()} thread(s)"
+            log.info("D2IP fused CPU kernels: %s", f"ready, up to {fused.threads()} thread(s)"
                      if fused.available() else "off")
         log.info("worker %s: started (device %s, up to %d sessions, lease %d ms)", self.name,
                  self.device, self.cfg.sessions_per_worker, self.cfg.lease_ms)
