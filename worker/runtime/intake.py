@@ -37,8 +37,8 @@ BLOCK_MS = 200
 Recovered = queue.Queue[tuple[Session, Any]]  # straggler entries the control thread claimed
 
 
-def text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass

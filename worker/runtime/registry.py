@@ -99,8 +99,11 @@ class SessionRegistry:
 
     def back_off(self, sid: str, seconds: float) -> None:
         """Do not take the session again for `seconds`."""
+        now = time.monotonic()
         with self._lock:
-            self._backoff[sid] = time.monotonic() + seconds
+            self._backoff = {other: until for other, until in self._backoff.items()
+                             if until > now}
+            self._backoff[sid] = now + seconds
 
     # --- work signal --------------------------------------------------------------------------
 
