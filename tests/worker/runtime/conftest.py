@@ -53,6 +53,12 @@ def test_methods() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def lsq() -> dict[str, Factory]:
+    """The methods of a test worker: the pseudo-inverse, under the name "tikhonov"."""
+    return {"tikhonov": PseudoInverse}
+
+
+@pytest.fixture(scope="session")
 def small_model(model_cache_dir: str) -> ForwardModel:
     return load_model(**SPEC)
 

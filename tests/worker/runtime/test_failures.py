@@ -49,3 +49,24 @@ def test_a_session_that_keeps_failing_is_marked_failed_and_the_worker_goes_on(
     assert run.thread.is_alive() and not run.worker.stopping.is_set()
     assert [session.sid for session in run.worker.registry.sessions()] == [good]
     assert bed.counters(good)[streams.Counter.FAILURES.value] == 0
+
+
+def unbuildable(model: Any) -> Any:
+    raise ValueError("no operator for this grid")
+
+
+def test_a_session_whose_method_cannot_be_built_fails_in_setup(
+        bed: Bed, in_process: Callable[..., Running], lsq: dict[str, Any]) -> None:
+    run = in_process({**lsq, "rsip": unbuildable}, retry_backoff_s=0.05)
+    bad = bed.create(method="rsip")
+    bed.post(bad, bed.frames(2), 0)
+    bed.wait(lambda: bed.redis.hget(streams.session_key(bad), "status") == b"failed", 60,
+             "the session to be marked failed")
+    reason = bed.redis.hget(streams.session_key(bad), streams.SessionField.FAILURE_REASON.value)
+    assert reason == b"ValueError: no operator for this grid"
+    assert bed.counters(bad)[streams.Counter.FAILURES.value] == 3
+    assert bed.counters(bad)["reconstructed"] == 0
+    good = bed.create()
+    bed.post(good, bed.frames(3), 0)
+    bed.wait(lambda: bed.settled(good, 3), 30, "a healthy session on the same worker")
+    assert run.thread.is_alive()
