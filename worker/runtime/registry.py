@@ -79,23 +79,28 @@ class SessionRegistry:
     def drop(self, lease: Lease, ending: str) -> Session | None:
         """Stop holding `lease` and forget its session, if live (idempotent); the session's
         model share is released. Returns the session that was live."""
-        with self._lock:
-            if self._held.get(lease.sid) == lease:
-                del self._held[lease.sid]
-            session = self._live.get(lease.sid)
-            if session is None or session.lease != lease:
-                return None
-            del self._live[lease.sid]
-        session.ending = ending
-        self.models.release(session.config)
-        return session
+        return self._remove(lease, ending)[1]
 
     def lose(self, lease: Lease, why: Any) -> None:
         """The lease is gone: stop owning the session at once (no checkpoint, no release)."""
-        if not self.holds(lease):
-            return
-        self.drop(lease, "lost")
-        log.warning("session %s: %s (epoch %d); no longer owned", lease.sid, why, lease.epoch)
+        held, _ = self._remove(lease, "lost")
+        if held:
+            log.warning("session %s: %s (epoch %d); no longer owned", lease.sid, why,
+                        lease.epoch)
+
+    def _remove(self, lease: Lease, ending: str) -> tuple[bool, Session | None]:
+        """(whether `lease` was held, the live session it had)."""
+        with self._lock:
+            held = self._held.get(lease.sid) == lease
+            if held:
+                del self._held[lease.sid]
+            session = self._live.get(lease.sid)
+            if session is None or session.lease != lease:
+                return held, None
+            del self._live[lease.sid]
+        session.ending = ending
+        self.models.release(session.config)
+        return held, session
 
     def back_off(self, sid: str, seconds: float) -> None:
         """Do not take the session again for `seconds`."""

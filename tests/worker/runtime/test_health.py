@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import pytest
+import redis
+
+from worker.runtime.config import WorkerConfig
 from worker.runtime.health import heartbeat_key, liveness
 
 if TYPE_CHECKING:
@@ -50,3 +56,26 @@ def test_a_hung_compute_thread_fails_the_liveness_probe(
         release.set()
     bed.wait(alive, 10, "the heartbeat to resume")
     bed.wait(lambda: bed.settled(sid, 2), 30, "the session to finish")
+
+
+def test_without_a_worker_name_the_check_reads_this_hosts_heartbeats(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EITMON_WORKER_NAME", raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    cfg = WorkerConfig()
+    assert "worker_name" not in cfg.model_fields_set
+    client = redis.Redis.from_url(redis_url)
+    host = socket.gethostname()
+    try:
+        assert not liveness(client, cfg)[0]  # none at all
+        client.set(heartbeat_key("other-host-1"), repr(time.time()))
+        assert not liveness(client, cfg)[0]  # another host's worker does not count
+        client.set(heartbeat_key(f"{host}-1"), repr(time.time()))
+        assert liveness(client, cfg)[0]
+        client.set(heartbeat_key(f"{host}-2"), repr(time.time() - 2 * cfg.heartbeat_ttl_s))
+        alive, why = liveness(client, cfg)
+        assert not alive and "stale" in why
+        named = WorkerConfig(worker_name=f"{host}-1")
+        assert liveness(client, named)[0]  # a set name checks that worker only
+    finally:
+        client.close()
