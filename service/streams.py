@@ -9,7 +9,8 @@ Per session `sid` (32 lowercase hex digits):
 - `eitmon:session:{sid}` HASH, written by the API (fields: `SessionField`). `config` holds the
   resolved settings as JSON (`SessionConfig`), so the worker needs nothing else to start.
 - `eitmon:counters:{sid}` HASH of integers. The API increments `accepted`, `duplicate`,
-  `rejected` and `rejected:<reason>`; the worker increments `reconstructed` and `coalesced`.
+  `rejected` and `rejected:<reason>`; the worker increments `reconstructed`, `coalesced` and
+  `failures`.
 - `eitmon:frames:{sid}` STREAM, appended by the API only, one entry per frame (`encode_frame`),
   plus in-band `reference` and `close` entries in the order they happened (the `close` entry is
   the worker's close message). Consumer group `WORKER_GROUP` is created by the API with the
@@ -110,7 +111,7 @@ CONTROL_STREAM = f"{PREFIX}:control"
 class SessionField(str, Enum):
     """Fields of `eitmon:session:{sid}`."""
 
-    STATUS = "status"  # "open" | "closed"
+    STATUS = "status"  # SessionStatus: "open" | "closed" | "failed"
     CREATED_AT = "created_at"  # unix seconds
     CLOSED_AT = "closed_at"
     EXPIRES_AT = "expires_at"  # unix seconds, set on close
@@ -121,6 +122,15 @@ class SessionField(str, Enum):
     REFERENCE = "reference"  # latest explicit reference, M x float32 LE (absent if none)
     REFERENCE_VERSION = "reference_version"  # 0 until an explicit reference is set
     CONTROL_ID = "control_id"  # id of the session's entry in the control stream
+    FAILURE_REASON = "failure_reason"  # why a worker marked the session failed (no patient data)
+
+
+class SessionStatus(str, Enum):
+    """Values of the session hash's `status`."""
+
+    OPEN = "open"
+    CLOSED = "closed"  # by the API (DELETE)
+    FAILED = "failed"  # by a worker, after `failures` reached its limit
 
 
 class Counter(str, Enum):
@@ -131,6 +141,7 @@ class Counter(str, Enum):
     REJECTED = "rejected"  # rejected frame requests, all reasons (API)
     RECONSTRUCTED = "reconstructed"  # frames turned into a D2IP volume (worker)
     COALESCED = "coalesced"  # frames skipped under the "realtime" policy (worker)
+    FAILURES = "failures"  # failed attempts at the session (worker)
 
 
 REJECTED_PREFIX = "rejected:"

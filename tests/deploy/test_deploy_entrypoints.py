@@ -5,9 +5,11 @@ values (service DNS name, mounted secret paths, pod name) replaced by local equi
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,10 +21,20 @@ from deploy_helpers import by_kind, valkey
 from worker.runtime.local import free_port, spawn, wait_for
 
 
+def _container(docs: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
+    return by_kind(docs, "Deployment")[deployment]["spec"]["template"]["spec"]["containers"][0]
+
+
+def _local(command: list[str]) -> list[str]:
+    """The image's PATH has the console script; here it is beside this interpreter."""
+    return [shutil.which(command[0]) or str(Path(sys.executable).with_name(command[0])),
+            *command[1:]]
+
+
 def _container_env(docs: list[dict[str, Any]], deployment: str, local: dict[str, str]
                    ) -> tuple[list[str], dict[str, str]]:
     """(command, env) of a Deployment's first container, as the kubelet would resolve them."""
-    spec = by_kind(docs, "Deployment")[deployment]["spec"]["template"]["spec"]["containers"][0]
+    spec = _container(docs, deployment)
     config = {}
     for src in spec.get("envFrom", []):
         name = src["configMapRef"]["name"]
@@ -37,9 +49,7 @@ def _container_env(docs: list[dict[str, Any]], deployment: str, local: dict[str,
         else:
             raise AssertionError(f"{deployment}: no local value for {name} ({item})")
     command = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in spec["command"]]
-    # the image's PATH has the console script; here it is beside this interpreter
-    command[0] = shutil.which(command[0]) or str(Path(sys.executable).with_name(command[0]))
-    return command, env
+    return _local(command), env
 
 
 def test_api_and_worker_start_with_the_manifest_environment(rendered, server_conf,
@@ -72,6 +82,17 @@ def test_api_and_worker_start_with_the_manifest_environment(rendered, server_con
                 assert client.get(f"{base}/metrics").status_code == 200
             time.sleep(3.0)
             assert worker.process.poll() is None, "the worker exited at start"
+            # the probes run in the worker's container: same environment
+            probes = _container(docs, "eitmon-worker")
+            liveness = _local(probes["livenessProbe"]["exec"]["command"])
+            assert _local(probes["startupProbe"]["exec"]["command"]) == liveness
+
+            def alive() -> bool:
+                return subprocess.run(liveness, env={**os.environ, **worker_env},
+                                      capture_output=True,
+                                      timeout=30).returncode == 0
+
+            wait_for(worker, alive, 120, subprocess.TimeoutExpired)
         finally:
             assert worker.stop(signal.SIGTERM, timeout=60) == 0
             # uvicorn shuts down gracefully, then re-raises the signal it caught

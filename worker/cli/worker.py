@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import typer
 
-def worker() -> None:
-    """Reconstruct the frames of the sessions this worker claims, until SIGTERM.
+from worker.runtime.config import settings_help
 
-    Configured by the environment (docs/worker.md): REDIS_URL, EITMON_WORKER_NAME,
-    EITMON_CACHE_DIR, EITMON_CHECKPOINT_DIR, EITMON_DEVICE (cpu, cuda, auto),
-    EITMON_SESSIONS_PER_WORKER, EITMON_LEASE_MS, EITMON_LEASE_RENEW_MS,
-    EITMON_CHECKPOINT_EVERY, EITMON_IDLE_EVICT_S, EITMON_SCAN_INTERVAL_S,
-    EITMON_PREVIEW_METHOD, EITMON_READ_COUNT, EITMON_TORCH_THREADS, EITMON_COMPUTE_NICE,
-    EITMON_LOG_LEVEL.
-    """
+
+def worker(check_liveness: bool = typer.Option(
+        False, "--check-liveness",
+        help="Exit 0 when this worker's heartbeat is fresh, 1 when it is missing or stale "
+             "(the container's liveness probe), instead of running a worker.")) -> None:
+    """Reconstruct the frames of the sessions this worker claims, until SIGTERM."""
+    if check_liveness:
+        from worker.runtime.main import check_liveness as check
+
+        raise typer.Exit(check())
     from worker.runtime.main import run
 
     run()
+
+
+worker.__doc__ = f"""{worker.__doc__}
+
+Configured by the environment (docs/worker.md):
+
+{settings_help()}
+"""

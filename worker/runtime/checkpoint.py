@@ -71,10 +71,10 @@ def write(directory: Path, ckpt: Checkpoint) -> str:
 def read(directory: Path, name: str) -> Checkpoint:
     """Load a committed checkpoint; OSError/ValueError when it is missing or unreadable."""
     path = directory / name
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["__meta__"]))
-        tree = json.loads(str(z["__tree__"]))
-        arrays = {k: z[k] for k in z.files if not k.startswith("__")}
+    with np.load(path, allow_pickle=False) as archive:
+        meta = json.loads(str(archive["__meta__"]))
+        tree = json.loads(str(archive["__tree__"]))
+        arrays = {k: archive[k] for k in archive.files if not k.startswith("__")}
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
     state = state_codec.decode(tree, arrays)
@@ -97,13 +97,13 @@ def session_dirs(directory: Path) -> list[Path]:
     """The per-session folders under the checkpoint folder."""
     if not directory.is_dir():
         return []
-    return [p for p in directory.iterdir() if p.is_dir() and len(p.name) == 32]
+    return [path for path in directory.iterdir() if path.is_dir() and len(path.name) == 32]
 
 
 def remove_session(path: Path) -> None:
     """Delete a session's checkpoint folder (its keys have expired)."""
-    for f in path.iterdir():
+    for file in path.iterdir():
         with contextlib.suppress(FileNotFoundError):
-            f.unlink()
+            file.unlink()
     with contextlib.suppress(OSError):
         path.rmdir()

@@ -4,7 +4,9 @@ Per session and turn it does one unit of `Session.take()` work: replay silent fr
 only), count and acknowledge coalesced frames, reconstruct one frame and publish its volume
 (counted and acknowledged in the same fenced step), or finish on `close`. It checkpoints a
 session every `EITMON_CHECKPOINT_EVERY` frames and ends sessions (close, idle eviction,
-shutdown): final checkpoint, release of the lease.
+shutdown): final checkpoint, release of the lease. A step that raises is the session's failure
+(`failures.py`); the thread goes on with the others. It ticks the `ComputeClock` after every
+step and idle wait, which keeps the heartbeat going (`health.py`).
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from functools import partial
+from typing import TypeVar
 
+from redis import Redis
 from redis.exceptions import RedisError
 
 from service import streams
 from worker.runtime import checkpoint
-from worker.runtime.fenced import METHOD, LeaseLost
+from worker.runtime.config import WorkerConfig
+from worker.runtime.failures import SessionFailures
+from worker.runtime.fenced import METHOD, Fenced, LeaseLost
+from worker.runtime.health import ComputeClock
+from worker.runtime.lease import Leases
+from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Close, Frame, Session, Work
-
-if TYPE_CHECKING:
-    from worker.runtime.loop import Worker
 
 log = logging.getLogger("eitmon.worker")
 T = TypeVar("T")
@@ -42,110 +48,125 @@ def lower_priority(nice: int) -> None:
 class Compute:
     """Runs until the worker stops, then checkpoints and releases every session."""
 
-    def __init__(self, w: Worker) -> None:
-        self.w = w
+    def __init__(self, cfg: WorkerConfig, device: str, redis: Redis, fenced: Fenced,
+                 leases: Leases, registry: SessionRegistry, failures: SessionFailures,
+                 clock: ComputeClock, stopping: threading.Event) -> None:
+        self.cfg, self.device = cfg, device
+        self.redis, self.fenced, self.leases = redis, fenced, leases
+        self.registry, self.failures, self.clock = registry, failures, clock
+        self.stopping = stopping
 
     def run(self) -> None:
-        lower_priority(self.w.cfg.compute_nice)
-        if self.w.device == "cpu":  # D2IP's kernel threads inherit this thread's priority
+        lower_priority(self.cfg.compute_nice)
+        if self.device == "cpu" and self.cfg.fused:  # D2IP's kernel threads inherit its priority
             from worker.recon.d2ip import fused
 
             fused.start_threads()
-        while not self.w.stopping.is_set():
+        while not self.stopping.is_set():
             busy = False
-            for s in self.w.sessions():
-                if self.w.stopping.is_set():
+            for session in self.registry.sessions():
+                if self.stopping.is_set():
                     break
-                work = s.take()
+                work = session.take()
                 if work is not None:
                     busy = True
-                    self.guarded(s, lambda s=s, work=work: self.process(s, work))
-                elif s.ending == "evicted" and s.idle:
-                    self.guarded(s, lambda s=s: self.end(s, "evicted"))
+                    self.guarded(session, partial(self.process, session, work))
+                elif session.ending == "evicted" and session.idle:
+                    self.guarded(session, partial(self.end, session, "evicted"))
+                self.clock.tick()
             if not busy:
-                self.w.wait_for_work(0.2)
-        for s in self.w.sessions():
-            self.guarded(s, lambda s=s: self.end(s, "shutdown"))
+                self.registry.wait_for_work(0.2)
+                self.clock.tick()
+        for session in self.registry.sessions():
+            self.guarded(session, partial(self.end, session, "shutdown"))
 
-    def guarded(self, s: Session, step: Callable[[], None]) -> None:
-        """Run a step; a lost lease (or Redis gone for longer than a lease) drops the session."""
+    def guarded(self, session: Session, step: Callable[[], None]) -> None:
+        """Run a step. A lost lease (or Redis gone for longer than a lease) drops the session;
+        any other exception is the session's failure (`failures.py`), never the worker's."""
         try:
             step()
         except LeaseLost as e:
-            self.w.lose(s, e)
+            self.registry.lose(session.lease, e)
+        except Exception as e:
+            self.failures.record(session.lease, e, "compute")
 
-    def process(self, s: Session, work: Work) -> None:
+    def process(self, session: Session, work: Work) -> None:
         for frame in work.replay:
-            s.main.push(frame.dv)
-            s.advance(frame)
+            session.main.push(frame.dv)
+            session.advance(frame)
         if work.coalesce:
             last = work.coalesce[-1]
-            self.retry(s, lambda: self.w.fenced.commit(
-                s.sid, s.lease.value, counter=streams.Counter.COALESCED.value,
-                ack=[f.entry_id for f in work.coalesce], progress=self.progress(s, last)))
+            self.retry(session, lambda: self.fenced.commit(
+                session.sid, session.lease.value, counter=streams.Counter.COALESCED.value,
+                ack=[frame.entry_id for frame in work.coalesce],
+                progress=self.progress(session, last)))
             for frame in work.coalesce:
-                s.advance(frame)
+                session.advance(frame)
         if isinstance(work.item, Frame):
             frame = work.item
-            res = s.main.push(frame.dv)
-            self.retry(s, lambda: self.w.fenced.commit(
-                s.sid, s.lease.value, counter=streams.Counter.RECONSTRUCTED.value,
-                ack=[frame.entry_id], progress=self.progress(s, frame),
-                result=s.result(frame, res, "volume"), frame_id=frame.entry_id))
-            s.advance(frame)
+            res = session.main.push(frame.dv)
+            self.retry(session, lambda: self.fenced.commit(
+                session.sid, session.lease.value, counter=streams.Counter.RECONSTRUCTED.value,
+                ack=[frame.entry_id], progress=self.progress(session, frame),
+                result=session.result(frame, res, "volume"), frame_id=frame.entry_id))
+            session.advance(frame)
         elif isinstance(work.item, Close):
-            self.end(s, "closed", work.item)
+            self.end(session, "closed", work.item)
             return
-        if s.since_checkpoint >= self.w.cfg.checkpoint_every:
-            self.checkpoint(s, logging.DEBUG)
+        if session.since_checkpoint >= self.cfg.checkpoint_every:
+            self.checkpoint(session, logging.DEBUG)
 
-    def progress(self, s: Session, frame: Frame) -> dict[str, str]:
+    def progress(self, session: Session, frame: Frame) -> dict[str, str]:
         return {streams.ProgressField.LAST_ID.value: frame.entry_id,
                 streams.ProgressField.LAST_SEQ.value: str(frame.seq),
                 streams.ProgressField.UPDATED_AT.value: repr(time.time()),
-                streams.ProgressField.WORKER.value: self.w.name,
-                streams.ProgressField.EPOCH.value: str(s.lease.epoch), METHOD: s.main_method}
+                streams.ProgressField.WORKER.value: self.cfg.worker_name,
+                streams.ProgressField.EPOCH.value: str(session.lease.epoch),
+                METHOD: session.main_method}
 
-    def checkpoint(self, s: Session, level: int = logging.INFO) -> None:
+    def checkpoint(self, session: Session, level: int = logging.INFO) -> None:
         """Write, commit (fenced) and prune; the session's frames before it are trimmed."""
-        counters = self.retry(s, lambda: self.w.redis.hgetall(streams.counters_key(s.sid)))
+        counters = self.retry(session,
+                              lambda: self.redis.hgetall(streams.counters_key(session.sid)))
         ckpt = checkpoint.Checkpoint(
-            sid=s.sid, epoch=s.lease.epoch, stream_id=s.position, main_method=s.main_method,
-            main_state=s.main.state_dict(), reference=s.position_reference,
+            sid=session.sid, epoch=session.lease.epoch, stream_id=session.position,
+            main_method=session.main_method, main_state=session.main.state_dict(),
+            reference=session.position_reference,
             counters={k.decode(): int(v) for k, v in counters.items()})
-        directory = self.w.cfg.checkpoints
+        directory = self.cfg.checkpoints
         name = checkpoint.write(directory, ckpt)
-        self.retry(s, lambda: self.w.fenced.commit_checkpoint(s.sid, s.lease.value, name,
-                                                              s.position))
+        self.retry(session, lambda: self.fenced.commit_checkpoint(
+            session.sid, session.lease.value, name, session.position))
         checkpoint.prune(directory, name)
-        s.since_checkpoint = 0
-        log.log(level, "session %s: checkpointed at %s (epoch %d)", s.sid, s.position,
-                s.lease.epoch)
+        session.since_checkpoint = 0
+        log.log(level, "session %s: checkpointed at %s (epoch %d)", session.sid,
+                session.position, session.lease.epoch)
 
-    def end(self, s: Session, reason: str, close: Close | None = None) -> None:
+    def end(self, session: Session, reason: str, close: Close | None = None) -> None:
         """Stop owning the session: final checkpoint, acknowledge `close`, release."""
-        s.ending = reason
+        session.ending = reason
         if close is not None:
-            s.position = close.entry_id
-        if close is not None or s.since_checkpoint:
-            self.checkpoint(s)
+            session.position = close.entry_id
+        if close is not None or session.since_checkpoint:
+            self.checkpoint(session)
         if close is not None:
-            self.retry(s, lambda: self.w.fenced.commit(s.sid, s.lease.value,
-                                                       ack=[close.entry_id]))
-        self.retry(s, lambda: self.w.leases.release(s.lease))
-        self.w.forget(s)
-        log.info("session %s: %s (epoch %d released)", s.sid, reason, s.lease.epoch)
+            self.retry(session, lambda: self.fenced.commit(session.sid, session.lease.value,
+                                                           ack=[close.entry_id]))
+        self.retry(session, lambda: self.leases.release(session.lease))
+        self.registry.drop(session.lease, reason)
+        log.info("session %s: %s (epoch %d released)", session.sid, reason,
+                 session.lease.epoch)
 
-    def retry(self, s: Session, op: Callable[[], T]) -> T:
+    def retry(self, session: Session, op: Callable[[], T]) -> T:
         """Retry a Redis operation while the lease could still be ours; then LeaseLost."""
-        deadline = time.monotonic() + self.w.cfg.lease_ms / 1000
+        deadline = time.monotonic() + self.cfg.lease_ms / 1000
         delay = 0.05
         while True:
             try:
                 return op()
             except RedisError as e:
                 if time.monotonic() + delay > deadline:
-                    raise LeaseLost(s.sid, -1) from e
-                log.warning("session %s: %s; retrying", s.sid, type(e).__name__)
+                    raise LeaseLost(session.sid, -1) from e
+                log.warning("session %s: %s; retrying", session.sid, type(e).__name__)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)

@@ -2,13 +2,14 @@
 ones, and recover frames stranded with a fenced-out worker.
 
 - Leases are renewed every `EITMON_LEASE_RENEW_MS`; a lease that is no longer ours, or that
-  could not be renewed for a whole lease period (Redis unreachable), drops its session.
+  could not be renewed for a whole lease period (Redis unreachable), drops its session. The
+  heartbeat is written at the same pace (`health.py`).
 - New sessions: `XREADGROUP GROUP eitmon-workers <worker> COUNT <free slots> ... STREAMS
   eitmon:control >`; the entry stays pending while the session is owned. An entry whose session
   is closed or gone is acknowledged and deleted.
 - Takeover scan (every `EITMON_SCAN_INTERVAL_S`): sessions of the index `eitmon:sessions`
-  (open and closed) that have no lease but have work (pending or undelivered frame-stream
-  entries) are acquired; the session's control entry is XCLAIMed to this worker.
+  (open and closed, not failed) that have no lease but have work (pending or undelivered
+  frame-stream entries) are acquired; the session's control entry is XCLAIMed to this worker.
 - Stragglers: entries of an owned session pending with another consumer (a worker that read
   them after its lease was taken) are XCLAIMed and handed to the intake thread.
 """
@@ -16,49 +17,61 @@ ones, and recover frames stranded with a fenced-out worker.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from service import streams
-from worker.runtime.intake import text
-from worker.runtime.startup import id_key
-
-if TYPE_CHECKING:
-    from worker.runtime.loop import Worker
+from worker.runtime.config import WorkerConfig
+from worker.runtime.health import Heartbeat
+from worker.runtime.intake import Recovered, text
+from worker.runtime.lease import Leases
+from worker.runtime.registry import SessionRegistry
+from worker.runtime.startup import Setup, id_key
 
 log = logging.getLogger("eitmon.worker")
+
+FAILED = streams.SessionStatus.FAILED.value.encode()
 
 
 def has_work(groups: Any, newest: Any) -> bool:
     """True when the frame stream has entries pending or not yet delivered to the group."""
     if isinstance(groups, Exception) or isinstance(newest, Exception) or not newest:
         return False
-    for g in groups:
-        if text(g["name"]) == streams.WORKER_GROUP:
-            return g["pending"] > 0 or id_key(text(newest[0][0])) > id_key(
-                text(g["last-delivered-id"]))
+    for group in groups:
+        if text(group["name"]) == streams.WORKER_GROUP:
+            return group["pending"] > 0 or id_key(text(newest[0][0])) > id_key(
+                text(group["last-delivered-id"]))
     return False
 
 
 class Control:
     """Runs until the worker is done (after the compute thread has released its sessions)."""
 
-    def __init__(self, w: Worker) -> None:
-        self.w = w
+    def __init__(self, cfg: WorkerConfig, redis: Redis, leases: Leases,
+                 registry: SessionRegistry, setup: Setup, recovered: Recovered,
+                 heartbeat: Heartbeat, stopping: threading.Event,
+                 done: threading.Event) -> None:
+        self.cfg, self.redis, self.leases, self.registry = cfg, redis, leases, registry
+        self.setup, self.recovered, self.heartbeat = setup, recovered, heartbeat
+        self.stopping, self.done = stopping, done
+        self.consumer = cfg.worker_name
         self.renewed_at = time.monotonic()
 
     def run(self) -> None:
-        cfg = self.w.cfg
+        cfg = self.cfg
         next_renew = next_scan = 0.0
-        while not self.w.done.is_set():
+        while not self.done.is_set():
             now = time.monotonic()
             if now >= next_renew:
                 self.renew()
+                self.heartbeat.beat()
                 next_renew = now + cfg.lease_renew_ms / 1000
-            if self.w.stopping.is_set():
-                self.w.done.wait(min(max(next_renew - now, 0.01), 0.1))
+            if self.stopping.is_set():
+                self.done.wait(min(max(next_renew - now, 0.01), 0.1))
                 continue
             try:
                 wait = min(next_renew, next_scan, now + 0.25) - now  # notice a stop soon
@@ -70,31 +83,31 @@ class Control:
                     next_scan = time.monotonic() + cfg.scan_interval_s
             except RedisError as e:
                 log.warning("control: %s; retrying", type(e).__name__)
-                self.w.stopping.wait(0.5)
+                self.stopping.wait(0.5)
 
     def renew(self) -> None:
-        held = self.w.held_leases()
+        held = self.registry.leases()
         try:
-            ok = self.w.leases.renew(held)
+            ok = self.leases.renew(held)
         except RedisError as e:
-            if time.monotonic() - self.renewed_at > self.w.cfg.lease_ms / 1000:
+            if time.monotonic() - self.renewed_at > self.cfg.lease_ms / 1000:
                 for lease in held:
-                    self.w.lose(lease, f"lease not renewed ({type(e).__name__})")
+                    self.registry.lose(lease, f"lease not renewed ({type(e).__name__})")
             return
         self.renewed_at = time.monotonic()
         for lease, good in zip(held, ok, strict=True):
             if not good:
-                self.w.lose(lease, "lease lost")
+                self.registry.lose(lease, "lease lost")
 
     def claim_new(self, block_ms: int) -> None:
-        free = self.w.free_slots()
+        free = self.registry.free_slots()
         if free <= 0:
-            self.w.stopping.wait(block_ms / 1000)
+            self.stopping.wait(block_ms / 1000)
             return
         try:
-            reply = self.w.redis.xreadgroup(streams.WORKER_GROUP, self.w.name,
-                                            {streams.CONTROL_STREAM: ">"}, count=free,
-                                            block=block_ms)
+            reply = self.redis.xreadgroup(streams.WORKER_GROUP, self.consumer,
+                                          {streams.CONTROL_STREAM: ">"}, count=free,
+                                          block=block_ms)
         except ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
@@ -107,80 +120,86 @@ class Control:
 
     def ensure_group(self) -> None:
         try:
-            self.w.redis.xgroup_create(streams.CONTROL_STREAM, streams.WORKER_GROUP, id="0",
-                                       mkstream=True)
+            self.redis.xgroup_create(streams.CONTROL_STREAM, streams.WORKER_GROUP, id="0",
+                                     mkstream=True)
         except ResponseError as e:
             if "BUSYGROUP" not in str(e):
                 raise
 
     def claim(self, sid: str, control_id: str) -> None:
         """A new session from the control stream."""
-        status = self.w.redis.hget(streams.session_key(sid), streams.SessionField.STATUS.value)
-        if status != b"open":
-            with self.w.redis.pipeline(transaction=False) as p:
-                p.xack(streams.CONTROL_STREAM, streams.WORKER_GROUP, control_id)
-                p.xdel(streams.CONTROL_STREAM, control_id)
-                p.execute()
+        status = self.redis.hget(streams.session_key(sid), streams.SessionField.STATUS.value)
+        if status != streams.SessionStatus.OPEN.value.encode():
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(streams.CONTROL_STREAM, streams.WORKER_GROUP, control_id)
+                pipe.xdel(streams.CONTROL_STREAM, control_id)
+                pipe.execute()
             return
-        lease = self.w.leases.acquire(sid)
+        lease = self.leases.acquire(sid)
         if lease is not None:
-            self.w.start(lease, "claimed")
+            self.setup.submit(lease, "claimed")
 
     def scan(self) -> None:
-        """Take over sessions without a lease that have work, oldest first."""
-        free = self.w.free_slots()
+        """Take over sessions without a lease that have work, oldest first (never a failed
+        one)."""
+        free = self.registry.free_slots()
         if free <= 0:
             return
-        sids = [text(s) for s in self.w.redis.zrange(streams.SESSIONS_INDEX, 0, -1)]
-        sids = [s for s in sids if not self.w.holds(s)]
-        with self.w.redis.pipeline(transaction=False) as p:
+        sids = [text(sid) for sid in self.redis.zrange(streams.SESSIONS_INDEX, 0, -1)]
+        sids = [sid for sid in sids if not self.registry.busy_with(sid)]
+        with self.redis.pipeline(transaction=False) as pipe:
             for sid in sids:
-                p.exists(streams.lease_key(sid))
-            unleased = [s for s, held in zip(sids, p.execute(), strict=True) if not held]
-        with self.w.redis.pipeline(transaction=False) as p:
+                pipe.exists(streams.lease_key(sid))
+            unleased = [sid for sid, held in zip(sids, pipe.execute(), strict=True) if not held]
+        fields = [streams.SessionField.CONTROL_ID.value, streams.SessionField.STATUS.value]
+        with self.redis.pipeline(transaction=False) as pipe:
             for sid in unleased:
-                p.xinfo_groups(streams.frames_key(sid))
-                p.xrevrange(streams.frames_key(sid), count=1)
-                p.hget(streams.session_key(sid), streams.SessionField.CONTROL_ID.value)
-            replies = p.execute(raise_on_error=False)
+                pipe.xinfo_groups(streams.frames_key(sid))
+                pipe.xrevrange(streams.frames_key(sid), count=1)
+                pipe.hmget(streams.session_key(sid), fields)
+            replies = pipe.execute(raise_on_error=False)
         for k, sid in enumerate(unleased):
-            groups, newest, control_id = replies[3 * k: 3 * k + 3]
-            if free <= 0 or not has_work(groups, newest):
+            groups, newest, session_fields = replies[3 * k: 3 * k + 3]
+            if free <= 0 or not has_work(groups, newest) or isinstance(session_fields, Exception):
                 continue
-            lease = self.w.leases.acquire(sid)
+            control_id, status = session_fields
+            if status == FAILED:
+                continue
+            lease = self.leases.acquire(sid)
             if lease is None:
                 continue
             if isinstance(control_id, bytes):
-                self.w.redis.xclaim(streams.CONTROL_STREAM, streams.WORKER_GROUP, self.w.name,
-                                    0, [control_id], justid=True)
-            self.w.start(lease, "took over")
+                self.redis.xclaim(streams.CONTROL_STREAM, streams.WORKER_GROUP, self.consumer,
+                                  0, [control_id], justid=True)
+            self.setup.submit(lease, "took over")
             free -= 1
 
     def stragglers(self) -> None:
         """Claim owned sessions' entries pending with other consumers; the intake feeds them."""
-        sessions = self.w.sessions()
-        with self.w.redis.pipeline(transaction=False) as p:
-            for s in sessions:
-                p.xpending(streams.frames_key(s.sid), streams.WORKER_GROUP)
-            summaries = p.execute(raise_on_error=False)
-        for s, summary in zip(sessions, summaries, strict=True):
+        sessions = self.registry.sessions()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for session in sessions:
+                pipe.xpending(streams.frames_key(session.sid), streams.WORKER_GROUP)
+            summaries = pipe.execute(raise_on_error=False)
+        for session, summary in zip(sessions, summaries, strict=True):
             if isinstance(summary, Exception):
                 continue
             for consumer in summary["consumers"]:
-                if text(consumer["name"]) == self.w.name:
+                if text(consumer["name"]) == self.consumer:
                     continue
-                key = streams.frames_key(s.sid)
-                ids = [r["message_id"] for r in self.w.redis.xpending_range(
+                key = streams.frames_key(session.sid)
+                ids = [r["message_id"] for r in self.redis.xpending_range(
                     key, streams.WORKER_GROUP, "-", "+", 1000, consumername=consumer["name"])]
                 if ids:
-                    entries = self.w.redis.xclaim(key, streams.WORKER_GROUP, self.w.name, 0, ids)
-                    log.warning("session %s: %d entries recovered from %s", s.sid, len(ids),
-                                text(consumer["name"]))
-                    self.w.late.put((s, entries))
+                    entries = self.redis.xclaim(key, streams.WORKER_GROUP, self.consumer, 0, ids)
+                    log.warning("session %s: %d entries recovered from %s", session.sid,
+                                len(ids), text(consumer["name"]))
+                    self.recovered.put((session, entries))
 
     def evict_idle(self) -> None:
         now = time.monotonic()
-        for s in self.w.sessions():
-            if s.ending is None and s.idle and now - s.last_activity > self.w.cfg.idle_evict_s:
-                s.ending = "evicted"
-                self.w.notify()
+        for session in self.registry.sessions():
+            if (session.ending is None and session.idle
+                    and now - session.last_activity > self.cfg.idle_evict_s):
+                session.ending = "evicted"
+                self.registry.notify()

@@ -12,29 +12,33 @@ the `close` entry is queued behind the frames.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from redis import Redis
 from redis.exceptions import RedisError
 
 from service import streams
 from worker.recon.base import FrameResult
-from worker.runtime.fenced import LeaseLost, check
+from worker.runtime.failures import SessionFailures
+from worker.runtime.fenced import Fenced, LeaseLost, check
+from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Frame, Session
-
-if TYPE_CHECKING:
-    from worker.runtime.loop import Worker
 
 log = logging.getLogger("eitmon.worker")
 
 BLOCK_MS = 200
 
+Recovered = queue.Queue[tuple[Session, Any]]  # straggler entries the control thread claimed
 
-def text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass
@@ -48,85 +52,112 @@ class Taken:
     refs: list[str] = field(default_factory=list)
 
 
-def take(s: Session, entries: Sequence[tuple[Any, Any]], silent: Collection[str] = ()) -> Taken:
+def take(session: Session, entries: Sequence[tuple[Any, Any]],
+         silent: Collection[str] = ()) -> Taken:
     """Accept entries in stream order. `silent` ids were counted before a takeover: they
     rebuild the state only (no preview, no acknowledgement, no count)."""
-    t = Taken(s)
+    taken = Taken(session)
     for raw_id, fields in entries:
         entry_id = text(raw_id)
         entry = streams.decode_frame_entry(fields)
         if entry.kind == "reference" and entry_id not in silent:
-            t.refs.append(entry_id)
-        t.ready += s.accept(entry_id, entry, entry_id in silent)
-    fresh = [f for f in t.ready if not f.silent]
-    t.shown = fresh[-1:] if s.realtime else fresh
-    return t
+            taken.refs.append(entry_id)
+        taken.ready += session.accept(entry_id, entry, entry_id in silent)
+    fresh = [frame for frame in taken.ready if not frame.silent]
+    taken.shown = fresh[-1:] if session.realtime else fresh
+    return taken
 
 
-def publish(w: Worker, batch: list[Taken]) -> None:
-    """Preview, publish and acknowledge what the sessions took in, then queue their frames."""
-    previews: dict[tuple[str, str], FrameResult] = {}
-    by_preview: dict[int, list[tuple[Session, Frame]]] = {}
-    for t in batch:
-        for f in t.shown:
-            by_preview.setdefault(id(t.session.preview), []).append((t.session, f))
-    for items in by_preview.values():
-        results = items[0][0].preview.push_many(np.stack([f.dv for _, f in items]))
-        previews.update({(s.sid, f.entry_id): r for (s, f), r in zip(items, results,
-                                                                      strict=True)})
-    try:
-        with w.redis.pipeline(transaction=False) as p:
-            spans = []
-            for t in batch:
-                s, start = t.session, len(p)
-                for f in t.shown:
-                    w.fenced.commit(s.sid, s.lease.value, frame_id=f.entry_id, client=p,
-                                    result=s.result(f, previews[(s.sid, f.entry_id)], "preview"))
-                if t.refs:
-                    w.fenced.commit(s.sid, s.lease.value, ack=t.refs, client=p)
-                spans.append((start, len(p)))
-            replies = p.execute(raise_on_error=False)
-    except RedisError as e:  # the frames still go to the main method
-        log.warning("previews not published: %s", type(e).__name__)
-        replies, spans = [], [(0, 0)] * len(batch)
-    for t, (start, end) in zip(batch, spans, strict=True):
+class Previews:
+    """Publishes what sessions took in: previews, acknowledgements; then queues their frames."""
+
+    def __init__(self, redis: Redis, fenced: Fenced, registry: SessionRegistry) -> None:
+        self.redis, self.fenced, self.registry = redis, fenced, registry
+
+    def compute(self, batch: list[Taken]) -> dict[tuple[str, str], FrameResult]:
+        """The previews of the shown frames, one batched product per shared preview. A
+        preview that raises is logged and skipped: the frames still go to the main method."""
+        previews: dict[tuple[str, str], FrameResult] = {}
+        by_preview: dict[int, list[tuple[Session, Frame]]] = {}
+        for taken in batch:
+            for frame in taken.shown:
+                by_preview.setdefault(id(taken.session.preview), []).append(
+                    (taken.session, frame))
+        for items in by_preview.values():
+            try:
+                results = items[0][0].preview.push_many(np.stack([frame.dv for _, frame in items]))
+            except Exception as e:
+                log.warning("previews not computed: %s: %s", type(e).__name__, e)
+                continue
+            previews.update({(session.sid, frame.entry_id): result
+                             for (session, frame), result in zip(items, results, strict=True)})
+        return previews
+
+    def publish(self, batch: list[Taken]) -> None:
+        """Preview, publish and acknowledge what the sessions took in, then queue their
+        frames."""
+        previews = self.compute(batch)
         try:
-            for reply in replies[start:end]:
-                check(t.session.sid, reply)
-        except LeaseLost as e:
-            w.lose(t.session, e)
-            continue
-        except RedisError as e:
-            log.warning("session %s: previews not published: %s", t.session.sid,
-                        type(e).__name__)
-        t.session.queue(t.ready)
-    w.notify()
+            with self.redis.pipeline(transaction=False) as pipe:
+                spans = []
+                for taken in batch:
+                    session, start = taken.session, len(pipe)
+                    for frame in taken.shown:
+                        preview = previews.get((session.sid, frame.entry_id))
+                        if preview is not None:
+                            self.fenced.commit(session.sid, session.lease.value,
+                                               frame_id=frame.entry_id, client=pipe,
+                                               result=session.result(frame, preview, "preview"))
+                    if taken.refs:
+                        self.fenced.commit(session.sid, session.lease.value, ack=taken.refs,
+                                           client=pipe)
+                    spans.append((start, len(pipe)))
+                replies = pipe.execute(raise_on_error=False)
+        except RedisError as e:  # the frames still go to the main method
+            log.warning("previews not published: %s", type(e).__name__)
+            replies, spans = [], [(0, 0)] * len(batch)
+        for taken, (start, end) in zip(batch, spans, strict=True):
+            try:
+                for reply in replies[start:end]:
+                    check(taken.session.sid, reply)
+            except LeaseLost as e:
+                self.registry.lose(taken.session.lease, e)
+                continue
+            except RedisError as e:
+                log.warning("session %s: previews not published: %s", taken.session.sid,
+                            type(e).__name__)
+            taken.session.queue(taken.ready)
+        self.registry.notify()
 
 
 class Intake:
     """Reads new entries for every live session until the worker stops."""
 
-    def __init__(self, w: Worker) -> None:
-        self.w = w
+    def __init__(self, redis: Redis, consumer: str, read_count: int,
+                 registry: SessionRegistry, previews: Previews, failures: SessionFailures,
+                 recovered: Recovered, stopping: threading.Event) -> None:
+        self.redis, self.consumer, self.read_count = redis, consumer, read_count
+        self.registry, self.previews, self.failures = registry, previews, failures
+        self.recovered, self.stopping = recovered, stopping
 
     def run(self) -> None:
         delay = 0.2
-        while not self.w.stopping.is_set():
+        while not self.stopping.is_set():
             late = []
-            while not self.w.late.empty():
-                s, entries = self.w.late.get()
-                late.append(take(s, entries))
+            while not self.recovered.empty():
+                session, entries = self.recovered.get()
+                late += self.take([(session, entries)])
             if late:
-                publish(self.w, late)
-            sessions = {streams.frames_key(s.sid): s for s in self.w.sessions()
-                        if s.ending is None}
+                self.previews.publish(late)
+            sessions = {streams.frames_key(session.sid): session
+                        for session in self.registry.sessions() if session.ending is None}
             if not sessions:
-                self.w.stopping.wait(0.05)
+                self.stopping.wait(0.05)
                 continue
             try:
-                reply = self.w.redis.xreadgroup(
-                    streams.WORKER_GROUP, self.w.name, dict.fromkeys(sessions, ">"),
-                    count=self.w.cfg.read_count, block=BLOCK_MS)
+                reply = self.redis.xreadgroup(
+                    streams.WORKER_GROUP, self.consumer, dict.fromkeys(sessions, ">"),
+                    count=self.read_count, block=BLOCK_MS)
                 delay = 0.2
             except RedisError as e:
                 log.warning("intake: %s; retrying", type(e).__name__)
@@ -135,8 +166,18 @@ class Intake:
                 continue
             # entries of a session this worker stopped owning meanwhile stay pending for its
             # next owner
-            batch = [take(sessions[text(key)], entries) for key, entries in reply or []
-                     if self.w.owns(sessions[text(key)])
-                     and sessions[text(key)].ending is None]
+            read = [(sessions[text(key)], entries) for key, entries in reply or []]
+            batch = self.take([(session, entries) for session, entries in read
+                               if self.registry.owns(session) and session.ending is None])
             if batch:
-                publish(self.w, batch)
+                self.previews.publish(batch)
+
+    def take(self, reads: list[tuple[Session, Any]]) -> list[Taken]:
+        """`take` per session; a session whose entries raise fails (its attempt ends)."""
+        batch = []
+        for session, entries in reads:
+            try:
+                batch.append(take(session, entries))
+            except Exception as e:
+                self.failures.record(session.lease, e, "intake")
+        return batch

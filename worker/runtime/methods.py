@@ -1,11 +1,15 @@
 """Which reconstruction method a session gets, on which device, and what sessions with the same
-geometry, protocol and grid share: the forward model and the preview reconstructor."""
+geometry, protocol and grid share: the forward model and the preview reconstructor.
+
+A worker's methods are a mapping name -> factory handed to its constructor (by default every
+method registered with `worker.recon.base`), so tests inject their own."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,22 +21,17 @@ from worker.recon.base import FrameResult, StreamingReconstructor, available_met
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
 
-# Fallbacks when a configured method is not registered (yet): best quality first for the main
-# volumes, fastest first for the preview.
+Factory = Callable[..., StreamingReconstructor]
+
+# Fallbacks when a configured method is not offered: best quality first for the main volumes,
+# fastest first for the preview.
 MAIN_PREFERENCE = ("d2ip", "dip", "rsip", "tv", "tikhonov")
 PREVIEW_PREFERENCE = ("tikhonov", "tv", "rsip", "dip", "d2ip")
 
 
-def resolve(name: str, preference: tuple[str, ...]) -> str:
-    """`name` when registered, else the first registered method of `preference`, else any."""
-    available = available_methods()
-    if name in available:
-        return name
-    fallback = next((m for m in preference if m in available), None)
-    fallback = fallback or (available[0] if available else None)
-    if fallback is None:
-        raise RuntimeError("no reconstruction method is registered")
-    return fallback
+def registered() -> dict[str, Factory]:
+    """The methods registered with `worker.recon.base` (the built-in ones included)."""
+    return {name: get_method(name) for name in available_methods()}
 
 
 def resolve_device(setting: str) -> str:
@@ -44,14 +43,28 @@ def resolve_device(setting: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def build(name: str, model: ForwardModel, device: str) -> StreamingReconstructor:
-    """A new reconstructor; methods whose factory takes a `device` keyword get it."""
-    factory = get_method(name)
-    try:
-        takes_device = "device" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        takes_device = False
-    return factory(model, device=device) if takes_device else factory(model)
+class MethodTable:
+    """The reconstruction methods a worker offers (name -> factory) and their device."""
+
+    def __init__(self, factories: Mapping[str, Factory], device: str) -> None:
+        if not factories:
+            raise RuntimeError("no reconstruction method is registered")
+        self.factories, self.device = dict(factories), device
+
+    def resolve(self, name: str, preference: tuple[str, ...]) -> str:
+        """`name` when offered, else the first offered method of `preference`, else any."""
+        if name in self.factories:
+            return name
+        return next((m for m in preference if m in self.factories), min(self.factories))
+
+    def build(self, name: str, model: ForwardModel) -> StreamingReconstructor:
+        """A new reconstructor; methods whose factory takes a `device` keyword get it."""
+        factory = self.factories[name]
+        try:
+            takes_device = "device" in inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            takes_device = False
+        return factory(model, device=self.device) if takes_device else factory(model)
 
 
 class SharedPreview:
@@ -79,34 +92,35 @@ class ModelCache:
     """Forward models (and their shared preview) by spec, shared by the sessions that use
     them, dropped after the last one ends."""
 
-    def __init__(self, preview_method: str, device: str) -> None:
-        self.preview_method, self.device = preview_method, device
+    def __init__(self, methods: MethodTable, preview_method: str) -> None:
+        self.methods, self.preview_method = methods, preview_method
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
 
     @staticmethod
-    def key(cfg: SessionConfig) -> str:
-        return json.dumps([cfg.geometry, cfg.protocol, list(cfg.grid)], sort_keys=True)
+    def key(config: SessionConfig) -> str:
+        return json.dumps([config.geometry, config.protocol, list(config.grid)], sort_keys=True)
 
-    def acquire(self, cfg: SessionConfig) -> tuple[ForwardModel, SharedPreview]:
+    def acquire(self, config: SessionConfig) -> tuple[ForwardModel, SharedPreview]:
         """The session's model (from memory, the disk cache, or a cold build) and preview."""
         from worker.forward import load_model
 
-        key = self.key(cfg)
+        key = self.key(config)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 entry.refs += 1
                 return entry.model, entry.preview
-        model = load_model(geometry=cfg.geometry, protocol=cfg.protocol, grid=list(cfg.grid))
-        preview = SharedPreview(build(self.preview_method, model, self.device))
+        model = load_model(geometry=config.geometry, protocol=config.protocol,
+                           grid=list(config.grid))
+        preview = SharedPreview(self.methods.build(self.preview_method, model))
         with self._lock:
             entry = self._entries.setdefault(key, _Entry(model, preview))
             entry.refs += 1
             return entry.model, entry.preview
 
-    def release(self, cfg: SessionConfig) -> None:
-        key = self.key(cfg)
+    def release(self, config: SessionConfig) -> None:
+        key = self.key(config)
         with self._lock:
             entry = self._entries[key]
             entry.refs -= 1

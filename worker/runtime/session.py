@@ -78,7 +78,7 @@ class Session:
     waiting: list[tuple[str, FrameEntry, bool]] = field(default_factory=list)
     since_checkpoint: int = 0
     last_activity: float = field(default_factory=time.monotonic)
-    ending: str | None = None  # why the session stops: closed, evicted, shutdown, lost
+    ending: str | None = None  # why the session stops: closed, evicted, shutdown, lost, failed
 
     def __post_init__(self) -> None:
         self.position_reference = self.reference.value
@@ -102,7 +102,8 @@ class Session:
             return self._release()
         if entry.kind == "close":
             if self.waiting and not self.reference.ready:
-                self.reference.set(np.mean([e.voltages for _, e, _ in self.waiting], axis=0))
+                self.reference.set(np.mean([entry.voltages for _, entry, _ in self.waiting],
+                                           axis=0))
             ready = self._release()
             with self.lock:
                 self.backlog.append(Close(entry_id))
@@ -117,8 +118,9 @@ class Session:
         ref = self.reference.value
         assert ref is not None
         with np.errstate(divide="ignore", invalid="ignore"):
-            ready = [Frame(i, e.seq or 0, e.timestamp or 0.0, normalise(e.voltages, ref), ref, s)
-                     for i, e, s in self.waiting]
+            ready = [Frame(entry_id, entry.seq or 0, entry.timestamp or 0.0,
+                           normalise(entry.voltages, ref), ref, silent)
+                     for entry_id, entry, silent in self.waiting]
         self.waiting = []
         return ready
 
@@ -133,11 +135,11 @@ class Session:
                 return None
             head = self.backlog[0]
             if isinstance(head, Frame) and head.silent:
-                replay = self._pop_while(lambda f: f.silent)
+                replay = self._pop_while(lambda frame: frame.silent)
                 return Work(replay=replay[-1:] if self.realtime else replay)
             if isinstance(head, Close) or not self.realtime:
                 return Work(item=self.backlog.popleft())
-            frames = self._pop_while(lambda f: not f.silent)
+            frames = self._pop_while(lambda frame: not frame.silent)
             return Work(coalesce=frames[:-1], item=frames[-1])
 
     def _pop_while(self, keep: Callable[[Frame], bool]) -> list[Frame]:

@@ -1,5 +1,7 @@
-"""Opening a session this worker just got the lease of: settings, model, reconstructors, the
-last checkpoint, and the replay of the frame stream after it.
+"""The setup thread: opening the sessions this worker just got the lease of, one at a time
+(settings, model, reconstructors, the last checkpoint, and the replay of the frame stream
+after it), so a cold model build never delays the sessions already running. An exception
+while opening is the session's failure (`failures.py`).
 
 Replay (also for a brand-new session, whose checkpoint position is the stream's start):
 1. every entry pending in the consumer group (a previous owner read it but never acknowledged
@@ -13,26 +15,33 @@ Replay (also for a brand-new session, whose checkpoint position is the stream's 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import queue
+import time
+from pathlib import Path
 
 import numpy as np
 from redis import Redis
+from redis.exceptions import RedisError
 
 from service import streams
-from worker.runtime import checkpoint, methods
+from worker.runtime import checkpoint
 from worker.runtime.checkpoint import START, Checkpoint
-from worker.runtime.fenced import CHECKPOINT
-from worker.runtime.intake import publish, take, text
-from worker.runtime.lease import Lease
+from worker.runtime.failures import SessionFailures
+from worker.runtime.fenced import CHECKPOINT, LeaseLost
+from worker.runtime.intake import Previews, take, text
+from worker.runtime.lease import Lease, Leases
+from worker.runtime.methods import MAIN_PREFERENCE, MethodTable, ModelCache
 from worker.runtime.reference import Reference
+from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Session
-
-if TYPE_CHECKING:
-    from worker.runtime.loop import Worker
 
 log = logging.getLogger("eitmon.worker")
 
 PAGE = 512
+
+
+class SessionFailed(Exception):
+    """The session was marked failed (by another worker) after its lease was acquired."""
 
 
 def id_key(entry_id: str) -> tuple[int, int]:
@@ -41,47 +50,80 @@ def id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def open_session(w: Worker, lease: Lease) -> tuple[Session, int]:
-    """The session, restored and replayed; also the number of entries replayed."""
-    sid = lease.sid
-    raw_cfg, raw_ref = w.redis.hmget(streams.session_key(sid), [
-        streams.SessionField.CONFIG.value, streams.SessionField.REFERENCE.value])
-    cfg = streams.SessionConfig.from_json(raw_cfg)
-    ckpt = load_checkpoint(w, sid)
-    main_method = methods.resolve(cfg.method, methods.MAIN_PREFERENCE)
-    if main_method != cfg.method:
-        log.warning("session %s: method %s is not available; using %s", sid, cfg.method,
-                    main_method)
-    model, preview = w.models.acquire(cfg)
-    try:
-        main = methods.build(main_method, model, w.device)
-        if ckpt is not None and ckpt.main_method == main_method:
-            main.load_state_dict(ckpt.main_state)
-        initial = ckpt.reference if ckpt is not None else None
-        if initial is None and cfg.reference.get("mode") == "explicit" and raw_ref:
-            initial = np.frombuffer(raw_ref, dtype=streams.FRAME_DTYPE).astype(np.float64)
-        s = Session(lease=lease, config=cfg, model=model, preview=preview,
-                    preview_method=w.models.preview_method, main=main, main_method=main_method,
-                    reference=Reference(cfg.reference, initial),
-                    position=ckpt.stream_id if ckpt is not None else START)
-        return s, replay(w, s)
-    except BaseException:
-        w.models.release(cfg)
-        raise
+class SessionOpener:
+    """Builds a session from Redis and its checkpoint, and replays its frame stream."""
 
+    def __init__(self, redis: Redis, consumer: str, checkpoints: Path, models: ModelCache,
+                 methods: MethodTable, previews: Previews) -> None:
+        self.redis, self.consumer, self.checkpoints = redis, consumer, checkpoints
+        self.models, self.methods, self.previews = models, methods, previews
 
-def load_checkpoint(w: Worker, sid: str) -> Checkpoint | None:
-    """The committed checkpoint of the session, or None (none yet, or unreadable)."""
-    name = w.redis.hget(streams.progress_key(sid), CHECKPOINT)
-    if not name:
-        return None
-    try:
-        ckpt = checkpoint.read(w.cfg.checkpoints, text(name))
-    except (OSError, ValueError, KeyError) as e:
-        log.warning("session %s: checkpoint %s unreadable (%s); replaying from the start of "
-                    "the frame stream", sid, text(name), type(e).__name__)
-        return None
-    return ckpt if ckpt.sid == sid else None
+    def open(self, lease: Lease) -> tuple[Session, int]:
+        """The session, restored and replayed; also the number of entries replayed."""
+        sid = lease.sid
+        raw_cfg, raw_ref, status = self.redis.hmget(streams.session_key(sid), [
+            streams.SessionField.CONFIG.value, streams.SessionField.REFERENCE.value,
+            streams.SessionField.STATUS.value])
+        if status == streams.SessionStatus.FAILED.value.encode():
+            raise SessionFailed(sid)
+        config = streams.SessionConfig.from_json(raw_cfg)
+        ckpt = self.load_checkpoint(sid)
+        main_method = self.methods.resolve(config.method, MAIN_PREFERENCE)
+        if main_method != config.method:
+            log.warning("session %s: method %s is not available; using %s", sid, config.method,
+                        main_method)
+        model, preview = self.models.acquire(config)
+        try:
+            main = self.methods.build(main_method, model)
+            if ckpt is not None and ckpt.main_method == main_method:
+                main.load_state_dict(ckpt.main_state)
+            initial = ckpt.reference if ckpt is not None else None
+            if initial is None and config.reference.get("mode") == "explicit" and raw_ref:
+                initial = np.frombuffer(raw_ref, dtype=streams.FRAME_DTYPE).astype(np.float64)
+            session = Session(lease=lease, config=config, model=model, preview=preview,
+                              preview_method=self.models.preview_method, main=main,
+                              main_method=main_method,
+                              reference=Reference(config.reference, initial),
+                              position=ckpt.stream_id if ckpt is not None else START)
+            return session, self.replay(session)
+        except BaseException:
+            self.models.release(config)
+            raise
+
+    def load_checkpoint(self, sid: str) -> Checkpoint | None:
+        """The committed checkpoint of the session, or None (none yet, or unreadable)."""
+        name = self.redis.hget(streams.progress_key(sid), CHECKPOINT)
+        if not name:
+            return None
+        try:
+            ckpt = checkpoint.read(self.checkpoints, text(name))
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("session %s: checkpoint %s unreadable (%s); replaying from the start "
+                        "of the frame stream", sid, text(name), type(e).__name__)
+            return None
+        return ckpt if ckpt.sid == sid else None
+
+    def replay(self, session: Session) -> int:
+        """Feed the entries after the checkpoint (and every pending one); their number."""
+        key = streams.frames_key(session.sid)
+        pending = claim_pending(self.redis, key, self.consumer)
+        end = last_delivered(self.redis, key)
+        start = "-" if session.position == START else "(" + session.position
+        if pending:
+            first = min(pending, key=id_key)
+            if id_key(first) <= id_key(session.position):
+                start = first
+        fed = 0
+        while True:
+            page = self.redis.xrange(key, min=start, max=end, count=PAGE)
+            if not page:
+                return fed
+            entries = [(i, fields) for i, fields in page
+                       if text(i) in pending or id_key(text(i)) > id_key(session.position)]
+            silent = {text(i) for i, _ in entries} - pending
+            self.previews.publish([take(session, entries, silent=silent)])
+            fed += len(entries)
+            start = "(" + text(page[-1][0])
 
 
 def claim_pending(redis: Redis, key: str, consumer: str) -> set[str]:
@@ -104,23 +146,64 @@ def last_delivered(redis: Redis, key: str) -> str:
     raise RuntimeError(f"{key}: consumer group {streams.WORKER_GROUP} missing")
 
 
-def replay(w: Worker, s: Session) -> int:
-    """Feed the entries after the checkpoint (and every pending one); returns their number."""
-    key = streams.frames_key(s.sid)
-    pending = claim_pending(w.redis, key, w.name)
-    end = last_delivered(w.redis, key)
-    start = "-" if s.position == START else "(" + s.position
-    if pending:
-        first = min(pending, key=id_key)
-        if s.position == START or id_key(first) <= id_key(s.position):
-            start = first
-    fed = 0
-    while True:
-        page = w.redis.xrange(key, min=start, max=end, count=PAGE)
-        if not page:
-            return fed
-        entries = [(i, f) for i, f in page
-                   if text(i) in pending or id_key(text(i)) > id_key(s.position)]
-        publish(w, [take(s, entries, silent={text(i) for i, _ in entries} - pending)])
-        fed += len(entries)
-        start = "(" + text(page[-1][0])
+class Setup:
+    """Opens the sessions whose lease was acquired (`submit`), in order, until `close`."""
+
+    def __init__(self, opener: SessionOpener, registry: SessionRegistry, leases: Leases,
+                 failures: SessionFailures, retry_backoff_s: float) -> None:
+        self.opener, self.registry, self.leases = opener, registry, leases
+        self.failures, self.retry_backoff_s = failures, retry_backoff_s
+        self._queue: queue.Queue[tuple[Lease, str] | None] = queue.Queue()
+
+    def submit(self, lease: Lease, how: str) -> None:
+        """A lease was just acquired (`how`: claimed, took over): open its session."""
+        self.registry.hold(lease)
+        self._queue.put((lease, how))
+
+    def close(self) -> None:
+        """Stop the thread; release the leases of sessions that never went live."""
+        live = {session.lease for session in self.registry.sessions()}
+        for lease in self.registry.leases():
+            if lease not in live:
+                self.release(lease)
+        self._queue.put(None)
+
+    def run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            lease, how = job
+            if self.registry.holds(lease):
+                self.open(lease, how)
+
+    def open(self, lease: Lease, how: str) -> None:
+        t0 = time.monotonic()
+        try:
+            session, replayed = self.opener.open(lease)
+        except LeaseLost as e:
+            self.registry.lose(lease, e)
+            return
+        except (RedisError, SessionFailed) as e:  # not this session's failure: no count
+            log.warning("session %s: could not start (%s); released", lease.sid,
+                        type(e).__name__)
+            self.release(lease)
+            self.registry.back_off(lease.sid, self.retry_backoff_s)
+            return
+        except Exception as e:
+            self.failures.record(lease, e, "setup")
+            return
+        if not self.registry.go_live(session):  # lost during setup
+            return
+        origin = ("the start of the stream" if session.position == START
+                  else f"checkpoint {session.position}")
+        log.info("session %s: %s (epoch %d, method %s, preview %s, from %s, %d entries "
+                 "replayed, %.1f s)", lease.sid, how, lease.epoch, session.main_method,
+                 session.preview_method, origin, replayed, time.monotonic() - t0)
+        self.registry.notify()
+
+    def release(self, lease: Lease) -> None:
+        """Give the lease up without a session (it never went live)."""
+        self.registry.drop(lease, "released")
+        try:
+            self.leases.release(lease)
+        except RedisError as e:
+            log.warning("session %s: release failed (%s); the lease will expire", lease.sid,
+                        type(e).__name__)

@@ -1,6 +1,7 @@
 """Real processes for the runtime tests: the API (`eitmon api`) and workers (`eitmon worker`
-with the test reconstructor, see lsq_method.py) on the test valkey, a small forward model, and
-a client that talks to them the way a belt and a viewer do."""
+processes, or a `Worker` in a thread of the test process, with the test reconstructors of
+lsq_method.py injected) on the test valkey, a small forward model, and a client that talks to
+them the way a belt and a viewer do."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import runpy
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,18 +27,35 @@ from service.auth import SCOPES, VOLUMES_READ, create_token
 from worker.forward import load_model
 from worker.forward.model import ForwardModel
 from worker.recon.base import normalise
+from worker.runtime.config import WorkerConfig
 from worker.runtime.local import Child, start_api, start_worker
+from worker.runtime.loop import Worker
+from worker.runtime.methods import Factory
 
 SECRET = "runtime-test-secret-0123456789abcdef0123"
 SPEC = {"geometry": {"preset": "thorax-1x16", "mesh_size": 0.025}, "protocol": "skip4",
-        "grid": [4, 8, 8]}  # M = 208, 208 voxels inside: a 5 s cold build, cached per run
+        "grid": [4, 8, 8]}  # M = 208, 208 voxels inside: built once per run, then cached
 LSQ = Path(__file__).with_name("lsq_method.py")
-PseudoInverse = runpy.run_path(str(LSQ))["PseudoInverse"]
-LAUNCHER = [sys.executable, "-c", f"import runpy; runpy.run_path({str(LSQ)!r})['install']"
-            "('tikhonov'); from worker.runtime.main import run; run()"]
-FAST = {"EITMON_LEASE_MS": "1000", "EITMON_LEASE_RENEW_MS": "250",
-        "EITMON_SCAN_INTERVAL_S": "0.3", "EITMON_CHECKPOINT_EVERY": "5",
-        "EITMON_DEVICE": "cpu", "EITMON_LOG_LEVEL": "info"}
+TEST_METHODS = runpy.run_path(str(LSQ))
+PseudoInverse = TEST_METHODS["PseudoInverse"]
+# `eitmon worker` with the pseudo-inverse as its only method, under the name "tikhonov"
+LAUNCHER = [sys.executable, "-c", "import runpy; from worker.runtime.main import run; "
+            f"run({{'tikhonov': runpy.run_path({str(LSQ)!r})['PseudoInverse']}})"]
+FAST = {"lease_ms": 1000, "lease_renew_ms": 250, "scan_interval_s": 0.3,
+        "checkpoint_every": 5, "device": "cpu", "log_level": "info",
+        "fused": False}  # the test methods do not use D2IP's kernels: no build at start
+
+
+@pytest.fixture(scope="session")
+def test_methods() -> dict[str, Any]:
+    """The reconstructor classes of lsq_method.py, by name."""
+    return TEST_METHODS
+
+
+@pytest.fixture(scope="session")
+def lsq() -> dict[str, Factory]:
+    """The methods of a test worker: the pseudo-inverse, under the name "tikhonov"."""
+    return {"tikhonov": PseudoInverse}
 
 
 @pytest.fixture(scope="session")
@@ -158,7 +177,9 @@ def workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Child]]:
     started: list[Child] = []
 
     def start(name: str, **env: str) -> Child:
-        child = start_worker(redis_url, {**FAST, "EITMON_WORKER_NAME": name,
+        fast = {f"EITMON_{key.upper()}": str(int(value) if isinstance(value, bool) else value)
+                for key, value in FAST.items()}
+        child = start_worker(redis_url, {**fast, "EITMON_WORKER_NAME": name,
                                          "EITMON_CHECKPOINT_DIR": str(tmp_path / "ckpt"),
                                          **env}, argv=LAUNCHER)
         started.append(child)
@@ -167,3 +188,36 @@ def workers(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Child]]:
     yield start
     for child in started:
         child.stop(signal.SIGKILL)
+
+
+@dataclass
+class Running:
+    """A `Worker` running in a thread of the test process."""
+
+    worker: Worker
+    thread: threading.Thread
+    cfg: WorkerConfig
+    redis: redis.Redis
+
+
+@pytest.fixture
+def in_process(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    """start(methods, name="w1", **settings) -> a `Worker` with those methods and short leases
+    in a thread of this process; stopped after the test."""
+    running: list[Running] = []
+
+    def start(methods: dict[str, Factory], name: str = "w1", **settings: Any) -> Running:
+        cfg = WorkerConfig(redis_url=redis_url, worker_name=name,
+                           checkpoint_dir=tmp_path / "ckpt", **{**FAST, **settings})
+        client = redis.Redis.from_url(redis_url)
+        worker = Worker(cfg, client, methods=methods)
+        thread = threading.Thread(target=worker.run, name=f"worker {name}", daemon=True)
+        thread.start()
+        running.append(Running(worker, thread, cfg, client))
+        return running[-1]
+
+    yield start
+    for run in running:
+        run.worker.stop()
+        run.thread.join(60)
+        run.redis.close()

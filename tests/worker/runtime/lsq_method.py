@@ -1,21 +1,24 @@
-"""A small real reconstructor for the runtime tests: the least-squares pseudo-inverse of the
-Jacobian, with a frame counter as its state (so a restored checkpoint can be checked exactly).
+"""Small real reconstructors for the runtime tests: the least-squares pseudo-inverse of the
+Jacobian, with a frame counter as its state (so a restored checkpoint can be checked exactly),
+and two faulty variants of it.
 
-Worker subprocesses started by the tests (conftest.LAUNCHER) register it under the name
-"tikhonov" in that process only, so the tests do not depend on the speed or state layout of
-the real methods. The pytest process's registry is left alone.
+Workers get them through their constructor (`Worker(cfg, redis, methods={...})`; the worker
+subprocesses of conftest.LAUNCHER through `worker.runtime.main.run(methods)`), under the
+names the API accepts, so the tests depend neither on the speed or state layout of the real
+methods nor on the global method registry.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
 import numpy as np
 
 from worker.forward.model import ForwardModel
-from worker.recon.base import FrameResult, StreamingReconstructor, available_methods, register
+from worker.recon.base import FrameResult, StreamingReconstructor
 
 
 class PseudoInverse(StreamingReconstructor):
@@ -38,8 +41,28 @@ class PseudoInverse(StreamingReconstructor):
         self.frames = int(state["frames"])
 
 
-def install(name: str) -> None:
-    """Register (or replace) `name` with the pseudo-inverse."""
-    available_methods()  # load the built-in methods first, so ours wins
-    register(name)(PseudoInverse)
+class FailsOnFrame(PseudoInverse):
+    """Raises on its `k`-th frame (counting from 0), every time it gets there again."""
 
+    def __init__(self, model: ForwardModel, k: int) -> None:
+        super().__init__(model)
+        self.k = k
+
+    def push(self, dv: np.ndarray) -> FrameResult:
+        if self.frames == self.k:
+            raise RuntimeError(f"poison frame {self.k}")
+        return super().push(dv)
+
+
+class Blocks(PseudoInverse):
+    """Hangs in `push` until `release` is set (a stuck main method); sets `entered` first."""
+
+    def __init__(self, model: ForwardModel, entered: threading.Event,
+                 release: threading.Event) -> None:
+        super().__init__(model)
+        self.entered, self.release = entered, release
+
+    def push(self, dv: np.ndarray) -> FrameResult:
+        self.entered.set()
+        self.release.wait()
+        return super().push(dv)

@@ -1,26 +1,26 @@
-"""The API, a worker process and a viewer together: every accepted frame becomes a volume."""
+"""The API, a worker and a viewer together: every accepted frame becomes a volume."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service import wire
-from worker.runtime.local import Child, start_api
+from worker.runtime.local import start_api
 
 if TYPE_CHECKING:
-    from conftest import Bed
+    from conftest import Bed, Running
 
 N = 30
 
 
 def test_every_frame_reaches_the_viewer_and_the_counters_add_up(
-        bed: Bed, workers: Callable[..., Child]) -> None:
+        bed: Bed, in_process: Callable[..., Running], lsq: dict[str, Any]) -> None:
     sid = bed.create()
-    workers("w1")
+    in_process(lsq)
     frames = bed.frames(N)
     volumes: dict[int, np.ndarray] = {}
     previews: set[int] = set()
@@ -46,10 +46,10 @@ def test_every_frame_reaches_the_viewer_and_the_counters_add_up(
 
 
 def test_realtime_policy_coalesces_a_backlog_and_counts_it(
-        bed: Bed, workers: Callable[..., Child]) -> None:
+        bed: Bed, in_process: Callable[..., Running], lsq: dict[str, Any]) -> None:
     sid = bed.create(realtime="realtime")
     bed.post(sid, bed.frames(40), 0)  # queued before any worker runs: a backlog
-    workers("w1")
+    in_process(lsq)
     bed.wait(lambda: bed.settled(sid, 40), 20, "the counters")
     counters = bed.counters(sid)
     assert counters["coalesced"] > 0
@@ -57,13 +57,13 @@ def test_realtime_policy_coalesces_a_backlog_and_counts_it(
     assert bed.results(sid)[-1].seq == 39  # the newest frame is always reconstructed
 
 
-def test_api_restart_while_the_worker_runs(bed: Bed, workers: Callable[..., Child],
-                                           redis_url: str) -> None:
+def test_api_restart_while_the_worker_runs(bed: Bed, in_process: Callable[..., Running],
+                                           lsq: dict[str, Any], redis_url: str) -> None:
     api = start_api(redis_url, bed.secret, quiet=True)
     try:
         bed.base = api.url
         sid = bed.create()
-        workers("w1")
+        in_process(lsq)
         frames = bed.frames(20)
         bed.post(sid, frames[:10], 0)
         api.stop()

@@ -1,11 +1,12 @@
-"""Worker processes dying, stopping and idling: sessions move on and nothing is lost."""
+"""Workers dying (processes), stopping (processes) and idling: sessions move on and nothing is
+lost."""
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service import streams
 from worker.runtime import checkpoint
@@ -13,7 +14,7 @@ from worker.runtime.fenced import CHECKPOINT
 from worker.runtime.local import Child
 
 if TYPE_CHECKING:
-    from conftest import Bed
+    from conftest import Bed, Running
 
 
 def committed(bed: Bed, sid: str, directory: Path) -> checkpoint.Checkpoint:
@@ -72,10 +73,11 @@ def test_sigterm_checkpoints_releases_and_exits_0(
 
 
 def test_idle_session_is_evicted_and_resumed(
-        bed: Bed, workers: Callable[..., Child], tmp_path: Path) -> None:
+        bed: Bed, in_process: Callable[..., Running], lsq: dict[str, Any],
+        tmp_path: Path) -> None:
     sid = bed.create()
     frames = bed.frames(6)
-    workers("w1", EITMON_IDLE_EVICT_S="0.5")
+    in_process(lsq, idle_evict_s=0.5)
     bed.post(sid, frames[:3], 0)
     bed.wait(lambda: bed.settled(sid, 3), 15, "w1 to reconstruct")
     bed.wait(lambda: released(bed, sid), 5, "the idle session to be evicted")

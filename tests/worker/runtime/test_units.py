@@ -104,16 +104,3 @@ def test_realtime_takes_the_newest_and_coalesces_the_rest(small_model: ForwardMo
     work = s.take()
     assert [f.seq for f in work.coalesce] == [5, 6, 7] and work.item.seq == 8
     assert s.take().item == Close("9-0") and s.take() is None
-
-
-def test_kernel_threads_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pydantic import ValidationError
-
-    from worker.runtime.config import WorkerConfig
-
-    assert WorkerConfig().kernel_threads == 0  # tuned by timing
-    monkeypatch.setenv("EITMON_KERNEL_THREADS", "3")
-    assert WorkerConfig().kernel_threads == 3
-    monkeypatch.setenv("EITMON_KERNEL_THREADS", "-1")
-    with pytest.raises(ValidationError):
-        WorkerConfig()
