@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy.signal import find_peaks
@@ -192,74 +193,183 @@ def detect_breaths(values: np.ndarray, frame_times: np.ndarray,
 class TurningPoint:
     """An end-expiration (valley) or end-inspiration (peak) found online."""
 
-    kind: str  # "end_expiration" | "end_inspiration"
+    kind: Literal["end_expiration", "end_inspiration"]
     index: int
     time_s: float
 
 
 @dataclass
 class DetectorUpdate:
-    """What one sample completed: turning points (in time order) and whole breaths."""
+    """What one sample confirmed: turning points (in time order) and whole breaths."""
 
     turning_points: list[TurningPoint] = field(default_factory=list)
     breaths: list[Breath] = field(default_factory=list)
 
 
 class BreathDetector:
-    """Online breath detection, one global-curve sample at a time.
+    """Online breath detection, one global-curve sample at a time, by the offline definition.
 
-    Every sample reruns the offline steps on the trailing `history_s` of the curve (outlier
-    cut-offs and the amplitude median come from that window), with the last valley kept open
-    (`find_turning_points(closed_end=False)`). A turning point is reported once it is
-    `confirm_s` old and still a turning point; a breath is reported when its closing valley is.
-    A breath's peak is the highest between its valleys at that moment, so it may be later than
-    the end-inspiration reported first. Frame indices count the samples pushed since creation.
+    Offline, after step 5, a valley is the lowest sample between two peaks and lies below the
+    moving average; a peak is the highest sample between two valleys and lies above it. Online,
+    the detector alternates between seeking a valley (the lowest sample since the last peak)
+    and a peak (the highest since the last valley). A candidate is confirmed, and reported,
+    once it is `confirm_s` old, on the right side of the moving average at it, at least
+    2/3 s after the previous turning point of its kind, and the curve has since moved away
+    from it by `hysteresis` x the reference amplitude (the median amplitude of the last ten
+    breaths; before the first breath, the 5-95 % range of the curve so far, and nothing is
+    confirmed in the first `warmup_s`, so that this range spans a breath). The moving average
+    at a candidate is the offline one with the samples still to come replaced by the newest
+    (the offline edge padding); outliers use the offline cut-offs on the trailing `history_s`
+    and take the previous sample's value. A peak that is exceeded before the next valley is
+    confirmed is sought again (and reported again).
+
+    Differences from the offline result, by construction: the first valley needs the curve to
+    have crossed the moving average before it (the offline edge rule); a breath whose
+    amplitude falls under the cut-off (`amplitude_cutoff_fraction` x the reference) is not
+    reported and its valleys are merged into the later one only when that one is lower, since
+    the earlier breath was already reported; a breath still open at the end is never reported.
+    Frame indices count the samples pushed since creation.
     """
 
     def __init__(self, rate: float, settings: BreathDetectionSettings | None = None,
-                 history_s: float = 45.0, confirm_s: float = 0.5) -> None:
+                 confirm_s: float = 0.5, hysteresis: float = 0.1, warmup_s: float = 5.0,
+                 history_s: float = 45.0) -> None:
         self.settings = settings or BreathDetectionSettings()
-        if history_s < 2 * self.settings.averaging_window_s:
-            raise ValueError("history_s: keep at least two averaging windows of the curve")
         self.rate = float(rate)
+        half = int(rate * self.settings.averaging_window_s) // 2
+        if history_s * rate < 2 * half + 1:
+            raise ValueError("history_s: keep at least one averaging window of the curve")
+        self._weights = np.blackman(2 * half + 1)
+        self._weights /= self._weights.sum()
+        self._half = half
         self._confirm = max(1, int(round(confirm_s * rate)))
-        self._times: deque[float] = deque(maxlen=int(round(history_s * rate)))
-        self._values: deque[float] = deque(maxlen=self._times.maxlen)
-        self._pushed = 0
-        self._last_valley = -1
-        self._last_peak = -1
+        self._distance = max(1, int(np.ceil(self.settings.minimum_duration_s * rate)))
+        self._margin = int(np.ceil(self.settings.outlier_margin_s * rate))
+        self.hysteresis = hysteresis
+        self._warmup = int(round(warmup_s * rate))
+        size = int(round(history_s * rate))
+        self._times: deque[float] = deque(maxlen=size)
+        self._values: deque[float] = deque(maxlen=size)
+        self._amplitudes: deque[float] = deque(maxlen=10)
+        self._outliers: deque[int] = deque()
+        self._count = 0
+        self._seeking: Literal["valley", "peak"] = "valley"
+        self._candidate = 0
+        self._valley: int | None = None  # the last reported valley
+        self._peak: int | None = None  # the confirmed peak after it
+        self._last_peak = -self._distance
+        self._armed = False
+
+    def _value(self, index: int) -> float:
+        return self._values[index - (self._count - len(self._values))]
+
+    def _time(self, index: int) -> float:
+        return self._times[index - (self._count - len(self._times))]
+
+    def _baseline(self, index: int) -> float:
+        """The offline moving average at `index`, samples not yet seen padded by the newest."""
+        first = self._count - len(self._values)
+        values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        lo, hi = index - self._half - first, index + self._half + 1 - first
+        window = np.concatenate([np.full(max(0, -lo), values[0]), values[max(lo, 0):hi],
+                                 np.full(max(0, hi - values.size), values[-1])])
+        return float(window @ self._weights)
+
+    def _reference(self) -> float:
+        if self._amplitudes:
+            return float(np.median(self._amplitudes))
+        values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        return float(np.percentile(values, 95) - np.percentile(values, 5))
+
+    def _clean(self, value: float) -> float:
+        """`value`, or the previous sample's when it is an outlier by the offline cut-offs."""
+        if len(self._values) < self._distance:
+            return value
+        values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        mean = values.mean()
+        low, high = np.percentile(values, [self.settings.outlier_percentile,
+                                           100.0 - self.settings.outlier_percentile])
+        m = self.settings.outlier_multiplier
+        if mean - m * (mean - low) <= value <= mean + m * (high - mean):
+            return value
+        self._outliers.append(self._count)
+        return float(values[-1])
 
     def push(self, time_s: float, value: float) -> DetectorUpdate:
         """Add one sample; return the turning points and breaths it confirmed."""
+        value = self._clean(float(value))
         self._times.append(float(time_s))
-        self._values.append(float(value))
-        self._pushed += 1
+        self._values.append(value)
+        self._count += 1
+        first = self._count - len(self._values)
+        while self._outliers and self._outliers[0] < first:
+            self._outliers.popleft()
+        self._candidate = max(self._candidate, first)
         update = DetectorUpdate()
-        offset = self._pushed - len(self._values)
-        values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
-        if values.size < 3:
-            return update
-        cleaned, outlier = replace_outliers(values, self.settings)
-        peaks, valleys = find_turning_points(cleaned, self.rate, self.settings, closed_end=False)
-        newest = self._pushed - 1 - self._confirm
-        times = np.fromiter(self._times, dtype=np.float64, count=len(self._times))
-        margin = int(np.ceil(self.settings.outlier_margin_s * self.rate))
-        for peak in peaks + offset:
-            if self._last_peak < peak <= newest and peak > self._last_valley:
-                self._last_peak = int(peak)
-                update.turning_points.append(
-                    TurningPoint("end_inspiration", int(peak), float(times[peak - offset])))
-        for k, valley in enumerate(valleys + offset):
-            if not self._last_valley < valley <= newest:
-                continue
-            update.turning_points.append(
-                TurningPoint("end_expiration", int(valley), float(times[valley - offset])))
-            if k > 0 and valleys[k - 1] + offset >= self._last_valley >= 0:
-                start, peak, end = valleys[k - 1], peaks[k - 1], valleys[k]
-                if not _near_outlier(outlier, start, end, margin):
-                    update.breaths.append(Breath(
-                        int(start + offset), int(peak + offset), int(end + offset),
-                        float(times[start]), float(times[peak]), float(times[end])))
-            self._last_valley = int(valley)
-        update.turning_points.sort(key=lambda point: point.index)
+        if self._count == self._warmup:  # replay the warm-up with its amplitude range
+            for now in range(first, self._count):
+                self._step(now, update)
+        elif self._count > self._warmup:
+            self._step(self._count - 1, update)
         return update
+
+    def _step(self, now: int, update: DetectorUpdate) -> None:
+        if self._seeking == "valley":
+            self._seek_valley(now, self._value(now), update)
+        else:
+            self._seek_peak(now, self._value(now), update)
+
+    def _seek_valley(self, now: int, value: float, update: DetectorUpdate) -> None:
+        if self._peak is not None and value > self._value(self._peak):
+            self._seeking, self._candidate = "peak", now  # the peak was not the highest
+            return
+        if self._valley is None and not self._armed:
+            # the offline edge rule: the first valley follows a sample above the average
+            self._armed = value > self._baseline(now)
+            self._candidate = now
+            return
+        if value < self._value(self._candidate):
+            self._candidate = now
+        c = self._candidate
+        if (now - c < self._confirm
+                or value - self._value(c) < self.hysteresis * self._reference()
+                or self._value(c) >= self._baseline(c)):
+            return
+        if self._valley is not None and (self._peak is None or c - self._valley < self._distance):
+            return
+        self._report_valley(c, update)
+        self._seeking = "peak"
+        self._candidate = c + int(np.argmax([self._value(i) for i in range(c, now + 1)]))
+
+    def _report_valley(self, c: int, update: DetectorUpdate) -> None:
+        start, peak = self._valley, self._peak
+        if start is not None and peak is not None:
+            amplitude = self._value(peak) - 0.5 * (self._value(start) + self._value(c))
+            if amplitude < (self.settings.amplitude_cutoff_fraction or 0.0) * self._reference():
+                self._peak = None  # not a breath: merge the valleys, keep the lower
+                if self._value(c) >= self._value(start):
+                    return
+                start = None
+            else:
+                self._amplitudes.append(amplitude)
+                if not any(start - self._margin <= k < c + self._margin for k in self._outliers):
+                    update.breaths.append(Breath(start, peak, c, self._time(start),
+                                                 self._time(peak), self._time(c)))
+        update.turning_points.append(TurningPoint("end_expiration", c, self._time(c)))
+        self._valley, self._peak = c, None
+
+    def _seek_peak(self, now: int, value: float, update: DetectorUpdate) -> None:
+        if value > self._value(self._candidate):
+            self._candidate = now
+        c = self._candidate
+        if (now - c < self._confirm
+                or self._value(c) - value < self.hysteresis * self._reference()
+                or c - self._last_peak < self._distance
+                or self._value(c) <= self._baseline(c)):
+            return
+        self._last_peak = c
+        if self._valley is not None:
+            self._peak = c
+            update.turning_points.append(TurningPoint("end_inspiration", c, self._time(c)))
+        self._seeking = "valley"
+        self._candidate = c + int(np.argmin([self._value(i) for i in range(c, now + 1)]))
