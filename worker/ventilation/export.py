@@ -81,17 +81,17 @@ def export_nifti(folder: str | Path, analysis: Analysis, space: VoxelSpace,
         written.append(path)
 
     if analysis.breaths:
-        save("tidal_images.nii.gz", analysis.tidal_images, space, None,
+        save("tidal_images.nii.gz", analysis.tidal_images, None,
              "eitmon tidal image per breath, -dsigma/sigma0")
-        save("tidal_mean.nii.gz", analysis.tidal_images.mean(axis=0), space, None,
+        save("tidal_mean.nii.gz", analysis.tidal_images.mean(axis=0), None,
              "eitmon mean tidal image, -dsigma/sigma0")
-        save("rvd.nii.gz", np.nan_to_num(analysis.rvd_images, nan=0.0), space, None,
+        save("rvd.nii.gz", np.nan_to_num(analysis.rvd_images, nan=0.0), None,
              "eitmon regional ventilation delay, % insp. time")
-    save("lung_mask.nii.gz", analysis.lung_mask.astype(np.float32), space, None,
+    save("lung_mask.nii.gz", analysis.lung_mask.astype(np.float32), None,
          "eitmon lung region")
     if volumes is not None:
         interval = float(np.median(np.diff(analysis.frame_times)))
-        save("impedance.nii.gz", -np.asarray(volumes), space, interval,
+        save("impedance.nii.gz", -np.asarray(volumes), interval,
              "eitmon impedance change -dsigma/sigma0")
     return written
 
