@@ -321,7 +321,9 @@ class BreathDetector:
 
     def _seek_valley(self, now: int, value: float, update: DetectorUpdate) -> None:
         if self._peak is not None and value > self._value(self._peak):
-            self._seeking, self._candidate = "peak", now  # the peak was not the highest
+            # the peak was not the highest: seek it again (no spacing from the one it replaces)
+            self._seeking, self._candidate = "peak", now
+            self._last_peak = -self._distance
             return
         if self._valley is None and not self._armed:
             # the offline edge rule: the first valley follows a sample above the average

@@ -69,8 +69,9 @@ def save_nifti(path: str | Path, volumes: np.ndarray, space: VoxelSpace,
 
 def export_nifti(folder: str | Path, analysis: Analysis, space: VoxelSpace,
                  volumes: np.ndarray | None = None) -> list[Path]:
-    """Tidal images (4D, one per breath), their mean, the lung mask, the RVD images, and
-    optionally the input volumes as -Δσ/σ0 (4D); returns the written paths."""
+    """Tidal images (4D, one per breath), their mean, the lung mask, the RVD images (0 where
+    undefined: outside the lung, or no rise), and optionally the input volumes as -Δσ/σ0
+    (4D); returns the written paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -189,6 +189,9 @@ def _rates_and_filter(voxels: np.ndarray, rate: float, settings: AnalysisSetting
         notes.append(f"recording of {duration:.1f} s is shorter than {MIN_WELCH_WINDOW_S:.0f} "
                      "s: no rate detection, no heart filter")
         return voxels, None, False
+    if not np.ptp(voxels.sum(axis=1)) > 0:
+        notes.append("the global curve is constant: no rate detection, no heart filter")
+        return voxels, None, False
     rates = detect_rates(voxels, rate, settings.subject)
     if not settings.heart_filter:
         return voxels, rates, False

@@ -78,3 +78,10 @@ def test_too_short_for_a_breath(body, space) -> None:
     assert analysis.breaths == [] and analysis.summary()["respiratory_rate_per_min"] is None
     assert any("shorter" in note for note in analysis.notes)
     assert any("no complete breath" in note for note in analysis.notes)
+
+
+def test_constant_volumes_have_no_rates(body, space) -> None:
+    t = np.arange(400) / RATE
+    analysis = analyse(np.zeros((400, *SHAPE)), t, body, space)
+    assert analysis.rates is None and not analysis.heart_filtered
+    assert any("constant" in note for note in analysis.notes)
