@@ -14,7 +14,7 @@ from worker.cli.main import app
 from worker.recording import Reconstruction, Recording
 from worker.simulation import simulate
 from worker.simulation.cases import timeline
-from worker.ventilation.breaths import detect_breaths
+from worker.ventilation.breaths import BreathDetector, detect_breaths
 from worker.ventilation.signal import global_impedance
 
 COARSE = {"preset": "thorax-2x16", "mesh_size": 0.025}
@@ -55,9 +55,9 @@ def test_json_document(recording) -> None:
 
 
 def test_breaths_of_the_truth_agree_with_the_simulation_and_eitprocessing(recording) -> None:
-    """The truth's global curve (heart included): our breaths equal eitprocessing's and start
+    """The truth's global curve (heart included): our breaths equal eitprocessing's, start
     and end where the simulated breaths start (within two frames: the heartbeat moves the
-    flat minimum)."""
+    flat minimum), and the online detector finds them at the same frames."""
     from eitprocessing.datahandling.continuousdata import ContinuousData
     from eitprocessing.features.breath_detection import BreathDetection
 
@@ -75,6 +75,10 @@ def test_breaths_of_the_truth_agree_with_the_simulation_and_eitprocessing(record
     for breath in ours:
         assert np.abs(starts - breath.start).min() <= 2
         assert np.abs(starts - breath.end).min() <= 2
+    detector = BreathDetector(20.0)
+    online = [b for t, v in zip(rec.frame_times, curve, strict=True)
+              for b in detector.push(t, v).breaths]
+    assert {(b.start, b.end) for b in online} >= {(b.start, b.end) for b in ours[1:]}
 
 
 def test_table_and_files(recording, tmp_path) -> None:
