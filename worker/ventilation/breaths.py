@@ -220,14 +220,15 @@ class BreathDetector:
     confirmed in the first `warmup_s`, so that this range spans a breath). The moving average
     at a candidate is the offline one with the samples still to come replaced by the newest
     (the offline edge padding); outliers use the offline cut-offs on the trailing `history_s`
-    and take the previous sample's value. A peak that is exceeded before the next valley is
-    confirmed is sought again (and reported again).
+    of raw samples and take the previous sample's value. A peak that is exceeded before the
+    next valley is confirmed is sought again (and reported again).
 
     Differences from the offline result, by construction: the first valley needs the curve to
     have crossed the moving average before it (the offline edge rule); a breath whose
     amplitude falls under the cut-off (`amplitude_cutoff_fraction` x the reference) is not
     reported and its valleys are merged into the later one only when that one is lower, since
     the earlier breath was already reported; a breath still open at the end is never reported.
+    After a pause longer than `history_s` the detector starts afresh (edge rule included).
     Frame indices count the samples pushed since creation.
     """
 
@@ -250,6 +251,7 @@ class BreathDetector:
         size = int(round(history_s * rate))
         self._times: deque[float] = deque(maxlen=size)
         self._values: deque[float] = deque(maxlen=size)
+        self._raw: deque[float] = deque(maxlen=size)
         self._amplitudes: deque[float] = deque(maxlen=10)
         self._outliers: deque[int] = deque()
         self._count = 0
@@ -282,18 +284,20 @@ class BreathDetector:
         return float(np.percentile(values, 95) - np.percentile(values, 5))
 
     def _clean(self, value: float) -> float:
-        """`value`, or the previous sample's when it is an outlier by the offline cut-offs."""
-        if len(self._values) < self._distance:
+        """`value`, or the previous sample's when it is an outlier by the offline cut-offs
+        (computed on the raw samples, so that a new level is accepted once it is common)."""
+        self._raw.append(value)
+        if len(self._raw) < self._distance:
             return value
-        values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
-        mean = values.mean()
-        low, high = np.percentile(values, [self.settings.outlier_percentile,
-                                           100.0 - self.settings.outlier_percentile])
+        raw = np.fromiter(self._raw, dtype=np.float64, count=len(self._raw))
+        mean = raw.mean()
+        low, high = np.percentile(raw, [self.settings.outlier_percentile,
+                                        100.0 - self.settings.outlier_percentile])
         m = self.settings.outlier_multiplier
         if mean - m * (mean - low) <= value <= mean + m * (high - mean):
             return value
         self._outliers.append(self._count)
-        return float(values[-1])
+        return self._values[-1]
 
     def push(self, time_s: float, value: float) -> DetectorUpdate:
         """Add one sample; return the turning points and breaths it confirmed."""
@@ -304,7 +308,12 @@ class BreathDetector:
         first = self._count - len(self._values)
         while self._outliers and self._outliers[0] < first:
             self._outliers.popleft()
-        self._candidate = max(self._candidate, first)
+        if self._valley is not None and self._valley < first:  # a pause longer than history
+            self._valley, self._peak, self._armed = None, None, False
+            self._seeking, self._candidate = "valley", self._count - 1
+        elif self._candidate < first:  # the candidate left the history: the extreme in it
+            extreme = np.argmax if self._seeking == "peak" else np.argmin
+            self._candidate = first + int(extreme(self._values))
         update = DetectorUpdate()
         if self._count == self._warmup:  # replay the warm-up with its amplitude range
             for now in range(first, self._count):

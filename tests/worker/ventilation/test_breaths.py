@@ -142,3 +142,15 @@ def test_online_reports_no_breath_during_apnoea() -> None:
     pause_updates = [detector.push(t[-1] + (k + 1) / RATE, value)
                      for k, value in enumerate(pause)]
     assert sum(len(u.breaths) for u in pause_updates[int(2 * RATE):]) == 0
+
+
+def test_online_resumes_after_a_pause_longer_than_its_history() -> None:
+    t, y, _ = breathing(1, duration=40.0, cardiac=0.0)
+    detector = BreathDetector(RATE, history_s=30.0)
+    before = sum(len(detector.push(time_s, value).breaths)
+                 for time_s, value in zip(t, y, strict=True))
+    for k in range(int(40 * RATE)):  # 40 s of apnoea at the last level
+        detector.push(t[-1] + (k + 1) / RATE, y[-1])
+    after = sum(len(detector.push(t[-1] + 40.05 + time_s, value).breaths)
+                for time_s, value in zip(t, y, strict=True))
+    assert before >= 5 and after >= before - 2
