@@ -191,7 +191,7 @@ def _print(document: dict[str, Any], title: str) -> None:
         + (" (filtered out)" if summary["heart_filtered"] else "")
         + f"; lung region {summary['lung_voxels']} voxels; position {summary['position']}")
     console.print(f"TIV, EELI: {summary['units']['tiv']}; ΔEELI against "
-                  f"{summary['eeli_baseline']:.4g}; DSS/NSS: dependent/non-dependent silent "
-                  "spaces, % of the lung voxels; RVDI: spread of the regional delay")
+                  f"{_fmt(summary['eeli_baseline'], '.4g')}; DSS/NSS: dependent/non-dependent "
+                  "silent spaces, % of the lung voxels; RVDI: spread of the regional delay")
     for note in summary["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")

@@ -117,6 +117,18 @@ def test_a_reconstruction_file(recording, tmp_path) -> None:
         truth["summary"]["respiratory_rate_per_min"] / 2, rel=0.05)
 
 
+def test_a_file_without_a_whole_breath(recording, tmp_path) -> None:
+    rec = Recording.load(recording)
+    frames = slice(0, 40)  # 2 s
+    Recording(voltages=rec.voltages[frames], reference=rec.reference,
+              frame_times=rec.frame_times[frames], mask=rec.mask, meta=rec.meta,
+              truth=rec.truth[frames]).save(tmp_path / "short.npz")
+    output = _run(str(tmp_path / "short.npz"))
+    assert "0 breaths" in output and "no complete breath" in output
+    document = json.loads(_run(str(tmp_path / "short.npz"), "--json"))
+    assert document["breaths"] == [] and document["summary"]["respiratory_rate_per_min"] is None
+
+
 def test_errors(recording, tmp_path, fails_cleanly) -> None:
     rec = Recording.load(recording)
     Recording(voltages=rec.voltages, reference=rec.reference, frame_times=rec.frame_times,
