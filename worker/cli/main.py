@@ -11,6 +11,7 @@ from worker.cli import (
     device,
     metrics,
     model,
+    parameters,
     plot,
     reconstruct,
     simulate,
@@ -23,6 +24,7 @@ app = typer.Typer(help="EIT lung-ventilation monitor: D2IP 3D reconstruction, se
 app.add_typer(model.app, name="model")
 app.add_typer(bench.app, name="bench")
 app.command("metrics")(metrics.metrics)
+app.command("parameters")(parameters.parameters)
 app.command("plot")(plot.plot)
 app.command("simulate")(simulate.simulate)
 app.command("reconstruct")(reconstruct.reconstruct)
