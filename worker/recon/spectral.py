@@ -1,4 +1,4 @@
-"""The prior-weighted singular systems that Tikhonov, GCV and the TV data step need; GCV.
+"""The prior-weighted singular systems that Tikhonov needs, and GCV on them.
 
 Data weighting: the whitening weights w of `worker.forward.operator` (A = W^½ J, W = diag(w²)).
 
