@@ -60,7 +60,6 @@ class JacobianOperator:
         if self.weights.shape != (self.jacobian.shape[0],):
             raise ValueError(f"weights: expected shape ({self.jacobian.shape[0]},), "
                              f"got {self.weights.shape}")
-        self.whitened = self.jacobian * self.weights[:, None]  # A, (M, V)
         self.spectrum_path = spectrum_path
         self._spectrum: RangeSpectrum | None = None
 
@@ -78,13 +77,24 @@ class JacobianOperator:
     def n_voxels(self) -> int:
         return int(self.jacobian.shape[1])
 
+    @property
+    def whitened(self) -> np.ndarray:
+        """A = diag(w) J as a new (M, V) array (not kept: the model holds J already)."""
+        return self.jacobian * self.weights[:, None]
+
     def apply(self, values: np.ndarray) -> np.ndarray:
         """A x = W^½ J x for x of shape (V,) or (V, K)."""
-        return self.whitened @ values
+        product = self.jacobian @ values
+        return product * self._weights_for(product.ndim)
 
     def adjoint(self, residual: np.ndarray) -> np.ndarray:
         """Aᵀ r = Jᵀ W^½ r for r of shape (M,) or (M, K)."""
-        return self.whitened.T @ residual
+        residual = np.asarray(residual)
+        return self.jacobian.T @ (residual * self._weights_for(residual.ndim))
+
+    def _weights_for(self, ndim: int) -> np.ndarray:
+        """w shaped to scale the rows of an (M,) or (M, K) array."""
+        return self.weights.reshape((-1,) + (1,) * (ndim - 1))
 
     def whiten(self, data: np.ndarray) -> np.ndarray:
         """W^½ Δv for frames Δv of shape (M,) or (T, M)."""

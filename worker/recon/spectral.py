@@ -56,8 +56,9 @@ def spectrum(model: ForwardModel, prior: Prior = "noser") -> Spectrum:
                         s=system.singular_values)
 
     def build() -> dict[str, np.ndarray]:
-        d = np.sqrt(np.linalg.norm(operator.whitened, axis=0))
-        system = gram_spectrum(operator.whitened / d)
+        whitened = operator.whitened
+        d = np.sqrt(np.linalg.norm(whitened, axis=0))
+        system = gram_spectrum(whitened / d)
         return {"w": operator.weights, "d": d, "u": system.basis, "s": system.singular_values}
 
     arrays = cached_arrays(store.path_for(model, "spectrum", {"prior": prior}), build)
