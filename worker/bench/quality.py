@@ -13,9 +13,7 @@ time, in interleaved rounds (medians reported).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.forward import cache, load_model
+from worker import storage
+from worker.forward import load_model
 from worker.forward.geometry import resolve_geometry
 from worker.forward.grid import resolve_grid
 from worker.forward.model import ForwardModel, model_spec
@@ -34,6 +33,7 @@ from worker.plot import plot_volumes
 from worker.recon.base import create, normalise, reconstruct_recording
 from worker.recording import Recording, RecordingError
 
+SIMULATION_KEY_LENGTH = 16
 THROUGHPUT_FRAMES = 200
 THROUGHPUT_ROUNDS = 5
 THROUGHPUT_BATCH = 64
@@ -64,22 +64,22 @@ def recording_for(case: str, setup: Setup, progress: bool = False) -> Recording:
 
     spec = model_spec(resolve_geometry(setup.geometry), resolve_protocol(setup.protocol),
                       resolve_grid(setup.grid))
-    key = json.dumps({"case": case, "frames": setup.frames, "snr_db": setup.snr_db,
-                      "seed": setup.seed, **spec}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = cache.cache_dir() / "simulations" / f"{case}-{digest}.npz"
-    try:
-        return Recording.load(path)
-    except (FileNotFoundError, RecordingError):
-        pass
-    rec = simulate(case, snr_db=setup.snr_db, frames=setup.frames, seed=setup.seed,
-                   geometry=setup.geometry, protocol=setup.protocol, grid=setup.grid,
-                   progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    rec.save(tmp)
-    tmp.replace(path)
-    return rec
+    key = storage.content_key({"case": case, "frames": setup.frames, "snr_db": setup.snr_db,
+                               "seed": setup.seed, **spec}, SIMULATION_KEY_LENGTH)
+    path = storage.cache_dir() / "simulations" / f"{case}-{key}.npz"
+
+    def read(stored: Path) -> Recording | None:
+        try:
+            return Recording.load(stored)
+        except (FileNotFoundError, RecordingError):
+            return None
+
+    def build() -> Recording:
+        return simulate(case, snr_db=setup.snr_db, frames=setup.frames, seed=setup.seed,
+                        geometry=setup.geometry, protocol=setup.protocol, grid=setup.grid,
+                        progress=progress)
+
+    return storage.read_or_build(path, read, build, Recording.save)
 
 
 def run_case(case: str, methods: list[str], setup: Setup, out_dir: Path, device: str = "cpu",

@@ -16,7 +16,8 @@ def model(
     out: Annotated[Path | None, typer.Option(help="write the figures as JSON here")] = None,
     pyeit: Annotated[bool, typer.Option(help="compare with pyEIT (pip install pyeit)")] = True,
 ) -> None:
-    """Cold and cached build of the default model; Jacobian time vs pyEIT on equal meshes."""
+    """Cold and cached build of the default model; Jacobian time and agreement vs pyEIT on
+    equal meshes."""
     output_file(out)
     from rich.console import Console
     from rich.table import Table
@@ -31,10 +32,11 @@ def model(
     if pyeit:
         rows = jacobian_comparison()
         result["jacobian"], result["exponents"] = rows, scaling_exponents(rows)
-        table = Table("nodes", "elements", "ours s", "pyEIT s", "pyEIT/ours")
+        table = Table("nodes", "elements", "ours s", "pyEIT s", "pyEIT/ours", "J correlation")
         for r in rows:
             table.add_row(str(r["n_nodes"]), str(r["n_elements"]), f"{r['ours_seconds']:.2f}",
-                          f"{r['pyeit_seconds']:.2f}", f"{r['speedup']:.1f}x")
+                          f"{r['pyeit_seconds']:.2f}", f"{r['speedup']:.1f}x",
+                          f"{r['jacobian_correlation']:.3f}")
         console.print(table)
         ex = result["exponents"]
         console.print(f"time ∝ nodes^b: ours b={ex['ours']:.2f} (x{2 ** ex['ours']:.1f} per "

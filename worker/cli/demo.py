@@ -12,8 +12,6 @@ stops everything in order: belt, session close, worker (checkpoint), API, valkey
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 import signal
@@ -35,11 +33,10 @@ def demo_settings(grid: tuple[int, int, int], mesh_size: float) -> dict[str, Any
 
 def demo_recording(settings: dict[str, Any], duration: float) -> Path:
     """The simulated tidal-breathing recording for these settings, from the cache or made now."""
-    from worker.forward.cache import cache_dir
+    from worker import storage
 
-    key = json.dumps({**settings, "duration": duration}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = cache_dir() / "demo" / f"tidal-breathing-{digest}.npz"
+    key = storage.content_key({**settings, "duration": duration}, 16)
+    path = storage.cache_dir() / "demo" / f"tidal-breathing-{key}.npz"
     if path.is_file():
         return path
     from worker.simulation import simulate
@@ -47,10 +44,7 @@ def demo_recording(settings: dict[str, Any], duration: float) -> Path:
     typer.echo("simulating tidal breathing on a fine mesh (first run only) ...", err=True)
     rec = simulate("tidal-breathing", duration=duration, with_truth=False, progress=True,
                    **settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    rec.save(tmp)
-    os.replace(tmp, path)
+    storage.write_atomic(path, rec.save)
     return path
 
 

@@ -1,17 +1,14 @@
-"""On-disk cache of built forward models, keyed by a hash of every input.
+"""On-disk cache of built forward models, keyed by the content of every input.
 
-The key hashes the JSON of the geometry, protocol and grid specs together with
-`FORMAT_VERSION`, which is bumped whenever the numerics change. Files are written atomically
-(temporary file, then rename) so concurrent workers never read half a file. The folder is
-`EITMON_CACHE_DIR`, else `~/.cache/eitmon`.
+The key (`worker.storage.content_key`) hashes the geometry, protocol and grid specs together
+with `FORMAT_VERSION`, which is bumped whenever the numerics change. Files are written with
+`worker.storage.write_atomic`, so concurrent workers never read half a file. The folder is
+`models/` under the cache root (`worker.storage.cache_dir`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,37 +16,43 @@ import numpy as np
 import scipy.sparse as sp
 
 from worker.forward.mesh import Mesh
+from worker.storage import cache_dir, content_key, write_atomic
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
 
 FORMAT_VERSION = 1
 
+__all__ = ["FORMAT_VERSION", "cache_dir", "model_key", "operator_path", "path_for", "read",
+           "write"]
 
-def cache_dir(override: str | Path | None = None) -> Path:
-    if override is not None:
-        return Path(override)
-    env = os.environ.get("EITMON_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "eitmon"
+
+def model_key(spec: dict[str, Any]) -> str:
+    """The content key of a model spec (`ForwardModel.spec`)."""
+    return content_key({"spec": spec, "format": FORMAT_VERSION})
 
 
 def path_for(spec: dict[str, Any], override: str | Path | None = None) -> Path:
-    text = json.dumps({"spec": spec, "format": FORMAT_VERSION}, sort_keys=True)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:20]
-    return cache_dir(override) / "models" / f"model-{digest}.npz"
+    return cache_dir(override) / "models" / f"model-{model_key(spec)}.npz"
+
+
+def operator_path(model_path: Path) -> Path:
+    """The file of the singular system of the model cached at `model_path`, beside it."""
+    return model_path.with_name(model_path.name.replace("model-", "operator-", 1))
 
 
 def write(path: Path, model: ForwardModel) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     faces = model.mesh.electrodes
     proj = model.projection.tocsr()
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as fh:
-        np.savez(fh, nodes=model.mesh.nodes, tets=model.mesh.tets,
+
+    def save(temporary: Path) -> None:
+        np.savez(temporary, nodes=model.mesh.nodes, tets=model.mesh.tets,
                  faces=np.concatenate(faces), face_counts=np.array([len(f) for f in faces]),
                  proj_data=proj.data, proj_indices=proj.indices, proj_indptr=proj.indptr,
                  proj_shape=np.array(proj.shape), mask=model.mask, jacobian=model.jacobian,
                  reference_voltages=model.reference_voltages)
-    os.replace(fh.name, path)
+
+    write_atomic(path, save)
 
 
 def read(path: Path) -> dict[str, Any] | None:
@@ -64,5 +67,5 @@ def read(path: Path) -> dict[str, Any] | None:
             return {"mesh": Mesh(nodes=z["nodes"], tets=z["tets"], electrodes=tuple(faces)),
                     "projection": proj, "mask": z["mask"], "jacobian": z["jacobian"],
                     "reference_voltages": z["reference_voltages"]}
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None

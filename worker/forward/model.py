@@ -22,6 +22,7 @@ from worker.forward.geometry import GeometrySpec, resolve_geometry
 from worker.forward.grid import GridSpec, resolve_grid
 from worker.forward.jacobian import voxel_jacobian
 from worker.forward.mesh import Mesh, build_mesh
+from worker.forward.operator import JacobianOperator
 from worker.forward.protocol import ExplicitProtocol, Protocol, SkipProtocol, resolve_protocol
 from worker.forward.voxel import domain_mask, projection_matrix
 
@@ -34,6 +35,7 @@ class ForwardModel:
       rows are (v - v0)/|v0|, columns Δσ/σ0.
     - `reference_voltages`: M, at the background conductivity.
     - `solve(conductivity)`: M voltages for absolute voxel conductivities (P x R x C, S/m).
+    - `operator`: the whitened Jacobian with its adjoint and singular system, built once.
     """
 
     geometry: GeometrySpec
@@ -48,6 +50,7 @@ class ForwardModel:
     cache_path: Path | None = None
     from_cache: bool = False
     _cem: CEM | None = field(default=None, repr=False)
+    _operator: JacobianOperator | None = field(default=None, repr=False)
 
     @property
     def protocol(self) -> Protocol:
@@ -71,6 +74,17 @@ class ForwardModel:
         if self._cem is None:
             self._cem = CEM(self.mesh, self.geometry.electrodes.contact_impedance)
         return self._cem
+
+    @property
+    def operator(self) -> JacobianOperator:
+        """The whitened Jacobian A = W^½ J shared by every method (`worker.forward.operator`);
+        its singular system is stored beside the model's cache file."""
+        if self._operator is None:
+            path = (cache.operator_path(self.cache_path) if self.cache_path is not None
+                    else None)
+            self._operator = JacobianOperator.from_reference(self.jacobian,
+                                                             self.reference_voltages, path)
+        return self._operator
 
     def solve_elements(self, sigma: np.ndarray) -> np.ndarray:
         """M voltages for per-element conductivities (S/m)."""

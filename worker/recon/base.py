@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from worker.forward.operator import NORMALISE_FLOOR
+
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
 
@@ -81,7 +83,6 @@ class StreamingReconstructor(ABC):
 
 
 Factory = Callable[..., StreamingReconstructor]
-NORMALISE_FLOOR = 0.1  # divisor floor of `normalise`, as a fraction of the rms reference
 _REGISTRY: dict[str, Factory] = {}
 
 

@@ -3,7 +3,9 @@
 A shallow network maps a fixed input to the V voxel values, x = f(θ | z); per frame, Adam fits
 θ to the data with a handcrafted TV prior (D2IP eq. (2) with the spatial term of eq. (8)):
 
-    L(θ) = ‖W^½(Δv - J f(θ | z))‖² + λ TV_ε(f(θ | z))      (TV and λ, ε: `worker.recon.tv_ops`)
+    L(θ) = ‖W^½(Δv - J f(θ | z))‖² + λ TV_ε(f(θ | z))
+
+(TV: `worker.recon.finite_difference`; λ and ε per frame: `worker.recon.lambda_rule`)
 
 R-SIP's code is not public; what we assume (docs/reconstruction.md lists it too):
 - f is a three-layer MLP, Linear(N_IN, WIDTH) - LeakyReLU(0.2) - Linear(WIDTH, WIDTH) -
@@ -16,7 +18,7 @@ R-SIP's code is not public; what we assume (docs/reconstruction.md lists it too)
 - warm start (the default): weights and Adam moments carry over from frame to frame, as a
   streaming monitor would run it; `warm_start=False` re-initialises every frame from `seed`
   (R-SIP as a single-frame method, as D2IP's comparison ran it), `first_iterations` a frame;
-- the whitened data term of `worker.recon.spectral`, like every method here.
+- the whitened data term of `worker.forward.operator`, like every method here.
 Deterministic on the CPU under `seed`. State: weights, Adam moments, frame counter and seed.
 A frame without data (Δv = 0) gives x = 0 and leaves the weights alone.
 """
@@ -30,9 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from worker.recon.base import FrameResult, StreamingReconstructor, register
-from worker.recon.spectral import data_weights
+from worker.recon.finite_difference import MaskedDifference, total_variation
+from worker.recon.lambda_rule import KAPPA, DataScaledLambda
 from worker.recon.tikhonov import tikhonov_operator
-from worker.recon.tv_ops import KAPPA, Gradient, frame_parameters, total_variation
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
@@ -68,12 +70,12 @@ class RSIP(StreamingReconstructor):
                  device: str = "cpu") -> None:
         super().__init__(model)
         self.device = torch.device(device)
-        w = data_weights(model)
-        self.w = torch.tensor(w, dtype=torch.float32, device=self.device)
-        self.a = torch.tensor(model.jacobian * w[:, None], dtype=torch.float32,
-                              device=self.device)
+        operator = model.operator
+        self.w = torch.tensor(operator.weights, dtype=torch.float32, device=self.device)
+        self.a = torch.tensor(operator.whitened, dtype=torch.float32, device=self.device)
         self.tikhonov = torch.tensor(tikhonov_operator(model).matrix, device=self.device)
-        self.grad = Gradient(model.mask, self.device)
+        self.difference = MaskedDifference(model.mask, self.device)
+        self.rule = DataScaledLambda(self.difference)
         self.lam, self.warm_start, self.lr = lam, warm_start, lr
         self.first_iterations, self.iterations = first_iterations, iterations
         self.frames = 0
@@ -84,7 +86,7 @@ class RSIP(StreamingReconstructor):
         self.seed = seed
         gen = torch.Generator().manual_seed(seed)
         self.z = torch.rand(N_IN, generator=gen).to(self.device)
-        self.net = shallow_prior(self.grad.n, seed).to(self.device)
+        self.net = shallow_prior(self.difference.n_voxels, seed).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         self.fresh = True
 
@@ -104,11 +106,12 @@ class RSIP(StreamingReconstructor):
         b = self.w * dvt
         energy = float(b.square().sum())
         if energy == 0.0:
-            return np.zeros(self.grad.n, dtype=np.float32), 0, 0.0
+            return np.zeros(self.difference.n_voxels, dtype=np.float32), 0, 0.0
         if not self.warm_start and not self.fresh:
             self._reset(self.seed)
         with torch.no_grad():
-            lam, eps = frame_parameters(self.grad, self.tikhonov @ dvt, energy, self.lam)
+            frame = self.rule(self.tikhonov @ dvt, energy)
+        lam, eps = (frame.lam if self.lam is None else float(self.lam)), frame.eps
         iterations = self.first_iterations if self.fresh else self.iterations
         self.fresh = False
         for _ in range(iterations):
@@ -123,7 +126,7 @@ class RSIP(StreamingReconstructor):
     def _loss(self, b: Tensor, lam: float, eps: float) -> tuple[Tensor, Tensor]:
         """(L(θ), f(θ | z))."""
         x = self.net(self.z)
-        return (b - self.a @ x).square().sum() + lam * total_variation(x, self.grad, eps), x
+        return (b - self.a @ x).square().sum() + lam * total_variation(x, self.difference, eps), x
 
     def state_dict(self) -> dict[str, Any]:
         return {"frames": self.frames, "seed": self.seed, "fresh": self.fresh,

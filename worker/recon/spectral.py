@@ -1,19 +1,14 @@
-"""The whitened, prior-weighted Jacobian's singular system, computed once per model and cached;
-generalised cross-validation (GCV) on it.
+"""The prior-weighted singular systems that Tikhonov needs, and GCV on them.
 
-Data weighting. The belt's noise is a fixed floor in volts, so channel i of the normalised data
-Δv_i = (v_i - v_ref,i)/|v_ref,i| (D2IP eq. 1, `base.normalise`, divisor floored at a tenth of
-the rms) carries noise ∝ 1/|v_ref,i|: channels with a small reference voltage are the noisiest.
-Rows are whitened by w_i = max(|v0_i|, floor) / rms(v0), the model's reference voltages
-standing in for the measured ones (so W is fixed per model): every method fits
-‖W^½(Δv - J x)‖², W = diag(w²).
+Data weighting: the whitening weights w of `worker.forward.operator` (A = W^½ J, W = diag(w²)).
 
-Prior weighting. Γ = D², D = diag(d): d = 1 (identity) or d_j = ‖column j of diag(w) J‖^½
+Prior weighting. Γ = D², D = diag(d): d = 1 (identity) or d_j = ‖column j of A‖^½
 (NOSER, Γ = diag(JᵀWJ)^½: Cheney et al. 1990 with the exponent ½ that EIDORS uses by default).
 
-With J̃ = diag(w) J D⁻¹ = U S Ṽᵀ we keep U (M x M) and s (M), from the eigen-decomposition of
-the M x M Gram matrix J̃ J̃ᵀ = U S² Uᵀ: all that Tikhonov, GCV and the TV data step need; the
-V x M factor Ṽ is never formed.
+With J̃ = A D⁻¹ = U S Ṽᵀ we keep U (M x M) and s (M), from the eigen-decomposition of the
+M x M Gram matrix J̃ J̃ᵀ = U S² Uᵀ. For the identity prior J̃ = A and the system is the shared
+operator's (`JacobianOperator.spectrum`); the NOSER one is computed once per model and cached
+on disk (`worker.recon.store`).
 """
 
 from __future__ import annotations
@@ -23,8 +18,9 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from worker.forward.operator import gram_spectrum
 from worker.recon import store
-from worker.recon.base import NORMALISE_FLOOR
+from worker.storage import cached_arrays
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
@@ -44,28 +40,28 @@ class Spectrum:
 
 
 def data_weights(model: ForwardModel) -> np.ndarray:
-    """w_i = max(|v0_i|, floor) / rms(v0): whitens noise of constant size in volts, with the
-    divisor floor of `normalise`."""
-    v0 = np.abs(np.asarray(model.reference_voltages, dtype=float))
-    rms = np.sqrt(np.mean(v0**2))
-    return np.maximum(v0, NORMALISE_FLOOR * rms) / rms
+    """The model's whitening weights w (`JacobianOperator.weights`)."""
+    return model.operator.weights
 
 
 def spectrum(model: ForwardModel, prior: Prior = "noser") -> Spectrum:
-    """The singular system for `prior`, from the recon cache or computed (M²V flops)."""
+    """The singular system for `prior`: the operator's, or the NOSER one from the recon cache
+    or computed (M²V flops)."""
     if prior not in PRIORS:
         raise ValueError(f"prior: unknown prior {prior!r}; priors: {', '.join(PRIORS)}")
+    operator = model.operator
+    if prior == "identity":
+        system = operator.spectrum
+        return Spectrum(w=operator.weights, d=np.ones(operator.n_voxels), u=system.basis,
+                        s=system.singular_values)
 
     def build() -> dict[str, np.ndarray]:
-        w = data_weights(model)
-        jw = model.jacobian * w[:, None]
-        d = np.sqrt(np.linalg.norm(jw, axis=0)) if prior == "noser" else np.ones(jw.shape[1])
-        jt = jw / d
-        lam, u = np.linalg.eigh(jt @ jt.T)
-        order = np.argsort(lam)[::-1]
-        return {"w": w, "d": d, "u": u[:, order], "s": np.sqrt(np.clip(lam[order], 0.0, None))}
+        whitened = operator.whitened
+        d = np.sqrt(np.linalg.norm(whitened, axis=0))
+        system = gram_spectrum(whitened / d)
+        return {"w": operator.weights, "d": d, "u": system.basis, "s": system.singular_values}
 
-    arrays = store.cached(store.path_for(model, "spectrum", {"prior": prior}), build)
+    arrays = cached_arrays(store.path_for(model, "spectrum", {"prior": prior}), build)
     return Spectrum(w=arrays["w"], d=arrays["d"], u=arrays["u"], s=arrays["s"])
 
 

@@ -3,7 +3,8 @@
     x = argmin ‖W^½(Δv - J x)‖² + μ² ‖D x‖²,   Γ = D²   (D2IP eq. 2 with a quadratic prior)
       = R Δv,   R = (JᵀWJ + μ²Γ)⁻¹ JᵀW = D⁻¹ J̃ᵀ (J̃J̃ᵀ + μ²I)⁻¹ W^½,   J̃ = W^½ J D⁻¹
 
-W whitens the data and Γ is the NOSER (default) or identity prior (see `worker.recon.spectral`).
+W whitens the data (`worker.forward.operator`) and Γ is the NOSER (default) or identity prior
+(`worker.recon.spectral`).
 The second form, by the push-through identity, needs only the M x M Gram matrix J̃J̃ᵀ = U S² Uᵀ
 instead of a V x V solve: R = D⁻¹ J̃ᵀ U diag(1/(s² + μ²)) Uᵀ W^½. R (float32, V x M) is built
 once per model and setting and cached on disk (`worker.recon.store`).
@@ -29,6 +30,7 @@ import torch
 from worker.recon import store
 from worker.recon.base import FrameResult, StreamingReconstructor, register
 from worker.recon.spectral import Prior, Spectrum, gcv_minimiser, spectrum
+from worker.storage import cached_arrays
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
@@ -50,7 +52,7 @@ class TikhonovOperator:
 
 def design_mu(model: ForwardModel, spec: Spectrum, snr_db: float) -> float:
     """μ by GCV on the expected data of the design signal (module docstring)."""
-    b = spec.w * model.jacobian.sum(axis=1) * DESIGN_CONTRAST
+    b = model.operator.whiten(model.jacobian.sum(axis=1)) * DESIGN_CONTRAST
     beta2 = (spec.u.T @ b) ** 2 + 10.0 ** (-snr_db / 10.0)
     return gcv_minimiser(spec.s, beta2)
 
@@ -66,12 +68,12 @@ def tikhonov_operator(model: ForwardModel, prior: Prior = "noser", mu: float | N
     def build() -> dict[str, np.ndarray]:
         u, s, w, d = spec.u, spec.s, spec.w, spec.d
         core = (u / (s**2 + mu**2)) @ u.T
-        jt = model.jacobian * w[:, None] / d
+        jt = model.operator.whitened / d
         matrix = (jt.T @ core) * w[None, :] / d[:, None]
         residual = ((u * (mu**2 / (s**2 + mu**2))) @ u.T) * w[None, :]
         return {"matrix": matrix.astype(np.float32), "residual": residual.astype(np.float32)}
 
-    arrays = store.cached(store.path_for(model, "tikhonov", {"prior": prior, "mu": mu}), build)
+    arrays = cached_arrays(store.path_for(model, "tikhonov", {"prior": prior, "mu": mu}), build)
     return TikhonovOperator(matrix=arrays["matrix"], residual=arrays["residual"],
                             d=spec.d.astype(np.float32), mu=mu, prior=prior)
 

@@ -2,12 +2,13 @@
 
     x = argmin F(x) + G(D x),   F(x) = ‖W^½(Δv - J x)‖²,   G(g) = (λ/V) Σ_v sqrt(|g_v|² + ε)
 
-i.e. the data term plus λ·TV_ε, the spatial term of D2IP eq. (8)/(10) (`worker.recon.tv_ops`),
-with the whitened data term of `worker.recon.spectral`.
+i.e. the data term plus λ·TV_ε, the spatial term of D2IP eq. (8)/(10)
+(`worker.recon.finite_difference`), with the whitened operator A = W^½J of
+`worker.forward.operator`.
 
 Solver: Chambolle-Pock primal-dual (Chambolle & Pock 2011, algorithm 1, θ = 1) on K = D:
     p ← prox_{σG*}(p + σ D x̄),   x⁺ ← prox_{τF}(x - τ Dᵀp),   x̄ ← 2x⁺ - x,   τσ‖D‖² ≤ 1.
-prox_{τF} is exact and cheap through the Gram eigen-decomposition A Aᵀ = U S² Uᵀ (A = W^½J):
+prox_{τF} is exact and cheap through the operator's singular system A Aᵀ = U S² Uᵀ:
 prox_{τF}(y) = y + Aᵀ U diag(c/(1 + c s²)) Uᵀ (W^½Δv - A y), c = 2τ: two V x M products per
 iteration. prox_{σG*} follows from Moreau's identity; the proximal map of the ε-smoothed norm
 is radial, its radius the root of r + a r/sqrt(r² + ε) = |z| (a = λ/(Vσ)), found by Newton's
@@ -16,7 +17,7 @@ Step sizes τ = ρ/√12, σ = 1/(ρ√12), ρ² = RHO · ‖x_T‖ / ((λ/V) �
 (the Tikhonov solution x_T) against the dual one (|p_v| ≤ λ/V).
 
 Stopping rule: ‖x⁺ - x‖ ≤ tol ‖x⁺‖ (default 1e-3), or max_iter iterations (default 300).
-λ and ε: per frame, by the rules of `tv_ops`, or `lam=`.
+λ and ε: per frame, by the data-scaled rule of `worker.recon.lambda_rule`, or `lam=`.
 Warm start: x and p continue from the previous frame (the first frame starts at x_T, p = 0).
 State: x, p and the frame counter. A frame without data (Δv = 0) gives x = 0 and resets x, p.
 """
@@ -31,15 +32,9 @@ import torch
 from torch import Tensor
 
 from worker.recon.base import FrameResult, StreamingReconstructor, register
-from worker.recon.spectral import spectrum
+from worker.recon.finite_difference import NORM_SQ_BOUND, MaskedDifference, total_variation
+from worker.recon.lambda_rule import KAPPA, DataScaledLambda
 from worker.recon.tikhonov import tikhonov_operator
-from worker.recon.tv_ops import (
-    KAPPA,
-    NORM_SQ_BOUND,
-    Gradient,
-    frame_parameters,
-    total_variation,
-)
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
@@ -71,13 +66,14 @@ class TotalVariation(StreamingReconstructor):
                  max_iter: int = 300, device: str = "cpu") -> None:
         super().__init__(model)
         self.device = torch.device(device)
-        spec = spectrum(model, "identity")
-        self.w = torch.tensor(spec.w, **self._f32)
-        self.a = torch.tensor(model.jacobian * spec.w[:, None], **self._f32)
-        self.u = torch.tensor(spec.u, **self._f32)
-        self.s2 = torch.tensor(spec.s**2, **self._f32)
+        operator = model.operator
+        self.w = torch.tensor(operator.weights, **self._f32)
+        self.a = torch.tensor(operator.whitened, **self._f32)
+        self.u = torch.tensor(operator.spectrum.basis, **self._f32)
+        self.s2 = torch.tensor(operator.spectrum.singular_values**2, **self._f32)
         self.tikhonov = torch.tensor(tikhonov_operator(model).matrix, device=self.device)
-        self.grad = Gradient(model.mask, self.device)
+        self.difference = MaskedDifference(model.mask, self.device)
+        self.rule = DataScaledLambda(self.difference)
         self.lam, self.tol, self.max_iter = lam, tol, max_iter
         self.x: Tensor | None = None
         self.p: Tensor | None = None
@@ -98,28 +94,31 @@ class TotalVariation(StreamingReconstructor):
         energy = float(b.square().sum())
         if energy == 0.0:
             self.x = self.p = None
-            return np.zeros(self.grad.n, dtype=np.float32), 0, 0.0
+            return np.zeros(self.difference.n_voxels, dtype=np.float32), 0, 0.0
         x_tik = self.tikhonov @ dvt
-        lam, eps = frame_parameters(self.grad, x_tik, energy, self.lam)
-        weight = lam / self.grad.n
+        n_voxels = self.difference.n_voxels
+        frame = self.rule(x_tik, energy)
+        lam, eps = (frame.lam if self.lam is None else float(self.lam)), frame.eps
+        weight = lam / n_voxels
         x = x_tik if self.x is None else self.x
-        p = torch.zeros((3, self.grad.n), **self._f32) if self.p is None else self.p
-        rho = math.sqrt(RHO * float(x_tik.norm()) / (weight * math.sqrt(self.grad.n)))
+        p = torch.zeros((3, n_voxels), **self._f32) if self.p is None else self.p
+        rho = math.sqrt(RHO * float(x_tik.norm()) / (weight * math.sqrt(n_voxels)))
         tau, sigma = rho / math.sqrt(NORM_SQ_BOUND), 1.0 / (rho * math.sqrt(NORM_SQ_BOUND))
         c = 2.0 * tau
         gain = c / (1.0 + c * self.s2)
         x_bar, it = x, 0
         while it < self.max_iter:
             it += 1
-            p = prox_dual(p + sigma * self.grad(x_bar), sigma, weight, eps)
-            y = x - tau * self.grad.adjoint(p)
+            p = prox_dual(p + sigma * self.difference.apply(x_bar), sigma, weight, eps)
+            y = x - tau * self.difference.adjoint(p)
             x_new = y + self.a.T @ (self.u @ (gain * (self.u.T @ (b - self.a @ y))))
             change = float((x_new - x).norm()) / max(float(x_new.norm()), 1e-30)
             x_bar, x = 2.0 * x_new - x, x_new
             if change <= self.tol:
                 break
         self.x, self.p = x, p
-        loss = float((b - self.a @ x).square().sum() + lam * total_variation(x, self.grad, eps))
+        prior = lam * total_variation(x, self.difference, eps)
+        loss = float((b - self.a @ x).square().sum() + prior)
         return x.cpu().numpy(), it, loss
 
     @property

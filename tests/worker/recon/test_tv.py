@@ -1,42 +1,13 @@
-"""TV: the shared difference operator, the dual proximal map, the solver and checkpoints."""
+"""TV: the dual proximal map, the solver and checkpoints (the difference operator:
+test_finite_difference.py)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from worker.forward.model import ForwardModel
 from worker.recon.tv import TotalVariation, prox_dual
-from worker.recon.tv_ops import NORM_SQ_BOUND, Gradient, total_variation
-
-
-@pytest.fixture(scope="module")
-def grad(coarse_model: ForwardModel) -> Gradient:
-    return Gradient(coarse_model.mask)
-
-
-def test_gradient_adjoint_and_boundary(coarse_model: ForwardModel, grad: Gradient) -> None:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(grad.n, generator=gen, dtype=torch.float64)
-    g = torch.randn(3, grad.n, generator=gen, dtype=torch.float64)
-    assert float((grad(x) * g).sum()) == pytest.approx(float((x * grad.adjoint(g)).sum()))
-    assert torch.all(grad(torch.ones(grad.n)) == 0)  # constants have no variation
-    assert total_variation(torch.ones(grad.n), grad, 1e-4) == pytest.approx(1e-2)
-    # a difference along C between two masked neighbours, in volume coordinates
-    vol = np.zeros(coarse_model.grid.shape)
-    p, r, c = np.argwhere(coarse_model.mask & np.roll(coarse_model.mask, -1, axis=2))[0]
-    vol[p, r, c + 1] = 1.0
-    d = grad(torch.from_numpy(vol[coarse_model.mask]))
-    index = int(np.flatnonzero(coarse_model.mask.ravel() == 1).searchsorted(
-        np.ravel_multi_index((p, r, c), vol.shape)))
-    assert float(d[2, index]) == 1.0 and float(d[0, index]) == 0.0
-    # power iteration: ‖D‖² stays below the bound the step sizes rely on
-    v = torch.randn(grad.n, generator=gen, dtype=torch.float64)
-    for _ in range(200):
-        v = grad.adjoint(grad(v))
-        v /= v.norm()
-    assert float(grad.adjoint(grad(v)).norm()) <= NORM_SQ_BOUND
 
 
 def test_prox_dual_solves_the_radial_equation() -> None:
