@@ -5,8 +5,9 @@ A protocol with the wrong current sign (EIDORS's injection [0, b] drives -1 on e
 our `skip` presets +1) or the wrong electrode order has the same measurement count as the
 right one, so only the voltages can tell. The Pearson correlation of the measured reference
 with the model's voltages at the background conductivity is checked over all channels and
-within each injection's channels; a negative overall correlation is refused (a flipped sign),
-one below `WARN_BELOW` is warned about (wrong order, electrode positions or geometry).
+within each injection's channels; a negative overall correlation is refused (a flipped sign
+makes it about -1), one below `WARN_BELOW` is warned about (wrong order, electrode positions
+or geometry).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def check_protocol(measured: np.ndarray, model: np.ndarray, meas_injection: np.n
         message = (f"the measured reference anti-correlates with the model's homogeneous "
                    f"voltages (r = {overall:+.3f}): the protocol's current or measurement sign "
                    f"looks flipped (EIDORS's inj [0, b] drives -1 on electrode e, our skip "
-                   f"presets +1), or the electrodes are numbered the other way round")
+                   f"presets +1)")
     elif overall < WARN_BELOW:
         verdict = "warn"
         message = (f"the measured reference correlates only weakly with the model's homogeneous "

@@ -7,15 +7,17 @@ Per channel (a measurement of the protocol):
   13 frames/s a cardiac signal partly stays in (an upper bound on the noise);
 - relative noise = noise / level; a channel is usable when its level is above `LEVEL_FLOOR`
   x the median level and its relative noise below `NOISE_CEILING`.
-Per electrode, over the channels that use it (in their drive or their measurement):
+Per electrode pair (a drive or measurement pair of the protocol), over the channels that use
+the pair to drive or to measure:
 - noise ratio: their median relative noise / the median over all channels;
-- reciprocity error: median of |v - v_r| / mean(|v|, |v_r|) over the reciprocal pairs (drive
-  and measurement swapped) it takes part in, on the time-mean; only when the device measured
-  both of each pair;
-- model misfit (when the homogeneous-model check ran): median |log(measured / model)| of its
-  channels after removing one overall gain;
-- usable fraction of its channels.
-An electrode is flagged when one of them is out of line (see `ElectrodeLimits`).
+- reciprocity error: median of |v - v_r| / mean(|v|, |v_r|) with v_r the reciprocal channel
+  (drive and measurement swapped), on the time-mean; only when the device measured both;
+- model misfit (when the homogeneous-model check ran): median |log(measured / model)| after
+  removing one overall gain;
+- usable fraction.
+An electrode scores as its best pair: a bad contact spoils every pair it is in, while its
+neighbours keep one good pair each. It is flagged when a score is out of line (see
+`ElectrodeLimits`).
 """
 
 from __future__ import annotations
@@ -129,9 +131,18 @@ class QualityReport:
         return "\n".join(lines)
 
 
-def _per_electrode(values: np.ndarray, uses: list[np.ndarray]) -> np.ndarray:
-    return np.array([np.nanmedian(values[idx]) if idx.size and np.isfinite(values[idx]).any()
-                     else np.nan for idx in uses])
+def _per_electrode(values: np.ndarray, pairs: list[tuple[frozenset[int], np.ndarray]],
+                   n_electrodes: int, best: str = "min") -> np.ndarray:
+    """Each electrode's best (min or max) over its pairs of the pair's median value."""
+    medians = [(pair, np.nanmedian(values[idx]) if np.isfinite(values[idx]).any() else np.nan)
+               for pair, idx in pairs]
+    pick = np.nanmin if best == "min" else np.nanmax
+    out = np.full(n_electrodes, np.nan)
+    for e in range(n_electrodes):
+        scores = [m for pair, m in medians if e in pair and np.isfinite(m)]
+        if scores:
+            out[e] = pick(scores)
+    return out
 
 
 def _out_of_line(values: np.ndarray | None, floor: float) -> np.ndarray:
@@ -156,9 +167,10 @@ def quality_report(voltages: np.ndarray, currents: np.ndarray, meas_injection: n
                                                          < NOISE_CEILING)
     driven, measured = _channel_electrodes(meas_weights, currents, meas_injection)
     n_electrodes = currents.shape[1]
-    uses = [np.array([k for k in range(level.size) if e in driven[k] or e in measured[k]],
-                     dtype=int) for e in range(n_electrodes)]
-    noise_ratio = _per_electrode(relative / np.nanmedian(relative), uses)
+    pairs = [(pair, np.array([k for k in range(level.size)
+                              if driven[k] == pair or measured[k] == pair]))
+             for pair in sorted(set(driven) | set(measured), key=sorted)]
+    noise_ratio = _per_electrode(relative / np.nanmedian(relative), pairs, n_electrodes)
     reciprocity = None
     if reciprocals_measured:
         partner = reciprocal_partners(meas_weights, currents, meas_injection)
@@ -168,12 +180,14 @@ def quality_report(voltages: np.ndarray, currents: np.ndarray, meas_injection: n
         with np.errstate(divide="ignore", invalid="ignore"):
             error[has] = (np.abs(mean[has] - mean[partner[has]])
                           / (0.5 * (np.abs(mean[has]) + np.abs(mean[partner[has]]))))
-        reciprocity = _per_electrode(error, uses) if has.any() else None
+        reciprocity = _per_electrode(error, pairs, n_electrodes) if has.any() else None
     misfit = None
     if channel_ratio is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
-            misfit = _per_electrode(np.abs(np.log(np.abs(channel_ratio))), uses)
-    electrode_usable = np.array([usable[idx].mean() if idx.size else 0.0 for idx in uses])
+            misfit = _per_electrode(np.abs(np.log(np.abs(channel_ratio))), pairs,
+                                    n_electrodes)
+    electrode_usable = np.nan_to_num(_per_electrode(usable.astype(float), pairs, n_electrodes,
+                                                    best="max"))
     flags: dict[int, list[str]] = {}
     checks = [
         (np.nan_to_num(noise_ratio, nan=0.0) > limits.noise_ratio, "noisy"),
