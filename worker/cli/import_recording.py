@@ -39,6 +39,10 @@ def import_recording(
     geometry: Annotated[str, typer.Option(help="geometry preset or spec file")] = "thorax-1x16",
     grid: Annotated[str | None, typer.Option(help="voxel grid P,R,C (default 16,32,32)")]
     = None,
+    electrodes: Annotated[str, typer.Option(
+        help="device: put the device's electrodes where the format says they sit (the .get "
+             "numbering runs the other way round); as-numbered: device electrode i on model "
+             "electrode i")] = "device",
     attribution: Annotated[str | None, typer.Option(
         help="attribution the data's licence requires (known recordings carry theirs)")] = None,
     check: Annotated[bool, typer.Option(
@@ -56,7 +60,7 @@ def import_recording(
     try:
         imported = run_import(file, fmt, check=check, progress=not as_json, rate=rate,
                               reference=reference, geometry=geometry, grid=_grid(grid),
-                              attribution=attribution)
+                              attribution=attribution, electrodes=electrodes)
     except (RecordingError, ValueError, TypeError, OSError) as exc:
         _fail(str(exc))
     rec, result = imported.recording, imported.check

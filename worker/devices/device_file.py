@@ -12,7 +12,9 @@ import numpy as np
 class DeviceFile:
     """One device file, read.
 
-    voltages (T, M) in the order of `protocol` (an explicit protocol dict or a preset name);
+    voltages (T, M) in the order of `protocol` (an explicit protocol dict or a preset name) in
+    the device's electrode numbering; model_electrode[i]: the geometry's electrode index (our
+    numbering: docs/forward-model.md) where the device's electrode i sits, None when the same;
     frame_rate in frames/s when the file (or its sidecar) states it, else None;
     reciprocals_measured: whether each reciprocal pair was measured separately (False when the
     device stored one of each pair and the reader filled in the other);
@@ -26,6 +28,7 @@ class DeviceFile:
     protocol_description: str
     frame_rate: float | None
     reciprocals_measured: bool
+    model_electrode: list[int] | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     @property

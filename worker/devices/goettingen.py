@@ -17,6 +17,13 @@ up), with the protocol EIDORS attaches to these files, `mk_stim_patterns(16, 1, 
 {'no_meas_current', 'no_rotate_meas'}, 1)`: its currents have the opposite sign of our
 `adjacent` preset, which the values' sign (all positive) matches. Values are in device units
 (not scaled): difference imaging only uses ratios.
+
+Electrode placement (stated for the neonate recording, assumed for the device): electrode 1 at
+the front of the chest, 5 on the patient's left, 9 on the back, 13 on the right: clockwise as
+seen from the feet, the other way round from our geometries (anterior -> patient's right).
+Device electrode i (0-based) is therefore model electrode (-i) mod 16: electrode 1 stays the
+front one, the order is mirrored. The homogeneous-model check cannot see this (a left-right
+symmetric thorax gives the same voltages either way); the images would be mirrored.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ PROTOCOL_ARGS = (N_ELECTRODES, 1, [0, 1], [0, 1])
 PROTOCOL_DESCRIPTION = ("EIDORS mk_stim_patterns(16, 1, [0, 1], [0, 1], "
                         "{'no_meas_current', 'no_rotate_meas'}, 1)")
 DEVICE = "Göttingen Goe-MF II (Viasys/CareFusion), 16 electrodes"
+MODEL_ELECTRODE = [(-i) % N_ELECTRODES for i in range(N_ELECTRODES)]  # see the module doc
 
 
 class GetFormatError(ValueError):
@@ -116,4 +124,4 @@ def read_get(path: str | Path) -> DeviceFile:
     return DeviceFile(format="get", device=DEVICE, voltages=values[:, order], protocol=protocol,
                       protocol_description=PROTOCOL_DESCRIPTION,
                       frame_rate=_sidecar_rate(sidecar), reciprocals_measured=not stored_once,
-                      details=details)
+                      model_electrode=MODEL_ELECTRODE, details=details)

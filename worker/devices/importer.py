@@ -14,7 +14,7 @@ from worker.devices.consistency import ProtocolCheck, check_protocol
 from worker.devices.device_file import DeviceFile
 from worker.devices.known_recordings import file_hashes, known_recording
 from worker.devices.quality import QualityReport, quality_report
-from worker.devices.stim_patterns import protocol_sha256
+from worker.devices.stim_patterns import protocol_sha256, renumber
 from worker.forward.geometry import resolve_geometry
 from worker.forward.grid import resolve_grid
 from worker.forward.protocol import resolve_protocol
@@ -48,8 +48,13 @@ def _provenance(path: Path, device_file: DeviceFile, attribution: str | None,
 
 def read_recording(path: str | Path, fmt: str, *, rate: float | None = None,
                    reference: str = "mean", geometry: Any = DEFAULT_GEOMETRY, grid: Any = None,
-                   attribution: str | None = None) -> tuple[Recording, DeviceFile]:
-    """The device file as a recording (no model built); ValueError says what is wrong."""
+                   attribution: str | None = None, electrodes: str = "device"
+                   ) -> tuple[Recording, DeviceFile]:
+    """The device file as a recording (no model built); ValueError says what is wrong.
+
+    electrodes: "device" places the device's electrodes where the format says they sit
+    (`DeviceFile.model_electrode`), "as-numbered" puts device electrode i on model electrode i.
+    """
     path = Path(path)
     device_file = read_device_file(path, fmt)
     if rate is not None:
@@ -63,12 +68,21 @@ def read_recording(path: str | Path, fmt: str, *, rate: float | None = None,
     frame_times = np.arange(device_file.n_frames) / rate
     chosen = reference_frames(reference, frame_times)
     protocol = device_file.protocol
+    description = device_file.protocol_description
+    if electrodes not in ("device", "as-numbered"):
+        raise ValueError(f"--electrodes: expected device or as-numbered, got {electrodes!r}")
+    if electrodes == "device" and device_file.model_electrode is not None:
+        if not isinstance(protocol, dict):
+            raise ValueError("a preset protocol cannot be renumbered")
+        protocol = renumber(protocol, device_file.model_electrode)
+        description += "; renumbered: device electrode i is model electrode model_electrode[i]"
     meta: dict[str, Any] = {
         "geometry": geometry, "protocol": protocol, "grid": list(resolve_grid(grid).shape),
-        "protocol_description": device_file.protocol_description,
+        "protocol_description": description,
         "reference": {"spec": reference, "frames": [int(chosen[0]), int(chosen[-1])],
                       "count": int(chosen.size)},
         "frame_rate": rate,
+        "model_electrode": (device_file.model_electrode if electrodes == "device" else None),
         "source": _provenance(path, device_file, attribution, rate_source),
     }
     if isinstance(protocol, dict):
@@ -103,7 +117,7 @@ def import_recording(path: str | Path, fmt: str, *, check: bool = True, progress
     result = model_check(recording, progress=progress) if check else None
     meta = recording.meta
     n_electrodes = resolve_geometry(meta["geometry"]).electrodes.count
-    protocol = resolve_protocol(meta["protocol"]).build(n_electrodes)
+    protocol = resolve_protocol(device_file.protocol).build(n_electrodes)  # device numbering
     quality = quality_report(recording.voltages, protocol.currents, protocol.meas_injection,
                              protocol.meas_weights, device_file.reciprocals_measured,
                              None if result is None else result.channel_ratio)

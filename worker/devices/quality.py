@@ -116,7 +116,8 @@ class QualityReport:
 
         reciprocity = (None if self.electrode_reciprocity is None
                        else 100 * self.electrode_reciprocity)
-        lines = ["electrode  noise x median  reciprocity err  model misfit  usable  flag",
+        lines = ["electrode (as numbered in the file)",
+                 "electrode  noise x median  reciprocity err  model misfit  usable  flag",
                  "---------  --------------  ---------------  ------------  ------  ----"]
         for e in range(self.electrode_usable.size):
             flag = "; ".join(self.flags.get(e, [])) or "ok"

@@ -125,6 +125,20 @@ def mk_stim_patterns(n_elec: int, n_rings: int, inj: str | Sequence[int],
             "measurements": measurements}
 
 
+def renumber(protocol: dict[str, Any], model_electrode: Sequence[int]) -> dict[str, Any]:
+    """The explicit `protocol` with device electrode i renamed `model_electrode[i]` (for a
+    device that numbers its electrodes in another order than the geometry does)."""
+    order = list(model_electrode)
+    if sorted(order) != list(range(protocol["n_electrodes"])):
+        raise ValueError(f"model_electrode: {order} is not a permutation of the "
+                         f"{protocol['n_electrodes']} electrodes")
+    def rename(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**item, "electrodes": [order[e] for e in item["electrodes"]]} for item in items]
+
+    return {**protocol, "injections": rename(protocol["injections"]),
+            "measurements": rename(protocol["measurements"])}
+
+
 def protocol_sha256(protocol: dict[str, Any]) -> str:
     """A stable hash of a protocol dict (canonical JSON: sorted keys, no spaces)."""
     text = json.dumps(protocol, sort_keys=True, separators=(",", ":"))

@@ -76,3 +76,30 @@ def test_refusals(tmp_path: Path, args: list[str], message: str) -> None:
     result = run(str(NEONATE), *args, "--out", str(out), "--no-check")
     assert result.exit_code == 2 and message in result.output
     assert not out.exists()
+
+
+def test_electrodes_follow_the_device_placement(tmp_path: Path) -> None:
+    """Goe-MF II: electrode 1 front, 5 on the patient's left (LPS +x): the other way round
+    from our numbering, so the protocol is renumbered (mirrored), the channels kept."""
+    from worker.devices.goettingen import read_get
+    from worker.forward.geometry import arc_coordinates, resolve_geometry
+    from worker.forward.protocol import resolve_protocol
+
+    out = tmp_path / "rec.npz"
+    assert run(str(NEONATE), "--format", "get", "--out", str(out), "--no-check").exit_code == 0
+    meta = Recording.load(out).meta
+    geometry = resolve_geometry(meta["geometry"])
+    outline = geometry.domain.outline(1024)
+    arcs = arc_coordinates(outline)
+    x = [outline[np.argmin(np.abs(arcs - a)), 0] for a in geometry.electrode_arc]
+    model = meta["model_electrode"]
+    assert model[0] == 0 and x[model[4]] > 0.1 and x[model[12]] < -0.1  # 5 left, 13 right
+    device = resolve_protocol(read_get(NEONATE).protocol).build(16)
+    ours = resolve_protocol(meta["protocol"]).build(16)
+    np.testing.assert_array_equal(ours.meas_weights[:, model], device.meas_weights)
+    np.testing.assert_array_equal(ours.currents[:, model], device.currents)
+    assert "renumbered" in meta["protocol_description"]
+    plain = tmp_path / "plain.npz"
+    assert run(str(NEONATE), "--format", "get", "--out", str(plain), "--no-check",
+               "--electrodes", "as-numbered").exit_code == 0
+    assert Recording.load(plain).meta["protocol"] == read_get(NEONATE).protocol

@@ -66,7 +66,7 @@ def test_a_broken_electrode_is_flagged(broken: int) -> None:
     assert not result.usable[on_it].any() and result.usable[~uses(broken)].all()
     summary = result.to_dict()
     assert summary["flagged_electrodes"] == [broken + 1]
-    assert f"{broken + 1}" in result.table().splitlines()[2 + broken]
+    assert f"{broken + 1}" in result.table().splitlines()[3 + broken]
 
 
 def test_a_noisy_electrode_without_reciprocity_is_flagged() -> None:
