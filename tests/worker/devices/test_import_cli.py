@@ -103,3 +103,19 @@ def test_electrodes_follow_the_device_placement(tmp_path: Path) -> None:
     assert run(str(NEONATE), "--format", "get", "--out", str(plain), "--no-check",
                "--electrodes", "as-numbered").exit_code == 0
     assert Recording.load(plain).meta["protocol"] == read_get(NEONATE).protocol
+
+
+def test_refuses_a_file_of_the_opposite_sign(tmp_path: Path, coarse_ring_model: Any,
+                                             coarse_ring_geometry_file: Path) -> None:
+    """The neonate slice with its measurements negated: the same count, the opposite sign of
+    the protocol's; refused with the reason, nothing written."""
+    frames = np.fromfile(NEONATE, dtype="<f4").reshape(-1, 256).copy()
+    frames[:, :208] *= -1
+    flipped = tmp_path / "flipped.get"
+    frames.tofile(flipped)
+    out = tmp_path / "o.npz"
+    result = run(str(flipped), "--format", "get", "--out", str(out), "--rate", "13",
+                 "--geometry", str(coarse_ring_geometry_file), "--grid",
+                 ",".join(map(str, COARSE_RING_GRID)))
+    assert result.exit_code == 2 and "sign looks flipped" in result.output
+    assert "not written" in result.output and not out.exists()
