@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from worker.forward.geometry import resolve_geometry
 from worker.forward.grid import resolve_grid
+from worker.forward.protocol import resolve_protocol
 
 RECORDING_META_KEYS = ("geometry", "protocol", "grid")
 RECONSTRUCTION_META_KEYS = ("method",)
@@ -110,6 +112,16 @@ def _in_file(path: str | Path, build: Callable[[], _T]) -> _T:
         raise RecordingError(f"{path}: {exc}") from None
 
 
+def protocol_measurements(meta: Mapping[str, Any]) -> int:
+    """M of the protocol in `meta` for its geometry's electrodes, without building a model
+    (cheap: checks a recording's M before a model is built)."""
+    try:
+        n_electrodes = resolve_geometry(meta["geometry"]).electrodes.count
+        return resolve_protocol(meta["protocol"]).build(n_electrodes).n_measurements
+    except (TypeError, ValueError) as exc:
+        raise RecordingError(f"meta: invalid geometry or protocol ({exc})") from None
+
+
 def _write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """Write `arrays` to exactly `path` (numpy would otherwise append `.npz`)."""
     with open(path, "wb") as fh:
@@ -120,16 +132,17 @@ def _write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
 class Recording:
     """A belt recording: T voltage frames of M measurements, plus the truth when simulated.
 
-    voltages (T, M), reference (M), frame_times (T, s, strictly increasing), mask (P, R, C)
-    bool, truth (T, P, R, C) Δσ/σ0 or None, meta a dict with geometry/protocol/grid specs that
-    pass straight to `worker.forward.load_model`, plus case/snr_db/seed where known.
+    voltages (T, M), reference (M), frame_times (T, s, strictly increasing), meta a dict with
+    geometry/protocol/grid specs that pass straight to `worker.forward.load_model`, plus
+    case/snr_db/seed where known; mask (P, R, C) bool or None (the model's mask: reconstruction
+    derives it), truth (T, P, R, C) Δσ/σ0 or None (needs a mask).
     """
 
     voltages: np.ndarray
     reference: np.ndarray
     frame_times: np.ndarray
-    mask: np.ndarray
     meta: dict[str, Any]
+    mask: np.ndarray | None = None
     truth: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -143,9 +156,11 @@ class Recording:
         _expect_frames("frame_times", frame_times, n_frames)
         if np.any(np.diff(frame_times) <= 0):
             raise RecordingError("frame_times: not strictly increasing")
-        mask = _mask(self.mask, None)
+        mask = None if self.mask is None else _mask(self.mask, None)
         truth = None
         if self.truth is not None:
+            if mask is None:
+                raise RecordingError("mask: a recording with truth volumes needs their mask")
             truth = _floats("truth", self.truth, 4, np.float32)
             _expect_frames("truth", truth, n_frames)
             if truth.shape[1:] != mask.shape:
@@ -156,7 +171,7 @@ class Recording:
             grid_shape = resolve_grid(meta["grid"]).shape
         except (TypeError, ValueError) as exc:
             raise RecordingError(f"meta.grid: invalid ({exc})") from None
-        if grid_shape != mask.shape:
+        if mask is not None and grid_shape != mask.shape:
             raise RecordingError(f"meta.grid: {grid_shape} does not match mask {mask.shape}")
         for name, value in (("voltages", voltages), ("reference", reference),
                             ("frame_times", frame_times), ("mask", mask), ("truth", truth),
@@ -174,8 +189,9 @@ class Recording:
     def save(self, path: str | Path) -> None:
         """Write the recording to `path` (compressed .npz; `meta` as a JSON string)."""
         arrays = {"voltages": self.voltages, "reference": self.reference,
-                  "frame_times": self.frame_times, "mask": self.mask,
-                  "meta": np.array(json.dumps(self.meta))}
+                  "frame_times": self.frame_times, "meta": np.array(json.dumps(self.meta))}
+        if self.mask is not None:
+            arrays["mask"] = self.mask
         if self.truth is not None:
             arrays["truth"] = self.truth
         _write_npz(path, arrays)
@@ -183,9 +199,9 @@ class Recording:
     @classmethod
     def from_arrays(cls, data: Mapping[str, Any]) -> Recording:
         """A validated recording from a mapping of the file's keys (as read from an archive)."""
-        _require(data, ("voltages", "reference", "frame_times", "mask", "meta"))
+        _require(data, ("voltages", "reference", "frame_times", "meta"))
         return cls(voltages=data["voltages"], reference=data["reference"],
-                   frame_times=data["frame_times"], mask=data["mask"], meta=data["meta"],
+                   frame_times=data["frame_times"], mask=data.get("mask"), meta=data["meta"],
                    truth=data.get("truth"))
 
     @classmethod

@@ -107,7 +107,7 @@ def _recording_arrays(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**kwargs, "meta": np.array(json.dumps(kwargs["meta"]))}
 
 
-@pytest.mark.parametrize("key", ["voltages", "reference", "frame_times", "mask", "meta"])
+@pytest.mark.parametrize("key", ["voltages", "reference", "frame_times", "meta"])
 def test_recording_load_missing_key(tmp_path: Path, recording_kwargs: dict[str, Any],
                                     key: str) -> None:
     arrays = _recording_arrays(recording_kwargs)
@@ -115,6 +115,18 @@ def test_recording_load_missing_key(tmp_path: Path, recording_kwargs: dict[str, 
     path = _write(tmp_path / "rec.npz", arrays)
     with pytest.raises(RecordingError, match=f"rec.npz: missing key.*{key}"):
         Recording.load(path)
+
+
+def test_recording_without_mask(tmp_path: Path, recording_kwargs: dict[str, Any]) -> None:
+    """A real recording needs no mask (reconstruction derives it); truth still needs one."""
+    arrays = _recording_arrays({**recording_kwargs, "truth": None})
+    del arrays["mask"], arrays["truth"]
+    loaded = Recording.load(_write(tmp_path / "rec.npz", arrays))
+    assert loaded.mask is None
+    loaded.save(tmp_path / "again.npz")
+    assert "mask" not in np.load(tmp_path / "again.npz").files
+    with pytest.raises(RecordingError, match="mask: a recording with truth"):
+        Recording(**{**recording_kwargs, "mask": None})
 
 
 def test_recording_load_names_file_and_key(tmp_path: Path,

@@ -9,6 +9,7 @@ from worker.cli import (
     bench,
     demo,
     device,
+    import_recording,
     metrics,
     model,
     parameters,
@@ -28,6 +29,7 @@ app.command("parameters")(parameters.parameters)
 app.command("plot")(plot.plot)
 app.command("simulate")(simulate.simulate)
 app.command("reconstruct")(reconstruct.reconstruct)
+app.command("import")(import_recording.import_recording)
 app.command("api")(api.api)
 app.add_typer(token.app, name="token")
 app.command("worker")(worker.worker)

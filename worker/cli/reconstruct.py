@@ -8,6 +8,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from worker.reference import REFERENCE_HELP
+
 _FILE = {"exists": True, "dir_okay": False, "readable": True}
 
 
@@ -31,6 +33,32 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def _reference(rec: Any, spec: str | None) -> Any:
+    """The reference voltages `spec` names: the file's own (None), another recording's or a
+    .npy vector (a FILE), or a mean over frames of this recording (see worker/reference.py)."""
+    import numpy as np
+
+    from worker.recording import Recording, RecordingError
+    from worker.reference import choose_reference
+
+    if spec is None:
+        return rec.reference
+    if Path(spec).is_file():
+        try:
+            voltages = (np.load(spec) if spec.endswith(".npy")
+                        else Recording.load(spec).reference)
+        except (RecordingError, ValueError, OSError) as exc:
+            _fail(f"--reference {spec}: {exc}")
+        if np.shape(voltages) != (rec.n_measurements,):
+            _fail(f"--reference {spec}: has shape {np.shape(voltages)}, the recording has "
+                  f"{rec.n_measurements} measurements")
+        return np.asarray(voltages, dtype=float)
+    try:
+        return choose_reference(rec.voltages, rec.frame_times, spec)
+    except ValueError as exc:
+        _fail(f"--reference: {exc}")
+
+
 def reconstruct(
     file: Annotated[Path, typer.Argument(help="recording .npz", metavar="FILE.npz", **_FILE)],
     method: Annotated[str, typer.Option(help="reconstruction method (see the error for the "
@@ -41,14 +69,21 @@ def reconstruct(
     = "cpu",
     option: Annotated[list[str] | None, typer.Option(
         help="method option KEY=VALUE, e.g. mu=0.2 (repeat)", metavar="KEY=VALUE")] = None,
+    reference: Annotated[str | None, typer.Option(
+        help=f"reference: {REFERENCE_HELP} (over all of FILE's frames), or FILE (a recording "
+             f"or .npy); default FILE's own", metavar="SPEC|FILE")] = None,
+    frames: Annotated[str | None, typer.Option(
+        help="reconstruct frames A to B-1 only (0-based)", metavar="A:B")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary")] = False,
 ) -> None:
-    """Reconstruct every frame of FILE with METHOD (model rebuilt from FILE's meta)."""
+    """Reconstruct the frames of FILE with METHOD (model rebuilt from FILE's meta)."""
     import numpy as np
 
+    from worker.devices.consistency import check_protocol
     from worker.forward import load_model
     from worker.recon.base import available_methods, create, reconstruct_recording
-    from worker.recording import Reconstruction, Recording, RecordingError
+    from worker.recording import Reconstruction, Recording, RecordingError, protocol_measurements
+    from worker.reference import frame_slice
 
     if method not in available_methods():
         _fail(f"unknown method {method!r}; available: {', '.join(available_methods())}")
@@ -66,26 +101,41 @@ def reconstruct(
         rec = Recording.load(file)
     except RecordingError as exc:
         _fail(str(exc))
-    if np.any(rec.reference == 0):
+    try:
+        expected = protocol_measurements(rec.meta)
+    except RecordingError as exc:
+        _fail(f"{file}: {exc}")
+    if rec.n_measurements != expected:  # checked before any model is built
+        _fail(f"{file}: voltages have {rec.n_measurements} measurements per frame, the protocol "
+              f"of its meta (geometry, protocol) has {expected}")
+    ref = _reference(rec, reference)
+    try:
+        chosen = frame_slice(frames, rec.n_frames) if frames else slice(0, rec.n_frames)
+    except ValueError as exc:
+        _fail(f"--{exc}")
+    if np.any(ref == 0):
         _fail(f"{file}: reference: zero voltage on channel(s) "
-              f"{np.flatnonzero(rec.reference == 0).tolist()}: cannot normalise")
+              f"{np.flatnonzero(ref == 0).tolist()}: cannot normalise")
     try:
         model = load_model(**{k: rec.meta[k] for k in ("geometry", "protocol", "grid")},
                            progress=not as_json)
     except (ValueError, TypeError) as exc:
         _fail(f"{file}: meta: cannot build the forward model ({exc})")
-    if rec.n_measurements != model.n_measurements:
-        _fail(f"{file}: voltages have {rec.n_measurements} measurements per frame, the model "
-              f"of its meta (geometry, protocol) has {model.n_measurements}")
+    check = check_protocol(ref, model.reference_voltages, model.protocol.meas_injection)
+    if check.verdict == "refuse":
+        _fail(f"{file}: {check.message}")
+    if check.verdict == "warn":
+        typer.secho(f"warning: {file}: {check.message}", fg="yellow", err=True)
     try:
         recon = create(method, model, device=device, **options)
     except (TypeError, ValueError) as exc:
         _fail(f"method {method}: {exc}")
-    volumes, results = reconstruct_recording(recon, rec.voltages, rec.reference,
+    volumes, results = reconstruct_recording(recon, rec.voltages[chosen], ref,
                                              progress=not as_json)
     seconds = np.array([r.milliseconds / 1e3 for r in results])
     meta = {"method": method, "source": str(file), "settings": recon.settings,
-            "device": device, "model": model.spec}
+            "device": device, "model": model.spec, "frames": [chosen.start, chosen.stop],
+            "reference": reference or "file", "protocol_check": check.to_dict()}
     Reconstruction(volumes=volumes, seconds_per_frame=seconds,
                    iterations=np.array([r.iterations for r in results]), mask=model.mask,
                    meta=meta).save(out)

@@ -86,3 +86,17 @@ def test_a_refusal_is_reported_cleanly(api: Child, tmp_path: Path, recording: Re
     assert result.exit_code == 1
     assert "403 insufficient_scope" in result.output and "Traceback" not in result.output
     assert "eyJ" not in result.output  # the token is never echoed
+
+
+def test_replays_an_imported_real_recording(api: Child, tmp_path: Path) -> None:
+    """A real Goe-MF II slice, imported (explicit EIDORS protocol, no mask), streams as is."""
+    data = Path(__file__).resolve().parents[2] / "data" / "realdata"
+    imported = runner.invoke(app, ["import", str(data / "P04P-1016-first40.get"), "--format",
+                                   "get", "--out", str(tmp_path / "rec.npz"), "--no-check"])
+    assert imported.exit_code == 0, imported.output
+    recording = Recording.load(tmp_path / "rec.npz")
+    assert recording.mask is None and recording.n_measurements == 208
+    result = device(api, tmp_path, "--rate", "200", "--close")
+    assert result.exit_code == 0, result.output
+    info = session(api, result.stdout.strip().splitlines()[-1])
+    assert (info["status"], info["counters"]["accepted"]) == ("closed", 40)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -85,3 +86,50 @@ def test_rejects_bad_options_and_devices(tmp_path: Path, coarse_model: ForwardMo
     if not torch.cuda.is_available():
         res = run(*base, "--device", "cuda")
         assert res.exit_code == 2 and "no CUDA device" in res.output
+
+
+def test_count_is_checked_before_any_model(tmp_path: Path, coarse_model: ForwardModel,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.forward
+
+    def no_model(**_: object) -> None:
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(worker.forward, "load_model", no_model)
+    recording(coarse_model, n_meas=20).save(tmp_path / "rec.npz")
+    res = run(str(tmp_path / "rec.npz"), "--method", "tikhonov", "--out",
+              str(tmp_path / "o.npz"))
+    assert res.exit_code == 2 and "the protocol of its meta" in res.output
+
+
+def test_frames_and_reference(tmp_path: Path, coarse_model: ForwardModel) -> None:
+    rec = recording(coarse_model)
+    rec.save(tmp_path / "rec.npz")
+    base = [str(tmp_path / "rec.npz"), "--method", "tikhonov", "--out", str(tmp_path / "o.npz")]
+    res = run(*base, "--frames", "1:3", "--reference", "frames:0-2", "--json")
+    assert res.exit_code == 0, res.output
+    recon = Reconstruction.load(tmp_path / "o.npz")
+    assert recon.n_frames == 2 and recon.meta["frames"] == [1, 3]
+    assert recon.meta["reference"] == "frames:0-2"
+    assert recon.meta["protocol_check"]["verdict"] == "ok"
+    np.save(tmp_path / "ref.npy", rec.voltages[0])
+    res = run(*base, "--frames", "0:1", "--reference", str(tmp_path / "ref.npy"), "--json")
+    assert res.exit_code == 0, res.output
+    assert not Reconstruction.load(tmp_path / "o.npz").volumes.any()  # frame 0 vs itself
+    np.save(tmp_path / "short.npy", rec.voltages[0, :5])
+    for args, message in [(["--reference", str(tmp_path / "short.npy")], "has shape (5,)"),
+                          (["--reference", "window:50-60"], "no frame in"),
+                          (["--frames", "3:5"], "frames '3:5'")]:
+        res = run(*base, *args)
+        assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_refuses_a_flipped_sign(tmp_path: Path, coarse_model: ForwardModel) -> None:
+    """Measured voltages of the opposite sign to the model's: a flipped protocol."""
+    rec = recording(coarse_model)
+    Recording(voltages=-rec.voltages, reference=-rec.reference, frame_times=rec.frame_times,
+              meta=rec.meta).save(tmp_path / "rec.npz")
+    res = run(str(tmp_path / "rec.npz"), "--method", "tikhonov", "--out",
+              str(tmp_path / "o.npz"))
+    assert res.exit_code == 2 and "sign looks flipped" in res.output
+    assert not (tmp_path / "o.npz").exists()

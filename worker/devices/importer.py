@@ -1,0 +1,129 @@
+"""A device file to our recording format (worker/recording.py), with provenance, the
+homogeneous-model check and the data-quality report. `eitmon import` is its command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.devices import read_device_file
+from worker.devices.consistency import ProtocolCheck, check_protocol
+from worker.devices.device_file import DeviceFile
+from worker.devices.known_recordings import file_hashes, known_recording
+from worker.devices.quality import QualityReport, quality_report
+from worker.devices.stim_patterns import protocol_sha256, renumber
+from worker.forward.geometry import resolve_geometry
+from worker.forward.grid import resolve_grid
+from worker.forward.protocol import resolve_protocol
+from worker.recording import Recording, RecordingError, protocol_measurements
+from worker.reference import reference_frames
+
+DEFAULT_GEOMETRY = "thorax-1x16"
+
+
+@dataclass
+class Imported:
+    """An imported recording, the file it came from, and what the checks found."""
+
+    recording: Recording
+    device_file: DeviceFile
+    check: ProtocolCheck | None
+    quality: QualityReport
+
+
+def _provenance(path: Path, device_file: DeviceFile, attribution: str | None,
+                rate_source: str) -> dict[str, Any]:
+    sha256, first_frame_sha256 = file_hashes(path)
+    known = known_recording(first_frame_sha256)
+    if attribution is None and known is not None:
+        attribution = known["attribution"]
+    return {"file": path.name, "format": device_file.format, "device": device_file.device,
+            "sha256": sha256, "first_frame_sha256": first_frame_sha256,
+            "known_as": known["name"] if known else None, "attribution": attribution,
+            "frame_rate_from": rate_source, **device_file.details}
+
+
+def read_recording(path: str | Path, fmt: str, *, rate: float | None = None,
+                   reference: str = "mean", geometry: Any = DEFAULT_GEOMETRY, grid: Any = None,
+                   attribution: str | None = None, electrodes: str = "device"
+                   ) -> tuple[Recording, DeviceFile]:
+    """The device file as a recording (no model built); ValueError says what is wrong.
+
+    electrodes: "device" places the device's electrodes where the format says they sit
+    (`DeviceFile.model_electrode`), "as-numbered" puts device electrode i on model electrode i.
+    """
+    path = Path(path)
+    device_file = read_device_file(path, fmt)
+    if rate is not None:
+        rate_source = "--rate"
+    elif device_file.frame_rate is not None:
+        rate, rate_source = device_file.frame_rate, "file"
+    else:
+        raise ValueError(f"{path.name}: the file states no frame rate; give --rate")
+    if rate <= 0:
+        raise ValueError(f"--rate: must be positive, got {rate}")
+    frame_times = np.arange(device_file.n_frames) / rate
+    chosen = reference_frames(reference, frame_times)
+    protocol = device_file.protocol
+    description = device_file.protocol_description
+    if electrodes not in ("device", "as-numbered"):
+        raise ValueError(f"--electrodes: expected device or as-numbered, got {electrodes!r}")
+    if electrodes == "device" and device_file.model_electrode is not None:
+        if not isinstance(protocol, dict):
+            raise ValueError("a preset protocol cannot be renumbered")
+        protocol = renumber(protocol, device_file.model_electrode)
+        description += "; renumbered: device electrode i is model electrode model_electrode[i]"
+    meta: dict[str, Any] = {
+        "geometry": geometry, "protocol": protocol, "grid": list(resolve_grid(grid).shape),
+        "protocol_description": description,
+        "reference": {"spec": reference, "frames": [int(chosen[0]), int(chosen[-1])],
+                      "count": int(chosen.size)},
+        "frame_rate": rate,
+        "model_electrode": (device_file.model_electrode if electrodes == "device" else None),
+        "source": _provenance(path, device_file, attribution, rate_source),
+    }
+    if isinstance(protocol, dict):
+        meta["protocol_sha256"] = protocol_sha256(protocol)
+    expected = protocol_measurements(meta)  # before any model is built
+    if expected != device_file.voltages.shape[1]:
+        raise RecordingError(f"{path.name}: {device_file.voltages.shape[1]} measurements per "
+                             f"frame, the protocol has {expected}")
+    recording = Recording(voltages=device_file.voltages,
+                          reference=device_file.voltages[chosen].mean(axis=0),
+                          frame_times=frame_times, meta=meta)
+    return recording, device_file
+
+
+def model_check(recording: Recording, progress: bool = False) -> ProtocolCheck:
+    """The homogeneous-model check of a recording (builds or loads its forward model)."""
+    from worker.forward import load_model
+
+    meta = recording.meta
+    model = load_model(geometry=meta["geometry"], protocol=meta["protocol"], grid=meta["grid"],
+                       progress=progress)
+    return check_protocol(recording.reference, model.reference_voltages,
+                          model.protocol.meas_injection)
+
+
+def import_recording(path: str | Path, fmt: str, *, check: bool = True, progress: bool = False,
+                     **options: Any) -> Imported:
+    """Read, check against the model (unless `check` is False) and report; the recording's
+    meta carries `protocol_check` and `quality`. Raises nothing on a refused check: the caller
+    decides (see `Imported.check.verdict`)."""
+    recording, device_file = read_recording(path, fmt, **options)
+    result = model_check(recording, progress=progress) if check else None
+    meta = recording.meta
+    n_electrodes = resolve_geometry(meta["geometry"]).electrodes.count
+    protocol = resolve_protocol(device_file.protocol).build(n_electrodes)  # device numbering
+    quality = quality_report(recording.voltages, protocol.currents, protocol.meas_injection,
+                             protocol.meas_weights, device_file.reciprocals_measured,
+                             None if result is None else result.channel_ratio)
+    meta = {**meta, "protocol_check": None if result is None else result.to_dict(),
+            "quality": quality.to_dict()}
+    recording = Recording(voltages=recording.voltages, reference=recording.reference,
+                          frame_times=recording.frame_times, meta=meta)
+    return Imported(recording=recording, device_file=device_file, check=result,
+                    quality=quality)
