@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from worker.forward.grid import resolve_grid
+from service.contract.grid import resolve_grid
 
 RECORDING_META_KEYS = ("geometry", "protocol", "grid")
 RECONSTRUCTION_META_KEYS = ("method",)

@@ -16,13 +16,13 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from service.contract.geometry import GeometrySpec, resolve_geometry
+from service.contract.grid import GridSpec, resolve_grid
+from service.contract.protocol import ExplicitProtocol, Protocol, SkipProtocol, resolve_protocol
 from worker.forward import cache
 from worker.forward.fem import CEM, measure
-from worker.forward.geometry import GeometrySpec, resolve_geometry
-from worker.forward.grid import GridSpec, resolve_grid
 from worker.forward.jacobian import voxel_jacobian
 from worker.forward.mesh import Mesh, build_mesh
-from worker.forward.protocol import ExplicitProtocol, Protocol, SkipProtocol, resolve_protocol
 from worker.forward.voxel import domain_mask, projection_matrix
 
 

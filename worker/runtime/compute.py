@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from redis.exceptions import RedisError
 
-from service import streams
+from service.contract.fields import Counter, ProgressField
+from service.contract.keys import counters_key
 from worker.runtime import checkpoint
 from worker.runtime.fenced import METHOD, LeaseLost
 from worker.runtime.session import Close, Frame, Session, Work
@@ -81,7 +82,7 @@ class Compute:
         if work.coalesce:
             last = work.coalesce[-1]
             self.retry(s, lambda: self.w.fenced.commit(
-                s.sid, s.lease.value, counter=streams.Counter.COALESCED.value,
+                s.sid, s.lease.value, counter=Counter.COALESCED.value,
                 ack=[f.entry_id for f in work.coalesce], progress=self.progress(s, last)))
             for frame in work.coalesce:
                 s.advance(frame)
@@ -89,7 +90,7 @@ class Compute:
             frame = work.item
             res = s.main.push(frame.dv)
             self.retry(s, lambda: self.w.fenced.commit(
-                s.sid, s.lease.value, counter=streams.Counter.RECONSTRUCTED.value,
+                s.sid, s.lease.value, counter=Counter.RECONSTRUCTED.value,
                 ack=[frame.entry_id], progress=self.progress(s, frame),
                 result=s.result(frame, res, "volume"), frame_id=frame.entry_id))
             s.advance(frame)
@@ -100,15 +101,15 @@ class Compute:
             self.checkpoint(s, logging.DEBUG)
 
     def progress(self, s: Session, frame: Frame) -> dict[str, str]:
-        return {streams.ProgressField.LAST_ID.value: frame.entry_id,
-                streams.ProgressField.LAST_SEQ.value: str(frame.seq),
-                streams.ProgressField.UPDATED_AT.value: repr(time.time()),
-                streams.ProgressField.WORKER.value: self.w.name,
-                streams.ProgressField.EPOCH.value: str(s.lease.epoch), METHOD: s.main_method}
+        return {ProgressField.LAST_ID.value: frame.entry_id,
+                ProgressField.LAST_SEQ.value: str(frame.seq),
+                ProgressField.UPDATED_AT.value: repr(time.time()),
+                ProgressField.WORKER.value: self.w.name,
+                ProgressField.EPOCH.value: str(s.lease.epoch), METHOD: s.main_method}
 
     def checkpoint(self, s: Session, level: int = logging.INFO) -> None:
         """Write, commit (fenced) and prune; the session's frames before it are trimmed."""
-        counters = self.retry(s, lambda: self.w.redis.hgetall(streams.counters_key(s.sid)))
+        counters = self.retry(s, lambda: self.w.redis.hgetall(counters_key(s.sid)))
         ckpt = checkpoint.Checkpoint(
             sid=s.sid, epoch=s.lease.epoch, stream_id=s.position, main_method=s.main_method,
             main_state=s.main.state_dict(), reference=s.position_reference,

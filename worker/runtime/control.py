@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from service import streams
+from service.contract.codecs import decode_control
+from service.contract.fields import SessionField
+from service.contract.keys import (
+    CONTROL_STREAM,
+    SESSIONS_INDEX,
+    WORKER_GROUP,
+    frames_key,
+    lease_key,
+    session_key,
+)
 from worker.runtime.intake import text
 from worker.runtime.startup import id_key
 
@@ -36,7 +45,7 @@ def has_work(groups: Any, newest: Any) -> bool:
     if isinstance(groups, Exception) or isinstance(newest, Exception) or not newest:
         return False
     for g in groups:
-        if text(g["name"]) == streams.WORKER_GROUP:
+        if text(g["name"]) == WORKER_GROUP:
             return g["pending"] > 0 or id_key(text(newest[0][0])) > id_key(
                 text(g["last-delivered-id"]))
     return False
@@ -92,8 +101,8 @@ class Control:
             self.w.stopping.wait(block_ms / 1000)
             return
         try:
-            reply = self.w.redis.xreadgroup(streams.WORKER_GROUP, self.w.name,
-                                            {streams.CONTROL_STREAM: ">"}, count=free,
+            reply = self.w.redis.xreadgroup(WORKER_GROUP, self.w.name,
+                                            {CONTROL_STREAM: ">"}, count=free,
                                             block=block_ms)
         except ResponseError as e:
             if "NOGROUP" not in str(e):
@@ -102,12 +111,12 @@ class Control:
             return
         for _, entries in reply or []:
             for control_id, fields in entries:
-                _, sid, _ = streams.decode_control(fields)
+                _, sid, _ = decode_control(fields)
                 self.claim(sid, text(control_id))
 
     def ensure_group(self) -> None:
         try:
-            self.w.redis.xgroup_create(streams.CONTROL_STREAM, streams.WORKER_GROUP, id="0",
+            self.w.redis.xgroup_create(CONTROL_STREAM, WORKER_GROUP, id="0",
                                        mkstream=True)
         except ResponseError as e:
             if "BUSYGROUP" not in str(e):
@@ -115,11 +124,11 @@ class Control:
 
     def claim(self, sid: str, control_id: str) -> None:
         """A new session from the control stream."""
-        status = self.w.redis.hget(streams.session_key(sid), streams.SessionField.STATUS.value)
+        status = self.w.redis.hget(session_key(sid), SessionField.STATUS.value)
         if status != b"open":
             with self.w.redis.pipeline(transaction=False) as p:
-                p.xack(streams.CONTROL_STREAM, streams.WORKER_GROUP, control_id)
-                p.xdel(streams.CONTROL_STREAM, control_id)
+                p.xack(CONTROL_STREAM, WORKER_GROUP, control_id)
+                p.xdel(CONTROL_STREAM, control_id)
                 p.execute()
             return
         lease = self.w.leases.acquire(sid)
@@ -131,17 +140,17 @@ class Control:
         free = self.w.free_slots()
         if free <= 0:
             return
-        sids = [text(s) for s in self.w.redis.zrange(streams.SESSIONS_INDEX, 0, -1)]
+        sids = [text(s) for s in self.w.redis.zrange(SESSIONS_INDEX, 0, -1)]
         sids = [s for s in sids if not self.w.holds(s)]
         with self.w.redis.pipeline(transaction=False) as p:
             for sid in sids:
-                p.exists(streams.lease_key(sid))
+                p.exists(lease_key(sid))
             unleased = [s for s, held in zip(sids, p.execute(), strict=True) if not held]
         with self.w.redis.pipeline(transaction=False) as p:
             for sid in unleased:
-                p.xinfo_groups(streams.frames_key(sid))
-                p.xrevrange(streams.frames_key(sid), count=1)
-                p.hget(streams.session_key(sid), streams.SessionField.CONTROL_ID.value)
+                p.xinfo_groups(frames_key(sid))
+                p.xrevrange(frames_key(sid), count=1)
+                p.hget(session_key(sid), SessionField.CONTROL_ID.value)
             replies = p.execute(raise_on_error=False)
         for k, sid in enumerate(unleased):
             groups, newest, control_id = replies[3 * k: 3 * k + 3]
@@ -151,7 +160,7 @@ class Control:
             if lease is None:
                 continue
             if isinstance(control_id, bytes):
-                self.w.redis.xclaim(streams.CONTROL_STREAM, streams.WORKER_GROUP, self.w.name,
+                self.w.redis.xclaim(CONTROL_STREAM, WORKER_GROUP, self.w.name,
                                     0, [control_id], justid=True)
             self.w.start(lease, "took over")
             free -= 1
@@ -161,7 +170,7 @@ class Control:
         sessions = self.w.sessions()
         with self.w.redis.pipeline(transaction=False) as p:
             for s in sessions:
-                p.xpending(streams.frames_key(s.sid), streams.WORKER_GROUP)
+                p.xpending(frames_key(s.sid), WORKER_GROUP)
             summaries = p.execute(raise_on_error=False)
         for s, summary in zip(sessions, summaries, strict=True):
             if isinstance(summary, Exception):
@@ -169,11 +178,11 @@ class Control:
             for consumer in summary["consumers"]:
                 if text(consumer["name"]) == self.w.name:
                     continue
-                key = streams.frames_key(s.sid)
+                key = frames_key(s.sid)
                 ids = [r["message_id"] for r in self.w.redis.xpending_range(
-                    key, streams.WORKER_GROUP, "-", "+", 1000, consumername=consumer["name"])]
+                    key, WORKER_GROUP, "-", "+", 1000, consumername=consumer["name"])]
                 if ids:
-                    entries = self.w.redis.xclaim(key, streams.WORKER_GROUP, self.w.name, 0, ids)
+                    entries = self.w.redis.xclaim(key, WORKER_GROUP, self.w.name, 0, ids)
                     log.warning("session %s: %d entries recovered from %s", s.sid, len(ids),
                                 text(consumer["name"]))
                     self.w.late.put((s, entries))

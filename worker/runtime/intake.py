@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from redis.exceptions import RedisError
 
-from service import streams
+from service.contract.codecs import decode_frame_entry
+from service.contract.keys import WORKER_GROUP, frames_key
 from worker.recon.base import FrameResult
 from worker.runtime.fenced import LeaseLost, check
 from worker.runtime.session import Frame, Session
@@ -54,7 +55,7 @@ def take(s: Session, entries: Sequence[tuple[Any, Any]], silent: Collection[str]
     t = Taken(s)
     for raw_id, fields in entries:
         entry_id = text(raw_id)
-        entry = streams.decode_frame_entry(fields)
+        entry = decode_frame_entry(fields)
         if entry.kind == "reference" and entry_id not in silent:
             t.refs.append(entry_id)
         t.ready += s.accept(entry_id, entry, entry_id in silent)
@@ -118,14 +119,14 @@ class Intake:
                 late.append(take(s, entries))
             if late:
                 publish(self.w, late)
-            sessions = {streams.frames_key(s.sid): s for s in self.w.sessions()
+            sessions = {frames_key(s.sid): s for s in self.w.sessions()
                         if s.ending is None}
             if not sessions:
                 self.w.stopping.wait(0.05)
                 continue
             try:
                 reply = self.w.redis.xreadgroup(
-                    streams.WORKER_GROUP, self.w.name, dict.fromkeys(sessions, ">"),
+                    WORKER_GROUP, self.w.name, dict.fromkeys(sessions, ">"),
                     count=self.w.cfg.read_count, block=BLOCK_MS)
                 delay = 0.2
             except RedisError as e:

@@ -23,7 +23,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service import streams
+from service.contract.keys import session_key
 from worker.runtime import checkpoint, methods
 from worker.runtime.compute import Compute
 from worker.runtime.config import WorkerConfig
@@ -223,7 +223,7 @@ class Worker:
         try:
             with self.redis.pipeline(transaction=False) as p:
                 for d in dirs:
-                    p.exists(streams.session_key(d.name))
+                    p.exists(session_key(d.name))
                 alive = p.execute()
         except RedisError:
             return

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from service.settings import describe_error
+from service.contract.errors import describe_error
 from worker.runtime.config import WorkerConfig
 
 log = logging.getLogger("eitmon.worker")

@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from redis import Redis
 
-from service import streams
+from service.contract.codecs import FRAME_DTYPE
+from service.contract.fields import SessionField
+from service.contract.keys import WORKER_GROUP, frames_key, progress_key, session_key
+from service.contract.session import SessionConfig
 from worker.runtime import checkpoint, methods
 from worker.runtime.checkpoint import START, Checkpoint
 from worker.runtime.fenced import CHECKPOINT
@@ -44,9 +47,9 @@ def id_key(entry_id: str) -> tuple[int, int]:
 def open_session(w: Worker, lease: Lease) -> tuple[Session, int]:
     """The session, restored and replayed; also the number of entries replayed."""
     sid = lease.sid
-    raw_cfg, raw_ref = w.redis.hmget(streams.session_key(sid), [
-        streams.SessionField.CONFIG.value, streams.SessionField.REFERENCE.value])
-    cfg = streams.SessionConfig.from_json(raw_cfg)
+    raw_cfg, raw_ref = w.redis.hmget(session_key(sid), [
+        SessionField.CONFIG.value, SessionField.REFERENCE.value])
+    cfg = SessionConfig.from_json(raw_cfg)
     ckpt = load_checkpoint(w, sid)
     main_method = methods.resolve(cfg.method, methods.MAIN_PREFERENCE)
     if main_method != cfg.method:
@@ -59,7 +62,7 @@ def open_session(w: Worker, lease: Lease) -> tuple[Session, int]:
             main.load_state_dict(ckpt.main_state)
         initial = ckpt.reference if ckpt is not None else None
         if initial is None and cfg.reference.get("mode") == "explicit" and raw_ref:
-            initial = np.frombuffer(raw_ref, dtype=streams.FRAME_DTYPE).astype(np.float64)
+            initial = np.frombuffer(raw_ref, dtype=FRAME_DTYPE).astype(np.float64)
         s = Session(lease=lease, config=cfg, model=model, preview=preview,
                     preview_method=w.models.preview_method, main=main, main_method=main_method,
                     reference=Reference(cfg.reference, initial),
@@ -72,7 +75,7 @@ def open_session(w: Worker, lease: Lease) -> tuple[Session, int]:
 
 def load_checkpoint(w: Worker, sid: str) -> Checkpoint | None:
     """The committed checkpoint of the session, or None (none yet, or unreadable)."""
-    name = w.redis.hget(streams.progress_key(sid), CHECKPOINT)
+    name = w.redis.hget(progress_key(sid), CHECKPOINT)
     if not name:
         return None
     try:
@@ -89,7 +92,7 @@ def claim_pending(redis: Redis, key: str, consumer: str) -> set[str]:
     ids: set[str] = set()
     cursor = "0-0"
     while True:
-        reply = redis.xautoclaim(key, streams.WORKER_GROUP, consumer, 0, start_id=cursor,
+        reply = redis.xautoclaim(key, WORKER_GROUP, consumer, 0, start_id=cursor,
                                  count=PAGE)  # redis-py drops the cursor of JUSTID replies
         cursor = text(reply[0])
         ids.update(text(i) for i, _ in reply[1])
@@ -99,14 +102,14 @@ def claim_pending(redis: Redis, key: str, consumer: str) -> set[str]:
 
 def last_delivered(redis: Redis, key: str) -> str:
     for group in redis.xinfo_groups(key):
-        if text(group["name"]) == streams.WORKER_GROUP:
+        if text(group["name"]) == WORKER_GROUP:
             return text(group["last-delivered-id"])
-    raise RuntimeError(f"{key}: consumer group {streams.WORKER_GROUP} missing")
+    raise RuntimeError(f"{key}: consumer group {WORKER_GROUP} missing")
 
 
 def replay(w: Worker, s: Session) -> int:
     """Feed the entries after the checkpoint (and every pending one); returns their number."""
-    key = streams.frames_key(s.sid)
+    key = frames_key(s.sid)
     pending = claim_pending(w.redis, key, w.name)
     end = last_delivered(w.redis, key)
     start = "-" if s.position == START else "(" + s.position
