@@ -41,7 +41,8 @@ def valid_sid(sid: str) -> bool:
 
 
 async def session_status(redis: Redis, sid: str) -> str:
-    """"open" or "closed"; ApiError(404) for an unknown or malformed id."""
+    """The session's status ("open", "closed", "failed"); ApiError(404) for an unknown or
+    malformed id."""
     if not valid_sid(sid):
         raise not_found(sid)
     raw = await redis.hget(session_key(sid), SessionField.STATUS.value)

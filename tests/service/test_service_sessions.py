@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import redis
 
-from service.contract.codecs import decode_control, decode_frame_entry, encode_lease
+from service.contract.codecs import decode_control, decode_frame_entry, encode_lease, stream_id_ms
 from service.contract.fields import Counter, ProgressField, SessionField
 from service.contract.keys import (
     CONTROL_STREAM,
@@ -60,11 +61,25 @@ def test_create_with_defaults_then_get_counters(api: Api, rdb: redis.Redis) -> N
     assert cfg.n_measurements == M_DEFAULT and cfg.grid == (16, 32, 32)
 
     assert api.post_frames(sid, [api.frame(0), api.frame(1)]).status_code == 202
+    oldest = rdb.xrange(frames_key(sid))[0][0]
     with api.client() as c:
+        before = _redis_ms(rdb)
         got = c.get(f"/v1/sessions/{sid}", headers=api.auth(VOLUMES_READ)).json()
+        after = _redis_ms(rdb)
     assert got["counters"]["accepted"] == 2
     assert got["last_seq"] == 1
-    assert got["lag"]["frames"] == 2 and got["lag"]["seconds"] >= 0
+    assert got["lag"]["frames"] == 2
+    assert _age(oldest, before) <= got["lag"]["seconds"] <= _age(oldest, after)
+
+
+def _redis_ms(rdb: redis.Redis) -> int:
+    seconds, micros = rdb.time()
+    return seconds * 1000 + micros // 1000
+
+
+def _age(entry_id: bytes, now_ms: int) -> float:
+    """Seconds from a frame's stream id (its XADD time) to `now_ms`, as the API computes it."""
+    return max(now_ms - stream_id_ms(entry_id), 0) / 1000
 
 
 def test_worker_progress_and_lease_show_up(api: Api, rdb: redis.Redis) -> None:
@@ -76,10 +91,15 @@ def test_worker_progress_and_lease_show_up(api: Api, rdb: redis.Redis) -> None:
     rdb.hset(progress_key(sid), mapping={ProgressField.LAST_ID.value: entries[1][0],
                                                  ProgressField.LAST_SEQ.value: 1})
     rdb.set(lease_key(sid), encode_lease("worker-7", 3), px=10_000)
+    time.sleep(0.05)  # the age of the first unprocessed frame grows past the others'
     with api.client() as c:
+        before = _redis_ms(rdb)
         got = c.get(f"/v1/sessions/{sid}", headers=api.auth(SESSIONS_ADMIN)).json()
+        after = _redis_ms(rdb)
     assert got["counters"]["reconstructed"] == 2
-    assert got["lag"]["frames"] == 1 and got["lag"]["seconds"] is not None
+    # the lag counts from the first frame after the worker's last one (entries[2])
+    assert got["lag"]["frames"] == 1
+    assert _age(entries[2][0], before) <= got["lag"]["seconds"] <= _age(entries[2][0], after)
     assert got["worker"]["id"] == "worker-7" and got["worker"]["epoch"] == 3
     assert 0 < got["worker"]["lease_ttl_ms"] <= 10_000
 
