@@ -2,4 +2,5 @@
 
 from service.cli import app
 
-app(prog_name="eitmon-service")
+if __name__ == "__main__":
+    app(prog_name="eitmon-service")
