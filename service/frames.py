@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from service import metrics
 from service.auth import Principal, authenticate, bearer_scheme
-from service.contract.codecs import FRAME_DTYPE, encode_frame
+from service.contract.codecs import FRAME_DTYPE, encode_frame, flat
 from service.contract.fields import SessionField, SessionStatus
 from service.contract.keys import counters_key, frames_key, session_key
 from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
@@ -169,11 +169,11 @@ def _check_count(count: int, max_frames: int) -> None:
 async def ingest(redis: Redis, sid: str, batch: Batch) -> FramesAck:
     """Run the atomic check-and-append; ApiError(404/409) if the session vanished, closed or
     failed."""
-    entries = [encode_frame(seq, ts, v) for seq, ts, v in
+    entries = [flat(encode_frame(seq, ts, v)) for seq, ts, v in
                zip(batch.seqs, batch.timestamps, batch.voltages, strict=True)]
-    args: list[Any] = [len(entries), 2 * len(entries[0])]
+    args: list[Any] = [len(entries), len(entries[0])]
     for seq, entry in zip(batch.seqs, entries, strict=True):
-        args += [str(seq), *(x for item in entry.items() for x in item)]
+        args += [str(seq), *entry]
     keys = [session_key(sid), counters_key(sid), frames_key(sid)]
     out = await registered(redis).ingest(keys=keys, args=args)
     if out[0] == MISSING:

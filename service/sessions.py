@@ -21,6 +21,7 @@ from service.contract.codecs import (
     encode_close,
     encode_control,
     encode_reference,
+    flat,
     stream_id_ms,
     voltages_bytes,
 )
@@ -71,11 +72,6 @@ MAX_GRID_DIM = 256
 MAX_VOXELS = 64**3
 
 _ADMIN_RESPONSES = {**AUTH_RESPONSES, **SESSION_RESPONSES}
-
-
-def _items(entry: dict[str, bytes]) -> list[bytes | str]:
-    """A stream entry's fields as the flat field/value ARGV of a script."""
-    return [x for item in entry.items() for x in item]
 
 
 def _spec_error(reason: str, exc: Exception) -> ApiError:
@@ -289,7 +285,7 @@ async def close_session(sid: str, request: Request,
     keys = session_keys(sid)
     done = await registered(redis).close(
         keys=keys, args=[repr(now), repr(now + settings.session_retention_s),
-                         settings.session_retention_s, *_items(encode_close())])
+                         settings.session_retention_s, *flat(encode_close())])
     if done == 0:
         raise not_found(sid)
     control_id = await redis.hget(session_key(sid), SessionField.CONTROL_ID.value)
@@ -319,7 +315,7 @@ async def put_reference(sid: str, body: ReferenceBody, request: Request,
     volts = to_voltages(body.voltages, m, "voltages")
     version = await registered(redis).reference(
         keys=[session_key(sid), frames_key(sid)],
-        args=[voltages_bytes(volts), *_items(encode_reference(volts))])
+        args=[voltages_bytes(volts), *flat(encode_reference(volts))])
     if version == MISSING:
         raise not_found(sid)
     if version == FAILED:

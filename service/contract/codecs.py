@@ -21,6 +21,11 @@ VOLUME_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 LEASE_SEPARATOR = ":"  # lease value "<epoch>:<worker id>"
 
 
+def flat(entry: Mapping[str, bytes]) -> list[str | bytes]:
+    """An entry's fields as the flat field, value, ... list that the scripts take as ARGV."""
+    return [x for item in entry.items() for x in item]
+
+
 # --- frame stream ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -186,9 +191,15 @@ def decode_control(fields: Mapping[Any, Any]) -> tuple[str, str, float]:
 
 # --- stream ids and raw values -----------------------------------------------------------------
 
+def stream_id_key(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id `"<ms>-<seq>"` as a pair that sorts like the ids."""
+    ms, _, seq = text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
 def stream_id_ms(entry_id: bytes | str) -> int:
-    """The millisecond timestamp part of a stream entry id."""
-    return int(text(entry_id).split("-", 1)[0])
+    """The millisecond timestamp part of a stream entry id (its XADD time)."""
+    return stream_id_key(entry_id)[0]
 
 
 def text(value: Any) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from service.contract.codecs import Result, encode_result
+from service.contract.codecs import Result, encode_result, flat
 from service.contract.fields import ProgressField
 from service.contract.keys import (
     RESULTS_MAXLEN,
@@ -65,7 +65,7 @@ class Fenced:
         publish, in one step; the lag in frames (None when queued on a pipeline: check the
         reply with `check`)."""
         prog = [x for kv in (progress or {}).items() for x in kv]
-        fields = [x for kv in encode_result(result).items() for x in kv] if result else []
+        fields = flat(encode_result(result)) if result else []
         keys = [lease_key(sid), session_key(sid), counters_key(sid),
                 progress_key(sid), frames_key(sid), results_key(sid)]
         args = [lease_value, WORKER_GROUP, RESULTS_MAXLEN, counter, frame_id,

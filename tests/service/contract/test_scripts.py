@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from service.contract.codecs import decode_frame_entry, encode_frame, encode_reference
+from service.contract.codecs import decode_frame_entry, encode_frame, encode_reference, flat
 from service.contract.fields import (
     REJECTED_PREFIX,
     Counter,
@@ -122,10 +122,10 @@ def _open(rdb: redis.Redis, sid: str, status: SessionStatus = SessionStatus.OPEN
 def _ingest(rdb: redis.Redis, sid: str, seqs: list[int]) -> list:
     import numpy as np
 
-    entries = [encode_frame(seq, seq * 0.025, np.full(4, seq, np.float32)) for seq in seqs]
-    args: list = [len(entries), 2 * len(entries[0])]
+    entries = [flat(encode_frame(seq, seq * 0.025, np.full(4, seq, np.float32))) for seq in seqs]
+    args: list = [len(entries), len(entries[0])]
     for seq, entry in zip(seqs, entries, strict=True):
-        args += [str(seq), *(x for item in entry.items() for x in item)]
+        args += [str(seq), *entry]
     return registered(rdb).ingest(keys=[session_key(sid), counters_key(sid), frames_key(sid)],
                                   args=args)
 
@@ -151,6 +151,6 @@ def test_scripts_refuse_a_failed_session(rdb: redis.Redis) -> None:
     volts = np.zeros(4, np.float32)
     reply = registered(rdb).reference(
         keys=[session_key(sid), frames_key(sid)],
-        args=[volts.tobytes(), *(x for item in encode_reference(volts).items() for x in item)])
+        args=[volts.tobytes(), *flat(encode_reference(volts))])
     assert reply == FAILED
     assert rdb.xlen(frames_key(sid)) == 0
