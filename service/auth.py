@@ -1,6 +1,6 @@
-"""JWT (HS256) bearer tokens with scopes, and the FastAPI dependencies that check them.
+"""Verifying JWT (HS256) bearer tokens, and the FastAPI dependencies that check them.
 
-Claims: sub, scope (list of strings; a space-separated string is accepted too), iat, exp, jti.
+The scopes and claims are the contract's (`service.contract.tokens`, which also mints tokens).
 HTTP: `Authorization: Bearer <token>`. WebSocket: subprotocols `["bearer", "<token>"]`
 (the server answers "bearer") or a first text message `{"token": "<token>"}`. Tokens never go
 in URLs and are never logged.
@@ -8,8 +8,6 @@ in URLs and are never logged.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -17,13 +15,9 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.contract.tokens import ALGORITHM
 from service.errors import ApiError
 
-FRAMES_WRITE = "frames:write"
-VOLUMES_READ = "volumes:read"
-SESSIONS_ADMIN = "sessions:admin"
-SCOPES = (FRAMES_WRITE, VOLUMES_READ, SESSIONS_ADMIN)
-ALGORITHM = "HS256"
 LEEWAY_S = 5
 
 bearer_scheme = HTTPBearer(auto_error=False, bearerFormat="JWT",
@@ -39,19 +33,6 @@ class Principal:
     scopes: frozenset[str]
     expires_at: float
     token_id: str
-
-
-def create_token(secret: str, scopes: Iterable[str], ttl_s: int, subject: str = "eitmon",
-                 now: float | None = None) -> str:
-    """Mint a signed token; unknown scopes are refused."""
-    scopes = list(dict.fromkeys(scopes))
-    unknown = [s for s in scopes if s not in SCOPES]
-    if unknown or not scopes:
-        raise ValueError(f"scopes must be among {', '.join(SCOPES)}")
-    iat = int(time.time() if now is None else now)
-    claims = {"sub": subject, "scope": scopes, "iat": iat, "exp": iat + int(ttl_s),
-              "jti": uuid.uuid4().hex}
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def decode_token(secret: str, token: str) -> Principal:

@@ -7,7 +7,8 @@ import re
 from fastapi import Request
 from redis.asyncio import Redis
 
-from service import streams
+from service.contract.fields import SessionField
+from service.contract.keys import session_key
 from service.errors import ApiError
 from service.settings import Settings
 
@@ -30,15 +31,21 @@ def closed(sid: str) -> ApiError:
     return ApiError(409, "session_closed", f"session {sid} is closed")
 
 
+def failed(sid: str) -> ApiError:
+    return ApiError(409, "session_failed",
+                    f"session {sid} failed: the worker could not reconstruct it")
+
+
 def valid_sid(sid: str) -> bool:
     return bool(_SID.match(sid))
 
 
 async def session_status(redis: Redis, sid: str) -> str:
-    """"open" or "closed"; ApiError(404) for an unknown or malformed id."""
+    """The session's status ("open", "closed", "failed"); ApiError(404) for an unknown or
+    malformed id."""
     if not valid_sid(sid):
         raise not_found(sid)
-    raw = await redis.hget(streams.session_key(sid), streams.SessionField.STATUS.value)
+    raw = await redis.hget(session_key(sid), SessionField.STATUS.value)
     if raw is None:
         raise not_found(sid)
     return raw.decode()

@@ -58,7 +58,11 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 SESSION_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: error_example("session_not_found", "no session 3f2c..."),
-    409: error_example("session_closed", "session 3f2c... is closed"),
+    409: {"model": ErrorResponse, "content": {"application/json": {"examples": {
+        "closed": {"value": error_body("session_closed", "session 3f2c... is closed")},
+        "failed": {"value": error_body(
+            "session_failed", "session 3f2c... failed: the worker could not reconstruct it")},
+    }}}},
 }
 
 _STATUS_REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",

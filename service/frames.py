@@ -26,9 +26,14 @@ from fastapi.security import HTTPAuthorizationCredentials
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from service import metrics, streams
-from service.auth import FRAMES_WRITE, Principal, authenticate, bearer_scheme
-from service.deps import closed, get_redis, get_settings, not_found, valid_sid
+from service import metrics
+from service.auth import Principal, authenticate, bearer_scheme
+from service.contract.codecs import FRAME_DTYPE, encode_frame, flat
+from service.contract.fields import SessionField, SessionStatus
+from service.contract.keys import counters_key, frames_key, session_key
+from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
+from service.contract.tokens import FRAMES_WRITE
+from service.deps import closed, failed, get_redis, get_settings, not_found, valid_sid
 from service.errors import AUTH_RESPONSES, SESSION_RESPONSES, ApiError, error_example
 from service.models import FramesAck
 
@@ -36,49 +41,6 @@ router = APIRouter(tags=["frames"])
 log = logging.getLogger("eitmon.service")
 
 MAX_SEQ = 2**53 - 1  # exact in the Lua (double) comparison
-
-# KEYS: session hash, counters hash, frame stream. ARGV: n, then seq, ts, voltages per frame.
-# Returns {accepted, last_seq, lag_frames, {duplicate seqs}} or {-1} (missing), {-2} (closed).
-INGEST_LUA = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return {-1} end
-if st ~= 'open' then return {-2} end
-local last_str = redis.call('HGET', KEYS[1], 'last_seq') or '-1'
-local last = tonumber(last_str)
-local n = tonumber(ARGV[1])
-local accepted = 0
-local dups = {}
-for i = 0, n - 1 do
-  local seq = ARGV[2 + 3 * i]
-  local s = tonumber(seq)
-  if s > last then
-    redis.call('XADD', KEYS[3], '*', 'kind', 'frame', 'seq', seq, 'ts', ARGV[3 + 3 * i],
-               'v', ARGV[4 + 3 * i])
-    last = s
-    last_str = seq
-    accepted = accepted + 1
-  else
-    dups[#dups + 1] = seq
-  end
-end
-if accepted > 0 then
-  redis.call('HSET', KEYS[1], 'last_seq', last_str)
-  redis.call('HINCRBY', KEYS[2], 'accepted', accepted)
-end
-if #dups > 0 then redis.call('HINCRBY', KEYS[2], 'duplicate', #dups) end
-local c = redis.call('HMGET', KEYS[2], 'accepted', 'reconstructed', 'coalesced')
-local lag = (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0)
-return {accepted, last_str, lag, dups}
-"""
-
-# KEYS: session hash, counters hash. ARGV: reason. Counts only for an existing session.
-COUNT_REJECTION_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[2], 'rejected', 1)
-redis.call('HINCRBY', KEYS[2], 'rejected:' .. ARGV[1], 1)
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class Batch:
@@ -104,7 +66,7 @@ def to_voltages(values: Any, m: int, where: str) -> np.ndarray:
     except OverflowError:
         raise reject(422, "non_finite", f"{where}: a value is outside the float32 range") from None
     with np.errstate(over="ignore"):
-        out = arr.astype(streams.FRAME_DTYPE)
+        out = arr.astype(FRAME_DTYPE)
     _check_finite(out, where)
     return out
 
@@ -142,7 +104,7 @@ def parse_json(body: bytes, m: int, max_frames: int) -> Batch:
     frames = doc["frames"]
     _check_count(len(frames), max_frames)
     seqs, stamps = [], []
-    volts = np.empty((len(frames), m), dtype=streams.FRAME_DTYPE)
+    volts = np.empty((len(frames), m), dtype=FRAME_DTYPE)
     for i, f in enumerate(frames):
         if not isinstance(f, dict) or set(f) != {"seq", "timestamp", "voltages"}:
             raise reject(422, "malformed_body",
@@ -183,7 +145,7 @@ def parse_binary(body: bytes, request: Request, m: int, max_frames: int) -> Batc
     ts0 = _header(request, "X-Timestamp-Start", float)
     dt = _header(request, "X-Frame-Interval", float, required=count > 1) or 0.0
     _check_count(count, max_frames)
-    frame_bytes = m * streams.FRAME_DTYPE.itemsize
+    frame_bytes = m * FRAME_DTYPE.itemsize
     if len(body) != count * frame_bytes:
         raise reject(422, "wrong_length",
                      f"body: {len(body)} bytes for {count} frames of {m} float32 values "
@@ -192,7 +154,7 @@ def parse_binary(body: bytes, request: Request, m: int, max_frames: int) -> Batc
         raise reject(422, "invalid_seq", f"X-Seq-Start: an integer 0..{MAX_SEQ - count}")
     if dt < 0:
         raise reject(400, "invalid_header", "X-Frame-Interval: must be >= 0")
-    volts = np.frombuffer(body, dtype=streams.FRAME_DTYPE).reshape(count, m)
+    volts = np.frombuffer(body, dtype=FRAME_DTYPE).reshape(count, m)
     _check_finite(volts, "frames")
     return Batch(list(range(seq0, seq0 + count)), [ts0 + i * dt for i in range(count)], volts)
 
@@ -205,15 +167,20 @@ def _check_count(count: int, max_frames: int) -> None:
 
 
 async def ingest(redis: Redis, sid: str, batch: Batch) -> FramesAck:
-    """Run the atomic check-and-append; ApiError(404/409) if the session vanished or closed."""
-    args: list[Any] = [len(batch.seqs)]
-    for seq, ts, v in zip(batch.seqs, batch.timestamps, batch.voltages, strict=True):
-        args += [str(seq), repr(ts), v.tobytes()]
-    keys = [streams.session_key(sid), streams.counters_key(sid), streams.frames_key(sid)]
-    out = await redis.register_script(INGEST_LUA)(keys=keys, args=args)
-    if out[0] == -1:
+    """Run the atomic check-and-append; ApiError(404/409) if the session vanished, closed or
+    failed."""
+    entries = [flat(encode_frame(seq, ts, v)) for seq, ts, v in
+               zip(batch.seqs, batch.timestamps, batch.voltages, strict=True)]
+    args: list[Any] = [len(entries), len(entries[0])]
+    for seq, entry in zip(batch.seqs, entries, strict=True):
+        args += [str(seq), *entry]
+    keys = [session_key(sid), counters_key(sid), frames_key(sid)]
+    out = await registered(redis).ingest(keys=keys, args=args)
+    if out[0] == MISSING:
         raise not_found(sid)
-    if out[0] == -2:
+    if out[0] == FAILED:
+        raise failed(sid)
+    if out[0] == NOT_OPEN:
         raise closed(sid)
     accepted, last, lag, dups = out
     return FramesAck(accepted=int(accepted), duplicates=[int(d) for d in dups],
@@ -221,22 +188,24 @@ async def ingest(redis: Redis, sid: str, batch: Batch) -> FramesAck:
 
 
 async def open_session_m(redis: Redis, sid: str) -> int:
-    """M of an open session; ApiError(404) if unknown, ApiError(409) if closed."""
+    """M of an open session; ApiError(404) if unknown, ApiError(409) if closed or failed."""
     if not valid_sid(sid):
         raise not_found(sid)
-    status, m = await redis.hmget(streams.session_key(sid), [
-        streams.SessionField.STATUS.value, streams.SessionField.N_MEASUREMENTS.value])
+    status, m = await redis.hmget(session_key(sid), [
+        SessionField.STATUS.value, SessionField.N_MEASUREMENTS.value])
     if status is None:
         raise not_found(sid)
-    if status != b"open":
+    if status == SessionStatus.FAILED.value.encode():
+        raise failed(sid)
+    if status != SessionStatus.OPEN.value.encode():
         raise closed(sid)
     return int(m)
 
 
 async def count_rejection(redis: Redis, sid: str, reason: str) -> None:
-    keys = [streams.session_key(sid), streams.counters_key(sid)]
+    keys = [session_key(sid), counters_key(sid)]
     try:
-        await redis.register_script(COUNT_REJECTION_LUA)(keys=keys, args=[reason])
+        await registered(redis).count_rejection(keys=keys, args=[reason])
     except RedisError as e:  # the rejection itself is the answer; don't mask it
         log.warning("could not count a rejection for session %s: %s", sid, type(e).__name__)
 

@@ -3,7 +3,9 @@
 One reader task per session (started by its first viewer, stopped after its last) XREADs the
 capped results stream, builds each message pair once and offers it to every viewer's
 `LatestQueue`, which never blocks: when a viewer falls behind its oldest volume is dropped. A
-new viewer gets the latest volume at once.
+new viewer gets the latest volume at once. The reader also watches the session's status: once
+a worker marked it failed, every viewer gets a final status message (within one XREAD block,
+`BLOCK_MS`) and the reader ends.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from service import metrics, streams, wire
+from service import metrics, wire
+from service.contract.codecs import Result, decode_result
+from service.contract.fields import SessionField, SessionStatus
+from service.contract.keys import results_key, session_key
 
 log = logging.getLogger("eitmon.service")
 
 BLOCK_MS = 5000
+STATUS_CHECK_S = 1.0  # how often a feed checks whether its session failed (at most)
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,26 @@ class VolumeMessage:
     binary: bytes
 
 
-def build_message(sid: str, r: streams.Result) -> VolumeMessage:
+@dataclass(frozen=True)
+class StatusMessage:
+    """The JSON text telling viewers that the session ended; the server closes after it."""
+
+    meta: str
+
+
+async def failure_message(redis: Redis, sid: str) -> StatusMessage | None:
+    """`{"type": "status", "status": "failed", "reason": ...}` once a worker marked the
+    session failed; None otherwise."""
+    status, reason = await redis.hmget(session_key(sid), [SessionField.STATUS.value,
+                                                          SessionField.FAILURE_REASON.value])
+    if status != SessionStatus.FAILED.value.encode():
+        return None
+    meta = {"type": "status", "session": sid, "status": SessionStatus.FAILED.value,
+            "reason": reason.decode(errors="replace") if reason is not None else None}
+    return StatusMessage(json.dumps(meta, separators=(",", ":")))
+
+
+def build_message(sid: str, r: Result) -> VolumeMessage:
     meta = {"type": "volume", "session": sid, "seq": r.seq, "timestamp": r.timestamp,
             "kind": r.kind, "method": r.method, "iterations": r.iterations, "loss": r.loss,
             "latency_ms": r.latency_ms, "lag_frames": r.lag_frames, "shape": list(r.shape),
@@ -43,11 +68,13 @@ def build_message(sid: str, r: streams.Result) -> VolumeMessage:
 
 
 class LatestQueue:
-    """A bounded queue that drops its oldest item instead of blocking the producer."""
+    """A bounded queue that drops its oldest item instead of blocking the producer; after
+    `finish` it hands out the volumes still queued, then the final status message."""
 
     def __init__(self, maxsize: int) -> None:
         self._items: deque[VolumeMessage] = deque(maxlen=maxsize)
         self._ready = asyncio.Event()
+        self._final: StatusMessage | None = None
         self.dropped = 0
 
     def put(self, item: VolumeMessage) -> None:
@@ -56,11 +83,15 @@ class LatestQueue:
         self._items.append(item)
         self._ready.set()
 
-    async def get(self) -> VolumeMessage:
-        while not self._items:
+    def finish(self, final: StatusMessage) -> None:
+        self._final = final
+        self._ready.set()
+
+    async def get(self) -> VolumeMessage | StatusMessage:
+        while not self._items and self._final is None:
             self._ready.clear()
             await self._ready.wait()
-        return self._items.popleft()
+        return self._items.popleft() if self._items else self._final
 
 
 class SessionFeed:
@@ -70,6 +101,7 @@ class SessionFeed:
         self.redis, self.sid = redis, sid
         self.viewers: set[LatestQueue] = set()
         self.latest: VolumeMessage | None = None
+        self.final: StatusMessage | None = None
         self.task = asyncio.create_task(self._run(), name=f"results-{sid}")
 
     def _deliver(self, msg: VolumeMessage) -> None:
@@ -77,9 +109,14 @@ class SessionFeed:
         for q in self.viewers:
             q.put(msg)
 
+    def _finish(self, final: StatusMessage) -> None:
+        self.final = final
+        for q in self.viewers:
+            q.finish(final)
+
     def _handle(self, fields: dict) -> None:
         try:
-            result = streams.decode_result(fields)
+            result = decode_result(fields)
         except ValueError as e:
             log.warning("session %s: skipping a malformed result (%s)", self.sid, e)
             return
@@ -87,9 +124,11 @@ class SessionFeed:
         self._deliver(build_message(self.sid, result))
 
     async def _run(self) -> None:
-        key = streams.results_key(self.sid)
+        key = results_key(self.sid)
         last_id: bytes | str | None = None
         delay = 0.2
+        loop = asyncio.get_running_loop()
+        next_check = loop.time()
         while True:
             try:
                 if last_id is None:
@@ -97,6 +136,12 @@ class SessionFeed:
                     last_id = newest[0][0] if newest else "0-0"
                     if newest:
                         self._handle(newest[0][1])
+                if loop.time() >= next_check:
+                    next_check = loop.time() + STATUS_CHECK_S
+                    final = await failure_message(self.redis, self.sid)
+                    if final is not None:
+                        self._finish(final)
+                        return
                 reply = await self.redis.xread({key: last_id}, count=32, block=BLOCK_MS)
                 for _stream, entries in reply or []:
                     for entry_id, fields in entries:
@@ -126,6 +171,8 @@ class ResultHub:
             feed = self.feeds[sid] = SessionFeed(self.redis, sid)
         elif feed.latest is not None:
             q.put(feed.latest)
+        if feed.final is not None:
+            q.finish(feed.final)
         feed.viewers.add(q)
         metrics.VIEWERS.inc()
         return q

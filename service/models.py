@@ -6,6 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.contract.fields import SessionStatus
+from service.contract.session import Method, RealtimePolicy
+
 SID_EXAMPLE = "5f0c6a8e2b3d4c1f9a7e6d5c4b3a2918"
 _NUMBERS = {"type": "array", "items": {"type": "number"}}
 
@@ -46,12 +49,12 @@ class SessionCreate(BaseModel):
         "skip4", description="preset name (skip4, adjacent, skipK, ...) or a protocol spec")
     grid: list[int] | dict[str, int] = Field(
         [16, 32, 32], description="voxel grid [P, R, C] or {planes, rows, cols}")
-    method: Literal["d2ip", "d2ip-scaled", "dip", "rsip", "tv", "tikhonov"] = Field(
+    method: Method = Field(
         "d2ip", description="main reconstruction method: d2ip (the paper's fixed lambda), "
                             "d2ip-scaled (per-frame lambda scaled with the data), dip, rsip, "
                             "tv, tikhonov")
     reference: ReferencePolicy = Field(default_factory=FirstNReference)
-    realtime: Literal["realtime", "complete"] = Field(
+    realtime: RealtimePolicy = Field(
         "realtime", description="realtime: the worker may coalesce a backlog (counted); "
                                 "complete: every frame is reconstructed")
     patient_label: str | None = Field(
@@ -79,21 +82,6 @@ class ReferenceBody(BaseModel):
     voltages: list[Any] = Field(json_schema_extra=_NUMBERS, description="M values, V")
 
 
-class FrameIn(BaseModel):
-    seq: int = Field(ge=0, description="strictly increasing per session")
-    timestamp: float = Field(description="device time, seconds")
-    voltages: list[float] = Field(description="M values, V")
-
-
-class FramesBatch(BaseModel):
-    """JSON frame batch (the route parses it itself; this documents the shape)."""
-
-    model_config = _examples({"frames": [
-        {"seq": 0, "timestamp": 12.000, "voltages": [0.0123, -0.0045, 0.0067]},
-        {"seq": 1, "timestamp": 12.025, "voltages": [0.0124, -0.0044, 0.0066]}]})
-    frames: list[FrameIn]
-
-
 # --- responses ---------------------------------------------------------------------------------
 
 class Counters(BaseModel):
@@ -102,6 +90,7 @@ class Counters(BaseModel):
     reconstructed: int = Field(description="frames reconstructed by the worker")
     coalesced: int = Field(description="frames skipped under the realtime policy")
     rejected: int = Field(description="rejected frame requests (a batch counts once)")
+    failures: int = Field(description="reconstruction failures counted by the worker")
     rejected_by_reason: dict[str, int]
 
 
@@ -118,8 +107,8 @@ class WorkerInfo(BaseModel):
 
 
 SESSION_EXAMPLE: dict[str, Any] = {
-    "id": SID_EXAMPLE, "status": "open", "created_at": 1767225600.0, "closed_at": None,
-    "expires_at": None, "patient_label": "ICU-3 bed 7", "n_electrodes": 32,
+    "id": SID_EXAMPLE, "status": "open", "failure_reason": None, "created_at": 1767225600.0,
+    "closed_at": None, "expires_at": None, "patient_label": "ICU-3 bed 7", "n_electrodes": 32,
     "n_measurements": 928, "grid": [16, 32, 32], "mask_shape": [16, 32, 32],
     "settings": {"geometry_preset": "thorax-2x16", "geometry": {"...": "full spec"},
                  "protocol_preset": "skip4", "protocol": {"kind": "skip", "...": "..."},
@@ -127,7 +116,7 @@ SESSION_EXAMPLE: dict[str, Any] = {
                  "reference": {"mode": "first_n", "frames": 1}, "realtime": "realtime"},
     "reference_version": 0, "last_seq": 41,
     "counters": {"accepted": 42, "duplicate": 0, "reconstructed": 40, "coalesced": 0,
-                 "rejected": 1, "rejected_by_reason": {"non_finite": 1}},
+                 "rejected": 1, "failures": 0, "rejected_by_reason": {"non_finite": 1}},
     "lag": {"frames": 2, "seconds": 0.05},
     "worker": {"id": "worker-a1", "epoch": 3, "lease_ttl_ms": 9000}}
 
@@ -136,7 +125,9 @@ class SessionInfo(BaseModel):
     model_config = _examples(SESSION_EXAMPLE)
 
     id: str
-    status: Literal["open", "closed"]
+    status: SessionStatus = Field(description="open; closed (DELETE); failed (by the worker)")
+    failure_reason: str | None = Field(
+        None, description="why the worker marked the session failed (null otherwise)")
     created_at: float
     closed_at: float | None
     expires_at: float | None = Field(description="when a closed session's keys expire")

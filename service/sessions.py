@@ -7,16 +7,50 @@ import math
 import re
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from service import metrics, streams
-from service.auth import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ, Principal, require
-from service.deps import closed, get_redis, get_settings, not_found, valid_sid
+from service import metrics
+from service.auth import Principal, require
+from service.contract.codecs import (
+    decode_lease,
+    encode_close,
+    encode_control,
+    encode_reference,
+    flat,
+    stream_id_ms,
+    voltages_bytes,
+)
+from service.contract.errors import describe_error
+from service.contract.fields import (
+    REJECTED_PREFIX,
+    Counter,
+    ProgressField,
+    SessionField,
+    SessionStatus,
+)
+from service.contract.geometry import GEOMETRY_PRESETS, resolve_geometry
+from service.contract.grid import resolve_grid
+from service.contract.keys import (
+    CONTROL_STREAM,
+    SESSIONS_INDEX,
+    WORKER_GROUP,
+    counters_key,
+    frames_key,
+    lease_key,
+    progress_key,
+    session_key,
+    session_keys,
+)
+from service.contract.protocol import PROTOCOL_PRESETS, resolve_protocol
+from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
+from service.contract.session import SessionConfig
+from service.contract.tokens import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ
+from service.deps import closed, failed, get_redis, get_settings, not_found, valid_sid
 from service.errors import AUTH_RESPONSES, SESSION_RESPONSES, ApiError, error_example
 from service.frames import open_session_m, to_voltages
 from service.models import (
@@ -31,38 +65,11 @@ from service.models import (
     SessionList,
     WorkerInfo,
 )
-from service.settings import describe_error
-from worker.forward.geometry import GEOMETRY_PRESETS, resolve_geometry
-from worker.forward.grid import resolve_grid
-from worker.forward.protocol import PROTOCOL_PRESETS, resolve_protocol
 
 router = APIRouter(tags=["sessions"])
 
 MAX_GRID_DIM = 256
 MAX_VOXELS = 64**3
-
-# KEYS: session hash then every key to expire. ARGV: now, expires_at, retention_s.
-# Returns 0 (missing), 1 (already closed), 2 (closed now).
-CLOSE_LUA = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return 0 end
-if st == 'closed' then return 1 end
-redis.call('HSET', KEYS[1], 'status', 'closed', 'closed_at', ARGV[1], 'expires_at', ARGV[2])
-redis.call('XADD', KEYS[3], '*', 'kind', 'close')
-for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
-return 2
-"""
-
-# KEYS: session hash, frame stream. ARGV: M float32 bytes. Returns the new version, -1, -2.
-REFERENCE_LUA = """
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then return -1 end
-if st ~= 'open' then return -2 end
-local v = redis.call('HINCRBY', KEYS[1], 'reference_version', 1)
-redis.call('HSET', KEYS[1], 'reference', ARGV[1])
-redis.call('XADD', KEYS[2], '*', 'kind', 'reference', 'v', ARGV[1])
-return v
-"""
 
 _ADMIN_RESPONSES = {**AUTH_RESPONSES, **SESSION_RESPONSES}
 
@@ -73,7 +80,7 @@ def _spec_error(reason: str, exc: Exception) -> ApiError:
     return ApiError(422, reason, str(exc))
 
 
-def resolve_config(body: SessionCreate) -> streams.SessionConfig:
+def resolve_config(body: SessionCreate) -> SessionConfig:
     """Validate geometry/protocol/grid; ApiError(422) with the reason. Files are not read."""
     geometry_preset = body.geometry if isinstance(body.geometry, str) else None
     if geometry_preset is not None and geometry_preset not in GEOMETRY_PRESETS:
@@ -103,7 +110,7 @@ def resolve_config(body: SessionCreate) -> streams.SessionConfig:
                                             f"{MAX_VOXELS} voxels")
     reference = ({"mode": "explicit"} if isinstance(body.reference, ExplicitReference)
                  else body.reference.model_dump())
-    return streams.SessionConfig(
+    return SessionConfig(
         geometry=geometry.model_dump(mode="json"), protocol=protocol.model_dump(mode="json"),
         grid=grid.shape, method=body.method, reference=reference, realtime=body.realtime,
         n_electrodes=n_electrodes, n_measurements=m, geometry_preset=geometry_preset,
@@ -115,58 +122,63 @@ async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
     if not valid_sid(sid):
         return None
     async with redis.pipeline(transaction=False) as p:
-        p.hgetall(streams.session_key(sid))
-        p.hgetall(streams.counters_key(sid))
-        p.hgetall(streams.progress_key(sid))
-        p.get(streams.lease_key(sid))
-        p.pttl(streams.lease_key(sid))
+        p.hgetall(session_key(sid))
+        p.hgetall(counters_key(sid))
+        p.hgetall(progress_key(sid))
+        p.get(lease_key(sid))
+        p.pttl(lease_key(sid))
         p.time()
         sess, counts, progress, lease, pttl, now = await p.execute()
     if not sess:
         return None
     s = {k.decode(): v for k, v in sess.items()}
     c = {k.decode(): int(v) for k, v in counts.items()}
-    cfg = streams.SessionConfig.from_json(s[streams.SessionField.CONFIG.value])
-    done = c.get("reconstructed", 0) + c.get("coalesced", 0)
-    lag_frames = max(c.get("accepted", 0) - done, 0)
+    cfg = SessionConfig.from_json(s[SessionField.CONFIG])
+    done = c.get(Counter.RECONSTRUCTED, 0) + c.get(Counter.COALESCED, 0)
+    lag_frames = max(c.get(Counter.ACCEPTED, 0) - done, 0)
     lag_seconds: float | None = 0.0
     if lag_frames:
-        last_id = progress.get(streams.ProgressField.LAST_ID.value.encode())
+        last_id = progress.get(ProgressField.LAST_ID.value.encode())
         start = b"(" + last_id if last_id else b"-"
-        first = await redis.xrange(streams.frames_key(sid), min=start, max="+", count=1)
+        first = await redis.xrange(frames_key(sid), min=start, max="+", count=1)
         now_ms = now[0] * 1000 + now[1] // 1000
-        lag_seconds = (max(now_ms - streams.stream_id_ms(first[0][0]), 0) / 1000
+        lag_seconds = (max(now_ms - stream_id_ms(first[0][0]), 0) / 1000
                        if first else None)
     worker = None
     if lease is not None:
-        le = streams.decode_lease(lease)
+        le = decode_lease(lease)
         worker = WorkerInfo(id=le.worker, epoch=le.epoch, lease_ttl_ms=max(int(pttl), 0))
-    last_seq = int(s.get("last_seq", b"-1"))
-    label = s.get(streams.SessionField.PATIENT_LABEL.value)
+    last_seq = int(s.get(SessionField.LAST_SEQ, b"-1"))
+    label = s.get(SessionField.PATIENT_LABEL)
+    reason = s.get(SessionField.FAILURE_REASON)
     settings = {k: v for k, v in cfg.__dict__.items() if k not in ("n_electrodes",
                                                                    "n_measurements")}
     settings["grid"] = list(cfg.grid)
     return SessionInfo(
-        id=sid, status=s["status"].decode(), created_at=float(s["created_at"]),
-        closed_at=float(s["closed_at"]) if "closed_at" in s else None,
-        expires_at=float(s["expires_at"]) if "expires_at" in s else None,
+        id=sid, status=s[SessionField.STATUS].decode(),
+        failure_reason=reason.decode(errors="replace") if reason is not None else None,
+        created_at=float(s[SessionField.CREATED_AT]),
+        closed_at=_seconds(s.get(SessionField.CLOSED_AT)),
+        expires_at=_seconds(s.get(SessionField.EXPIRES_AT)),
         patient_label=label.decode() if label else None, n_electrodes=cfg.n_electrodes,
         n_measurements=cfg.n_measurements, grid=list(cfg.grid), mask_shape=list(cfg.grid),
-        settings=settings, reference_version=int(s.get("reference_version", b"0")),
+        settings=settings, reference_version=int(s.get(SessionField.REFERENCE_VERSION, b"0")),
         last_seq=last_seq if last_seq >= 0 else None,
         counters=Counters(
-            accepted=c.get("accepted", 0), duplicate=c.get("duplicate", 0),
-            reconstructed=c.get("reconstructed", 0), coalesced=c.get("coalesced", 0),
-            rejected=c.get("rejected", 0),
-            rejected_by_reason={k.removeprefix(streams.REJECTED_PREFIX): v for k, v in c.items()
-                                if k.startswith(streams.REJECTED_PREFIX)}),
+            **{counter.value: c.get(counter, 0) for counter in Counter},
+            rejected_by_reason={k.removeprefix(REJECTED_PREFIX): v for k, v in c.items()
+                                if k.startswith(REJECTED_PREFIX)}),
         lag=Lag(frames=lag_frames, seconds=lag_seconds), worker=worker)
+
+
+def _seconds(raw: bytes | None) -> float | None:
+    return float(raw) if raw is not None else None
 
 
 async def ensure_control_group(redis: Redis) -> None:
     """Create the workers' consumer group on the control stream (from id 0) unless it exists."""
     try:
-        await redis.xgroup_create(streams.CONTROL_STREAM, streams.WORKER_GROUP, id="0",
+        await redis.xgroup_create(CONTROL_STREAM, WORKER_GROUP, id="0",
                                   mkstream=True)
     except ResponseError as e:
         if "BUSYGROUP" not in str(e):
@@ -192,28 +204,28 @@ async def create_session(
                                 "reference.voltages")
     sid, now = uuid.uuid4().hex, time.time()
     fields: dict[str, Any] = {
-        streams.SessionField.STATUS.value: "open",
-        streams.SessionField.CREATED_AT.value: repr(now),
-        streams.SessionField.CONFIG.value: cfg.to_json(),
-        streams.SessionField.N_MEASUREMENTS.value: cfg.n_measurements,
-        streams.SessionField.LAST_SEQ.value: -1,
-        streams.SessionField.REFERENCE_VERSION.value: 0 if reference is None else 1,
+        SessionField.STATUS.value: SessionStatus.OPEN.value,
+        SessionField.CREATED_AT.value: repr(now),
+        SessionField.CONFIG.value: cfg.to_json(),
+        SessionField.N_MEASUREMENTS.value: cfg.n_measurements,
+        SessionField.LAST_SEQ.value: -1,
+        SessionField.REFERENCE_VERSION.value: 0 if reference is None else 1,
     }
     if body.patient_label:
-        fields[streams.SessionField.PATIENT_LABEL.value] = body.patient_label
+        fields[SessionField.PATIENT_LABEL.value] = body.patient_label
     if reference is not None:
-        fields[streams.SessionField.REFERENCE.value] = streams.voltages_bytes(reference)
+        fields[SessionField.REFERENCE.value] = voltages_bytes(reference)
     async with redis.pipeline(transaction=True) as p:
-        p.hset(streams.session_key(sid), mapping=fields)
-        p.hset(streams.counters_key(sid), mapping={c.value: 0 for c in streams.Counter})
+        p.hset(session_key(sid), mapping=fields)
+        p.hset(counters_key(sid), mapping={c.value: 0 for c in Counter})
         if reference is not None:
-            p.xadd(streams.frames_key(sid), streams.encode_reference(reference))
-        p.xgroup_create(streams.frames_key(sid), streams.WORKER_GROUP, id="0", mkstream=True)
+            p.xadd(frames_key(sid), encode_reference(reference))
+        p.xgroup_create(frames_key(sid), WORKER_GROUP, id="0", mkstream=True)
         await p.execute()
-    await redis.zadd(streams.SESSIONS_INDEX, {sid: now})
+    await redis.zadd(SESSIONS_INDEX, {sid: now})
     await ensure_control_group(redis)
-    control_id = await redis.xadd(streams.CONTROL_STREAM, streams.encode_control("open", sid, now))
-    await redis.hset(streams.session_key(sid), streams.SessionField.CONTROL_ID.value, control_id)
+    control_id = await redis.xadd(CONTROL_STREAM, encode_control("open", sid, now))
+    await redis.hset(session_key(sid), SessionField.CONTROL_ID.value, control_id)
     metrics.SESSIONS_OPENED.inc()
     info = await load_session(redis, sid)
     assert info is not None
@@ -224,7 +236,7 @@ async def create_session(
             responses=AUTH_RESPONSES)
 async def list_sessions(
     request: Request,
-    status: Literal["open", "closed"] | None = Query(None, description="filter by status"),
+    status: SessionStatus | None = Query(None, description="filter by status"),
     limit: int = Query(100, ge=1, le=1000),
     _: Principal = Depends(require(SESSIONS_ADMIN, VOLUMES_READ)),
 ) -> SessionList:
@@ -233,7 +245,7 @@ async def list_sessions(
     out: list[SessionInfo] = []
     start = 0
     while len(out) < limit:
-        ids = [i.decode() for i in await redis.zrevrange(streams.SESSIONS_INDEX, start,
+        ids = [i.decode() for i in await redis.zrevrange(SESSIONS_INDEX, start,
                                                         start + limit - 1)]
         if not ids:
             break
@@ -241,7 +253,7 @@ async def list_sessions(
         infos = await asyncio.gather(*(load_session(redis, i) for i in ids))
         gone = [i for i, info in zip(ids, infos, strict=True) if info is None]
         if gone:
-            await redis.zrem(streams.SESSIONS_INDEX, *gone)
+            await redis.zrem(SESSIONS_INDEX, *gone)
             start -= len(gone)
         out += [i for i in infos if i is not None and (status is None or i.status == status)]
     return SessionList(sessions=out[:limit])
@@ -270,17 +282,17 @@ async def close_session(sid: str, request: Request,
     if not valid_sid(sid):
         raise not_found(sid)
     now = time.time()
-    keys = streams.session_keys(sid)
-    done = await redis.register_script(CLOSE_LUA)(
+    keys = session_keys(sid)
+    done = await registered(redis).close(
         keys=keys, args=[repr(now), repr(now + settings.session_retention_s),
-                         settings.session_retention_s])
+                         settings.session_retention_s, *flat(encode_close())])
     if done == 0:
         raise not_found(sid)
-    control_id = await redis.hget(streams.session_key(sid), streams.SessionField.CONTROL_ID.value)
+    control_id = await redis.hget(session_key(sid), SessionField.CONTROL_ID.value)
     if control_id:  # also on a repeated DELETE, in case an earlier one stopped half-way
         async with redis.pipeline(transaction=False) as p:
-            p.xack(streams.CONTROL_STREAM, streams.WORKER_GROUP, control_id)
-            p.xdel(streams.CONTROL_STREAM, control_id)
+            p.xack(CONTROL_STREAM, WORKER_GROUP, control_id)
+            p.xdel(CONTROL_STREAM, control_id)
             await p.execute()
     if done == 2:
         metrics.SESSIONS_CLOSED.inc()
@@ -301,11 +313,13 @@ async def put_reference(sid: str, body: ReferenceBody, request: Request,
     redis = get_redis(request)
     m = await open_session_m(redis, sid)
     volts = to_voltages(body.voltages, m, "voltages")
-    version = await redis.register_script(REFERENCE_LUA)(
-        keys=[streams.session_key(sid), streams.frames_key(sid)],
-        args=[streams.voltages_bytes(volts)])
-    if version == -1:
+    version = await registered(redis).reference(
+        keys=[session_key(sid), frames_key(sid)],
+        args=[voltages_bytes(volts), *flat(encode_reference(volts))])
+    if version == MISSING:
         raise not_found(sid)
-    if version == -2:
+    if version == FAILED:
+        raise failed(sid)
+    if version == NOT_OPEN:
         raise closed(sid)
     return ReferenceAck(reference_version=int(version), n_measurements=m)

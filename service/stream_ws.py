@@ -7,6 +7,9 @@ when the token expires mid-stream), 4404 unknown session, 1011 internal error.
 
 Per volume the server sends a JSON text message (metadata) and then a binary message
 (`service.wire`). A viewer that reads slowly loses its oldest pending volumes, never others'.
+When the session is or becomes failed (a worker gave up on it), the server sends the text
+message `{"type": "status", "status": "failed", "reason": ...}` and closes with 1000
+"session_failed".
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ import time
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.exceptions import RedisError
 
-from service.auth import VOLUMES_READ, Principal, check_scope, decode_token, websocket_token
+from service.auth import Principal, check_scope, decode_token, websocket_token
+from service.contract.tokens import VOLUMES_READ
 from service.deps import session_status
 from service.errors import ApiError
-from service.hub import LatestQueue, ResultHub
+from service.hub import LatestQueue, ResultHub, StatusMessage
 
 router = APIRouter()
 log = logging.getLogger("eitmon.service")
 
+NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 SESSION_NOT_FOUND = 4404
@@ -63,9 +68,12 @@ async def _authenticate(ws: WebSocket) -> Principal | None:
 
 
 async def _send_loop(ws: WebSocket, q: LatestQueue) -> None:
+    """Send volumes until the session's final status message (then return)."""
     while True:
         msg = await q.get()
         await ws.send_text(msg.meta)
+        if isinstance(msg, StatusMessage):
+            return
         await ws.send_bytes(msg.binary)
 
 
@@ -94,12 +102,13 @@ async def stream(ws: WebSocket, sid: str) -> None:
     q = hub.subscribe(sid)
     expiry = max(principal.expires_at - time.time(), 0.0)
     timer = asyncio.create_task(asyncio.sleep(expiry))
-    tasks = {asyncio.create_task(_send_loop(ws, q)), asyncio.create_task(_receive_loop(ws)),
-             timer}
-    expired = False
+    sender = asyncio.create_task(_send_loop(ws, q))
+    tasks = {sender, asyncio.create_task(_receive_loop(ws)), timer}
+    expired = ended = False
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         expired = timer in done
+        ended = sender in done and sender.exception() is None
     finally:
         for t in tasks:
             t.cancel()
@@ -110,3 +119,6 @@ async def stream(ws: WebSocket, sid: str) -> None:
     if expired:
         with contextlib.suppress(Exception):
             await ws.close(POLICY_VIOLATION, "expired_token")
+    elif ended:
+        with contextlib.suppress(Exception):
+            await ws.close(NORMAL_CLOSURE, "session_failed")

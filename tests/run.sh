@@ -10,6 +10,7 @@ python -m pip install --upgrade pip
 python -m pip install torch==2.13.0
 python -m pip install -e '.[dev]'
 ruff check .
+lint-imports  # the dependency rules between the packages ([tool.importlinter] in pyproject.toml)
 # --- deployment tooling (issue 7) ---
 # tests/deploy needs: kubectl (renders Kustomize; part of this machine image), docker compose
 # or docker-compose and caddy (Debian packages, installed when missing), and checkov in its own

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from worker.forward.geometry import resolve_geometry
-from worker.forward.grid import resolve_grid
-from worker.forward.protocol import resolve_protocol
+from service.contract.geometry import resolve_geometry
+from service.contract.grid import resolve_grid
+from service.contract.protocol import resolve_protocol
 
 RECORDING_META_KEYS = ("geometry", "protocol", "grid")
 RECONSTRUCTION_META_KEYS = ("method",)

@@ -140,7 +140,15 @@ function connect(sid) {
   ws.binaryType = "arraybuffer";
   ws.onopen = () => { $("status").textContent = `connected to ${sid}, waiting for volumes`; };
   ws.onmessage = (ev) => {
-    if (typeof ev.data === "string") { state.meta = JSON.parse(ev.data); return; }
+    if (typeof ev.data === "string") {
+      const msg = JSON.parse(ev.data);
+      if (msg.type === "status") {  // the session ended (failed): the server closes, no retry
+        state.ws = null; state.meta = null;
+        $("status").textContent = `session ${msg.status}: ${msg.reason ?? ""}`;
+        return;
+      }
+      state.meta = msg; return;
+    }
     if (state.meta) onVolume(state.meta, ev.data);
     state.meta = null;
   };

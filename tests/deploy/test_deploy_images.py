@@ -2,7 +2,8 @@
 
 - base images pinned by exact version, final stages non-root with a HEALTHCHECK;
 - the API image's pinned requirements are torch-free, agree with pyproject.toml, and cover
-  every third-party module that `eitmon api` imports at module level (so the image starts).
+  every third-party module that `eitmon-service api` imports at module level (so the image
+  starts), and nothing of worker/ (the image carries service/ only).
 """
 
 from __future__ import annotations
@@ -76,7 +77,9 @@ def test_api_image_installs_pins_then_the_project_without_deps():
     text = (DOCKER / "Dockerfile.api").read_text()
     assert "pip install --requirement /tmp/requirements-api.txt" in text
     assert "pip install --no-deps /src" in text
-    assert re.search(r'(?m)^CMD \["eitmon", "api", "--host", "0.0.0.0", "--port", "8000"\]$', text)
+    assert re.search(
+        r'(?m)^CMD \["eitmon-service", "api", "--host", "0.0.0.0", "--port", "8000"\]$', text)
+    assert not re.search(r"(?m)^COPY worker", text), "the API image carries service/ only"
     assert "/healthz" in text
 
 
@@ -153,9 +156,10 @@ def _local_file(module: str) -> Path | None:
 
 
 def api_import_closure() -> set[str]:
-    """Top-level names of the third-party modules that importing the API and the CLI entry
-    point loads, following the project's own modules transitively."""
-    roots = [f"service.{p.stem}" for p in (REPO / "service").glob("*.py")] + ["worker.cli.main"]
+    """Top-level names of the third-party modules that importing the API and its command line
+    (every module of service/) loads, following the project's own modules transitively."""
+    roots = [".".join(p.relative_to(REPO).with_suffix("").parts)
+             for p in (REPO / "service").rglob("*.py")]
     seen: set[str] = set()
     third_party: set[str] = set()
     todo = list(roots)
@@ -165,7 +169,8 @@ def api_import_closure() -> set[str]:
             continue
         seen.add(module)
         top = module.split(".")[0]
-        if top in ("service", "worker"):
+        assert top != "worker", f"the API imports {module}, which its image does not carry"
+        if top == "service":
             path = _local_file(module)
             if path is None:
                 continue  # `from pkg import name` where name is not a module

@@ -15,7 +15,7 @@ import redis
 import uvicorn
 
 from service.app import create_app
-from service.auth import FRAMES_WRITE, SCOPES, SESSIONS_ADMIN, create_token
+from service.contract.tokens import FRAMES_WRITE, SCOPES, SESSIONS_ADMIN, create_token
 from service.logsafe import log_config
 from service.settings import Settings
 

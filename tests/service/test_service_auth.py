@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from service.auth import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ, create_token
+from service.contract.tokens import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ, create_token
 
 if TYPE_CHECKING:
     from tests.service.conftest import Api

@@ -20,7 +20,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from service.auth import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ, create_token
+from service.contract.tokens import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ, create_token
 
 SECRET = "cli-test-secret-0123456789abcdef0123456789abcdef"
 LABEL = "PSEUDO-Zq9-bed-4"

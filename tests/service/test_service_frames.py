@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import redis
 
-from service import streams
-from service.auth import FRAMES_WRITE, SESSIONS_ADMIN
+from service.contract.codecs import FrameEntry, decode_frame_entry
+from service.contract.keys import frames_key
+from service.contract.tokens import FRAMES_WRITE, SESSIONS_ADMIN
 
 if TYPE_CHECKING:
     from tests.service.conftest import Api
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
 M = 928
 
 
-def _queued(rdb: redis.Redis, sid: str) -> list[streams.FrameEntry]:
-    return [streams.decode_frame_entry(f) for _, f in rdb.xrange(streams.frames_key(sid))]
+def _queued(rdb: redis.Redis, sid: str) -> list[FrameEntry]:
+    return [decode_frame_entry(f) for _, f in rdb.xrange(frames_key(sid))]
 
 
 def _counters(api: Api, sid: str) -> dict[str, Any]:

@@ -11,9 +11,10 @@ import numpy as np
 import redis
 from websockets.sync.client import connect
 
-from service import streams
 from service.app import create_app
-from service.auth import SCOPES, VOLUMES_READ, create_token
+from service.contract.codecs import Result, encode_result
+from service.contract.keys import results_key
+from service.contract.tokens import SCOPES, VOLUMES_READ, create_token
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -62,10 +63,10 @@ def test_metrics_count_frames_rejections_latency_and_viewers(api: Api, rdb: redi
         with connect(f"{api.ws_base}/v1/sessions/{sid}/stream", proxy=None,
                      subprotocols=["bearer", api.token(VOLUMES_READ)]) as ws:
             time.sleep(0.2)
-            result = streams.Result.from_volume(
+            result = Result.from_volume(
                 np.zeros((2, 3, 4)), seq=1, timestamp=0.025, kind="volume",
                 method="d2ip", iterations=10, loss=None, latency_ms=80.0, lag_frames=0)
-            rdb.xadd(streams.results_key(sid), streams.encode_result(result))
+            rdb.xadd(results_key(sid), encode_result(result))
             ws.recv(timeout=5)
             ws.recv(timeout=5)
             during = c.get("/metrics")

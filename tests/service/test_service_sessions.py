@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 import redis
 
-from service import streams
-from service.auth import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ
+from service.contract.codecs import decode_control, decode_frame_entry, encode_lease, stream_id_ms
+from service.contract.fields import Counter, ProgressField, SessionField
+from service.contract.keys import (
+    CONTROL_STREAM,
+    SESSIONS_INDEX,
+    WORKER_GROUP,
+    counters_key,
+    frames_key,
+    lease_key,
+    progress_key,
+    session_key,
+)
+from service.contract.session import SessionConfig
+from service.contract.tokens import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ
 
 if TYPE_CHECKING:
     from tests.service.conftest import Api
@@ -30,43 +43,63 @@ def test_create_with_defaults_then_get_counters(api: Api, rdb: redis.Redis) -> N
     assert cfg["method"] == "d2ip" and cfg["realtime"] == "realtime"
     assert cfg["reference"] == {"mode": "first_n", "frames": 1}
     assert s["counters"] == {"accepted": 0, "duplicate": 0, "reconstructed": 0, "coalesced": 0,
-                             "rejected": 0, "rejected_by_reason": {}}
+                             "rejected": 0, "failures": 0, "rejected_by_reason": {}}
+    assert s["failure_reason"] is None
     assert s["lag"] == {"frames": 0, "seconds": 0.0}
     assert s["worker"] is None and s["last_seq"] is None
 
     # the worker's side of the contract exists: consumer groups, control entry, config
-    for key in (streams.frames_key(sid), streams.CONTROL_STREAM):
+    for key in (frames_key(sid), CONTROL_STREAM):
         groups = rdb.xinfo_groups(key)
-        assert [g["name"] for g in groups] == [streams.WORKER_GROUP.encode()]
-    (control_id, fields), = rdb.xrange(streams.CONTROL_STREAM)
-    kind, ctl_sid, _ = streams.decode_control(fields)
+        assert [g["name"] for g in groups] == [WORKER_GROUP.encode()]
+    (control_id, fields), = rdb.xrange(CONTROL_STREAM)
+    kind, ctl_sid, _ = decode_control(fields)
     assert (kind, ctl_sid) == ("open", sid)
-    assert rdb.hget(streams.session_key(sid), streams.SessionField.CONTROL_ID.value) == control_id
-    cfg = streams.SessionConfig.from_json(
-        rdb.hget(streams.session_key(sid), streams.SessionField.CONFIG.value))
+    assert rdb.hget(session_key(sid), SessionField.CONTROL_ID.value) == control_id
+    cfg = SessionConfig.from_json(
+        rdb.hget(session_key(sid), SessionField.CONFIG.value))
     assert cfg.n_measurements == M_DEFAULT and cfg.grid == (16, 32, 32)
 
     assert api.post_frames(sid, [api.frame(0), api.frame(1)]).status_code == 202
+    oldest = rdb.xrange(frames_key(sid))[0][0]
     with api.client() as c:
+        before = _redis_ms(rdb)
         got = c.get(f"/v1/sessions/{sid}", headers=api.auth(VOLUMES_READ)).json()
+        after = _redis_ms(rdb)
     assert got["counters"]["accepted"] == 2
     assert got["last_seq"] == 1
-    assert got["lag"]["frames"] == 2 and got["lag"]["seconds"] >= 0
+    assert got["lag"]["frames"] == 2
+    assert _age(oldest, before) <= got["lag"]["seconds"] <= _age(oldest, after)
+
+
+def _redis_ms(rdb: redis.Redis) -> int:
+    seconds, micros = rdb.time()
+    return seconds * 1000 + micros // 1000
+
+
+def _age(entry_id: bytes, now_ms: int) -> float:
+    """Seconds from a frame's stream id (its XADD time) to `now_ms`, as the API computes it."""
+    return max(now_ms - stream_id_ms(entry_id), 0) / 1000
 
 
 def test_worker_progress_and_lease_show_up(api: Api, rdb: redis.Redis) -> None:
     sid = api.create_session()["id"]
     api.post_frames(sid, [api.frame(i) for i in range(3)])
-    entries = rdb.xrange(streams.frames_key(sid))
+    entries = rdb.xrange(frames_key(sid))
     # what a worker does after reconstructing the first two frames
-    rdb.hincrby(streams.counters_key(sid), streams.Counter.RECONSTRUCTED.value, 2)
-    rdb.hset(streams.progress_key(sid), mapping={streams.ProgressField.LAST_ID.value: entries[1][0],
-                                                 streams.ProgressField.LAST_SEQ.value: 1})
-    rdb.set(streams.lease_key(sid), streams.encode_lease("worker-7", 3), px=10_000)
+    rdb.hincrby(counters_key(sid), Counter.RECONSTRUCTED.value, 2)
+    rdb.hset(progress_key(sid), mapping={ProgressField.LAST_ID.value: entries[1][0],
+                                                 ProgressField.LAST_SEQ.value: 1})
+    rdb.set(lease_key(sid), encode_lease("worker-7", 3), px=10_000)
+    time.sleep(0.05)  # the age of the first unprocessed frame grows past the others'
     with api.client() as c:
+        before = _redis_ms(rdb)
         got = c.get(f"/v1/sessions/{sid}", headers=api.auth(SESSIONS_ADMIN)).json()
+        after = _redis_ms(rdb)
     assert got["counters"]["reconstructed"] == 2
-    assert got["lag"]["frames"] == 1 and got["lag"]["seconds"] is not None
+    # the lag counts from the first frame after the worker's last one (entries[2])
+    assert got["lag"]["frames"] == 1
+    assert _age(entries[2][0], before) <= got["lag"]["seconds"] <= _age(entries[2][0], after)
     assert got["worker"]["id"] == "worker-7" and got["worker"]["epoch"] == 3
     assert 0 < got["worker"]["lease_ttl_ms"] <= 10_000
 
@@ -87,7 +120,7 @@ def test_custom_settings_and_list(api: Api, rdb: redis.Redis) -> None:
         only_open = c.get("/v1/sessions", params={"status": "open"},
                           headers=api.auth(SESSIONS_ADMIN)).json()["sessions"]
     assert [s["id"] for s in only_open] == [b["id"]]
-    assert rdb.xlen(streams.CONTROL_STREAM) == 1  # one entry per open session
+    assert rdb.xlen(CONTROL_STREAM) == 1  # one entry per open session
 
 
 @pytest.mark.parametrize(("body", "reason"), [
@@ -111,15 +144,15 @@ def test_bad_specs_get_422_with_reason(api: Api, rdb: redis.Redis, body: dict,
     assert r.status_code == 422, r.text
     assert r.json()["error"]["reason"] == reason
     assert r.json()["error"]["detail"]
-    assert rdb.zcard(streams.SESSIONS_INDEX) == 0
+    assert rdb.zcard(SESSIONS_INDEX) == 0
 
 
 def test_close_marks_closed_queues_close_and_expires(api: Api, rdb: redis.Redis) -> None:
     sid = api.create_session()["id"]
     api.post_frames(sid, [api.frame(0)])
     # a worker claims the session from the control stream
-    claimed = rdb.xreadgroup(streams.WORKER_GROUP, "worker-1", {streams.CONTROL_STREAM: ">"})
-    assert streams.decode_control(claimed[0][1][0][1])[1] == sid
+    claimed = rdb.xreadgroup(WORKER_GROUP, "worker-1", {CONTROL_STREAM: ">"})
+    assert decode_control(claimed[0][1][0][1])[1] == sid
     with api.client() as c:
         r = c.delete(f"/v1/sessions/{sid}", headers=api.auth(SESSIONS_ADMIN))
         assert r.status_code == 200
@@ -128,12 +161,12 @@ def test_close_marks_closed_queues_close_and_expires(api: Api, rdb: redis.Redis)
         assert again.status_code == 200  # idempotent, no second close entry
         frames_r = api.post_frames(sid, [api.frame(1)])
         missing = c.delete(f"/v1/sessions/{'0' * 32}", headers=api.auth(SESSIONS_ADMIN))
-    kinds = [streams.decode_frame_entry(f).kind for _, f in rdb.xrange(streams.frames_key(sid))]
+    kinds = [decode_frame_entry(f).kind for _, f in rdb.xrange(frames_key(sid))]
     assert kinds == ["frame", "close"]
-    assert 0 < rdb.ttl(streams.session_key(sid)) <= api.settings.session_retention_s
-    assert 0 < rdb.ttl(streams.frames_key(sid)) <= api.settings.session_retention_s
-    assert rdb.xlen(streams.CONTROL_STREAM) == 0  # XLEN counts open sessions
-    assert rdb.xpending(streams.CONTROL_STREAM, streams.WORKER_GROUP)["pending"] == 0
+    assert 0 < rdb.ttl(session_key(sid)) <= api.settings.session_retention_s
+    assert 0 < rdb.ttl(frames_key(sid)) <= api.settings.session_retention_s
+    assert rdb.xlen(CONTROL_STREAM) == 0  # XLEN counts open sessions
+    assert rdb.xpending(CONTROL_STREAM, WORKER_GROUP)["pending"] == 0
     assert frames_r.status_code == 409 and frames_r.json()["error"]["reason"] == "session_closed"
     assert missing.status_code == 404
 
@@ -158,7 +191,7 @@ def test_reference_put_validates_and_queues_in_band(api: Api, rdb: redis.Redis) 
     assert (text.status_code, text.json()["error"]["reason"]) == (422, "non_numeric")
     assert viewer.status_code == 403
     assert info["reference_version"] == 1
-    entries = [streams.decode_frame_entry(f) for _, f in rdb.xrange(streams.frames_key(sid))]
+    entries = [decode_frame_entry(f) for _, f in rdb.xrange(frames_key(sid))]
     assert [e.kind for e in entries] == ["frame", "reference"]
     np.testing.assert_allclose(entries[1].voltages, np.float32(0.02))
 
@@ -167,5 +200,5 @@ def test_explicit_reference_at_creation_comes_first(api: Api, rdb: redis.Redis) 
     s = api.create_session(reference={"mode": "explicit", "voltages": [0.5] * M_DEFAULT})
     assert s["reference_version"] == 1
     assert s["settings"]["reference"] == {"mode": "explicit"}
-    entries = rdb.xrange(streams.frames_key(s["id"]))
-    assert [streams.decode_frame_entry(f).kind for _, f in entries] == ["reference"]
+    entries = rdb.xrange(frames_key(s["id"]))
+    assert [decode_frame_entry(f).kind for _, f in entries] == ["reference"]

@@ -11,8 +11,10 @@ import numpy as np
 import redis
 from websockets.sync.client import ClientConnection, connect
 
-from service import streams, wire
-from service.auth import VOLUMES_READ
+from service import wire
+from service.contract.codecs import Result, encode_result
+from service.contract.keys import RESULTS_MAXLEN, results_key
+from service.contract.tokens import VOLUMES_READ
 
 if TYPE_CHECKING:
     from tests.service.conftest import Api
@@ -20,13 +22,13 @@ if TYPE_CHECKING:
 
 def publish(rdb: redis.Redis, sid: str, seq: int, shape: tuple[int, int, int] = (16, 32, 32),
             dtype: str = "float16", kind: str = "volume") -> np.ndarray:
-    """XADD one result exactly as the worker will (streams.encode_result)."""
+    """XADD one result exactly as the worker will (encode_result)."""
     vol = np.random.default_rng(seq).standard_normal(shape).astype(np.float32)
-    result = streams.Result.from_volume(
+    result = Result.from_volume(
         vol, dtype=dtype, seq=seq, timestamp=seq * 0.025, kind=kind, method="d2ip",
         iterations=50, loss=0.125, latency_ms=40.0 + seq, lag_frames=1, worker="w1", epoch=1)
-    rdb.xadd(streams.results_key(sid), streams.encode_result(result),
-             maxlen=streams.RESULTS_MAXLEN, approximate=True)
+    rdb.xadd(results_key(sid), encode_result(result),
+             maxlen=RESULTS_MAXLEN, approximate=True)
     return vol.astype(dtype)
 
 

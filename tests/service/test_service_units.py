@@ -11,20 +11,33 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from service import streams, wire
+from service import wire
+from service.contract.codecs import (
+    Lease,
+    Result,
+    decode_frame_entry,
+    decode_lease,
+    decode_result,
+    encode_close,
+    encode_frame,
+    encode_lease,
+    encode_reference,
+    encode_result,
+)
+from service.contract.errors import describe_error
+from service.contract.keys import lease_key, session_keys
 from service.logsafe import RedactFilter
-from service.settings import Settings, describe_error
+from service.settings import Settings
 
 SECRET = "unit-secret-0123456789abcdef0123456789abcdef"
 
 
-def test_the_api_never_imports_torch() -> None:
+def test_the_api_never_imports_torch_nor_the_worker() -> None:
     code = ("import sys\n"
-            "import service.app, service.streams, worker.cli.api, worker.cli.token\n"
-            "import worker.cli.main\n"
+            "import service.app, service.cli, service.contract.scripts, service.contract.protocol\n"
             "from service.settings import Settings\n"
             "service.app.create_app(Settings(jwt_secret='x' * 40))\n"
-            "heavy = [m for m in ('torch', 'gmsh', 'worker.forward.model') if m in sys.modules]\n"
+            "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'gmsh', 'worker')]\n"
             "assert not heavy, heavy\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
@@ -33,37 +46,37 @@ def test_the_api_never_imports_torch() -> None:
 
 def test_frame_entries_round_trip() -> None:
     v = np.linspace(-1, 1, 928)
-    e = streams.decode_frame_entry(streams.encode_frame(41, 1.025, v))
+    e = decode_frame_entry(encode_frame(41, 1.025, v))
     assert (e.kind, e.seq, e.timestamp) == ("frame", 41, 1.025)
     np.testing.assert_array_equal(e.voltages, v.astype(np.float32))
-    ref = streams.decode_frame_entry(streams.encode_reference(v))
+    ref = decode_frame_entry(encode_reference(v))
     assert ref.kind == "reference" and ref.seq is None
-    assert streams.decode_frame_entry(streams.encode_close()).kind == "close"
+    assert decode_frame_entry(encode_close()).kind == "close"
     with pytest.raises(ValueError):
-        streams.decode_frame_entry({b"kind": b"other", b"v": b""})
+        decode_frame_entry({b"kind": b"other", b"v": b""})
 
 
 def test_results_round_trip_and_reject_malformed() -> None:
     vol = np.random.default_rng(0).standard_normal((4, 5, 6))
-    r = streams.Result.from_volume(vol, dtype="float16", seq=9, timestamp=0.2, kind="preview",
+    r = Result.from_volume(vol, dtype="float16", seq=9, timestamp=0.2, kind="preview",
                                    method="tikhonov", iterations=0, loss=None, latency_ms=3.5,
                                    lag_frames=2, worker="w", epoch=4)
-    fields = streams.encode_result(r)
-    back = streams.decode_result({k.encode(): v for k, v in fields.items()})
+    fields = encode_result(r)
+    back = decode_result({k.encode(): v for k, v in fields.items()})
     assert back == r and back.loss is None
     np.testing.assert_array_equal(back.volume, vol.astype(np.float16))
     with pytest.raises(ValueError, match="data length"):
-        streams.decode_result({**fields, "data": fields["data"][:-2]})
+        decode_result({**fields, "data": fields["data"][:-2]})
     with pytest.raises(ValueError):
-        streams.decode_result({k: v for k, v in fields.items() if k != "seq"})
+        decode_result({k: v for k, v in fields.items() if k != "seq"})
 
 
 def test_keys_share_a_cluster_slot_and_lease_format() -> None:
     sid = "ab" * 16
-    assert streams.lease_key(sid) == "eitmon:lease:{" + sid + "}"
-    assert all("{" + sid + "}" in k for k in streams.session_keys(sid))
-    lease = streams.decode_lease(streams.encode_lease("host-1:worker:2", 7))
-    assert lease == streams.Lease(worker="host-1:worker:2", epoch=7)
+    assert lease_key(sid) == "eitmon:lease:{" + sid + "}"
+    assert all("{" + sid + "}" in k for k in session_keys(sid))
+    lease = decode_lease(encode_lease("host-1:worker:2", 7))
+    assert lease == Lease(worker="host-1:worker:2", epoch=7)
 
 
 def test_wire_header_is_32_bytes_and_aligned() -> None:

@@ -21,13 +21,13 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from service.contract.geometry import resolve_geometry
+from service.contract.grid import resolve_grid
+from service.contract.protocol import resolve_protocol
 from worker.forward import load_model
 from worker.forward.fem import CEM, measure
-from worker.forward.geometry import resolve_geometry
-from worker.forward.grid import resolve_grid
 from worker.forward.jacobian import voxel_jacobian
 from worker.forward.mesh import Mesh, Outline, build_mesh, electrode_centres
-from worker.forward.protocol import resolve_protocol
 from worker.forward.voxel import domain_mask, projection_matrix
 
 

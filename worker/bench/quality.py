@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from service.contract.geometry import resolve_geometry
+from service.contract.grid import resolve_grid
+from service.contract.protocol import resolve_protocol
 from worker import storage
 from worker.forward import load_model
-from worker.forward.geometry import resolve_geometry
-from worker.forward.grid import resolve_grid
 from worker.forward.model import ForwardModel, model_spec
-from worker.forward.protocol import resolve_protocol
 from worker.metrics import METRICS, score
 from worker.plot import plot_volumes
 from worker.recon.base import create, normalise, reconstruct_recording

@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 from websockets.asyncio.client import connect
 
-from service.auth import SCOPES, create_token
+from service.contract.tokens import SCOPES, create_token
 from worker.forward import load_model
 from worker.forward.model import ForwardModel
 from worker.runtime.local import Child, start_api, start_valkey, start_worker

@@ -1,41 +1,34 @@
-"""`eitmon api`: run the monitoring API (FastAPI under uvicorn). Torch-free."""
+"""`eitmon api` and `eitmon token`: the API's commands, run by the service's own command line.
+
+The worker imports nothing of the service but its contract, so these commands hand the process
+over to `python -m service` (`service.cli`, also installed as `eitmon-service`) with their
+arguments unchanged: `eitmon api --port 8000` is `eitmon-service api --port 8000`.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+import sys
 
 import typer
 
-from worker.cli.settings import load_settings
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
+                "help_option_names": []}
 
 
-def api(
-    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
-    forwarded_allow_ips: Annotated[str | None, typer.Option(
-        help="proxies whose X-Forwarded-* headers are trusted (uvicorn's default: "
-             "$FORWARDED_ALLOW_IPS or 127.0.0.1)")] = None,
-) -> None:
-    """Serve the monitoring API (HTTP and WebSocket).
+def _run_service(command: str, args: list[str]) -> None:
+    """Replace this process with the service's command line (signals and exit status are
+    then the service's own)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "service", command, *args])
 
-    Configure it with REDIS_URL and EITMON_JWT_SECRET_FILE (or EITMON_JWT_SECRET);
-    EITMON_DEMO=1 allows a random secret and prints a token for it.
-    """
-    settings = load_settings("api")
-    if settings.secret_generated:
-        from service.auth import SCOPES, create_token
 
-        token = create_token(settings.secret, SCOPES, 12 * 3600, subject="demo")
-        typer.echo("demo mode: random JWT secret for this process; a token with every scope, "
-                   "valid 12 h:", err=True)
-        typer.echo(token)
+def api(ctx: typer.Context) -> None:
+    """Serve the monitoring API (HTTP and WebSocket); `eitmon api --help` lists the options."""
+    _run_service("api", ctx.args)
 
-    import uvicorn
 
-    from service.app import create_app
-    from service.logsafe import log_config
-
-    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=True,
-                forwarded_allow_ips=forwarded_allow_ips, log_config=log_config(log_level),
-                ws_per_message_deflate=False)
+def token(ctx: typer.Context) -> None:
+    """Bearer tokens for the API: `eitmon token create --scope ...` (see `--help`)."""
+    _run_service("token", ctx.args)

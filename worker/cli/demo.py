@@ -62,7 +62,7 @@ def demo(
     """Run valkey, the API, a worker and a simulated belt here; Ctrl-C stops them."""
     import httpx
 
-    from service.auth import SCOPES, VOLUMES_READ, create_token
+    from service.contract.tokens import SCOPES, VOLUMES_READ, create_token
     from worker.belt import Belt
     from worker.recording import Recording
     from worker.runtime.local import Child, start_api, start_valkey, start_worker

@@ -16,7 +16,6 @@ from worker.cli import (
     plot,
     reconstruct,
     simulate,
-    token,
     worker,
 )
 
@@ -30,8 +29,8 @@ app.command("plot")(plot.plot)
 app.command("simulate")(simulate.simulate)
 app.command("reconstruct")(reconstruct.reconstruct)
 app.command("import")(import_recording.import_recording)
-app.command("api")(api.api)
-app.add_typer(token.app, name="token")
+app.command("api", context_settings=api.PASS_THROUGH, add_help_option=False)(api.api)
+app.command("token", context_settings=api.PASS_THROUGH, add_help_option=False)(api.token)
 app.command("worker")(worker.worker)
 app.command("device")(device.device)
 app.command("demo")(demo.demo)

@@ -65,7 +65,7 @@ def _load(path: Path, frame_rate: float) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _space(geometry: Any, shape: tuple[int, int, int], notes: list[str]):
     """VoxelSpace and ring heights from the geometry spec (no mesh is built)."""
-    from worker.forward.geometry import resolve_geometry
+    from service.contract.geometry import resolve_geometry
     from worker.ventilation.space import VoxelSpace
 
     if geometry is None:

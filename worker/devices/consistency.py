@@ -81,8 +81,8 @@ def check_protocol(measured: np.ndarray, model: np.ndarray, meas_injection: np.n
 def homogeneous_voltages(model: Any, protocol: Any = None) -> np.ndarray:
     """The model's voltages at its background conductivity (M), for its own protocol or for
     another `protocol` on the same geometry (one more CEM solve on the model's mesh)."""
+    from service.contract.protocol import resolve_protocol
     from worker.forward.fem import measure
-    from worker.forward.protocol import resolve_protocol
 
     if protocol is None:
         return model.reference_voltages

@@ -9,15 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from service.contract.geometry import resolve_geometry
+from service.contract.grid import resolve_grid
+from service.contract.protocol import resolve_protocol
 from worker.devices import read_device_file
 from worker.devices.consistency import ProtocolCheck, check_protocol
 from worker.devices.device_file import DeviceFile
 from worker.devices.known_recordings import file_hashes, known_recording
 from worker.devices.quality import QualityReport, quality_report
 from worker.devices.stim_patterns import protocol_sha256, renumber
-from worker.forward.geometry import resolve_geometry
-from worker.forward.grid import resolve_grid
-from worker.forward.protocol import resolve_protocol
 from worker.recording import Recording, RecordingError, protocol_measurements
 from worker.reference import reference_frames
 

@@ -158,7 +158,7 @@ def quality_report(voltages: np.ndarray, currents: np.ndarray, meas_injection: n
                    channel_ratio: np.ndarray | None = None,
                    limits: ElectrodeLimits | None = None) -> QualityReport:
     """The report for T x M `voltages` of a built protocol (currents, meas_injection,
-    meas_weights as in `worker.forward.protocol.Protocol`); `channel_ratio` is the
+    meas_weights as in `service.contract.protocol.Protocol`); `channel_ratio` is the
     homogeneous-model check's measured/model ratio (see `worker.devices.consistency`)."""
     limits = limits or ElectrodeLimits()
     level = np.abs(voltages.mean(axis=0))

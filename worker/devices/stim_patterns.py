@@ -1,6 +1,6 @@
 """EIDORS-style protocols: `mk_stim_patterns(n_elec, n_rings, inj, meas, options, amplitude)`.
 
-Builds our explicit protocol dict (`worker.forward.protocol.ExplicitProtocol`) with the
+Builds our explicit protocol dict (`service.contract.protocol.ExplicitProtocol`) with the
 injections and measurements that EIDORS's `mk_stim_patterns` (eidors/models/mk_stim_patterns.m)
 lists, in the same order, so that a voltage vector read by EIDORS lines up channel by channel.
 

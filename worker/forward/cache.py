@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from worker.forward.mesh import Mesh
 from worker.storage import cache_dir, content_key, write_atomic
-
-if TYPE_CHECKING:
-    from worker.forward.model import ForwardModel
 
 FORMAT_VERSION = 1
 
@@ -41,16 +38,18 @@ def operator_path(model_path: Path) -> Path:
     return model_path.with_name(model_path.name.replace("model-", "operator-", 1))
 
 
-def write(path: Path, model: ForwardModel) -> None:
-    faces = model.mesh.electrodes
-    proj = model.projection.tocsr()
+def write(path: Path, *, mesh: Mesh, projection: sp.spmatrix, mask: np.ndarray,
+          jacobian: np.ndarray, reference_voltages: np.ndarray) -> None:
+    """Store a built model's arrays (the inverse of `read`)."""
+    faces = mesh.electrodes
+    proj = projection.tocsr()
 
     def save(temporary: Path) -> None:
-        np.savez(temporary, nodes=model.mesh.nodes, tets=model.mesh.tets,
+        np.savez(temporary, nodes=mesh.nodes, tets=mesh.tets,
                  faces=np.concatenate(faces), face_counts=np.array([len(f) for f in faces]),
                  proj_data=proj.data, proj_indices=proj.indices, proj_indptr=proj.indptr,
-                 proj_shape=np.array(proj.shape), mask=model.mask, jacobian=model.jacobian,
-                 reference_voltages=model.reference_voltages)
+                 proj_shape=np.array(proj.shape), mask=mask, jacobian=jacobian,
+                 reference_voltages=reference_voltages)
 
     write_atomic(path, save)
 

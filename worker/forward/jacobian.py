@@ -17,8 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from service.contract.protocol import Protocol
 from worker.forward.fem import CEM, Solution
-from worker.forward.protocol import Protocol
 
 _CHUNK = 64
 

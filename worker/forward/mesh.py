@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.path import Path as PolyPath
 
-from worker.forward.geometry import CylinderDomain, GeometrySpec, arc_coordinates
+from service.contract.geometry import CylinderDomain, GeometrySpec, arc_coordinates
 
 _OUTLINE_POINTS_CAD = 96
 _OUTLINE_POINTS_DENSE = 4096

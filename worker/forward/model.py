@@ -16,14 +16,14 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from service.contract.geometry import GeometrySpec, resolve_geometry
+from service.contract.grid import GridSpec, resolve_grid
+from service.contract.protocol import ExplicitProtocol, Protocol, SkipProtocol, resolve_protocol
 from worker.forward import cache
 from worker.forward.fem import CEM, measure
-from worker.forward.geometry import GeometrySpec, resolve_geometry
-from worker.forward.grid import GridSpec, resolve_grid
 from worker.forward.jacobian import voxel_jacobian
 from worker.forward.mesh import Mesh, build_mesh
 from worker.forward.operator import JacobianOperator
-from worker.forward.protocol import ExplicitProtocol, Protocol, SkipProtocol, resolve_protocol
 from worker.forward.voxel import domain_mask, projection_matrix
 
 
@@ -177,6 +177,7 @@ def load_model(geometry: Any = None, protocol: Any = None, grid: Any = None, *,
                                 from_cache=True)
     model = build_model(g, p, gr, progress=progress)
     if use_cache:
-        cache.write(path, model)
+        cache.write(path, mesh=model.mesh, projection=model.projection, mask=model.mask,
+                    jacobian=model.jacobian, reference_voltages=model.reference_voltages)
         model.cache_path = path
     return model

@@ -15,8 +15,8 @@ import scipy.sparse as sp
 from matplotlib.path import Path as PolyPath
 from scipy import ndimage
 
-from worker.forward.geometry import GeometrySpec
-from worker.forward.grid import GridSpec, voxel_edges
+from service.contract.geometry import GeometrySpec
+from service.contract.grid import GridSpec, voxel_edges
 
 _SAMPLES = 64
 

@@ -1,4 +1,4 @@
 """The reconstruction worker's runtime: leases, sessions, checkpoints, the main loop.
 
-See docs/worker.md. The Redis contract it follows lives in `service/streams.py`.
+See docs/worker.md. The Redis contract it follows lives in `service/contract/`.
 """

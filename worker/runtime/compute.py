@@ -23,7 +23,8 @@ from typing import TypeVar
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service import streams
+from service.contract.fields import Counter, ProgressField
+from service.contract.keys import counters_key
 from worker.runtime import checkpoint
 from worker.runtime.config import WorkerConfig
 from worker.runtime.failures import SessionFailures
@@ -97,7 +98,7 @@ class Compute:
         if work.coalesce:
             last = work.coalesce[-1]
             self.retry(session, lambda: self.fenced.commit(
-                session.sid, session.lease.value, counter=streams.Counter.COALESCED.value,
+                session.sid, session.lease.value, counter=Counter.COALESCED.value,
                 ack=[frame.entry_id for frame in work.coalesce],
                 progress=self.progress(session, last)))
             for frame in work.coalesce:
@@ -106,7 +107,7 @@ class Compute:
             frame = work.item
             res = session.main.push(frame.dv)
             self.retry(session, lambda: self.fenced.commit(
-                session.sid, session.lease.value, counter=streams.Counter.RECONSTRUCTED.value,
+                session.sid, session.lease.value, counter=Counter.RECONSTRUCTED.value,
                 ack=[frame.entry_id], progress=self.progress(session, frame),
                 result=session.result(frame, res, "volume"), frame_id=frame.entry_id))
             session.advance(frame)
@@ -117,17 +118,17 @@ class Compute:
             self.checkpoint(session, logging.DEBUG)
 
     def progress(self, session: Session, frame: Frame) -> dict[str, str]:
-        return {streams.ProgressField.LAST_ID.value: frame.entry_id,
-                streams.ProgressField.LAST_SEQ.value: str(frame.seq),
-                streams.ProgressField.UPDATED_AT.value: repr(time.time()),
-                streams.ProgressField.WORKER.value: self.cfg.worker_name,
-                streams.ProgressField.EPOCH.value: str(session.lease.epoch),
+        return {ProgressField.LAST_ID.value: frame.entry_id,
+                ProgressField.LAST_SEQ.value: str(frame.seq),
+                ProgressField.UPDATED_AT.value: repr(time.time()),
+                ProgressField.WORKER.value: self.cfg.worker_name,
+                ProgressField.EPOCH.value: str(session.lease.epoch),
                 METHOD: session.main_method}
 
     def checkpoint(self, session: Session, level: int = logging.INFO) -> None:
         """Write, commit (fenced) and prune; the session's frames before it are trimmed."""
         counters = self.retry(session,
-                              lambda: self.redis.hgetall(streams.counters_key(session.sid)))
+                              lambda: self.redis.hgetall(counters_key(session.sid)))
         ckpt = checkpoint.Checkpoint(
             sid=session.sid, epoch=session.lease.epoch, stream_id=session.position,
             main_method=session.main_method, main_state=session.main.state_dict(),

@@ -24,17 +24,26 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from service import streams
+from service.contract.codecs import decode_control, stream_id_key, text
+from service.contract.fields import SessionField, SessionStatus
+from service.contract.keys import (
+    CONTROL_STREAM,
+    SESSIONS_INDEX,
+    WORKER_GROUP,
+    frames_key,
+    lease_key,
+    session_key,
+)
 from worker.runtime.config import WorkerConfig
 from worker.runtime.health import Heartbeat
-from worker.runtime.intake import Recovered, text
+from worker.runtime.intake import Recovered
 from worker.runtime.lease import Leases
 from worker.runtime.registry import SessionRegistry
-from worker.runtime.startup import Setup, id_key
+from worker.runtime.startup import Setup
 
 log = logging.getLogger("eitmon.worker")
 
-FAILED = streams.SessionStatus.FAILED.value.encode()
+FAILED = SessionStatus.FAILED.value.encode()
 
 
 def has_work(groups: Any, newest: Any) -> bool:
@@ -42,8 +51,8 @@ def has_work(groups: Any, newest: Any) -> bool:
     if isinstance(groups, Exception) or isinstance(newest, Exception) or not newest:
         return False
     for group in groups:
-        if text(group["name"]) == streams.WORKER_GROUP:
-            return group["pending"] > 0 or id_key(text(newest[0][0])) > id_key(
+        if text(group["name"]) == WORKER_GROUP:
+            return group["pending"] > 0 or stream_id_key(text(newest[0][0])) > stream_id_key(
                 text(group["last-delivered-id"]))
     return False
 
@@ -105,8 +114,8 @@ class Control:
             self.stopping.wait(block_ms / 1000)
             return
         try:
-            reply = self.redis.xreadgroup(streams.WORKER_GROUP, self.consumer,
-                                          {streams.CONTROL_STREAM: ">"}, count=free,
+            reply = self.redis.xreadgroup(WORKER_GROUP, self.consumer,
+                                          {CONTROL_STREAM: ">"}, count=free,
                                           block=block_ms)
         except ResponseError as e:
             if "NOGROUP" not in str(e):
@@ -115,12 +124,12 @@ class Control:
             return
         for _, entries in reply or []:
             for control_id, fields in entries:
-                _, sid, _ = streams.decode_control(fields)
+                _, sid, _ = decode_control(fields)
                 self.claim(sid, text(control_id))
 
     def ensure_group(self) -> None:
         try:
-            self.redis.xgroup_create(streams.CONTROL_STREAM, streams.WORKER_GROUP, id="0",
+            self.redis.xgroup_create(CONTROL_STREAM, WORKER_GROUP, id="0",
                                      mkstream=True)
         except ResponseError as e:
             if "BUSYGROUP" not in str(e):
@@ -128,11 +137,11 @@ class Control:
 
     def claim(self, sid: str, control_id: str) -> None:
         """A new session from the control stream."""
-        status = self.redis.hget(streams.session_key(sid), streams.SessionField.STATUS.value)
-        if status != streams.SessionStatus.OPEN.value.encode():
+        status = self.redis.hget(session_key(sid), SessionField.STATUS.value)
+        if status != SessionStatus.OPEN.value.encode():
             with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xack(streams.CONTROL_STREAM, streams.WORKER_GROUP, control_id)
-                pipe.xdel(streams.CONTROL_STREAM, control_id)
+                pipe.xack(CONTROL_STREAM, WORKER_GROUP, control_id)
+                pipe.xdel(CONTROL_STREAM, control_id)
                 pipe.execute()
             return
         lease = self.leases.acquire(sid)
@@ -145,18 +154,18 @@ class Control:
         free = self.registry.free_slots()
         if free <= 0:
             return
-        sids = [text(sid) for sid in self.redis.zrange(streams.SESSIONS_INDEX, 0, -1)]
+        sids = [text(sid) for sid in self.redis.zrange(SESSIONS_INDEX, 0, -1)]
         sids = [sid for sid in sids if not self.registry.busy_with(sid)]
         with self.redis.pipeline(transaction=False) as pipe:
             for sid in sids:
-                pipe.exists(streams.lease_key(sid))
+                pipe.exists(lease_key(sid))
             unleased = [sid for sid, held in zip(sids, pipe.execute(), strict=True) if not held]
-        fields = [streams.SessionField.CONTROL_ID.value, streams.SessionField.STATUS.value]
+        fields = [SessionField.CONTROL_ID.value, SessionField.STATUS.value]
         with self.redis.pipeline(transaction=False) as pipe:
             for sid in unleased:
-                pipe.xinfo_groups(streams.frames_key(sid))
-                pipe.xrevrange(streams.frames_key(sid), count=1)
-                pipe.hmget(streams.session_key(sid), fields)
+                pipe.xinfo_groups(frames_key(sid))
+                pipe.xrevrange(frames_key(sid), count=1)
+                pipe.hmget(session_key(sid), fields)
             replies = pipe.execute(raise_on_error=False)
         for k, sid in enumerate(unleased):
             groups, newest, session_fields = replies[3 * k: 3 * k + 3]
@@ -169,7 +178,7 @@ class Control:
             if lease is None:
                 continue
             if isinstance(control_id, bytes):
-                self.redis.xclaim(streams.CONTROL_STREAM, streams.WORKER_GROUP, self.consumer,
+                self.redis.xclaim(CONTROL_STREAM, WORKER_GROUP, self.consumer,
                                   0, [control_id], justid=True)
             self.setup.submit(lease, "took over")
             free -= 1
@@ -179,7 +188,7 @@ class Control:
         sessions = self.registry.sessions()
         with self.redis.pipeline(transaction=False) as pipe:
             for session in sessions:
-                pipe.xpending(streams.frames_key(session.sid), streams.WORKER_GROUP)
+                pipe.xpending(frames_key(session.sid), WORKER_GROUP)
             summaries = pipe.execute(raise_on_error=False)
         for session, summary in zip(sessions, summaries, strict=True):
             if isinstance(summary, Exception):
@@ -187,11 +196,11 @@ class Control:
             for consumer in summary["consumers"]:
                 if text(consumer["name"]) == self.consumer:
                     continue
-                key = streams.frames_key(session.sid)
+                key = frames_key(session.sid)
                 ids = [r["message_id"] for r in self.redis.xpending_range(
-                    key, streams.WORKER_GROUP, "-", "+", 1000, consumername=consumer["name"])]
+                    key, WORKER_GROUP, "-", "+", 1000, consumername=consumer["name"])]
                 if ids:
-                    entries = self.redis.xclaim(key, streams.WORKER_GROUP, self.consumer, 0, ids)
+                    entries = self.redis.xclaim(key, WORKER_GROUP, self.consumer, 0, ids)
                     log.warning("session %s: %d entries recovered from %s", session.sid,
                                 len(ids), text(consumer["name"]))
                     self.recovered.put((session, entries))

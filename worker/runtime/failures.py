@@ -2,7 +2,8 @@
 
 An exception from a session's setup (forward model, methods, checkpoint restore, replay), its
 intake (decoding, reference) or its main method (`push`, checkpoint) ends this attempt: one
-fenced Lua script counts it (`HINCRBY eitmon:counters:{sid} failures 1`) and releases the lease,
+fenced Lua script (`service.contract.scripts.FAIL`) counts it (`HINCRBY
+eitmon:counters:{sid} failures 1`) and releases the lease,
 and the worker forgets the session and frees its resources. The frames the attempt had not
 committed stay pending, so the next attempt (any worker's takeover scan; this worker only after
 `EITMON_RETRY_BACKOFF_S`) restores the last checkpoint and replays them. The
@@ -21,7 +22,15 @@ import time
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service import streams
+from service.contract.keys import (
+    CONTROL_STREAM,
+    WORKER_GROUP,
+    counters_key,
+    lease_key,
+    session_key,
+    session_keys,
+)
+from service.contract.scripts import registered
 from worker.runtime.fenced import LeaseLost, check
 from worker.runtime.lease import Lease
 from worker.runtime.registry import SessionRegistry
@@ -29,26 +38,6 @@ from worker.runtime.registry import SessionRegistry
 log = logging.getLogger("eitmon.worker")
 
 REASON_CHARS = 200
-
-# KEYS: lease, session, counters, control stream, then every key to expire (session_keys).
-# ARGV: lease value, most failures, reason, expiry (unix s) unless closed, group.
-# Returns the session's failure count (this one included), -1 (lease lost), -2 (session gone).
-FAIL_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
-if redis.call('EXISTS', KEYS[2]) == 0 then return -2 end
-local failures = redis.call('HINCRBY', KEYS[3], 'failures', 1)
-redis.call('DEL', KEYS[1])
-if failures < tonumber(ARGV[2]) then return failures end
-local control_id = redis.call('HGET', KEYS[2], 'control_id')
-if control_id then
-  redis.call('XACK', KEYS[4], ARGV[5], control_id)
-  redis.call('XDEL', KEYS[4], control_id)
-end
-local exp = redis.call('HGET', KEYS[2], 'expires_at') or ARGV[4]
-redis.call('HSET', KEYS[2], 'status', 'failed', 'failure_reason', ARGV[3], 'expires_at', exp)
-for i = 5, #KEYS do redis.call('EXPIREAT', KEYS[i], math.ceil(tonumber(exp))) end
-return failures
-"""
 
 
 def reason(error: BaseException) -> str:
@@ -64,7 +53,7 @@ class SessionFailures:
                  retention_s: int, backoff_s: float) -> None:
         self.registry = registry
         self.max_failures, self.retention_s, self.backoff_s = max_failures, retention_s, backoff_s
-        self._fail = redis.register_script(FAIL_LUA)
+        self._fail = registered(redis).fail
 
     def record(self, lease: Lease, error: Exception, stage: str) -> None:
         """`error` ended this attempt at the session (`stage`: setup, intake or compute)."""
@@ -93,8 +82,8 @@ class SessionFailures:
     def count(self, lease: Lease, why: str) -> int:
         """Run the fenced failure script; the session's failure count."""
         sid = lease.sid
-        keys = [streams.lease_key(sid), streams.session_key(sid), streams.counters_key(sid),
-                streams.CONTROL_STREAM, *streams.session_keys(sid)]
+        keys = [lease_key(sid), session_key(sid), counters_key(sid),
+                CONTROL_STREAM, *session_keys(sid)]
         expires_at = time.time() + self.retention_s
         return check(sid, self._fail(keys=keys, args=[lease.value, self.max_failures, why,
-                                                      repr(expires_at), streams.WORKER_GROUP]))
+                                                      repr(expires_at), WORKER_GROUP]))

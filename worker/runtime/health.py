@@ -18,15 +18,10 @@ import time
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service import streams
+from service.contract.keys import heartbeat_key
 from worker.runtime.config import WorkerConfig
 
 log = logging.getLogger("eitmon.worker")
-
-
-def heartbeat_key(worker: str) -> str:
-    """`eitmon:heartbeat:<worker>`: the unix time of the worker's last heartbeat."""
-    return f"{streams.PREFIX}:heartbeat:{worker}"
 
 
 class ComputeClock:

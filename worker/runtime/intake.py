@@ -23,7 +23,8 @@ import numpy as np
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service import streams
+from service.contract.codecs import decode_frame_entry, text
+from service.contract.keys import WORKER_GROUP, frames_key
 from worker.recon.base import FrameResult
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import Fenced, LeaseLost, check
@@ -35,10 +36,6 @@ log = logging.getLogger("eitmon.worker")
 BLOCK_MS = 200
 
 Recovered = queue.Queue[tuple[Session, Any]]  # straggler entries the control thread claimed
-
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass
@@ -59,7 +56,7 @@ def take(session: Session, entries: Sequence[tuple[Any, Any]],
     taken = Taken(session)
     for raw_id, fields in entries:
         entry_id = text(raw_id)
-        entry = streams.decode_frame_entry(fields)
+        entry = decode_frame_entry(fields)
         if entry.kind == "reference" and entry_id not in silent:
             taken.refs.append(entry_id)
         taken.ready += session.accept(entry_id, entry, entry_id in silent)
@@ -149,14 +146,14 @@ class Intake:
                 late += self.take([(session, entries)])
             if late:
                 self.previews.publish(late)
-            sessions = {streams.frames_key(session.sid): session
+            sessions = {frames_key(session.sid): session
                         for session in self.registry.sessions() if session.ending is None}
             if not sessions:
                 self.stopping.wait(0.05)
                 continue
             try:
                 reply = self.redis.xreadgroup(
-                    streams.WORKER_GROUP, self.consumer, dict.fromkeys(sessions, ">"),
+                    WORKER_GROUP, self.consumer, dict.fromkeys(sessions, ">"),
                     count=self.read_count, block=BLOCK_MS)
                 delay = 0.2
             except RedisError as e:

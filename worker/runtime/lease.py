@@ -1,10 +1,11 @@
 """Session leases with fencing epochs.
 
-A lease is the string `eitmon:lease:{sid}` = `"<epoch>:<worker>"` (`streams.encode_lease`), set
-with `SET NX PX` by a Lua script that also INCRs the fencing counter `eitmon:epoch:{sid}`, so
-every acquisition gets a new, larger epoch. The owner renews it with a compare-and-extend
-script and releases it with compare-and-delete; a worker whose lease expired or was taken can
-neither renew nor release it, and every other write it tries is refused by `fenced.py`.
+A lease is the string `eitmon:lease:{sid}` = `"<epoch>:<worker>"` (`encode_lease`), set
+with `SET NX PX` by a Lua script (`service.contract.scripts`) that also INCRs the fencing
+counter `eitmon:epoch:{sid}`, so every acquisition gets a new, larger epoch. The owner renews
+it with a compare-and-extend script and releases it with compare-and-delete; a worker whose
+lease expired or was taken can neither renew nor release it, and every other write it tries
+is refused by `fenced.py`.
 """
 
 from __future__ import annotations
@@ -13,31 +14,9 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from service import streams
-
-# KEYS: lease, epoch counter, session hash. ARGV: worker, ttl_ms.
-# Returns the new epoch, 0 when another lease is held, -1 when the session is gone.
-ACQUIRE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'PX', ARGV[2])
-local exp = redis.call('HGET', KEYS[3], 'expires_at')
-if exp then redis.call('EXPIREAT', KEYS[2], math.ceil(tonumber(exp))) end
-return epoch
-"""
-
-# KEYS: lease. ARGV: lease value, ttl_ms. Returns 1 when extended, 0 when not ours.
-RENEW_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
-# KEYS: lease. ARGV: lease value. Returns 1 when deleted, 0 when not ours.
-RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+from service.contract.codecs import encode_lease
+from service.contract.keys import epoch_key, lease_key, session_key
+from service.contract.scripts import registered
 
 
 @dataclass(frozen=True)
@@ -50,7 +29,7 @@ class Lease:
 
     @property
     def value(self) -> bytes:
-        return streams.encode_lease(self.worker, self.epoch)
+        return encode_lease(self.worker, self.epoch)
 
 
 class Leases:
@@ -58,14 +37,14 @@ class Leases:
 
     def __init__(self, redis: Redis, worker: str, ttl_ms: int) -> None:
         self.redis, self.worker, self.ttl_ms = redis, worker, ttl_ms
-        self._acquire = redis.register_script(ACQUIRE_LUA)
-        self._renew = redis.register_script(RENEW_LUA)
-        self._release = redis.register_script(RELEASE_LUA)
+        scripts = registered(redis)
+        self._acquire, self._renew, self._release = (scripts.acquire, scripts.renew,
+                                                     scripts.release)
 
     def acquire(self, sid: str) -> Lease | None:
         """A new lease (with a new epoch), or None when it is held or the session is gone."""
-        epoch = self._acquire(keys=[streams.lease_key(sid), streams.epoch_key(sid),
-                                    streams.session_key(sid)], args=[self.worker, self.ttl_ms])
+        epoch = self._acquire(keys=[lease_key(sid), epoch_key(sid),
+                                    session_key(sid)], args=[self.worker, self.ttl_ms])
         return Lease(sid, self.worker, int(epoch)) if int(epoch) > 0 else None
 
     def renew(self, leases: list[Lease]) -> list[bool]:
@@ -74,10 +53,10 @@ class Leases:
             return []
         with self.redis.pipeline(transaction=False) as p:
             for lease in leases:
-                self._renew(keys=[streams.lease_key(lease.sid)],
+                self._renew(keys=[lease_key(lease.sid)],
                             args=[lease.value, self.ttl_ms], client=p)
             return [bool(r) for r in p.execute()]
 
     def release(self, lease: Lease) -> bool:
         """Give the lease up (another worker may take the session at once)."""
-        return bool(self._release(keys=[streams.lease_key(lease.sid)], args=[lease.value]))
+        return bool(self._release(keys=[lease_key(lease.sid)], args=[lease.value]))

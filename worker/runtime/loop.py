@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service import streams
+from service.contract.keys import session_key
 from worker.runtime import checkpoint
 from worker.runtime.compute import Compute
 from worker.runtime.config import WorkerConfig
@@ -139,7 +139,7 @@ class Worker:
         try:
             with self.redis.pipeline(transaction=False) as pipe:
                 for folder in dirs:
-                    pipe.exists(streams.session_key(folder.name))
+                    pipe.exists(session_key(folder.name))
                 alive = pipe.execute()
         except RedisError:
             return

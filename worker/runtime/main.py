@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service.settings import describe_error
+from service.contract.errors import describe_error
 from worker.runtime.config import WorkerConfig
 
 if TYPE_CHECKING:

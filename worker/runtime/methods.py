@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.streams import SessionConfig
+from service.contract.session import SessionConfig
 from worker.recon.base import FrameResult, StreamingReconstructor, available_methods, get_method
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.streams import FrameEntry, Result, SessionConfig
+from service.contract.codecs import FrameEntry, Result
+from service.contract.session import SessionConfig
 from worker.recon.base import FrameResult, StreamingReconstructor, normalise
 from worker.runtime.lease import Lease
 from worker.runtime.methods import SharedPreview

@@ -23,12 +23,15 @@ import numpy as np
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service import streams
+from service.contract.codecs import FRAME_DTYPE, stream_id_key, text
+from service.contract.fields import SessionField, SessionStatus
+from service.contract.keys import WORKER_GROUP, frames_key, progress_key, session_key
+from service.contract.session import SessionConfig
 from worker.runtime import checkpoint
 from worker.runtime.checkpoint import START, Checkpoint
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import CHECKPOINT, LeaseLost
-from worker.runtime.intake import Previews, take, text
+from worker.runtime.intake import Previews, take
 from worker.runtime.lease import Lease, Leases
 from worker.runtime.methods import MAIN_PREFERENCE, MethodTable, ModelCache
 from worker.runtime.reference import Reference
@@ -44,12 +47,6 @@ class SessionFailed(Exception):
     """The session was marked failed (by another worker) after its lease was acquired."""
 
 
-def id_key(entry_id: str) -> tuple[int, int]:
-    """A stream id as a sortable pair."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 class SessionOpener:
     """Builds a session from Redis and its checkpoint, and replays its frame stream."""
 
@@ -61,12 +58,12 @@ class SessionOpener:
     def open(self, lease: Lease) -> tuple[Session, int]:
         """The session, restored and replayed; also the number of entries replayed."""
         sid = lease.sid
-        raw_cfg, raw_ref, status = self.redis.hmget(streams.session_key(sid), [
-            streams.SessionField.CONFIG.value, streams.SessionField.REFERENCE.value,
-            streams.SessionField.STATUS.value])
-        if status == streams.SessionStatus.FAILED.value.encode():
+        raw_cfg, raw_ref, status = self.redis.hmget(session_key(sid), [
+            SessionField.CONFIG.value, SessionField.REFERENCE.value,
+            SessionField.STATUS.value])
+        if status == SessionStatus.FAILED.value.encode():
             raise SessionFailed(sid)
-        config = streams.SessionConfig.from_json(raw_cfg)
+        config = SessionConfig.from_json(raw_cfg)
         ckpt = self.load_checkpoint(sid)
         main_method = self.methods.resolve(config.method, MAIN_PREFERENCE)
         if main_method != config.method:
@@ -79,7 +76,7 @@ class SessionOpener:
                 main.load_state_dict(ckpt.main_state)
             initial = ckpt.reference if ckpt is not None else None
             if initial is None and config.reference.get("mode") == "explicit" and raw_ref:
-                initial = np.frombuffer(raw_ref, dtype=streams.FRAME_DTYPE).astype(np.float64)
+                initial = np.frombuffer(raw_ref, dtype=FRAME_DTYPE).astype(np.float64)
             session = Session(lease=lease, config=config, model=model, preview=preview,
                               preview_method=self.models.preview_method, main=main,
                               main_method=main_method,
@@ -92,7 +89,7 @@ class SessionOpener:
 
     def load_checkpoint(self, sid: str) -> Checkpoint | None:
         """The committed checkpoint of the session, or None (none yet, or unreadable)."""
-        name = self.redis.hget(streams.progress_key(sid), CHECKPOINT)
+        name = self.redis.hget(progress_key(sid), CHECKPOINT)
         if not name:
             return None
         try:
@@ -105,13 +102,13 @@ class SessionOpener:
 
     def replay(self, session: Session) -> int:
         """Feed the entries after the checkpoint (and every pending one); their number."""
-        key = streams.frames_key(session.sid)
+        key = frames_key(session.sid)
         pending = claim_pending(self.redis, key, self.consumer)
         end = last_delivered(self.redis, key)
         start = "-" if session.position == START else "(" + session.position
         if pending:
-            first = min(pending, key=id_key)
-            if id_key(first) <= id_key(session.position):
+            first = min(pending, key=stream_id_key)
+            if stream_id_key(first) <= stream_id_key(session.position):
                 start = first
         fed = 0
         while True:
@@ -119,7 +116,8 @@ class SessionOpener:
             if not page:
                 return fed
             entries = [(i, fields) for i, fields in page
-                       if text(i) in pending or id_key(text(i)) > id_key(session.position)]
+                       if text(i) in pending
+                       or stream_id_key(i) > stream_id_key(session.position)]
             silent = {text(i) for i, _ in entries} - pending
             self.previews.publish([take(session, entries, silent=silent)])
             fed += len(entries)
@@ -131,7 +129,7 @@ def claim_pending(redis: Redis, key: str, consumer: str) -> set[str]:
     ids: set[str] = set()
     cursor = "0-0"
     while True:
-        reply = redis.xautoclaim(key, streams.WORKER_GROUP, consumer, 0, start_id=cursor,
+        reply = redis.xautoclaim(key, WORKER_GROUP, consumer, 0, start_id=cursor,
                                  count=PAGE)  # redis-py drops the cursor of JUSTID replies
         cursor = text(reply[0])
         ids.update(text(i) for i, _ in reply[1])
@@ -141,9 +139,9 @@ def claim_pending(redis: Redis, key: str, consumer: str) -> set[str]:
 
 def last_delivered(redis: Redis, key: str) -> str:
     for group in redis.xinfo_groups(key):
-        if text(group["name"]) == streams.WORKER_GROUP:
+        if text(group["name"]) == WORKER_GROUP:
             return text(group["last-delivered-id"])
-    raise RuntimeError(f"{key}: consumer group {streams.WORKER_GROUP} missing")
+    raise RuntimeError(f"{key}: consumer group {WORKER_GROUP} missing")
 
 
 class Setup:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.forward.geometry import GeometrySpec
+from service.contract.geometry import GeometrySpec
 
 
 @dataclass(frozen=True)

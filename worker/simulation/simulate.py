@@ -22,12 +22,12 @@ import numpy as np
 from scipy.interpolate import CubicSpline
 from tqdm import tqdm
 
+from service.contract.geometry import GeometrySpec, resolve_geometry
+from service.contract.grid import GridSpec, resolve_grid, voxel_edges
+from service.contract.protocol import Protocol, resolve_protocol
 from worker.forward.fem import CEM, measure
-from worker.forward.geometry import GeometrySpec, resolve_geometry
-from worker.forward.grid import GridSpec, resolve_grid, voxel_edges
 from worker.forward.mesh import Mesh, build_mesh
 from worker.forward.model import model_spec
-from worker.forward.protocol import Protocol, resolve_protocol
 from worker.forward.voxel import barycentric_samples, domain_mask
 from worker.recording import Recording
 from worker.simulation.cases import Timeline, tidal_state, timeline

@@ -3,7 +3,7 @@
 Axis order is the project's (P, R, C): planes bottom-to-top (+z, caudal -> cranial), rows
 anterior-to-posterior (+y), columns patient-right-to-left (+x). The forward model's grid spans
 the domain's bounding box, x in [-W/2, W/2], y in [-D/2, D/2], z in [0, H]
-(`worker.forward.grid.voxel_edges`); `VoxelSpace.from_extent` builds the same layout from those
+(`service.contract.grid.voxel_edges`); `VoxelSpace.from_extent` builds the same layout from those
 three numbers, so this package never imports the forward model.
 """
 

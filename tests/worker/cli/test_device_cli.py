@@ -12,8 +12,8 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from service import streams
-from service.auth import SCOPES, VOLUMES_READ, create_token
+from service.contract.keys import session_key
+from service.contract.tokens import SCOPES, VOLUMES_READ, create_token
 from worker.cli.main import app
 from worker.recording import Recording
 from worker.runtime.local import Child, start_api
@@ -65,7 +65,7 @@ def test_replay_into_a_new_session_at_the_rate(api: Child, tmp_path: Path, redis
     info = session(api, sid)
     assert (info["status"], info["last_seq"], info["counters"]["accepted"]) == ("closed", 11, 12)
     assert info["settings"]["reference"] == {"mode": "explicit"}
-    stored = redis.Redis.from_url(redis_url).hget(streams.session_key(sid), "reference")
+    stored = redis.Redis.from_url(redis_url).hget(session_key(sid), "reference")
     np.testing.assert_array_equal(np.frombuffer(stored, "<f4"),
                                   recording.reference.astype("<f4"))
 

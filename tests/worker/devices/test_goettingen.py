@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.contract.protocol import resolve_protocol
 from tests.worker.devices.conftest import CHILD, NEONATE, SLICE_FRAMES
 from worker.devices import FORMATS, read_device_file
 from worker.devices.goettingen import GetFormatError, read_get
 from worker.devices.quality import reciprocal_partners
-from worker.forward.protocol import resolve_protocol
 
 
 def raw(path: Path) -> np.ndarray:

@@ -81,9 +81,9 @@ def test_refusals(tmp_path: Path, args: list[str], message: str) -> None:
 def test_electrodes_follow_the_device_placement(tmp_path: Path) -> None:
     """Goe-MF II: electrode 1 front, 5 on the patient's left (LPS +x): the other way round
     from our numbering, so the protocol is renumbered (mirrored), the channels kept."""
+    from service.contract.geometry import arc_coordinates, resolve_geometry
+    from service.contract.protocol import resolve_protocol
     from worker.devices.goettingen import read_get
-    from worker.forward.geometry import arc_coordinates, resolve_geometry
-    from worker.forward.protocol import resolve_protocol
 
     out = tmp_path / "rec.npz"
     assert run(str(NEONATE), "--format", "get", "--out", str(out), "--no-check").exit_code == 0

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.contract.protocol import resolve_protocol
 from tests.worker.devices.conftest import CHILD, NEONATE
 from worker.devices.goettingen import read_get
 from worker.devices.quality import quality_report
 from worker.devices.stim_patterns import mk_stim_patterns
-from worker.forward.protocol import resolve_protocol
 
 PROTOCOL = resolve_protocol(mk_stim_patterns(16, 1, [0, 1], [0, 1])).build(16)
 

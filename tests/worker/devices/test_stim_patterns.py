@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.contract.protocol import resolve_protocol
 from worker.devices.stim_patterns import mk_stim_patterns, protocol_sha256
-from worker.forward.protocol import resolve_protocol
 
 
 def stim(protocol: dict[str, Any], k: int) -> np.ndarray:

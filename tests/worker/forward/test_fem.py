@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from service.contract.geometry import resolve_geometry
 from worker.forward.fem import CEM, measure
-from worker.forward.geometry import resolve_geometry
 from worker.forward.mesh import build_mesh
 
 

@@ -22,8 +22,9 @@ import pytest
 import redis
 from websockets.sync.client import ClientConnection, connect
 
-from service import streams
-from service.auth import SCOPES, VOLUMES_READ, create_token
+from service.contract.codecs import Result, decode_result
+from service.contract.keys import counters_key, results_key
+from service.contract.tokens import SCOPES, VOLUMES_READ, create_token
 from worker.forward import load_model
 from worker.forward.model import ForwardModel
 from worker.recon.base import normalise
@@ -145,7 +146,7 @@ class Bed:
             return c.get(f"/v1/sessions/{sid}").json()
 
     def counters(self, sid: str) -> dict[str, int]:
-        raw = self.redis.hgetall(streams.counters_key(sid))
+        raw = self.redis.hgetall(counters_key(sid))
         return {k.decode(): int(v) for k, v in raw.items()}
 
     def settled(self, sid: str, accepted: int) -> bool:
@@ -154,9 +155,9 @@ class Bed:
         return c.get("accepted") == accepted and (
             c.get("reconstructed", 0) + c.get("coalesced", 0) == accepted)
 
-    def results(self, sid: str, kind: str = "volume") -> list[streams.Result]:
-        entries = self.redis.xrange(streams.results_key(sid))
-        out = [streams.decode_result(f) for _, f in entries]
+    def results(self, sid: str, kind: str = "volume") -> list[Result]:
+        entries = self.redis.xrange(results_key(sid))
+        out = [decode_result(f) for _, f in entries]
         return [r for r in out if r.kind == kind]
 
     def viewer(self, sid: str) -> ClientConnection:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from service import streams
+from service.contract.fields import Counter, SessionField
+from service.contract.keys import CONTROL_STREAM, lease_key, session_key, session_keys
 
 if TYPE_CHECKING:
     from conftest import Bed, Running
@@ -21,26 +22,26 @@ def test_a_session_that_keeps_failing_is_marked_failed_and_the_worker_goes_on(
                "tv": partial(test_methods["FailsOnFrame"], k=K)}
     run = in_process(methods, retry_backoff_s=0.05, max_session_failures=3)
     bad, good = bed.create(method="tv"), bed.create()
-    control_id = bed.redis.hget(streams.session_key(bad), streams.SessionField.CONTROL_ID.value)
+    control_id = bed.redis.hget(session_key(bad), SessionField.CONTROL_ID.value)
     frames = bed.frames(10)
     bed.post(bad, frames, 0)
     bed.post(good, frames[:5], 0)
 
-    def field(name: streams.SessionField) -> str | None:
-        value = bed.redis.hget(streams.session_key(bad), name.value)
+    def field(name: SessionField) -> str | None:
+        value = bed.redis.hget(session_key(bad), name.value)
         return value.decode() if value is not None else None
 
-    bed.wait(lambda: field(streams.SessionField.STATUS) == "failed", 60,
+    bed.wait(lambda: field(SessionField.STATUS) == "failed", 60,
              "the faulty session to be marked failed")
-    assert field(streams.SessionField.FAILURE_REASON) == f"RuntimeError: poison frame {K}"
+    assert field(SessionField.FAILURE_REASON) == f"RuntimeError: poison frame {K}"
     counters = bed.counters(bad)
-    assert counters[streams.Counter.FAILURES.value] == 3
+    assert counters[Counter.FAILURES.value] == 3
     assert counters["reconstructed"] == K  # each retry replayed the first K frames silently
-    assert not bed.redis.exists(streams.lease_key(bad))
-    ids = [i for i, _ in bed.redis.xrange(streams.CONTROL_STREAM)]
+    assert not bed.redis.exists(lease_key(bad))
+    ids = [i for i, _ in bed.redis.xrange(CONTROL_STREAM)]
     assert control_id not in ids  # no worker claims it again
-    expires_at = float(field(streams.SessionField.EXPIRES_AT) or 0)
-    for key in streams.session_keys(bad):
+    expires_at = float(field(SessionField.EXPIRES_AT) or 0)
+    for key in session_keys(bad):
         assert bed.redis.expiretime(key) == int(-(-expires_at // 1)), key
 
     # the worker and its other session go on
@@ -48,7 +49,7 @@ def test_a_session_that_keeps_failing_is_marked_failed_and_the_worker_goes_on(
     bed.wait(lambda: bed.settled(good, 10), 30, "the healthy session")
     assert run.thread.is_alive() and not run.worker.stopping.is_set()
     assert [session.sid for session in run.worker.registry.sessions()] == [good]
-    assert bed.counters(good)[streams.Counter.FAILURES.value] == 0
+    assert bed.counters(good)[Counter.FAILURES.value] == 0
 
 
 def unbuildable(model: Any) -> Any:
@@ -60,11 +61,11 @@ def test_a_session_whose_method_cannot_be_built_fails_in_setup(
     run = in_process({**lsq, "rsip": unbuildable}, retry_backoff_s=0.05)
     bad = bed.create(method="rsip")
     bed.post(bad, bed.frames(2), 0)
-    bed.wait(lambda: bed.redis.hget(streams.session_key(bad), "status") == b"failed", 60,
+    bed.wait(lambda: bed.redis.hget(session_key(bad), "status") == b"failed", 60,
              "the session to be marked failed")
-    reason = bed.redis.hget(streams.session_key(bad), streams.SessionField.FAILURE_REASON.value)
+    reason = bed.redis.hget(session_key(bad), SessionField.FAILURE_REASON.value)
     assert reason == b"ValueError: no operator for this grid"
-    assert bed.counters(bad)[streams.Counter.FAILURES.value] == 3
+    assert bed.counters(bad)[Counter.FAILURES.value] == 3
     assert bed.counters(bad)["reconstructed"] == 0
     good = bed.create()
     bed.post(good, bed.frames(3), 0)

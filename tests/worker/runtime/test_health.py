@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
+from service.contract.keys import heartbeat_key
 from worker.runtime.config import WorkerConfig
-from worker.runtime.health import heartbeat_key, liveness
+from worker.runtime.health import liveness
 
 if TYPE_CHECKING:
     from conftest import Bed, Running

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service import streams
+from service.contract.fields import ProgressField
+from service.contract.keys import lease_key, progress_key
 from worker.runtime import checkpoint
 from worker.runtime.fenced import CHECKPOINT
 from worker.runtime.local import Child
@@ -18,13 +19,13 @@ if TYPE_CHECKING:
 
 
 def committed(bed: Bed, sid: str, directory: Path) -> checkpoint.Checkpoint:
-    name = bed.redis.hget(streams.progress_key(sid), CHECKPOINT)
+    name = bed.redis.hget(progress_key(sid), CHECKPOINT)
     assert name, "no checkpoint committed"
     return checkpoint.read(directory, name.decode())
 
 
 def released(bed: Bed, sid: str) -> bool:
-    return not bed.redis.exists(streams.lease_key(sid))
+    return not bed.redis.exists(lease_key(sid))
 
 
 def test_sigkill_mid_stream_another_worker_takes_over(
@@ -61,7 +62,7 @@ def test_sigterm_checkpoints_releases_and_exits_0(
     assert first.stop(signal.SIGTERM, timeout=20) == 0
     assert released(bed, sid)
     ckpt = committed(bed, sid, tmp_path / "ckpt")
-    last_id = bed.redis.hget(streams.progress_key(sid), streams.ProgressField.LAST_ID.value)
+    last_id = bed.redis.hget(progress_key(sid), ProgressField.LAST_ID.value)
     assert ckpt.stream_id == last_id.decode() and int(ckpt.main_state["frames"]) == 7
     assert (tmp_path / "ckpt" / ckpt.name).is_file()
     workers("w2")  # takes the session over as soon as it has work again

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from service.streams import METHODS, FrameEntry, SessionConfig
+from service.contract.codecs import FrameEntry
+from service.contract.session import METHODS, SessionConfig
 from worker.forward.model import ForwardModel
 from worker.recon.base import available_methods
 from worker.runtime import checkpoint, state_codec

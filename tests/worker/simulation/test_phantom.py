@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.forward.geometry import resolve_geometry
+from service.contract.geometry import resolve_geometry
 from worker.simulation.cases import timeline
 from worker.simulation.phantom import BreathState, thorax_phantom
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from service.contract.geometry import resolve_geometry
+from service.contract.grid import resolve_grid
+from service.contract.protocol import resolve_protocol
 from worker.forward import load_model
-from worker.forward.geometry import resolve_geometry
-from worker.forward.grid import resolve_grid
-from worker.forward.protocol import resolve_protocol
 from worker.simulation import simulate
 from worker.simulation.cases import timeline
 from worker.simulation.noise import measured_snr_db

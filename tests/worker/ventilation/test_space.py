@@ -3,13 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.forward.geometry import resolve_geometry
-from worker.forward.grid import resolve_grid, voxel_edges
+from service.contract.geometry import resolve_geometry
+from service.contract.grid import resolve_grid, voxel_edges
 from worker.ventilation.space import VoxelSpace
 
 
 def test_from_extent_matches_the_forward_grid() -> None:
-    """The centres are the midpoints of `worker.forward.grid.voxel_edges`."""
+    """The centres are the midpoints of `service.contract.grid.voxel_edges`."""
     dom = resolve_geometry("thorax-2x16").domain
     grid = resolve_grid((16, 32, 32))
     space = VoxelSpace.from_extent(grid.shape, dom.width, dom.depth, dom.height)

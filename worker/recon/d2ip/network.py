@@ -5,7 +5,7 @@ unit + trilinear interpolation + ResConv3D fusing the encoder skip) -> tail Conv
 ResConv3D is built from depthwise-separable convolutions (depthwise 3x3x3 + pointwise 1x1x1),
 LayerNorm over channels, LeakyReLU and a residual connection. Kaiming initialisation (III.B).
 
-Volumes are (P, R, C) (see `worker.forward.grid`). `forward(z)` is the eager reference path on
+Volumes are (P, R, C) (see `service.contract.grid`). `forward(z)` is the eager reference path on
 (1, Ch, P, R, C) tensors; `forward_cl(patches)` is the fast path on channels-last tensors (see
 `layout.py`), optionally with every conv + LayerNorm + activation unit in a fused CPU kernel
 (`fused.py`); all use the same parameters and compute the same function.

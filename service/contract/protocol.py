@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
-from worker.forward.geometry import load_spec_file
+from service.contract.geometry import load_spec_file
 
 _ZERO_SUM_TOL = 1e-9
 

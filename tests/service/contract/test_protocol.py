@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from worker.forward.protocol import resolve_protocol
+from service.contract.protocol import resolve_protocol
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from worker.forward.geometry import (
+from service.contract.geometry import (
     GEOMETRY_PRESETS,
     GeometrySpec,
     outline_perimeter,

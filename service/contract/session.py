@@ -1,0 +1,48 @@
+"""The resolved configuration of a session (the `config` field of its hash), and the values
+its settings accept."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+Method = Literal["d2ip", "d2ip-scaled", "dip", "rsip", "tv", "tikhonov"]
+METHODS: tuple[str, ...] = get_args(Method)  # the main methods a session may ask for
+RealtimePolicy = Literal["realtime", "complete"]
+REALTIME_POLICIES: tuple[str, ...] = get_args(RealtimePolicy)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """The resolved settings of a session (JSON in the `config` field).
+
+    geometry and protocol are complete spec dicts: `resolve_geometry(cfg.geometry)` and
+    `resolve_protocol(cfg.protocol)` rebuild them. reference is {"mode": "first_n", "frames": N}
+    (average the first N frames) or {"mode": "explicit"} (an in-band `reference` entry comes
+    first in the frame stream). realtime: "realtime" lets the worker coalesce a backlog (skip
+    to the newest frame, counting the skipped ones as `coalesced`); "complete" reconstructs
+    every frame.
+    """
+
+    geometry: dict[str, Any]
+    protocol: dict[str, Any]
+    grid: tuple[int, int, int]
+    method: str
+    reference: dict[str, Any]
+    realtime: str
+    n_electrodes: int
+    n_measurements: int
+    geometry_preset: str | None = None
+    protocol_preset: str | None = None
+
+    def to_json(self) -> str:
+        d = self.__dict__.copy()
+        d["grid"] = list(self.grid)
+        return json.dumps(d, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> SessionConfig:
+        d = json.loads(raw)
+        d["grid"] = tuple(d["grid"])
+        return cls(**d)
