@@ -48,7 +48,7 @@ class Compute:
     def run(self) -> None:
         lower_priority(self.w.cfg.compute_nice)
         if self.w.device == "cpu":  # D2IP's kernel threads inherit this thread's priority
-            from worker.recon.d2ip import fused
+            from worker.recon.d2ip.cpu import library as fused
 
             fused.start_threads()
         while not self.w.stopping.is_set():

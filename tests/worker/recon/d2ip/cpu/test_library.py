@@ -1,4 +1,5 @@
-"""`fused.py`: building and loading the kernels, their threads, and the fused network as a whole."""
+"""`cpu/library.py`: building and loading the kernels, their threads, and the fused network as a
+whole against the reference network."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import time
 import pytest
 import torch
 
-from worker.recon.d2ip import fused, fused_loss, fused_net, ops_cl
+from worker.recon.d2ip.cpu import CpuExecution, execution_for, fused_loss, fused_net
+from worker.recon.d2ip.cpu import library as fused
+from worker.recon.d2ip.cpu.channels_last import ChannelsLastNetwork
+from worker.recon.d2ip.cpu.flat_adam import FlatAdam
+from worker.recon.d2ip.cpu.fused_loss import FusedDataTerm, FusedTV4D
+from worker.recon.d2ip.cpu.thread_tuner import ThreadTuner
+from worker.recon.d2ip.execution import ReferenceExecution
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, make_input
-from worker.recon.d2ip.objective import Objective
-from worker.recon.d2ip.synthetic import make_problem
 
 HAVE_COMPILER = shutil.which("g++") is not None or shutil.which("c++") is not None
 needs_kernels = pytest.mark.skipif(not HAVE_COMPILER, reason="no C++ compiler")
@@ -34,7 +39,7 @@ def test_fused_network_equals_reference_path(config) -> None:
     net = FastResUNet3D(config, seed=1)
     z = make_input(0, grid)
     ref = net(z)
-    out = net.forward_cl(ops_cl.dense3_patches(z), fused=True)
+    out = ChannelsLastNetwork(net, z, fused=True)()
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     g = torch.randn(grid, generator=torch.Generator().manual_seed(5))
     params = list(net.parameters())
@@ -52,30 +57,41 @@ def test_fused_network_equals_reference_path(config) -> None:
 def test_fused_kernels_are_deterministic() -> None:
     grid = (8, 16, 16)
     net = FastResUNet3D(NetConfig(zero_tail=False), seed=2)
-    patches = ops_cl.dense3_patches(make_input(0, grid))
+    phi = ChannelsLastNetwork(net, make_input(0, grid), fused=True)
     runs = []
     for _ in range(2):
-        out = net.forward_cl(patches, fused=True)
+        out = phi()
         runs.append([out, *torch.autograd.grad(out.square().sum(), list(net.parameters()))])
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
 
 
 @needs_kernels
-def test_objective_uses_the_kernels_by_default_on_cpu() -> None:
-    problem = make_problem((8, 16, 16), n_meas=64, seed=0)
+def test_the_cpu_strategy_uses_the_kernels_by_default() -> None:
+    fused_cpu = execution_for(torch.device("cpu"))
+    assert isinstance(fused_cpu, CpuExecution) and fused_cpu.fused
+    assert isinstance(fused_cpu.hook, ThreadTuner)
     net = FastResUNet3D(seed=0)
-    z = make_input(0, (8, 16, 16))
-    assert Objective(net, z, problem.jacobian, problem.mask).fused
-    assert not Objective(net, z, problem.jacobian, problem.mask, fused=False).fused
-    assert not Objective(net, z, problem.jacobian, problem.mask, fast=False).fused
-    with pytest.raises(ValueError, match="fast path"):
-        Objective(net, z, problem.jacobian, problem.mask, fast=False, fused=True)
+    assert isinstance(fused_cpu.optimizer(net, 1e-3), FlatAdam)
+    obj = fused_cpu.objective(net, make_input(0, (8, 16, 16)), *_problem())
+    assert isinstance(obj.data, FusedDataTerm) and isinstance(obj.prior, FusedTV4D)
+    plain = CpuExecution(fused=False)
+    assert not plain.fused and plain.hook is None
+    assert type(plain.objective(net, make_input(0, (8, 16, 16)), *_problem()).prior).__name__ \
+        == "TV4D"
+    assert type(execution_for(torch.device("meta"))) is ReferenceExecution
+
+
+def _problem() -> tuple[torch.Tensor, torch.Tensor]:
+    from worker.bench.synthetic import make_problem
+
+    problem = make_problem((8, 16, 16), n_meas=64, seed=0)
+    return problem.jacobian, problem.mask
 
 
 def test_switched_off_by_environment(tmp_path) -> None:
     env = {**os.environ, "EITMON_FUSED": "0", "EITMON_CACHE_DIR": str(tmp_path)}
-    code = "from worker.recon.d2ip import fused; print(fused.available())"
+    code = "from worker.recon.d2ip.cpu import library as fused; print(fused.available())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
@@ -85,7 +101,7 @@ def test_switched_off_by_environment(tmp_path) -> None:
 @needs_kernels
 def test_library_is_built_once_into_the_cache(tmp_path) -> None:
     env = {**os.environ, "EITMON_CACHE_DIR": str(tmp_path)}
-    code = "from worker.recon.d2ip import fused; print(fused.available())"
+    code = "from worker.recon.d2ip.cpu import library as fused; print(fused.available())"
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True)
@@ -104,8 +120,8 @@ def test_broken_compiler_falls_back_with_a_warning(tmp_path) -> None:
     fake.write_text("#!/bin/sh\necho 'fake compiler 1.0'\n[ \"$1\" = --version ] || exit 1\n")
     fake.chmod(0o755)
     env = {**os.environ, "CXX": str(fake), "EITMON_CACHE_DIR": str(tmp_path / "cache")}
-    code = ("import logging; logging.basicConfig(); from worker.recon.d2ip import fused; "
-            "print(fused.available())")
+    code = ("import logging; logging.basicConfig(); "
+            "from worker.recon.d2ip.cpu import library as fused; print(fused.available())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""`fused_net.py`: the network's fused operations against the torch ops they replace."""
+"""`cpu/fused_net.py`: the network's fused operations against the torch ops they replace."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.recon.d2ip import fused, fused_net, ops_cl
-from worker.recon.d2ip.layout import CL, FUSED
+from worker.recon.d2ip.cpu import channels_last_ops as ops_cl
+from worker.recon.d2ip.cpu import fused_net
+from worker.recon.d2ip.cpu import library as fused
+from worker.recon.d2ip.cpu.channels_last import ChannelsLastBlocks, FusedBlocks
 from worker.recon.d2ip.network import ASPP, DecoderStage, NetConfig, SqueezeExcite
 
+CHANNELS_LAST, FUSED = ChannelsLastBlocks(), FusedBlocks()
 needs_kernels = pytest.mark.skipif(not fused.available(), reason="no fused kernels")
 
 
@@ -134,7 +137,7 @@ def test_aspp_equals_the_channels_last_path() -> None:
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(2, 4, 3, 32, requires_grad=True)
     g = torch.randn(2, 4, 3, 64)
-    ref, out = CL.aspp(x, module), FUSED.aspp(x, module)
+    ref, out = CHANNELS_LAST.aspp(x, module), FUSED.aspp(x, module)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     inputs = [x, *module.parameters()]
     for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g),
@@ -157,11 +160,11 @@ def test_squeeze_excite_and_decoder_input_equal_the_channels_last_path() -> None
     skip = torch.randn(7, 9, 6, 8, requires_grad=True)  # the gate's grid x2, cropped
     pooled = torch.randn(4, 5, 3, 8, requires_grad=True)
     gate = torch.randn(4, 5, 3, 16, requires_grad=True)
-    cases = [(lambda lay: lay.squeeze_excite(x, se), [x, *se.parameters()]),
-             (lambda lay: lay.decoder_input(gate, skip, pooled, stage),
+    cases = [(lambda blocks: blocks.squeeze_excite(x, se), [x, *se.parameters()]),
+             (lambda blocks: blocks.decoder_input(gate, skip, pooled, stage),
               [gate, skip, pooled, *stage.attention.parameters(), *stage.project.parameters()])]
     for run, inputs in cases:
-        ref, out = run(CL), run(FUSED)
+        ref, out = run(CHANNELS_LAST), run(FUSED)
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
         g = torch.randn(ref.shape)
         for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g),

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from worker.recon.d2ip import fused
-from worker.recon.d2ip.thread_tuner import ThreadTuner
+from worker.recon.d2ip.cpu import library as fused
+from worker.recon.d2ip.cpu.thread_tuner import ThreadTuner
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.recon.d2ip import ops_cl
+from worker.recon.d2ip.cpu import channels_last_ops as ops_cl
 
 
 def _cl(x: torch.Tensor) -> torch.Tensor:
