@@ -1,6 +1,6 @@
 """Convergence of the D2IP variants on one frame (paper V.A.1, Fig. 5b): data loss vs iteration.
 
-Every variant (`worker.recon.d2ip.method`: `dip`, `d2ip-no-upws`, `d2ip-no-tpp`, `d2ip`) is
+Every variant (`worker.recon.d2ip.variants`: `dip`, `d2ip-no-upws`, `d2ip-no-tpp`, `d2ip`) is
 brought to the start of the target frame (default frame 2 of `healthy-deep-breath`) the way a
 session would get there, then runs the same number of Adam iterations on it:
 

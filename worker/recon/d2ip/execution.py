@@ -10,6 +10,7 @@ depends on which.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from torch import Tensor
 
@@ -19,6 +20,26 @@ from worker.recon.d2ip.network import FastResUNet3D
 from worker.recon.d2ip.objective import LossConfig, Objective, Prior
 from worker.recon.d2ip.optimise import Adam, IterationHook, Optimizer
 from worker.recon.d2ip.prior import TV4D, MaskGeometry
+
+
+class Execution(Protocol):
+    """What a strategy supplies: phi, the two loss terms, the optimiser, an iteration hook, and
+    the objective built from them."""
+
+    name: str
+    hook: IterationHook | None
+
+    def phi(self, net: FastResUNet3D, z: Tensor) -> Callable[[], Tensor]: ...
+
+    def data_term(self, jacobian: Tensor, rtol: float | None) -> DataTerm: ...
+
+    def prior(self, geom: MaskGeometry, loss: LossConfig) -> Prior: ...
+
+    def optimizer(self, net: FastResUNet3D, lr: float) -> Optimizer: ...
+
+    def objective(self, net: FastResUNet3D, z: Tensor, jacobian: Tensor, mask: Tensor,
+                  loss: LossConfig | None = None, out_range: OutputRange | None = None,
+                  data_rtol: float | None = 1e-6) -> Objective: ...
 
 
 class ReferenceExecution:
@@ -53,6 +74,3 @@ class ReferenceExecution:
         loss = loss or LossConfig()
         return Objective(net, z, self.data_term(jacobian, data_rtol), self.prior(geom, loss),
                          loss, out_range, phi=self.phi(net, z))
-
-
-Execution = ReferenceExecution  # the interface: a strategy is this class or a subclass

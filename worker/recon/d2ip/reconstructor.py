@@ -43,6 +43,7 @@ from worker.recon.d2ip.execution import Execution, ReferenceExecution
 from worker.recon.d2ip.network import FastResUNet3D, make_input
 from worker.recon.d2ip.optimise import FixedIterations, StopRule, optimise_frame
 from worker.recon.d2ip.optimise import FrameResult as CoreResult
+from worker.recon.d2ip.prior import VolumeWindow
 from worker.recon.d2ip.warm_start import FORMAT, Snapshot, WarmStartStore, warm_start_key
 
 if TYPE_CHECKING:
@@ -129,7 +130,9 @@ class D2IP(StreamingReconstructor):
         self.last = result
         return result
 
-    def _optimise(self, dv: np.ndarray, window: Any, stop: StopRule) -> CoreResult:
+    def _optimise(self, dv: np.ndarray, window: VolumeWindow | None,
+                  stop: StopRule) -> CoreResult:
+        """`optimise_frame` on frame `dv` with the frame's lambda and the strategy's hook."""
         return optimise_frame(self.objective, self.optimizer, self.measurements(dv), window,
                               stop, lam=self.frame_lambda(dv), hook=self.execution.hook)
 

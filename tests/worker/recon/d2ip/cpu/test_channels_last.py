@@ -7,14 +7,13 @@ import pytest
 import torch
 
 from worker.bench.synthetic import make_problem
-from worker.recon.d2ip.cpu import CpuExecution
-from worker.recon.d2ip.cpu import library as fused
+from worker.recon.d2ip.cpu import CpuExecution, library
 from worker.recon.d2ip.cpu.channels_last import ChannelsLastNetwork
 from worker.recon.d2ip.execution import ReferenceExecution
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, make_input
 from worker.recon.d2ip.optimise import FixedIterations, optimise_frame
 
-STRATEGIES = [CpuExecution(fused=False)] + ([CpuExecution(fused=True)] if fused.available()
+STRATEGIES = [CpuExecution(fused=False)] + ([CpuExecution(fused=True)] if library.available()
                                             else [])
 
 

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from worker.bench.synthetic import make_problem
-from worker.recon.d2ip.cpu import fused_loss
-from worker.recon.d2ip.cpu import library as fused
+from worker.recon.d2ip.cpu import fused_loss, library
 from worker.recon.d2ip.prior import MaskGeometry, spatial_tv, temporal_tv, temporal_weights
 
-needs_kernels = pytest.mark.skipif(not fused.available(), reason="no fused kernels")
+needs_kernels = pytest.mark.skipif(not library.available(), reason="no fused kernels")
 
 
 @needs_kernels
