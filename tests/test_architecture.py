@@ -152,16 +152,8 @@ def test_no_cycles_between_packages() -> None:
     assert _cycles(packages) == []
 
 
-# Module cycles in areas other branches of issue 13 are reworking (the operator/storage, D2IP
-# and runtime work); each is fixed there or at the merge, and then removed from this list, which
-# must end empty. Listed exactly, so a new cycle fails and so does a fixed one still listed.
-KNOWN_MODULE_CYCLES = [
-    ["worker.recon.d2ip.layout", "worker.recon.d2ip.network"],
-]
-
-
 def test_no_cycles_between_modules() -> None:
-    assert _cycles(GRAPH) == KNOWN_MODULE_CYCLES
+    assert _cycles(GRAPH) == []
 
 
 @pytest.mark.parametrize("package", PACKAGES)

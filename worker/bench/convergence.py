@@ -1,6 +1,6 @@
 """Convergence of the D2IP variants on one frame (paper V.A.1, Fig. 5b): data loss vs iteration.
 
-Every variant (`worker.recon.d2ip.method`: `dip`, `d2ip-no-upws`, `d2ip-no-tpp`, `d2ip`) is
+Every variant (`worker.recon.d2ip.variants`: `dip`, `d2ip-no-upws`, `d2ip-no-tpp`, `d2ip`) is
 brought to the start of the target frame (default frame 2 of `healthy-deep-breath`) the way a
 session would get there, then runs the same number of Adam iterations on it:
 
@@ -9,7 +9,7 @@ session would get there, then runs the same number of Adam iterations on it:
   this run and shared (a fresh warm-start folder under the output folder);
 - the frames before the target are reconstructed with the variant's own schedule, so TPP
   variants start from theta_{i-1}^(N) (eq. 9) and every variant has the same temporal window;
-- on the target frame each variant records the data loss (the data term of eq. 11) at
+- on the target frame each variant records the data loss (the data term of eq. 14) at
   theta^(0..N).
 
 A fifth curve, `dip+4D-TV`, is cold DIP with the 4D-TV prior (Fig. 5b's red curve): the same
@@ -39,12 +39,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from worker.bench.quality import Setup, model_of, recording_for
+from worker.bench.speed import torch_threads
 from worker.forward.model import ForwardModel
 from worker.recon.base import create, normalise
-from worker.recon.d2ip.loss import LossConfig
-from worker.recon.d2ip.method import D2IP
+from worker.recon.d2ip.objective import LossConfig
 from worker.recon.d2ip.optimise import FixedIterations
-from worker.recon.d2ip.speed import torch_threads
+from worker.recon.d2ip.reconstructor import D2IP
 
 # (label, registered method, options): the four variants and, as in Fig. 5b's red curve, cold
 # DIP with 4D-TV (the same objective as D2IP, without UPWS and TPP)
@@ -89,9 +89,9 @@ def run_variant(label: str, name: str, options: dict[str, Any], model: ForwardMo
                    **{**options, **conv.options})
     assert isinstance(recon, D2IP)
     before = 0  # what reaching the target costs a session without a stored warm start
-    if recon.upws:
+    if recon.config.upws:
         recon.ensure_warm_start(dv[conv.upws_frame])
-        before += recon.iterations.cold
+        before += recon.config.iterations.cold
     for frame in dv[:conv.frame]:
         before += recon.fit(frame).iterations
     t0 = time.perf_counter()
@@ -102,7 +102,7 @@ def run_variant(label: str, name: str, options: dict[str, Any], model: ForwardMo
 
 
 def truth_data_loss(recon: D2IP, truth: np.ndarray, dv: np.ndarray) -> float:
-    """The data term of eq. (11) at the true image (its values inside the mask)."""
+    """The data term of eq. (14) at the true image (its values inside the mask)."""
     values = torch.as_tensor(truth[recon.model.mask], dtype=torch.float32, device=recon.device)
     with torch.no_grad():
         return float(recon.objective.data(values, recon.measurements(dv)))
@@ -164,7 +164,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xscale("symlog", linthresh=10)  # the first iterations and the plateau, both visible
     ax.set_xlim(0, conv["iterations"])
     ax.set_xlabel(f"Adam iteration on frame {conv['frame'] + 1} (linear below 10, then log)")
-    ax.set_ylabel("data loss (data term of eq. 11)")
+    ax.set_ylabel("data loss (data term of eq. 14)")
     ratios = ", ".join(f"{t} {'-' if v is None else f'{v:.3f}'}"
                        for t, v in report["ratios"].items())
     ax.set_title(f"{conv['case']}, frame {conv['frame'] + 1} of {report['frames']}; "

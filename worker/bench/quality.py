@@ -155,7 +155,7 @@ def benchmark(methods: list[str], cases: list[str], setup: Setup, out_dir: Path,
 
     `threads`: torch threads for every method (None: as set), restored afterwards; one by
     default, because small ops on a shared 2-core machine run slower with two (docs/d2ip.md)."""
-    from worker.recon.d2ip.speed import torch_threads
+    from worker.bench.speed import torch_threads
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch_threads(threads):

@@ -24,7 +24,6 @@ def speed(
     threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 1,
     kernel_threads: Annotated[int, typer.Option(
         min=0, help="threads of the fused CPU kernels (0: every CPU this process may use)")] = 0,
-    compile: Annotated[bool, typer.Option(help="also time the torch.compile variant")] = False,
     case: Annotated[str, typer.Option(help="simulated case for the sequence")]
     = "healthy-deep-breath",
     sim_frames: Annotated[int, typer.Option(min=2, help="frames of the simulated case")] = 20,
@@ -47,13 +46,13 @@ def speed(
     from rich.table import Table
 
     from worker.bench.quality import Setup
+    from worker.bench.speed import run_speed_benchmark
     from worker.cli.reconstruct import parse_options
-    from worker.recon.d2ip.speed import run_speed_benchmark
 
     console = Console()
     result: dict[str, Any] = {"iteration": run_speed_benchmark(
         grid=grid, n_iter=n_iter, repeats=repeats, warmup=warmup, threads=threads,
-        compile=compile, kernel_threads=kernel_threads or None)}
+        kernel_threads=kernel_threads or None)}
     it = result["iteration"]
     table = Table(title=f"ms per Adam iteration, synthetic problem {'x'.join(map(str, grid))}, "
                         f"V = {it['n_voxels']}, {it['threads']} torch thread(s), "
@@ -80,9 +79,9 @@ def _sequence(case: str, setup: Setup, frames: int, device: str, threads: tuple[
     """`run_sequence_benchmark` on the first `frames` frames of the case, scored vs truth;
     `threads`: torch's and the kernels' (0: every CPU)."""
     from worker.bench.quality import model_of, recording_for
+    from worker.bench.speed import run_sequence_benchmark
     from worker.metrics import score
     from worker.recon.base import normalise
-    from worker.recon.d2ip.speed import run_sequence_benchmark
 
     rec = recording_for(case, setup, progress=True)
     dv = normalise(rec.voltages, rec.reference)[:frames]

@@ -101,7 +101,7 @@ def _load_builtin() -> None:
     import importlib
 
     for module in ("worker.recon.tikhonov", "worker.recon.tv", "worker.recon.rsip",
-                   "worker.recon.d2ip.method"):
+                   "worker.recon.d2ip.variants"):
         importlib.import_module(module)
 
 

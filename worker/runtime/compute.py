@@ -60,7 +60,7 @@ class Compute:
     def run(self) -> None:
         lower_priority(self.cfg.compute_nice)
         if self.device == "cpu" and self.cfg.fused:  # D2IP's kernel threads inherit its priority
-            from worker.recon.d2ip import fused
+            from worker.recon.d2ip.cpu import library as fused
 
             fused.start_threads()
         while not self.stopping.is_set():

@@ -93,7 +93,7 @@ class Worker:
         """Run until `stop()`; 0 after a graceful stop, 1 when a thread failed."""
         self.sweep_checkpoints()
         if self.device == "cpu" and self.cfg.fused:  # build D2IP's kernels now, not in a session
-            from worker.recon.d2ip import fused
+            from worker.recon.d2ip.cpu import library as fused
 
             fused.set_threads(self.cfg.kernel_threads or None)
             log.info("D2IP fused CPU kernels: %s", f"ready, up to {fused.threads()} thread(s)"

@@ -1,41 +1,83 @@
-"""A per-frame lambda_TV for eq. (11) that scales with the data (beyond the paper).
+"""The rules that give each frame its lambda_TV of eq. (14): the one place D2IP decides it.
 
-The paper fixes lambda_TV = 0.002. Over a breath the data term grows ~45x from the first to the
-last frame while the TV terms grow only with the image's amplitude, so a fixed lambda weighs the
-prior far more in quiet frames than in deep ones. `DataScaledLambda` gives every frame
+`FixedLambda`: `LossConfig.lam` every frame (the paper: 0.002). `DataScaledLambda` (beyond the
+paper): over a breath the data term grows ~45x from the first to the last frame while the TV
+terms grow only with the image's amplitude, so a fixed lambda weighs the prior far more in quiet
+frames than in deep ones; this rule gives every frame
 
     lambda_i = kappa * E_i / TV_s(x_T,i),   E_i = (1/M) ||W^1/2 Delta v_i||^2,
 
-the TV baseline's rule (`worker.recon.tv_ops`, there with kappa 0.02) in eq. (11)'s units: at
-the frame's Tikhonov image x_T the spatial TV term (eq. 8, mean over the mask) weighs kappa
+the TV baseline's rule (`worker.recon.tv_ops`, there with kappa 0.02) in eq. (14)'s units: at
+the frame's Tikhonov image x_T the spatial TV term (eq. 12, mean over the mask) weighs kappa
 times the data energy (the data term at x = 0). It is homogeneous: Delta v -> c Delta v gives
 lambda -> c lambda, so the minimiser scales with the data and a shallow breath is not flattened
 by a weight tuned for a deep one. See docs/d2ip.md for the kappa sweep.
+
+A rule is a frozen configuration object; `bind(model, weights, loss)` gives the per-frame
+function `Delta v -> lambda_TV` for one model.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from worker.recon.d2ip.loss import MaskGeometry, spatial_tv
+from worker.recon.d2ip.prior import MaskGeometry, spatial_tv
 from worker.recon.tikhonov import tikhonov_operator
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
+    from worker.recon.d2ip.objective import LossConfig
 
 KAPPA = 0.0075  # tuned on healthy-deep-breath (docs/d2ip.md); the TV baseline's is 0.02
+FrameLambda = Callable[[np.ndarray], float]
 
 
+@dataclass(frozen=True)
+class FixedLambda:
+    """lambda_TV = `LossConfig.lam` for every frame (the paper)."""
+
+    name: ClassVar[str] = "fixed"
+
+    def bind(self, model: ForwardModel, weights: np.ndarray, loss: LossConfig) -> FrameLambda:
+        return lambda dv: loss.lam
+
+    def settings(self) -> dict[str, Any]:
+        """What the rule adds to the reconstructor's settings and the warm-start key."""
+        return {}
+
+
+@dataclass(frozen=True)
 class DataScaledLambda:
     """lambda_i = kappa * E_i / TV_s(x_T,i) for normalised frames Delta v_i (module docstring)."""
 
+    name: ClassVar[str] = "data"
+    kappa: float = KAPPA
+
+    def __post_init__(self) -> None:
+        if not self.kappa > 0:
+            raise ValueError(f"kappa: must be positive, got {self.kappa}")
+
+    def bind(self, model: ForwardModel, weights: np.ndarray,
+             loss: LossConfig) -> FrameLambda:
+        return TikhonovScaledLambda(model, weights, self.kappa, loss.eps)
+
+    def settings(self) -> dict[str, Any]:
+        return {"kappa": self.kappa}
+
+
+LambdaRule = FixedLambda | DataScaledLambda
+
+
+class TikhonovScaledLambda:
+    """`DataScaledLambda` bound to a model: kappa E_i / TV_s(x_T,i) of a frame."""
+
     def __init__(self, model: ForwardModel, weights: np.ndarray, kappa: float = KAPPA,
                  eps: float = 1e-6) -> None:
-        if not kappa > 0:
-            raise ValueError(f"kappa: must be positive, got {kappa}")
         self.kappa, self.eps = float(kappa), float(eps)
         self.tikhonov = torch.from_numpy(tikhonov_operator(model).matrix)  # R, (V, M)
         self.weights = np.asarray(weights, dtype=np.float64)

@@ -31,16 +31,6 @@ class OutputRange:
         """[-a, a]: sigmoid 0.5 <-> Delta sigma = 0."""
         return cls(-half_width, half_width)
 
-    @classmethod
-    def from_preview(cls, preview_max_abs: float, margin: float = 2.0,
-                     floor: float = 0.05, ceiling: float = 1.0) -> OutputRange:
-        """[-a, a] with a = clip(margin * max |Delta sigma| of a linear preview, floor, ceiling).
-
-        A Tikhonov preview underestimates peak amplitudes (it smooths), hence the margin; the
-        ceiling keeps the physically meaningful default bound.
-        """
-        return cls.symmetric(min(max(margin * preview_max_abs, floor), ceiling))
-
     def apply(self, s: Tensor) -> Tensor:
         """gamma: values in (0, 1) -> Delta sigma in (lo, hi)."""
         return self.lo + (self.hi - self.lo) * s

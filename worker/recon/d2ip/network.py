@@ -5,10 +5,10 @@ unit + trilinear interpolation + ResConv3D fusing the encoder skip) -> tail Conv
 ResConv3D is built from depthwise-separable convolutions (depthwise 3x3x3 + pointwise 1x1x1),
 LayerNorm over channels, LeakyReLU and a residual connection. Kaiming initialisation (III.B).
 
-Volumes are (P, R, C) (see `service.contract.grid`). `forward(z)` is the eager reference path on
-(1, Ch, P, R, C) tensors; `forward_cl(patches)` is the fast path on channels-last tensors (see
-`layout.py`), optionally with every conv + LayerNorm + activation unit in a fused CPU kernel
-(`fused.py`); all use the same parameters and compute the same function.
+Volumes are (P, R, C) (see `service.contract.grid`); activations are (1, Ch, P, R, C) tensors
+and each block's `forward` is its math in plain torch: this is the reference. The CPU's faster
+evaluations of the same function from the same parameters (channels-last tensors, fused C++
+kernels) live in `worker.recon.d2ip.cpu` and read these modules; nothing here depends on them.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worker.recon.d2ip import ops_cl
-from worker.recon.d2ip.layout import CL, FUSED, REF, Layout
+Size3 = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,41 @@ def make_input(seed: int, shape: tuple[int, int, int], channels: int = 1) -> Ten
     return torch.rand((1, channels, *shape), generator=gen, dtype=torch.float32)
 
 
+def channel_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
+    """LayerNorm over the channels of each voxel of a (1, Ch, P, R, C) tensor."""
+    return norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+
+
+def unit(x: Tensor, conv: nn.Module, norm: nn.LayerNorm, slope: float,
+         res: Tensor | None = None) -> Tensor:
+    """LeakyReLU(LN(conv(x)) + res): the unit every block is built from (conv a `DWSepConv3d`
+    or a plain Conv3d)."""
+    h = channel_norm(norm, conv(x))
+    return F.leaky_relu(h if res is None else h + res, slope)
+
+
+def max_pool2(x: Tensor) -> Tensor:
+    """2x2x2 max pooling with ceil mode (an odd axis keeps its last voxel alone)."""
+    return F.max_pool3d(x, 2, ceil_mode=True)
+
+
+def upsample2(x: Tensor, size: Size3) -> Tensor:
+    """Trilinear x2 upsampling (align_corners=False), cropped to `size` (2n or 2n - 1 per axis)."""
+    y = F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
+    return y[:, :, :size[0], :size[1], :size[2]]
+
+
+def grid_size(x: Tensor) -> Size3:
+    """(P, R, C) of a (1, Ch, P, R, C) tensor."""
+    return tuple(x.shape[2:])  # type: ignore[return-value]
+
+
 class DWSepConv3d(nn.Module):
     """Depthwise 3x3x3 (groups = Cin, optional dilation) + pointwise 1x1x1 convolution.
 
     The depthwise conv has no bias: a per-channel constant would pass linearly through the
-    pointwise conv and is absorbed by its bias. Blocks apply it through `Layout.unit`, together
-    with the LayerNorm and activation that always follow it.
+    pointwise conv and is absorbed by its bias. Blocks apply it through `unit`, together with
+    the LayerNorm and activation that always follow it.
     """
 
     def __init__(self, cin: int, cout: int, dilation: int = 1) -> None:
@@ -55,6 +84,9 @@ class DWSepConv3d(nn.Module):
         self.depthwise = nn.Conv3d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin,
                                    bias=False)
         self.pointwise = nn.Conv3d(cin, cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pointwise(self.depthwise(x))
 
 
 class ResConv3d(nn.Module):
@@ -69,8 +101,10 @@ class ResConv3d(nn.Module):
         self.shortcut = nn.Conv3d(cin, cout, 1) if cin != cout else None
         self.slope = slope
 
-    def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
-        return lay.resconv(x, self)
+    def forward(self, x: Tensor) -> Tensor:
+        h = unit(x, self.conv1, self.norm1, self.slope)
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        return unit(h, self.conv2, self.norm2, self.slope, res=shortcut)
 
 
 class SqueezeExcite(nn.Module):
@@ -82,8 +116,10 @@ class SqueezeExcite(nn.Module):
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
 
-    def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
-        return lay.squeeze_excite(x, self)
+    def forward(self, x: Tensor) -> Tensor:
+        """x times sigmoid(fc2(relu(fc1(the channels' means)))), per channel."""
+        gates = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(0, 2, 3, 4))))))
+        return x * gates.view(1, -1, 1, 1, 1)
 
 
 class EncoderStage(nn.Module):
@@ -94,8 +130,8 @@ class EncoderStage(nn.Module):
         self.se = SqueezeExcite(cin, cfg.se_reduction)
         self.res = ResConv3d(cin, cout, cfg.negative_slope)
 
-    def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
-        return self.res(self.se(x, lay), lay)
+    def forward(self, x: Tensor) -> Tensor:
+        return self.res(self.se(x))
 
 
 class ASPP(nn.Module):
@@ -111,8 +147,14 @@ class ASPP(nn.Module):
         self.fuse_norm = nn.LayerNorm(cout)
         self.slope = slope
 
-    def forward(self, x: Tensor, lay: Layout = REF) -> Tensor:
-        return lay.aspp(x, self)
+    def forward(self, x: Tensor) -> Tensor:
+        """The 1x1x1 and dilated branch units of x, the pooled branch, the fuse unit."""
+        feats = [unit(x, self.point, self.norms[0], self.slope)]
+        feats += [unit(x, conv, norm, self.slope)
+                  for conv, norm in zip(self.atrous, self.norms[1:], strict=True)]
+        pooled = F.leaky_relu(self.pool_fc(x.mean(dim=(0, 2, 3, 4))), self.slope)
+        feats.append(pooled.view(1, -1, 1, 1, 1).expand(1, pooled.shape[0], *grid_size(x)))
+        return unit(torch.cat(feats, dim=1), self.fuse, self.fuse_norm, self.slope)
 
 
 class AttentionGate(nn.Module):
@@ -129,9 +171,9 @@ class AttentionGate(nn.Module):
         self.phi = nn.Conv3d(c_gate, inter, 1)
         self.psi = nn.Conv3d(inter, 1, 1)
 
-    def forward(self, skip: Tensor, pooled_skip: Tensor, gate: Tensor,
-                lay: Layout = REF) -> Tensor:
-        return lay.attention(skip, pooled_skip, gate, self)
+    def forward(self, skip: Tensor, pooled_skip: Tensor, gate: Tensor) -> Tensor:
+        q = F.relu(self.theta(pooled_skip) + self.phi(gate))
+        return skip * upsample2(torch.sigmoid(self.psi(q)), grid_size(skip))
 
 
 class DecoderStage(nn.Module):
@@ -148,9 +190,10 @@ class DecoderStage(nn.Module):
         self.project = nn.Conv3d(c_gate, c_skip, 1)
         self.res = ResConv3d(2 * c_skip, c_skip, cfg.negative_slope)
 
-    def forward(self, gate: Tensor, skip: Tensor, pooled_skip: Tensor,
-                lay: Layout = REF) -> Tensor:
-        return self.res(lay.decoder_input(gate, skip, pooled_skip, self), lay)
+    def forward(self, gate: Tensor, skip: Tensor, pooled_skip: Tensor) -> Tensor:
+        attended = self.attention(skip, pooled_skip, gate)
+        up = upsample2(self.project(gate), grid_size(skip))
+        return self.res(torch.cat([up, attended], dim=1))
 
 
 class FastResUNet3D(nn.Module):
@@ -175,32 +218,20 @@ class FastResUNet3D(nn.Module):
         if cfg.zero_tail:
             nn.init.zeros_(self.tail.weight)
 
-    def _body(self, inp: Tensor, lay: Layout) -> Tensor:
-        # the stem conv: a dense 3x3x3 Conv3d of Z (reference), a matmul of its patches (fast)
-        x = lay.unit(inp, None, self.stem, self.stem_norm, self.config.negative_slope)
-        s1 = self.enc1(x, lay)
-        p1 = lay.pool(s1)
-        s2 = self.enc2(p1, lay)
-        p2 = lay.pool(s2)
-        s3 = self.enc3(p2, lay)
-        p3 = lay.pool(s3)
-        h = self.aspp(p3, lay)
-        h = self.dec3(h, s3, p3, lay)
-        h = self.dec2(h, s2, p2, lay)
-        return self.dec1(h, s1, p1, lay)
-
     def forward(self, z: Tensor) -> Tensor:
-        """Eager reference path: Z (1, Cin, P, R, C) -> sigmoid output (P, R, C)."""
-        h = self._body(z, REF)
+        """phi(theta | Z): Z (1, Cin, P, R, C) -> sigmoid output (P, R, C)."""
+        x = unit(z, self.stem, self.stem_norm, self.config.negative_slope)
+        s1 = self.enc1(x)
+        p1 = max_pool2(s1)
+        s2 = self.enc2(p1)
+        p2 = max_pool2(s2)
+        s3 = self.enc3(p2)
+        p3 = max_pool2(s3)
+        h = self.aspp(p3)
+        h = self.dec3(h, s3, p3)
+        h = self.dec2(h, s2, p2)
+        h = self.dec1(h, s1, p1)
         return torch.sigmoid(self.tail(h))[0, 0]
-
-    def forward_cl(self, patches: Tensor, fused: bool = False) -> Tensor:
-        """Fast path: `ops_cl.dense3_patches(Z)` (P, R, C, Cin*27 padded) -> output (P, R, C).
-
-        `fused` runs each conv + LayerNorm + activation unit in the fused CPU kernel
-        (`fused.py`; CPU only)."""
-        h = self._body(patches, FUSED if fused else CL)
-        return torch.sigmoid(ops_cl.pointwise(h, self.tail.weight, self.tail.bias))[..., 0]
 
 
 def kaiming_init(net: nn.Module, slope: float, seed: int) -> None:

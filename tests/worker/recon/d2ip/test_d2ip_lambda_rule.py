@@ -10,9 +10,11 @@ import torch
 
 from worker.forward.model import ForwardModel
 from worker.recon.base import create
-from worker.recon.d2ip.lambda_rule import KAPPA, DataScaledLambda
-from worker.recon.d2ip.loss import MaskGeometry, spatial_tv
-from worker.recon.d2ip.method import D2IP, Iterations
+from worker.recon.d2ip.config import Iterations
+from worker.recon.d2ip.lambda_rule import KAPPA, DataScaledLambda, FixedLambda
+from worker.recon.d2ip.objective import LossConfig
+from worker.recon.d2ip.prior import MaskGeometry, spatial_tv
+from worker.recon.d2ip.reconstructor import D2IP
 from worker.recon.spectral import data_weights
 from worker.recon.tikhonov import tikhonov_operator
 
@@ -29,7 +31,7 @@ def make(model: ForwardModel, tmp_path: Path, name: str = "d2ip", **options) -> 
 def test_lambda_is_kappa_times_data_energy_over_tikhonov_tv(coarse_model: ForwardModel,
                                                             frames3: np.ndarray) -> None:
     w = data_weights(coarse_model)
-    rule = DataScaledLambda(coarse_model, w)
+    rule = DataScaledLambda().bind(coarse_model, w, LossConfig())
     dv = frames3[1]
     x = tikhonov_operator(coarse_model).matrix @ dv.astype(np.float32)
     volume = torch.from_numpy(coarse_model.to_volume(x).astype(np.float32))
@@ -39,12 +41,14 @@ def test_lambda_is_kappa_times_data_energy_over_tikhonov_tv(coarse_model: Forwar
 
 
 def test_lambda_scales_with_the_data(coarse_model: ForwardModel, frames3: np.ndarray) -> None:
-    rule = DataScaledLambda(coarse_model, data_weights(coarse_model))
+    rule = DataScaledLambda().bind(coarse_model, data_weights(coarse_model), LossConfig())
     dv = frames3[2]
     assert rule(3.0 * dv) == pytest.approx(3.0 * rule(dv), rel=1e-3)
     assert rule(np.zeros_like(dv)) == 0.0
     with pytest.raises(ValueError):
-        DataScaledLambda(coarse_model, data_weights(coarse_model), kappa=0.0)
+        DataScaledLambda(kappa=0.0)
+    fixed = FixedLambda().bind(coarse_model, data_weights(coarse_model), LossConfig(lam=0.01))
+    assert fixed(dv) == fixed(3.0 * dv) == 0.01
 
 
 def test_d2ip_optimises_each_frame_with_its_own_lambda(coarse_model: ForwardModel,
@@ -54,7 +58,7 @@ def test_d2ip_optimises_each_frame_with_its_own_lambda(coarse_model: ForwardMode
     assert recon.settings["lam_rule"] == "data" and recon.settings["kappa"] == 0.05
     recon.push(frames3[0])
     lam = recon.frame_lambda(frames3[1])
-    assert lam is not None and lam != recon.loss_config.lam
+    assert lam != recon.config.loss.lam
     with torch.no_grad():
         start = recon.objective(recon.measurements(frames3[1]), recon.window, lam)
     recon.push(frames3[1])

@@ -14,7 +14,9 @@ import torch
 
 from worker.forward.model import ForwardModel
 from worker.recon.base import available_methods, create
-from worker.recon.d2ip.method import D2IP, Iterations, Snapshot
+from worker.recon.d2ip.config import Iterations
+from worker.recon.d2ip.reconstructor import D2IP
+from worker.recon.d2ip.warm_start import Snapshot
 from worker.runtime import state_codec
 
 ITERS = Iterations(cold=12, warm=6, propagated=4)
@@ -28,7 +30,7 @@ def make(model: ForwardModel, tmp_path: Path, name: str = "d2ip", **options) -> 
 
 
 def loss_at(recon: D2IP, start: Snapshot, dv: np.ndarray) -> float:
-    """Eq. (11) of frame `dv` (with the current window) at the weights of `start`."""
+    """Eq. (14) of frame `dv` (with the current window) at the weights of `start`."""
     current = recon.snapshot()
     recon.load_snapshot(start)
     with torch.no_grad():
@@ -57,9 +59,13 @@ def test_variants_are_registered(coarse_model: ForwardModel, tmp_path: Path) -> 
 
 def test_rejects_bad_options(coarse_model: ForwardModel, tmp_path: Path) -> None:
     for bad in ({"schedule": "fast"}, {"data": "clinical"}, {"out_range": -1.0},
-                {"iterations": (0, 1, 1)}, {"moments": "keep"}, {"adaptive_tol": 0.0}):
+                {"iterations": (0, 1, 1)}, {"iterations": (1, 1)}, {"lam_rule": "auto"},
+                {"schedule": "adaptive", "adaptive_tol": 0.0}, {"lam": -1.0}, {"kappa": 0.0,
+                                                                              "lam_rule": "data"}):
         with pytest.raises(ValueError):
             make(coarse_model, tmp_path, **bad)
+    with pytest.raises(TypeError, match="moments"):
+        make(coarse_model, tmp_path, moments="reset")
 
 
 @pytest.mark.parametrize("name, counts", [
@@ -73,8 +79,8 @@ def test_iterations_follow_the_start_of_each_frame(coarse_model: ForwardModel,
                                                    name: str, counts: list[int]) -> None:
     recon = make(coarse_model, tmp_path, name)
     assert [r.iterations for r in recon.push_many(frames3)] == counts
-    assert recon.upws_runs == int(recon.upws)
-    assert any(tmp_path.iterdir()) == recon.upws
+    assert recon.upws_runs == int(recon.config.upws)
+    assert any(tmp_path.iterdir()) == recon.config.upws
 
 
 def test_tpp_frame_two_starts_where_frame_one_ended(coarse_model: ForwardModel,
@@ -87,30 +93,6 @@ def test_tpp_frame_two_starts_where_frame_one_ended(coarse_model: ForwardModel,
     assert recon.last.loss_history[0] == expected
     steps = {float(m["step"]) for m in recon.snapshot().moments.values()}
     assert steps == {ITERS.cold + ITERS.warm + ITERS.propagated}  # Adam moments carried too
-
-
-def test_reset_moments_keeps_the_weights_but_not_adam(coarse_model: ForwardModel,
-                                                      frames3: np.ndarray,
-                                                      tmp_path: Path) -> None:
-    recon = make(coarse_model, tmp_path, moments="reset")
-    recon.push(frames3[0])
-    expected = loss_at(recon, recon.snapshot(), frames3[1])
-    recon.push(frames3[1])
-    assert recon.last.loss_history[0] == expected
-    steps = {float(m["step"]) for m in recon.snapshot().moments.values()}
-    assert steps == {ITERS.propagated}
-
-
-def test_frames_moments_leave_the_warm_start_adam_behind(coarse_model: ForwardModel,
-                                                         frames3: np.ndarray,
-                                                         tmp_path: Path) -> None:
-    recon = make(coarse_model, tmp_path, moments="frames")
-    recon.push(frames3[0])
-    steps = {float(m["step"]) for m in recon.snapshot().moments.values()}
-    assert steps == {ITERS.warm}  # a fresh Adam at the warm start (UPWS's steps not counted)
-    recon.push(frames3[1])
-    steps = {float(m["step"]) for m in recon.snapshot().moments.values()}
-    assert steps == {ITERS.warm + ITERS.propagated}  # carried from frame to frame
 
 
 def test_no_tpp_restarts_from_the_warm_start(coarse_model: ForwardModel, frames3: np.ndarray,
@@ -177,7 +159,7 @@ import numpy as np, torch
 torch.set_num_threads(1)
 from worker.forward import load_model
 from worker.recon.base import create
-from worker.recon.d2ip.method import Iterations
+from worker.recon.d2ip.config import Iterations
 from worker.runtime import state_codec
 args = json.loads(sys.argv[1])
 model = load_model(**args["spec"], cache_dir=args["cache"])

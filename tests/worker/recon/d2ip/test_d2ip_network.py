@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worker.recon.d2ip import ops_cl
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, count_parameters, make_input
 
 DOCUMENTED_PARAMETERS = 56_800  # the figure in docs/d2ip.md
@@ -41,27 +40,10 @@ def test_zero_tail_starts_at_no_change() -> None:
     assert torch.equal(out, torch.full((4, 6, 6), 0.5))
 
 
-@pytest.mark.parametrize("grid", [(8, 12, 12), (7, 11, 13), (3, 5, 4)])
-def test_fast_path_equals_reference_path(grid) -> None:
-    net = FastResUNet3D(NetConfig(in_channels=2, zero_tail=False), seed=1)
-    z = make_input(0, grid, channels=2)
-    ref = net(z)
-    fast = net.forward_cl(ops_cl.dense3_patches(z))
-    assert ref.shape == fast.shape == grid
-    assert 0.0 < float(ref.detach().min()) and float(ref.detach().max()) < 1.0
-    torch.testing.assert_close(fast, ref, rtol=0, atol=1e-5)
-
-    g = torch.randn(grid, generator=torch.Generator().manual_seed(5))
-    grads_ref = torch.autograd.grad((ref * g).sum(), list(net.parameters()))
-    grads_fast = torch.autograd.grad((fast * g).sum(), list(net.parameters()))
-    for a, b in zip(grads_ref, grads_fast, strict=True):  # float32 sums in another order
-        assert float((b - a).norm()) <= 1e-4 * float(a.norm()) + 1e-7
-
-
 @pytest.mark.parametrize("grid", [(16, 32, 32), (32, 64, 64)])
 def test_project_grids_run(grid) -> None:
     net = FastResUNet3D()
     z = make_input(0, grid)
     with torch.no_grad():
-        out = net.forward_cl(ops_cl.dense3_patches(z))
+        out = net(z)
     assert out.shape == grid and bool(torch.isfinite(out).all())

@@ -7,19 +7,22 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from worker.recon.d2ip.loss import LossConfig
+from worker.bench.synthetic import make_problem
+from worker.recon.d2ip.execution import ReferenceExecution
 from worker.recon.d2ip.mapping import OutputRange
 from worker.recon.d2ip.network import FastResUNet3D, make_input
-from worker.recon.d2ip.objective import Objective
+from worker.recon.d2ip.objective import LossConfig
 from worker.recon.d2ip.optimise import (
+    Adam,
+    AdaptiveSchedule,
     AdaptiveStop,
     FixedIterations,
-    make_optimizer,
+    FixedSchedule,
     optimise_frame,
 )
-from worker.recon.d2ip.synthetic import make_problem
 
 GRID = (8, 12, 12)
+REFERENCE = ReferenceExecution()
 
 
 @pytest.fixture()
@@ -30,17 +33,17 @@ def deterministic() -> Iterator[None]:
     torch.use_deterministic_algorithms(before)
 
 
-def _setup(seed: int = 0, fast: bool = True, lr: float = 1e-3):
+def _setup(seed: int = 0, lr: float = 1e-3):
     pb = make_problem(GRID, n_meas=64, seed=seed)
     net = FastResUNet3D(seed=seed)
-    obj = Objective(net, make_input(seed, GRID), pb.jacobian, pb.mask, fast=fast)
-    return pb, net, obj, make_optimizer(net, lr)
+    obj = REFERENCE.objective(net, make_input(seed, GRID), pb.jacobian, pb.mask)
+    return pb, net, obj, Adam(net, lr)
 
 
 def test_objective_maps_and_masks_the_network_output() -> None:
     pb, net, obj, _ = _setup()
     rng = OutputRange.symmetric(0.5)
-    obj = Objective(net, obj.z, pb.jacobian, pb.mask, out_range=rng)
+    obj = REFERENCE.objective(net, obj.z, pb.jacobian, pb.mask, out_range=rng)
     with torch.no_grad():
         terms = obj(pb.dv)
         expected = rng.apply(net(obj.z))[pb.mask]
@@ -53,9 +56,9 @@ def test_objective_maps_and_masks_the_network_output() -> None:
 def test_objective_rejects_mismatched_shapes() -> None:
     pb, net, obj, _ = _setup()
     with pytest.raises(ValueError):
-        Objective(net, obj.z, pb.jacobian[:, :-1], pb.mask)
+        REFERENCE.objective(net, obj.z, pb.jacobian[:, :-1], pb.mask)
     with pytest.raises(ValueError):
-        Objective(net, make_input(0, (8, 12, 10)), pb.jacobian, pb.mask)
+        REFERENCE.objective(net, make_input(0, (8, 12, 10)), pb.jacobian, pb.mask)
 
 
 def test_short_optimisation_reduces_the_data_loss() -> None:
@@ -88,7 +91,7 @@ def test_adaptive_stop_ends_early_on_a_converged_problem() -> None:
     pb, net, obj, _ = _setup()
     with torch.no_grad():
         dv = pb.jacobian @ obj(pb.dv).values  # the current output fits the data exactly
-    opt = make_optimizer(net, lr=1e-8)  # nothing left to gain: the loss stays flat
+    opt = Adam(net, lr=1e-8)  # nothing left to gain: the loss stays flat
     stop = AdaptiveStop(min_iter=10, max_iter=200, window=5, tol=1e-3)
     res = optimise_frame(obj, opt, dv, stop=stop)
     assert res.iterations == 10 < stop.max_iter
@@ -106,7 +109,7 @@ def test_same_seed_same_result(deterministic) -> None:
 
 def test_progress_callback_and_loss_config() -> None:
     pb, net, obj, opt = _setup()
-    obj = Objective(net, obj.z, pb.jacobian, pb.mask, loss=LossConfig(lam=0.0))
+    obj = REFERENCE.objective(net, obj.z, pb.jacobian, pb.mask, loss=LossConfig(lam=0.0))
     seen: list[int] = []
     res = optimise_frame(obj, opt, pb.dv, stop=FixedIterations(3),
                          on_iteration=lambda k, loss: seen.append(k))
@@ -114,24 +117,25 @@ def test_progress_callback_and_loss_config() -> None:
     assert res.loss == pytest.approx(res.data_loss)  # lambda = 0: data term only
 
 
-def test_speed_benchmark_reports_ratios() -> None:
-    from worker.recon.d2ip.speed import run_speed_benchmark
-
-    out = run_speed_benchmark(grid=(8, 12, 12), n_iter=1, repeats=1, warmup=0, n_meas=32)
-    expected = {"eager_reference", "fast_plain_j", "fast"}
-    if out["fused_kernels"]:  # the torch-only fast path is then measured too
-        expected.add("channels_last")
-        if out["kernel_threads"] > 1:  # and the kernels on one thread
-            expected.add("fast_1_kernel_thread")
-    assert set(out["ms_per_iter"]) == expected
-    assert out["speedup_vs_eager"]["fast"] > 0 and out["flops_per_iter"] > 0
-    assert out["params"] == 56_800 and out["data_rank"] == 16 and out["compile_s"] is None
+def test_schedules_give_each_frame_its_rule() -> None:
+    assert FixedSchedule().stop(250) == FixedIterations(250)
+    rule = AdaptiveSchedule(min_iterations=50, tol=5e-3).stop(30)
+    assert (rule.min_iter, rule.max_iter, rule.tol) == (30, 30, 5e-3)
+    for bad in ({"min_iterations": 0}, {"tol": 0.0}):
+        with pytest.raises(ValueError):
+            AdaptiveSchedule(**bad)
 
 
-@pytest.mark.slow
-def test_compiled_objective_matches_eager() -> None:
-    pb, net, obj, _ = _setup()
-    compiled = Objective(net, obj.z, pb.jacobian, pb.mask, compile=True)
-    a, b = obj(pb.dv), compiled(pb.dv)
-    torch.testing.assert_close(b.values, a.values, rtol=0, atol=1e-5)
-    torch.testing.assert_close(b.total, a.total, rtol=1e-5, atol=0)
+def test_adam_moments_round_trip_by_name() -> None:
+    pb, net, obj, opt = _setup()
+    assert opt.moments() == {}
+    optimise_frame(obj, opt, pb.dv, stop=FixedIterations(3))
+    moments = {n: {k: v.clone() for k, v in m.items()} for n, m in opt.moments().items()}
+    assert set(moments) == {n for n, _ in net.named_parameters()}
+    again = Adam(net, 1e-3)
+    again.load_moments(moments)
+    for name, m in again.moments().items():
+        assert float(m["step"]) == 3.0
+        assert torch.equal(m["exp_avg_sq"], moments[name]["exp_avg_sq"])
+    with pytest.raises(ValueError):
+        again.load_moments({})

@@ -18,7 +18,7 @@
 // vector); the widths the network uses are compile-time constants (fully unrolled), others run
 // a runtime-width loop.
 //
-// Built at first use by worker/recon/d2ip/fused.py with the system C++ compiler; loaded with
+// Built at first use by worker/recon/d2ip/cpu/library.py with the system C++ compiler; loaded with
 // ctypes (no Python or torch headers, so it compiles in about a second).
 
 #include <cmath>

@@ -1,4 +1,4 @@
-"""Channels-last primitives for the fast path of 3D-FastResUNet.
+"""Channels-last primitives of the CPU's evaluation of 3D-FastResUNet (`channels_last.py`).
 
 Activations are (P, R, C, Ch) tensors (no batch axis, channels contiguous), so that pointwise
 1x1x1 convolutions are plain matmuls and LayerNorm over channels is `F.layer_norm` on the last
@@ -6,7 +6,7 @@ axis. The depthwise convolution, pooling and upsampling hand oneDNN/ATen (1, Ch,
 with canonical channels_last_3d strides, which select their vectorised channels-last kernels;
 the depthwise backward is rewritten as forward convolutions (see `_Depthwise3`). The stem's 3x3x3
 convolution of the fixed noise Z is one matmul with precomputed patches. Every function here
-computes the same value as its `torch.nn` counterpart in `network.py`.
+computes the same value as its counterpart in `network.py`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The loss's fused CPU operations with autograd (kernels `matvec.cpp`, `tv.cpp`; library and
-threads in `fused.py`): the data term's J products and the TV prior of eq. (11)."""
+threads in `library.py`): the data term's J products and the 4D-TV prior of eq. (11).
+
+`FusedDataTerm` and `FusedTV4D` are `data_term.DataTerm` and `prior.TV4D` with these kernels
+inside: the same interface and the same values (tested)."""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from worker.recon.d2ip.fused import kernels, ptr, require_cpu_float32
-from worker.recon.d2ip.loss import MaskGeometry
+from worker.recon.d2ip.cpu.library import kernels, ptr, require_cpu_float32
+from worker.recon.d2ip.data_term import DataTerm
+from worker.recon.d2ip.prior import TV4D, MaskGeometry
 
 
 class _MatVec(torch.autograd.Function):
@@ -66,10 +70,26 @@ class _TVPrior(torch.autograd.Function):
 
 def tv_prior(volume: Tensor, geom: MaskGeometry, previous: Tensor, weights: Tensor, eps: float,
              lam_s: float, lam_t: float) -> Tensor:
-    """`lam_s * loss.spatial_tv(volume, geom, eps) + lam_t * loss.temporal_tv(volume inside,
-    previous, weights, eps)` (eq. 8 and 9) with its gradient, in one C++ pass."""
+    """`lam_s * prior.spatial_tv(volume, geom, eps) + lam_t * prior.temporal_tv(volume inside,
+    previous, weights, eps)` (eq. 11-13) with its gradient, in one C++ pass."""
     require_cpu_float32(volume, "tv_prior", ndim=3)
     if previous.shape != (weights.shape[0], geom.n_inside):
         raise ValueError("previous must be (K, V) for K weights")
     return _TVPrior.apply(volume, geom, previous.to(torch.float32), weights.to(torch.float32),
                           eps, lam_s, lam_t)
+
+
+class FusedDataTerm(DataTerm):
+    """`DataTerm` whose J products run in the threaded `matvec` kernel."""
+
+    def matvec(self, matrix: Tensor, x: Tensor) -> Tensor:
+        return matvec(matrix, x)
+
+
+class FusedTV4D(TV4D):
+    """`TV4D` (eq. 11-13) in one C++ pass (`tv_prior`); `values` is read from the volume."""
+
+    def __call__(self, volume: Tensor, values: Tensor, previous: Tensor,
+                 weights: Tensor) -> Tensor:
+        del values  # the kernel gathers the voxels inside the mask itself
+        return tv_prior(volume, self.geom, previous, weights, self.eps, self.lam_s, self.lam_t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worker.recon.d2ip.flat_adam import FlatAdam
+from worker.recon.d2ip.cpu.flat_adam import FlatAdam
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, make_input
 
 CONFIG = NetConfig(zero_tail=False)

@@ -1,4 +1,4 @@
-// The prior of eq. (11), lam_s TV_s + lam_t TV_t (eq. 8 and 9), and its gradient in one pass
+// The prior of eq. (11), lam_s TV_s + lam_t TV_t (eq. 12 and 13), and its gradient in one pass
 // over the volume (loss.spatial_tv and loss.temporal_tv compute the same with ~25 torch ops
 // forward and as many backward).
 //

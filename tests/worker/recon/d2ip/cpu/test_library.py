@@ -1,4 +1,5 @@
-"""`fused.py`: building and loading the kernels, their threads, and the fused network as a whole."""
+"""`cpu/library.py`: building and loading the kernels, their threads, and the fused network as a
+whole against the reference network."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import time
 import pytest
 import torch
 
-from worker.recon.d2ip import fused, fused_loss, fused_net, ops_cl
+from worker.recon.d2ip.cpu import CpuExecution, execution_for, fused_loss, fused_net, library
+from worker.recon.d2ip.cpu.channels_last import ChannelsLastNetwork
+from worker.recon.d2ip.cpu.flat_adam import FlatAdam
+from worker.recon.d2ip.cpu.fused_loss import FusedDataTerm, FusedTV4D
+from worker.recon.d2ip.cpu.thread_tuner import ThreadTuner
+from worker.recon.d2ip.execution import ReferenceExecution
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, make_input
-from worker.recon.d2ip.objective import Objective
-from worker.recon.d2ip.synthetic import make_problem
 
 HAVE_COMPILER = shutil.which("g++") is not None or shutil.which("c++") is not None
 needs_kernels = pytest.mark.skipif(not HAVE_COMPILER, reason="no C++ compiler")
@@ -22,7 +26,7 @@ needs_kernels = pytest.mark.skipif(not HAVE_COMPILER, reason="no C++ compiler")
 
 def test_kernels_build_wherever_there_is_a_compiler() -> None:
     # a compiler and no kernels would silently drop the fast path: fail loudly instead
-    assert fused.available() == HAVE_COMPILER
+    assert library.available() == HAVE_COMPILER
 
 
 @needs_kernels
@@ -34,7 +38,7 @@ def test_fused_network_equals_reference_path(config) -> None:
     net = FastResUNet3D(config, seed=1)
     z = make_input(0, grid)
     ref = net(z)
-    out = net.forward_cl(ops_cl.dense3_patches(z), fused=True)
+    out = ChannelsLastNetwork(net, z, fused=True)()
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     g = torch.randn(grid, generator=torch.Generator().manual_seed(5))
     params = list(net.parameters())
@@ -52,30 +56,41 @@ def test_fused_network_equals_reference_path(config) -> None:
 def test_fused_kernels_are_deterministic() -> None:
     grid = (8, 16, 16)
     net = FastResUNet3D(NetConfig(zero_tail=False), seed=2)
-    patches = ops_cl.dense3_patches(make_input(0, grid))
+    phi = ChannelsLastNetwork(net, make_input(0, grid), fused=True)
     runs = []
     for _ in range(2):
-        out = net.forward_cl(patches, fused=True)
+        out = phi()
         runs.append([out, *torch.autograd.grad(out.square().sum(), list(net.parameters()))])
     for a, b in zip(*runs, strict=True):
         assert torch.equal(a, b)
 
 
 @needs_kernels
-def test_objective_uses_the_kernels_by_default_on_cpu() -> None:
-    problem = make_problem((8, 16, 16), n_meas=64, seed=0)
+def test_the_cpu_strategy_uses_the_kernels_by_default() -> None:
+    fused_cpu = execution_for(torch.device("cpu"))
+    assert isinstance(fused_cpu, CpuExecution) and fused_cpu.fused
+    assert isinstance(fused_cpu.hook, ThreadTuner)
     net = FastResUNet3D(seed=0)
-    z = make_input(0, (8, 16, 16))
-    assert Objective(net, z, problem.jacobian, problem.mask).fused
-    assert not Objective(net, z, problem.jacobian, problem.mask, fused=False).fused
-    assert not Objective(net, z, problem.jacobian, problem.mask, fast=False).fused
-    with pytest.raises(ValueError, match="fast path"):
-        Objective(net, z, problem.jacobian, problem.mask, fast=False, fused=True)
+    assert isinstance(fused_cpu.optimizer(net, 1e-3), FlatAdam)
+    obj = fused_cpu.objective(net, make_input(0, (8, 16, 16)), *_problem())
+    assert isinstance(obj.data, FusedDataTerm) and isinstance(obj.prior, FusedTV4D)
+    plain = CpuExecution(fused=False)
+    assert not plain.fused and plain.hook is None
+    assert type(plain.objective(net, make_input(0, (8, 16, 16)), *_problem()).prior).__name__ \
+        == "TV4D"
+    assert type(execution_for(torch.device("meta"))) is ReferenceExecution
+
+
+def _problem() -> tuple[torch.Tensor, torch.Tensor]:
+    from worker.bench.synthetic import make_problem
+
+    problem = make_problem((8, 16, 16), n_meas=64, seed=0)
+    return problem.jacobian, problem.mask
 
 
 def test_switched_off_by_environment(tmp_path) -> None:
     env = {**os.environ, "EITMON_FUSED": "0", "EITMON_CACHE_DIR": str(tmp_path)}
-    code = "from worker.recon.d2ip import fused; print(fused.available())"
+    code = "from worker.recon.d2ip.cpu import library; print(library.available())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
@@ -85,7 +100,7 @@ def test_switched_off_by_environment(tmp_path) -> None:
 @needs_kernels
 def test_library_is_built_once_into_the_cache(tmp_path) -> None:
     env = {**os.environ, "EITMON_CACHE_DIR": str(tmp_path)}
-    code = "from worker.recon.d2ip import fused; print(fused.available())"
+    code = "from worker.recon.d2ip.cpu import library; print(library.available())"
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True)
@@ -104,8 +119,8 @@ def test_broken_compiler_falls_back_with_a_warning(tmp_path) -> None:
     fake.write_text("#!/bin/sh\necho 'fake compiler 1.0'\n[ \"$1\" = --version ] || exit 1\n")
     fake.chmod(0o755)
     env = {**os.environ, "CXX": str(fake), "EITMON_CACHE_DIR": str(tmp_path / "cache")}
-    code = ("import logging; logging.basicConfig(); from worker.recon.d2ip import fused; "
-            "print(fused.available())")
+    code = ("import logging; logging.basicConfig(); "
+            "from worker.recon.d2ip.cpu import library; print(library.available())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
@@ -128,50 +143,50 @@ def test_results_do_not_depend_on_the_thread_count() -> None:
     a = torch.randn(37, 1001, generator=gen)
     v = torch.randn(1001, generator=gen, requires_grad=True)
     runs = []
-    before = fused.set_threads(1)
+    before = library.set_threads(1)
     try:
         for threads in (1, 2, 3):
-            fused.set_threads(threads)
+            library.set_threads(threads)
             y = fused_loss.matvec(a, v)
             runs.append([*_block_and_grads(*args), y, *torch.autograd.grad(y.square().sum(), v)])
     finally:
-        fused.set_threads(before)
+        library.set_threads(before)
     for other in runs[1:]:
         for x, y in zip(runs[0], other, strict=True):
             assert torch.equal(x, y)
 
 
 def test_thread_setting() -> None:
-    before = fused.set_threads(3)
+    before = library.set_threads(3)
     try:
-        assert fused.threads() == 3
-        assert fused.set_threads(None) == 3
-        assert 1 <= fused.threads() <= min(len(os.sched_getaffinity(0)), fused.MAX_THREADS)
+        assert library.threads() == 3
+        assert library.set_threads(None) == 3
+        assert 1 <= library.threads() <= min(len(os.sched_getaffinity(0)), library.MAX_THREADS)
         with pytest.raises(ValueError, match="at least 1"):
-            fused.set_threads(0)
+            library.set_threads(0)
     finally:
-        fused.set_threads(before)
+        library.set_threads(before)
 
 
 def test_cpu_quota_of_the_container(tmp_path) -> None:
-    assert fused._cgroup_cpus(tmp_path) is None  # no cgroup files: unknown
+    assert library._cgroup_cpus(tmp_path) is None  # no cgroup files: unknown
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert fused._cgroup_cpus(tmp_path) is None
+    assert library._cgroup_cpus(tmp_path) is None
     (tmp_path / "cpu.max").write_text("150000 100000\n")  # a 1.5 CPU limit (v2)
-    assert fused._cgroup_cpus(tmp_path) == 1.5
+    assert library._cgroup_cpus(tmp_path) == 1.5
     (tmp_path / "cpu.max").unlink()
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
     (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
-    assert fused._cgroup_cpus(tmp_path) is None
+    assert library._cgroup_cpus(tmp_path) is None
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("300000\n")  # v1
-    assert fused._cgroup_cpus(tmp_path) == 3.0
+    assert library._cgroup_cpus(tmp_path) == 3.0
 
 
 @needs_kernels
 def test_kernels_run_in_a_forked_child() -> None:
     # the parent's pool threads do not exist in a forked child: it must not wait for them
-    fused.set_threads(2)
+    library.set_threads(2)
     try:
         x = torch.randn(4, 5, 6, 8)
         w = [torch.randn(8, 1, 3, 3, 3), torch.randn(8, 8), torch.zeros(8), torch.ones(8),
@@ -194,4 +209,4 @@ def test_kernels_run_in_a_forked_child() -> None:
             pytest.fail("the kernels hung in a forked child")
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
-        fused.set_threads(None)
+        library.set_threads(None)

@@ -1,4 +1,4 @@
-"""`fused_net.py`: the network's fused operations against the torch ops they replace."""
+"""`cpu/fused_net.py`: the network's fused operations against the torch ops they replace."""
 
 from __future__ import annotations
 
@@ -6,15 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.recon.d2ip import fused, fused_net, ops_cl
-from worker.recon.d2ip.layout import CL, FUSED
+from worker.recon.d2ip.cpu import channels_last_ops, fused_net, library
+from worker.recon.d2ip.cpu.channels_last import ChannelsLastBlocks, FusedBlocks
 from worker.recon.d2ip.network import ASPP, DecoderStage, NetConfig, SqueezeExcite
 
-needs_kernels = pytest.mark.skipif(not fused.available(), reason="no fused kernels")
+CHANNELS_LAST, FUSED = ChannelsLastBlocks(), FusedBlocks()
+needs_kernels = pytest.mark.skipif(not library.available(), reason="no fused kernels")
 
 
 def composed(x, dw, pw, pb, lg, lb, res, dilation, slope, act):
-    h = ops_cl.pointwise(x if dw is None else ops_cl.depthwise3(x, dw, dilation), pw, pb)
+    h = channels_last_ops.pointwise(
+        x if dw is None else channels_last_ops.depthwise3(x, dw, dilation), pw, pb)
     h = F.layer_norm(h, (pw.shape[0],), lg, lb, 1e-5)
     if res is not None:
         h = h + res
@@ -62,7 +64,7 @@ def test_unit_rejects_what_it_cannot_run() -> None:
     with pytest.raises(ValueError, match="float32 CPU"):
         fused_net.dwsep_unit(torch.zeros(2, 3, 4, 8, dtype=torch.float64),
                          *[t[:8] if t.shape[0] == 12 else t for t in w])
-    assert fused.supports(8, 64) and not fused.supports(8, 12) and not fused.supports(520, 8)
+    assert library.supports(8, 64) and not library.supports(8, 12) and not library.supports(520, 8)
 
 
 @needs_kernels
@@ -73,7 +75,7 @@ def test_upsample_equals_aten(grid, size, channels) -> None:
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(*grid, channels, generator=gen, requires_grad=True)
     g = torch.randn(*size, channels, generator=gen)
-    ref, out = ops_cl.upsample2(x, size), fused_net.upsample2(x, size)
+    ref, out = channels_last_ops.upsample2(x, size), fused_net.upsample2(x, size)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
     torch.testing.assert_close(torch.autograd.grad(out, x, g)[0],
                                torch.autograd.grad(ref, x, g)[0], rtol=0, atol=1e-5)
@@ -101,7 +103,7 @@ def test_res_block_equals_composed_ops(grid, cin, cout) -> None:
     inputs = [x, *unit1, *unit2, *(shortcut or ())]
     g = torch.randn(*grid, cout, generator=gen)
     h = composed(x, *unit1, None, 1, 0.2, True)
-    res = x if shortcut is None else ops_cl.pointwise(x, *shortcut)
+    res = x if shortcut is None else channels_last_ops.pointwise(x, *shortcut)
     ref = composed(h, *unit2, res, 1, 0.2, True)
     out = fused_net.res_block(x, unit1, unit2, shortcut)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
@@ -120,7 +122,7 @@ def test_max_pool_equals_aten(shape) -> None:
     x[0, 0, 1] = x[0, 0, 0]  # a tie: the first maximum wins, as in ATen
     x[-1, -1, -1, 0] = float("nan")
     x.requires_grad_()
-    ref, out = ops_cl.max_pool2(x), fused_net.max_pool2(x)
+    ref, out = channels_last_ops.max_pool2(x), fused_net.max_pool2(x)
     torch.testing.assert_close(out, ref, rtol=0, atol=0, equal_nan=True)
     g = torch.randn(ref.shape, generator=gen)
     assert torch.equal(torch.autograd.grad(out, x, g)[0], torch.autograd.grad(ref, x, g)[0])
@@ -134,7 +136,7 @@ def test_aspp_equals_the_channels_last_path() -> None:
         torch.nn.init.normal_(p, std=0.3)
     x = torch.randn(2, 4, 3, 32, requires_grad=True)
     g = torch.randn(2, 4, 3, 64)
-    ref, out = CL.aspp(x, module), FUSED.aspp(x, module)
+    ref, out = CHANNELS_LAST.aspp(x, module), FUSED.aspp(x, module)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     inputs = [x, *module.parameters()]
     for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g),
@@ -157,11 +159,11 @@ def test_squeeze_excite_and_decoder_input_equal_the_channels_last_path() -> None
     skip = torch.randn(7, 9, 6, 8, requires_grad=True)  # the gate's grid x2, cropped
     pooled = torch.randn(4, 5, 3, 8, requires_grad=True)
     gate = torch.randn(4, 5, 3, 16, requires_grad=True)
-    cases = [(lambda lay: lay.squeeze_excite(x, se), [x, *se.parameters()]),
-             (lambda lay: lay.decoder_input(gate, skip, pooled, stage),
+    cases = [(lambda blocks: blocks.squeeze_excite(x, se), [x, *se.parameters()]),
+             (lambda blocks: blocks.decoder_input(gate, skip, pooled, stage),
               [gate, skip, pooled, *stage.attention.parameters(), *stage.project.parameters()])]
     for run, inputs in cases:
-        ref, out = run(CL), run(FUSED)
+        ref, out = run(CHANNELS_LAST), run(FUSED)
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
         g = torch.randn(ref.shape)
         for a, b in zip(torch.autograd.grad(ref, inputs, g), torch.autograd.grad(out, inputs, g),

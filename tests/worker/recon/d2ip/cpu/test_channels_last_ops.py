@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.recon.d2ip import ops_cl
+from worker.recon.d2ip.cpu import channels_last_ops
 
 
 def _cl(x: torch.Tensor) -> torch.Tensor:
@@ -19,7 +19,7 @@ def test_depthwise_matches_grouped_conv3d_with_gradients(shape, dilation) -> Non
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
     w = torch.randn(shape[-1], 1, 3, 3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
-    y = ops_cl.depthwise3(x, w, dilation)
+    y = channels_last_ops.depthwise3(x, w, dilation)
     g = torch.randn(y.shape, generator=gen, dtype=torch.float64)
     gx, gw = torch.autograd.grad(y, (x, w), g)
 
@@ -37,10 +37,10 @@ def test_stem_patches_match_dense_conv3d() -> None:
     gen = torch.Generator().manual_seed(1)
     z = torch.rand(1, 2, 5, 6, 7, generator=gen)
     w_stem = torch.randn(4, 2, 3, 3, 3, generator=gen)
-    patches = ops_cl.dense3_patches(z)
+    patches = channels_last_ops.dense3_patches(z)
     assert patches.shape == (5, 6, 7, 56)  # 2 x 27 channels, zero-padded to a multiple of 8
     assert not bool(patches[..., 54:].any())
-    stem = ops_cl.pointwise(patches, w_stem, None)
+    stem = channels_last_ops.pointwise(patches, w_stem, None)
     torch.testing.assert_close(stem, _cl(F.conv3d(z, w_stem, padding=1)), rtol=1e-5, atol=1e-5)
 
 
@@ -48,10 +48,11 @@ def test_stem_patches_match_dense_conv3d() -> None:
 def test_pool_and_upsample_match_ncdhw_ops(size) -> None:
     gen = torch.Generator().manual_seed(2)
     x5 = torch.randn(1, 3, *size, generator=gen)
-    pooled = ops_cl.max_pool2(_cl(x5).contiguous())
+    pooled = channels_last_ops.max_pool2(_cl(x5).contiguous())
     torch.testing.assert_close(pooled, _cl(F.max_pool3d(x5, 2, ceil_mode=True)))
 
     coarse = F.max_pool3d(x5, 2, ceil_mode=True)
     up = F.interpolate(coarse, scale_factor=2.0, mode="trilinear", align_corners=False)
     ref = up[:, :, :size[0], :size[1], :size[2]]
-    torch.testing.assert_close(ops_cl.upsample2(_cl(coarse).contiguous(), size), _cl(ref))
+    torch.testing.assert_close(channels_last_ops.upsample2(_cl(coarse).contiguous(), size),
+                               _cl(ref))

@@ -1,12 +1,11 @@
 """Chooses the fused CPU kernels' thread count by timing whole Adam iterations.
 
-A second core pays only when the two cores share their caches: on this project's 2-vCPU virtual
-machine the same iteration takes 13.6-14 ms with two kernel threads and 17-18 ms with one while
-the host keeps both vCPUs on one cache complex, but 20-23 ms with two when it does not (every
-tensor a worker thread writes is then read across the chip), and the host changes that at
-will (docs/d2ip.md, "Kernel threads"). So the count is measured, not assumed: every `every`
+A second core pays only when the two cores share their caches (every tensor a worker thread
+writes is otherwise read across the chip), and a virtual machine's host may change that at will
+(docs/d2ip.md, "Design decisions"). So the count is measured, not assumed: every `every`
 iterations the tuner times `probe` iterations with each candidate count and keeps the fastest.
 The kernels' results do not depend on their thread count, so switching changes only the speed.
+An `optimise.IterationHook`: `CpuExecution` passes it to `optimise_frame`.
 """
 
 from __future__ import annotations
@@ -16,13 +15,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from worker.recon.d2ip import fused
+from worker.recon.d2ip.cpu import library
 
 
 class ThreadTuner:
-    """`with tuner.iteration(): ...` around each Adam iteration; sets `fused.tune(...)`.
+    """`with tuner.iteration(): ...` around each Adam iteration; sets `library.tune(...)`.
 
-    Idle (no probing) when `fused.set_threads` fixed the count or there is one CPU."""
+    Idle (no probing) when `library.set_threads` fixed the count or there is one CPU."""
 
     def __init__(self, probe: int = 4, every: int = 500) -> None:
         if probe < 2 or every < 1:
@@ -34,8 +33,8 @@ class ThreadTuner:
         self.choices: list[int] = []  # what each probe chose (for logs and tests)
 
     def _candidates(self) -> tuple[int, ...]:
-        n = fused.default_threads()
-        return (1, n) if n > 1 and fused.is_automatic() else ()
+        n = library.default_threads()
+        return (1, n) if n > 1 and library.is_automatic() else ()
 
     @contextmanager
     def iteration(self) -> Iterator[None]:
@@ -45,7 +44,7 @@ class ThreadTuner:
             self.since = 0
         probing = self.plan.pop(0) if self.plan else None
         if probing is not None:
-            fused.tune(probing)
+            library.tune(probing)
         t0 = time.perf_counter()
         yield
         elapsed = time.perf_counter() - t0
@@ -55,5 +54,5 @@ class ThreadTuner:
         self.times.setdefault(probing, []).append(elapsed)
         if not self.plan:  # all candidates timed: keep the fastest (first iteration: warm-up)
             best = min(self.times, key=lambda c: statistics.median(self.times[c][1:]))
-            fused.tune(best)
+            library.tune(best)
             self.choices.append(best)

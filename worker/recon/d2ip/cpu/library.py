@@ -6,8 +6,8 @@ upsampling) and `fused_loss.py` (the data term's J products, the TV prior).
 The C++ sources have no Python or torch headers: they are compiled at first use with the system
 C++ compiler (a few seconds) into `<cache dir>/kernels/`, keyed by a hash of the sources, the
 flags, the compiler and the CPU, and loaded with ctypes. Without a compiler (or with
-`EITMON_FUSED=0`) `available()` is False and the network keeps the channels-last path; the
-two compute the same function (tested).
+`EITMON_FUSED=0`) `available()` is False and `CpuExecution` keeps the channels-last path;
+the two compute the same function (tested).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def set_threads(threads: int | None) -> int | None:
     the previous setting.
 
     Independent of torch's intra-op threads: the kernels are worth splitting, most of the small
-    torch ops around them are not (see docs/d2ip.md). Results do not depend on it."""
+    torch ops around them are not. Results do not depend on it."""
     global _threads
     if threads is not None and threads < 1:
         raise ValueError("threads must be at least 1")

@@ -1,7 +1,7 @@
 """The network's fused CPU operations with autograd (kernels `dwsep_unit.cpp`, `maxpool2.cpp`,
-`upsample2.cpp`; library and threads in `fused.py`).
+`upsample2.cpp`; library and threads in `library.py`).
 
-- `dwsep_unit`: `act(LN(PW(DW(x))) + res)`, the unit every block is built from (`Layout.unit`);
+- `dwsep_unit`: `act(LN(PW(DW(x))) + res)`, the unit every block is built from (`network.unit`);
   the channels-last path runs it as six to eight PyTorch ops over the whole volume, the kernel
   as one pass forward and two backward.
 - `res_block`: a ResConv3D block (two units and the shortcut) as one autograd node.
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from worker.recon.d2ip.fused import MAX_WIDTH, kernels, ptr, require_cpu_float32, supports
+from worker.recon.d2ip.cpu.library import MAX_WIDTH, kernels, ptr, require_cpu_float32, supports
 
 
 class _Unit(NamedTuple):
@@ -339,7 +339,7 @@ class _DecoderInput(torch.autograd.Function):
 def decoder_input(gate: Tensor, skip: Tensor, pooled_skip: Tensor,
                   project: tuple[Tensor, Tensor], theta: Tensor, phi: tuple[Tensor, Tensor],
                   psi: tuple[Tensor, Tensor]) -> Tensor:
-    """A decoder stage's input (network.DecoderStage) on channels-last tensors: the gate
+    """A decoder stage's input (`network.DecoderStage`) on channels-last tensors: the gate
     features projected by `project` and upsampled x2 to the skip's grid, concatenated with
     `skip` (P, R, C, Cs) gated by `sigmoid(psi(relu(theta(pooled_skip) + phi(gate))))` (the
     attention gate at the coarse grid, upsampled); 1x1x1 convs as (weight, bias), `theta`
@@ -351,7 +351,8 @@ def decoder_input(gate: Tensor, skip: Tensor, pooled_skip: Tensor,
 
 
 def upsample2(x: Tensor, size: tuple[int, int, int]) -> Tensor:
-    """`ops_cl.upsample2` (x2 trilinear, align_corners=False, cropped to `size`) in C++."""
+    """`channels_last_ops.upsample2` (x2 trilinear, align_corners=False, cropped to `size`)
+    in C++."""
     require_cpu_float32(x, "upsample2")
     if any(not 2 * n - 1 <= m <= 2 * n for n, m in zip(x.shape[:3], size, strict=True)):
         raise ValueError(f"cannot crop x2 of {tuple(x.shape[:3])} to {tuple(size)}")
@@ -383,7 +384,7 @@ class _MaxPool2(torch.autograd.Function):
 
 
 def max_pool2(x: Tensor) -> Tensor:
-    """`ops_cl.max_pool2` (2x2x2, stride 2, ceil mode) of a channels-last float32 CPU tensor in
-    C++."""
+    """`channels_last_ops.max_pool2` (2x2x2, stride 2, ceil mode) of a channels-last float32
+    CPU tensor in C++."""
     require_cpu_float32(x, "max_pool2", ndim=4)
     return _MaxPool2.apply(x)

@@ -6,17 +6,17 @@ import time
 
 import pytest
 
-from worker.recon.d2ip import fused
-from worker.recon.d2ip.thread_tuner import ThreadTuner
+from worker.recon.d2ip.cpu import library
+from worker.recon.d2ip.cpu.thread_tuner import ThreadTuner
 
 
 @pytest.fixture(autouse=True)
 def _two_cpus(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(fused, "default_threads", lambda: 2)
-    before = fused.set_threads(None)
+    monkeypatch.setattr(library, "default_threads", lambda: 2)
+    before = library.set_threads(None)
     yield
-    fused.set_threads(before)
-    fused.tune(None)
+    library.set_threads(before)
+    library.tune(None)
 
 
 def _run(tuner: ThreadTuner, n: int, seconds_by_threads: dict[int, float]) -> list[int]:
@@ -24,8 +24,8 @@ def _run(tuner: ThreadTuner, n: int, seconds_by_threads: dict[int, float]) -> li
     used = []
     for _ in range(n):
         with tuner.iteration():
-            used.append(fused.threads())
-            time.sleep(seconds_by_threads[fused.threads()])
+            used.append(library.threads())
+            time.sleep(seconds_by_threads[library.threads()])
     return used
 
 
@@ -36,11 +36,11 @@ def test_probes_both_counts_and_keeps_the_faster() -> None:
     assert used[6:] == [1] * 5 and tuner.choices == [1]
     used = _run(tuner, 6, {1: 0.02, 2: 0.001})  # the machine changed: probed again
     assert used == [1, 1, 1, 2, 2, 2] and tuner.choices == [1, 2]
-    assert fused.threads() == 2
+    assert library.threads() == 2
 
 
 def test_a_fixed_thread_count_is_left_alone() -> None:
-    fused.set_threads(1)
+    library.set_threads(1)
     tuner = ThreadTuner(probe=2, every=3)
     assert _run(tuner, 8, {1: 0.0, 2: 0.0}) == [1] * 8
     assert tuner.choices == []

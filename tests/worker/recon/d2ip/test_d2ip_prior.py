@@ -1,4 +1,4 @@
-"""Eq. (8), (9), (11): TV values, mask handling, temporal weights and window, output mapping."""
+"""Eq. (11)-(13): TV values, mask handling, temporal weights and window, the 4D-TV prior."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ import math
 import pytest
 import torch
 
-from worker.recon.d2ip.loss import (
-    DataTerm,
-    LossConfig,
+from worker.recon.d2ip.prior import (
+    TV4D,
     MaskGeometry,
     VolumeWindow,
     spatial_tv,
     temporal_tv,
     temporal_weights,
 )
-from worker.recon.d2ip.mapping import OutputRange, mask_indices, to_volume
 
 EPS = 1e-6
 
@@ -75,50 +73,12 @@ def test_temporal_tv_value() -> None:
     assert float(temporal_tv(x, prev, torch.zeros(2), EPS)) == 0.0
 
 
-def test_data_loss_is_the_mean_squared_residual() -> None:
-    jac = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
-    x, dv = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0, 0.0])
-    assert float(DataTerm(jac, rtol=None)(x, dv)) == pytest.approx((1 + 4 + 4) / 3)
-    assert float(DataTerm(jac)(x, dv)) == pytest.approx((1 + 4 + 4) / 3)
-
-
-def test_range_compressed_data_term_is_exact_on_redundant_rows() -> None:
-    gen = torch.Generator().manual_seed(0)
-    rows = torch.randn(6, 40, generator=gen)
-    jac = rows.repeat_interleave(2, dim=0)  # reciprocal pairs: M = 12, rank 6
-    term, plain = DataTerm(jac), DataTerm(jac, rtol=None)
-    assert term.rank == 6 and plain.rank == 12
-    x = torch.randn(40, generator=gen, requires_grad=True)
-    dv = torch.randn(12, generator=gen)  # has a part outside J's range
-    a, b = term(x, dv), plain(x, dv)
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    ga, gb = torch.autograd.grad(a, x)[0], torch.autograd.grad(b, x)[0]
-    torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
-
-
-def test_loss_defaults_follow_the_paper() -> None:
-    cfg = LossConfig()
-    assert (cfg.lam, cfg.lam_s, cfg.lam_t) == (0.002, 1.0, 0.1)
-
-
-def test_output_range_maps_half_to_zero_and_validates() -> None:
-    rng = OutputRange()
-    assert float(rng.apply(torch.tensor(0.5))) == 0.0
-    assert (rng.lo, rng.hi) == (-1.0, 1.0)
-    assert OutputRange.symmetric(0.3) == OutputRange(-0.3, 0.3)
-    assert OutputRange.from_preview(0.2) == OutputRange(-0.4, 0.4)
-    assert OutputRange.from_preview(5.0) == OutputRange(-1.0, 1.0)
-    for lo, hi in [(0.0, 1.0), (-1.0, -0.1), (0.2, 0.1)]:
-        with pytest.raises(ValueError):
-            OutputRange(lo, hi)
-
-
-def test_mask_order_is_c_order_and_round_trips() -> None:
-    mask = torch.zeros(2, 3, 4, dtype=torch.bool)
-    mask[0, 1, 2] = mask[1, 0, 0] = mask[1, 2, 3] = True
-    assert mask_indices(mask).tolist() == [6, 12, 23]
-    vol = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
-    values = vol[mask]
-    assert torch.equal(vol.reshape(-1)[mask_indices(mask)], values)
-    back = to_volume(values, mask)
-    assert torch.equal(back[mask], values) and float(back[~mask].abs().sum()) == 0.0
+def test_tv4d_weighs_the_spatial_and_temporal_terms() -> None:
+    geom = MaskGeometry.from_mask(torch.ones(3, 4, 5, dtype=torch.bool))
+    volume = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(1))
+    values = volume.reshape(-1)
+    previous, weights = torch.zeros(2, 60), temporal_weights(1, 2)
+    prior = TV4D(geom, lam_s=1.0, lam_t=0.1, eps=EPS)
+    expected = (spatial_tv(volume, geom, EPS)
+                + 0.1 * temporal_tv(values, previous, weights, EPS))
+    torch.testing.assert_close(prior(volume, values, previous, weights), expected)

@@ -1,14 +1,14 @@
-"""Adam over one flat copy of a network's parameters (the D2IP optimiser, paper III.A-C).
+"""Adam over one flat copy of a network's parameters: the CPU's `optimise.Adam`.
 
 `FlatAdam(net, lr)` makes every parameter of `net` a view of one flat tensor and every
 gradient a view of one flat gradient, then runs torch's fused Adam on that single tensor. The
 update is torch.optim.Adam's, element by element; what changes is the per-tensor overhead: one
-fused-Adam call and one fill per iteration instead of 134 of each (about 1 ms of the ~20 ms
-iteration on the CPU, see docs/d2ip.md). Autograd accumulates each parameter's gradient in place
-into its view, so the flat gradient is complete after `backward()`.
+fused-Adam call and one fill per iteration instead of one per parameter tensor (134). Autograd
+accumulates each parameter's gradient in place into its view, so the flat gradient is complete
+after `backward()`.
 
 The moments are exposed by parameter name (`moments`, `load_moments`), the format the session
-state and the warm-start store keep.
+state and the warm-start store keep (`optimise.Optimizer`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-Moments = dict[str, dict[str, Tensor]]
+from worker.recon.d2ip.optimise import Moments, check_moments
 
 
 class FlatAdam:
@@ -60,16 +60,12 @@ class FlatAdam:
         """Set Adam's state from `moments` (by parameter name, as `moments()` gives it; the
         per-name tensors may also be flat). Every parameter must be present and
         all must share one step count."""
-        if set(moments) != set(self.spans):
-            raise ValueError("moments must cover exactly the network's parameters")
-        steps = {float(m["step"]) for m in moments.values()}
-        if len(steps) != 1:
-            raise ValueError(f"parameters have different Adam step counts: {sorted(steps)}")
+        step_count = check_moments(moments, set(self.spans))
         flat: dict[str, Tensor] = {}
         for key in ("exp_avg", "exp_avg_sq"):
             buf = torch.zeros_like(self.flat.detach())
             for name, (s, n, _) in self.spans.items():
                 buf[s:s + n] = torch.as_tensor(moments[name][key]).reshape(-1)
             flat[key] = buf
-        step = torch.tensor(steps.pop(), dtype=torch.float32, device=self.flat.device)
+        step = torch.tensor(step_count, dtype=torch.float32, device=self.flat.device)
         self.adam.state[self.flat] = {"step": step, **flat}

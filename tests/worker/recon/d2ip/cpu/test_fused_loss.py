@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worker.recon.d2ip import fused, fused_loss
-from worker.recon.d2ip.loss import MaskGeometry, spatial_tv, temporal_tv, temporal_weights
-from worker.recon.d2ip.synthetic import make_problem
+from worker.bench.synthetic import make_problem
+from worker.recon.d2ip.cpu import fused_loss, library
+from worker.recon.d2ip.prior import MaskGeometry, spatial_tv, temporal_tv, temporal_weights
 
-needs_kernels = pytest.mark.skipif(not fused.available(), reason="no fused kernels")
+needs_kernels = pytest.mark.skipif(not library.available(), reason="no fused kernels")
 
 
 @needs_kernels
