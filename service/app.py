@@ -42,8 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await redis.aclose()
 
     # /docs and /redoc load Swagger UI and ReDoc from the package, never from a CDN
+    # (and Swagger UI's online spec validator is off)
     app = FastAPIOffline(title="eitmon monitoring API", version="1", description=DESCRIPTION,
-                         lifespan=lifespan)
+                         lifespan=lifespan, swagger_ui_parameters={"validatorUrl": None})
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
