@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from redis.asyncio import Redis
 
 from service import frames, ops, sessions, stream_ws, viewer
@@ -16,7 +17,8 @@ from service.settings import Settings
 
 DESCRIPTION = """Bedside 3D lung EIT monitor: queue voltage frames, watch reconstructed volumes.
 
-Bearer tokens (JWT, HS256) carry the scopes `frames:write`, `volumes:read`, `sessions:admin`.
+Bearer tokens (JWT, HS256) carry the scopes `frames:write`, `volumes:read`, `sessions:admin`,
+and may be bound to sessions (a `frames:write` token must be: one session).
 Live volumes: `WS /v1/sessions/{id}/stream` (see docs/service-api.md); authenticate with the
 subprotocols `["bearer", "<token>"]` or a first message `{"token": "<token>"}`.
 Every error answers `{"error": {"reason": "...", "detail": "..."}}`."""
@@ -39,11 +41,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.hub.close()
             await redis.aclose()
 
-    app = FastAPI(title="eitmon monitoring API", version="1", description=DESCRIPTION,
-                  lifespan=lifespan)
+    # /docs and /redoc load Swagger UI and ReDoc from the package, never from a CDN
+    # (and Swagger UI's online spec validator is off)
+    app = FastAPIOffline(title="eitmon monitoring API", version="1", description=DESCRIPTION,
+                         lifespan=lifespan, swagger_ui_parameters={"validatorUrl": None})
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     for module in (ops, sessions, frames, stream_ws, viewer):
         app.include_router(module.router)
+    if settings.metrics_port is None:
+        app.include_router(ops.metrics_router)
     return app

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 from fastapi import Request
 from redis.asyncio import Redis
 
 from service.contract.fields import SessionField
-from service.contract.keys import session_key
+from service.contract.keys import SESSION_ID, session_key
 from service.errors import ApiError
 from service.settings import Settings
-
-_SID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def get_redis(request: Request) -> Redis:
@@ -37,7 +33,7 @@ def failed(sid: str) -> ApiError:
 
 
 def valid_sid(sid: str) -> bool:
-    return bool(_SID.match(sid))
+    return bool(SESSION_ID.match(sid))
 
 
 async def session_status(redis: Redis, sid: str) -> str:

@@ -9,7 +9,11 @@ Bodies:
 A batch is accepted or rejected whole. Within a batch seqs must increase; repeating a seq of the
 same batch marks the repeat a duplicate. A frame whose seq is <= the session's last accepted
 seq is a duplicate too: acknowledged, reported, counted, never queued twice (the check and the
-XADDs run in one Lua script, so concurrent posts cannot double-queue).
+XADDs run in one Lua script, so concurrent posts cannot double-queue). A seq more than
+`Settings.seq_window` ahead of the last accepted one refuses the batch (422 seq_too_far_ahead),
+so that no sender can push the session's high-water mark out of the belt's reach.
+
+Only a token bound to the session (or an admin token) may write to it (`service.auth`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from service.auth import Principal, authenticate, bearer_scheme
 from service.contract.codecs import FRAME_DTYPE, encode_frame, flat
 from service.contract.fields import SessionField, SessionStatus
 from service.contract.keys import counters_key, frames_key, session_key
-from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
+from service.contract.scripts import FAILED, MISSING, NOT_OPEN, SEQ_TOO_FAR, registered
 from service.contract.tokens import FRAMES_WRITE
 from service.deps import closed, failed, get_redis, get_settings, not_found, valid_sid
 from service.errors import AUTH_RESPONSES, SESSION_RESPONSES, ApiError, error_example
@@ -166,12 +170,12 @@ def _check_count(count: int, max_frames: int) -> None:
         raise reject(413, "batch_too_large", f"at most {max_frames} frames per request")
 
 
-async def ingest(redis: Redis, sid: str, batch: Batch) -> FramesAck:
+async def ingest(redis: Redis, sid: str, batch: Batch, seq_window: int) -> FramesAck:
     """Run the atomic check-and-append; ApiError(404/409) if the session vanished, closed or
-    failed."""
+    failed, ApiError(422) if a seq jumps more than `seq_window` ahead."""
     entries = [flat(encode_frame(seq, ts, v)) for seq, ts, v in
                zip(batch.seqs, batch.timestamps, batch.voltages, strict=True)]
-    args: list[Any] = [len(entries), len(entries[0])]
+    args: list[Any] = [len(entries), len(entries[0]), seq_window]
     for seq, entry in zip(batch.seqs, entries, strict=True):
         args += [str(seq), *entry]
     keys = [session_key(sid), counters_key(sid), frames_key(sid)]
@@ -182,6 +186,9 @@ async def ingest(redis: Redis, sid: str, batch: Batch) -> FramesAck:
         raise failed(sid)
     if out[0] == NOT_OPEN:
         raise closed(sid)
+    if out[0] == SEQ_TOO_FAR:
+        raise reject(422, "seq_too_far_ahead",
+                     f"a seq is more than {seq_window} ahead of the last accepted seq")
     accepted, last, lag, dups = out
     return FramesAck(accepted=int(accepted), duplicates=[int(d) for d in dups],
                      last_seq=int(last), lag_frames=max(int(lag), 0))
@@ -210,11 +217,12 @@ async def count_rejection(redis: Redis, sid: str, reason: str) -> None:
         log.warning("could not count a rejection for session %s: %s", sid, type(e).__name__)
 
 
-async def frames_principal(request: Request, credentials: HTTPAuthorizationCredentials | None
+async def frames_principal(sid: str, request: Request,
+                           credentials: HTTPAuthorizationCredentials | None
                            = Depends(bearer_scheme)) -> Principal:
-    """frames:write, counting auth failures in the rejection metric."""
+    """frames:write on this session, counting auth failures in the rejection metric."""
     try:
-        return authenticate(request, credentials, (FRAMES_WRITE,))
+        return await authenticate(request, credentials, (FRAMES_WRITE,), sid)
     except ApiError as e:
         metrics.FRAMES_REJECTED.labels(e.reason).inc()
         raise
@@ -275,7 +283,7 @@ async def post_frames(sid: str, request: Request,
             batch = parse_json(body, m, settings.max_batch_frames)
         else:
             batch = parse_binary(body, request, m, settings.max_batch_frames)
-        ack = await ingest(redis, sid, batch)
+        ack = await ingest(redis, sid, batch, settings.seq_window)
     except ApiError as e:
         metrics.FRAMES_REJECTED.labels(e.reason).inc()
         if e.reason != "session_not_found":

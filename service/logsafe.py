@@ -1,5 +1,6 @@
 """Logging that cannot leak credentials: a filter that redacts bearer tokens (JWTs) from every
-record, and the uvicorn logging config that installs it on every handler.
+record, and the uvicorn logging config that installs it on every handler. Every line starts
+with its UTC time (ISO 8601, milliseconds).
 
 Patient labels are never passed to a logger in the first place; tokens could reach one through
 a library (the WebSocket handshake headers and frame payloads that websockets logs at debug
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
+
+from uvicorn.logging import AccessFormatter, DefaultFormatter
 
 # a JWT starts with the base64url of '{"': "eyJ"; the dots also swallow "..." elisions
 JWT = re.compile(r"eyJ[A-Za-z0-9_.-]{8,}")
@@ -47,6 +51,21 @@ def _clean(value: Any) -> Any:
     return value if clean == text else clean
 
 
+class _UtcTime(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        """`2026-12-06T10:41:45.123Z`."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
+
+class TimestampedFormatter(_UtcTime, DefaultFormatter):
+    """uvicorn's formatter, with UTC timestamps."""
+
+
+class TimestampedAccessFormatter(_UtcTime, AccessFormatter):
+    """uvicorn's access-log formatter, with UTC timestamps."""
+
+
 def log_config(level: str = "info") -> dict[str, Any]:
     """uvicorn's default logging config plus the redaction filter and eitmon's own logger."""
     return {
@@ -54,10 +73,11 @@ def log_config(level: str = "info") -> dict[str, Any]:
         "disable_existing_loggers": False,
         "filters": {"redact": {"()": "service.logsafe.RedactFilter"}},
         "formatters": {
-            "default": {"()": "uvicorn.logging.DefaultFormatter",
-                        "fmt": "%(levelprefix)s %(name)s: %(message)s", "use_colors": None},
-            "access": {"()": "uvicorn.logging.AccessFormatter",
-                       "fmt": '%(levelprefix)s %(client_addr)s - "%(request_line)s" '
+            "default": {"()": "service.logsafe.TimestampedFormatter",
+                        "fmt": "%(asctime)s %(levelprefix)s %(name)s: %(message)s",
+                        "use_colors": None},
+            "access": {"()": "service.logsafe.TimestampedAccessFormatter",
+                       "fmt": '%(asctime)s %(levelprefix)s %(client_addr)s - "%(request_line)s" '
                               "%(status_code)s"},
         },
         "handlers": {

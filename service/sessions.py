@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from service import metrics
-from service.auth import Principal, require
+from service.auth import Principal, require, require_session
 from service.contract.codecs import (
     decode_lease,
     encode_close,
@@ -238,18 +238,20 @@ async def list_sessions(
     request: Request,
     status: SessionStatus | None = Query(None, description="filter by status"),
     limit: int = Query(100, ge=1, le=1000),
-    _: Principal = Depends(require(SESSIONS_ADMIN, VOLUMES_READ)),
+    principal: Principal = Depends(require(SESSIONS_ADMIN, VOLUMES_READ)),
 ) -> SessionList:
-    """Sessions from the index; ids whose keys expired are pruned from it on the way."""
+    """Sessions from the index; ids whose keys expired are pruned from it on the way. A token
+    bound to sessions sees only those."""
     redis = get_redis(request)
     out: list[SessionInfo] = []
     start = 0
     while len(out) < limit:
-        ids = [i.decode() for i in await redis.zrevrange(SESSIONS_INDEX, start,
-                                                        start + limit - 1)]
-        if not ids:
+        page = [i.decode() for i in await redis.zrevrange(SESSIONS_INDEX, start,
+                                                         start + limit - 1)]
+        if not page:
             break
-        start += len(ids)
+        start += len(page)
+        ids = [i for i in page if principal.may_access(i)]
         infos = await asyncio.gather(*(load_session(redis, i) for i in ids))
         gone = [i for i, info in zip(ids, infos, strict=True) if info is None]
         if gone:
@@ -262,7 +264,7 @@ async def list_sessions(
 @router.get("/v1/sessions/{sid}", response_model=SessionInfo, summary="Session status",
             responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404]})
 async def get_session(sid: str, request: Request,
-                      _: Principal = Depends(require(SESSIONS_ADMIN, VOLUMES_READ))
+                      _: Principal = Depends(require_session(SESSIONS_ADMIN, VOLUMES_READ))
                       ) -> SessionInfo:
     """Status, counters, lag and owning worker."""
     info = await load_session(get_redis(request), sid)
@@ -275,7 +277,8 @@ async def get_session(sid: str, request: Request,
                summary="Close a session (idempotent)",
                responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404]})
 async def close_session(sid: str, request: Request,
-                        _: Principal = Depends(require(SESSIONS_ADMIN))) -> SessionInfo:
+                        _: Principal = Depends(require_session(SESSIONS_ADMIN))
+                        ) -> SessionInfo:
     """Mark closed, append a `close` entry after the last frame, remove the session's control
     entry; every key of the session expires after the retention period."""
     redis, settings = get_redis(request), get_settings(request)
@@ -307,7 +310,7 @@ async def close_session(sid: str, request: Request,
             responses={**_ADMIN_RESPONSES,
                        422: error_example("wrong_length", "voltages: expected 928 values")})
 async def put_reference(sid: str, body: ReferenceBody, request: Request,
-                        _: Principal = Depends(require(SESSIONS_ADMIN, FRAMES_WRITE))
+                        _: Principal = Depends(require_session(SESSIONS_ADMIN, FRAMES_WRITE))
                         ) -> ReferenceAck:
     """Store the reference and queue it in-band, so frames after it use it."""
     redis = get_redis(request)

@@ -1,7 +1,9 @@
 """Service settings from the environment (pydantic-settings).
 
 The JWT secret comes from `EITMON_JWT_SECRET_FILE` (preferred: a mounted secret) or
-`EITMON_JWT_SECRET`; setting both is an error, so that a stale value never wins silently.
+`EITMON_JWT_SECRET` (the API then logs a warning: an environment variable is visible to
+every process that can read the container's environment); setting both is an error, so that a
+stale value never wins silently.
 Without either the service refuses to start, unless `EITMON_DEMO=1`, which generates a random
 secret for this process only (the `eitmon api` command then prints a token for it).
 """
@@ -16,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
 MiB = 1024 * 1024
+DAY_S = 86_400
 
 
 class Settings(BaseSettings):
@@ -34,6 +37,19 @@ class Settings(BaseSettings):
     viewer_queue: int = Field(2, gt=0, description="volumes buffered per viewer (drop oldest)")
     ws_auth_timeout_s: float = Field(5.0, gt=0, description="wait for a first-message token")
     session_retention_s: int = Field(86_400, gt=0, description="keys of a closed session expire")
+    token_max_ttl_s: int = Field(
+        7 * DAY_S, gt=0, description="longest token lifetime (exp - iat) the API accepts and "
+                                     "`eitmon token create` mints")
+    revocation_check_s: float = Field(
+        5.0, gt=0, description="how often an open WebSocket re-checks the revocation list")
+    seq_window: int = Field(
+        100_000, gt=0, description="largest seq jump ahead of the last accepted seq (422 "
+                                   "seq_too_far_ahead beyond)")
+    allowed_origins: str = Field(
+        "", description="comma-separated WebSocket origins allowed besides the API's own, "
+                        "e.g. https://central.example.org")
+    metrics_port: int | None = Field(
+        None, gt=0, lt=65536, description="serve /metrics on this port only (not on the API's)")
 
     _secret: str = PrivateAttr("")
     _generated: bool = PrivateAttr(False)
@@ -65,6 +81,17 @@ class Settings(BaseSettings):
     def secret(self) -> str:
         """The resolved HS256 secret."""
         return self._secret
+
+    @property
+    def secret_from_env(self) -> bool:
+        """True when the secret came from EITMON_JWT_SECRET rather than a file."""
+        return self.jwt_secret is not None
+
+    @property
+    def origin_allow_list(self) -> frozenset[str]:
+        """The configured extra WebSocket origins, lower-cased, without trailing slashes."""
+        return frozenset(o.strip().rstrip("/").lower() for o in self.allowed_origins.split(",")
+                         if o.strip())
 
     @property
     def secret_generated(self) -> bool:

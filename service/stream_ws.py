@@ -1,9 +1,15 @@
 """`WS /v1/sessions/{id}/stream`: live volumes for a viewer.
 
-Auth (scope volumes:read), without tokens in URLs: offer subprotocols `["bearer", "<token>"]`
-(the server selects "bearer"), or connect without subprotocols and send `{"token": "..."}` as
-the first text message within `ws_auth_timeout_s`. Close codes: 1008 bad or missing token (and
-when the token expires mid-stream), 4404 unknown session, 1011 internal error.
+Origin: a handshake whose `Origin` header is neither the API's own (the `Host` it was sent to)
+nor in `Settings.allowed_origins` is refused with HTTP 403 before anything else; clients that
+send no Origin (not a browser) pass.
+
+Auth (scope volumes:read, a token that may read this session), without tokens in URLs: offer
+subprotocols `["bearer", "<token>"]` (the server selects "bearer"), or connect without
+subprotocols and send `{"token": "..."}` as the first text message within
+`ws_auth_timeout_s`. Close codes: 1008 bad or missing token (and mid-stream when the token
+expires, or is revoked: checked every `revocation_check_s`), 4404 unknown session, 1011
+internal error.
 
 Per volume the server sends a JSON text message (metadata) and then a binary message
 (`service.wire`). A viewer that reads slowly loses its oldest pending volumes, never others'.
@@ -19,11 +25,20 @@ import contextlib
 import json
 import logging
 import time
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from service.auth import Principal, check_scope, decode_token, websocket_token
+from service.auth import (
+    Principal,
+    check_scope,
+    check_session,
+    is_revoked,
+    verify_token,
+    websocket_token,
+)
 from service.contract.tokens import VOLUMES_READ
 from service.deps import session_status
 from service.errors import ApiError
@@ -48,7 +63,18 @@ async def _first_message_token(ws: WebSocket, timeout: float) -> str | None:
     return token if isinstance(token, str) else None
 
 
-async def _authenticate(ws: WebSocket) -> Principal | None:
+def origin_allowed(ws: WebSocket) -> bool:
+    """True without an Origin header, for the API's own origin and for configured ones."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    if urlsplit(origin).netloc == ws.headers.get("host", "").lower():
+        return True
+    return origin in ws.app.state.settings.origin_allow_list
+
+
+async def _authenticate(ws: WebSocket, sid: str) -> Principal | None:
     """Accept the socket and check the token; on failure close with 1008 and return None."""
     settings = ws.app.state.settings
     token = websocket_token(list(ws.scope.get("subprotocols") or []))
@@ -59,12 +85,28 @@ async def _authenticate(ws: WebSocket) -> Principal | None:
         await ws.close(POLICY_VIOLATION, "missing_token")
         return None
     try:
-        principal = decode_token(settings.secret, token)
+        principal = await verify_token(settings, ws.app.state.redis, token)
         check_scope(principal, (VOLUMES_READ,))
+        check_session(principal, sid)
     except ApiError as e:
         await ws.close(POLICY_VIOLATION, e.reason)
         return None
     return principal
+
+
+async def _watch_token(redis: Redis, principal: Principal, interval: float) -> str:
+    """Wait until the token expires ("expired_token") or is revoked ("revoked_token"),
+    checking the revocation list every `interval` seconds."""
+    while True:
+        left = principal.expires_at - time.time()
+        if left <= 0:
+            return "expired_token"
+        await asyncio.sleep(min(left, interval))
+        try:
+            if await is_revoked(redis, principal.token_id):
+                return "revoked_token"
+        except RedisError:  # the next check retries; volumes stop anyway while Redis is down
+            continue
 
 
 async def _send_loop(ws: WebSocket, q: LatestQueue) -> None:
@@ -87,7 +129,14 @@ async def _receive_loop(ws: WebSocket) -> None:
 
 @router.websocket("/v1/sessions/{sid}/stream")
 async def stream(ws: WebSocket, sid: str) -> None:
-    principal = await _authenticate(ws)
+    if not origin_allowed(ws):
+        await ws.close(POLICY_VIOLATION, "origin_not_allowed")  # before accept: HTTP 403
+        return
+    try:
+        principal = await _authenticate(ws, sid)
+    except RedisError:
+        await ws.close(INTERNAL_ERROR, "redis_unavailable")
+        return
     if principal is None:
         return
     hub: ResultHub = ws.app.state.hub
@@ -100,14 +149,15 @@ async def stream(ws: WebSocket, sid: str) -> None:
         await ws.close(INTERNAL_ERROR, "redis_unavailable")
         return
     q = hub.subscribe(sid)
-    expiry = max(principal.expires_at - time.time(), 0.0)
-    timer = asyncio.create_task(asyncio.sleep(expiry))
+    watch = asyncio.create_task(_watch_token(ws.app.state.redis, principal,
+                                             ws.app.state.settings.revocation_check_s))
     sender = asyncio.create_task(_send_loop(ws, q))
-    tasks = {sender, asyncio.create_task(_receive_loop(ws)), timer}
-    expired = ended = False
+    tasks = {sender, asyncio.create_task(_receive_loop(ws)), watch}
+    token_end: str | None = None
+    ended = False
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        expired = timer in done
+        token_end = watch.result() if watch in done else None
         ended = sender in done and sender.exception() is None
     finally:
         for t in tasks:
@@ -116,9 +166,9 @@ async def stream(ws: WebSocket, sid: str) -> None:
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, Exception):
                 await t
         await hub.unsubscribe(sid, q)
-    if expired:
+    if token_end is not None:
         with contextlib.suppress(Exception):
-            await ws.close(POLICY_VIOLATION, "expired_token")
+            await ws.close(POLICY_VIOLATION, token_end)
     elif ended:
         with contextlib.suppress(Exception):
             await ws.close(NORMAL_CLOSURE, "session_failed")

@@ -2,7 +2,9 @@
 
 Torch-free (numpy, httpx). Frames go out as they fall due (frame i at start + i / rate), in
 batches of `batch` frames, as binary float32 bodies (or JSON); a failed request is retried with
-the same seqs, which the API acknowledges as duplicates if it had already queued them.
+the same seqs, which the API acknowledges as duplicates if it had already queued them. Any other
+duplicate means that the session already holds seqs this belt never sent (another sender, or
+an earlier run): the belt stops with a BeltError rather than stream frames nobody will see.
 """
 
 from __future__ import annotations
@@ -118,13 +120,25 @@ class Belt:
                        "X-Timestamp-Start": repr(stamps[0])}
             if len(frames) > 1:
                 headers["X-Frame-Interval"] = repr(1.0 / self.rate)
-            return self._request("POST", path, content=frames.tobytes(), headers=headers)
-        body = {"frames": [{"seq": seq + k, "timestamp": t, "voltages": f.tolist()}
-                           for k, (f, t) in enumerate(zip(frames, stamps, strict=True))]}
-        return self._request("POST", path, json=body)
+            ack, retried = self._send("POST", path, content=frames.tobytes(), headers=headers)
+        else:
+            body = {"frames": [{"seq": seq + k, "timestamp": t, "voltages": f.tolist()}
+                               for k, (f, t) in enumerate(zip(frames, stamps, strict=True))]}
+            ack, retried = self._send("POST", path, json=body)
+        if ack["duplicates"] and not retried:
+            dups = ack["duplicates"]
+            raise BeltError(f"POST {path}: the session already holds seqs {dups[0]}.."
+                            f"{dups[-1]} (last seq {ack['last_seq']}) that this belt did not "
+                            f"send: another sender, or an earlier run (to continue a session, "
+                            f"use a token that may also read it)")
+        return ack
 
     def _request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         """A request, retried on 503 and transport errors; BeltError on a refusal."""
+        return self._send(method, path, **kw)[0]
+
+    def _send(self, method: str, path: str, **kw: Any) -> tuple[dict[str, Any], bool]:
+        """`_request`, and whether it was sent more than once (so a duplicate may be ours)."""
         delay = 0.1
         for attempt in range(RETRIES):
             try:
@@ -135,7 +149,7 @@ class Belt:
             else:
                 if r.status_code != 503:
                     _raise_for(r)
-                    return r.json()
+                    return r.json(), attempt > 0
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
         raise BeltError(f"{method} {path}: the API stayed unavailable")

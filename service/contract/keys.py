@@ -28,6 +28,9 @@ Per session `sid` (32 lowercase hex digits):
 Global:
 
 - `eitmon:sessions` ZSET of session ids scored by creation time (unix seconds).
+- `eitmon:revoked-tokens` ZSET of revoked token ids (`jti`), scored by the unix time after
+  which the token has expired anyway (then the entry is pruned). The API refuses those tokens
+  and closes the WebSockets opened with them (`eitmon token revoke JTI`).
 - `eitmon:control` STREAM with one entry per OPEN session (`codecs.encode_control`), so XLEN =
   open sessions (the autoscaler's signal; never capped). Workers claim sessions with
   `XREADGROUP GROUP WORKER_GROUP <worker> ... STREAMS eitmon:control >` and leave the entry
@@ -44,12 +47,17 @@ session afterwards (results, progress) sets `EXPIREAT expires_at` on it too.
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "eitmon"
 WORKER_GROUP = "eitmon-workers"  # consumer group on the control stream and every frame stream
 RESULTS_MAXLEN = 200
 
 SESSIONS_INDEX = f"{PREFIX}:sessions"
 CONTROL_STREAM = f"{PREFIX}:control"
+REVOKED_TOKENS = f"{PREFIX}:revoked-tokens"
+
+SESSION_ID = re.compile(r"^[0-9a-f]{32}$")  # a session id: uuid4().hex, as the API makes them
 
 
 def heartbeat_key(worker: str) -> str:

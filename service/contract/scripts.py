@@ -22,6 +22,8 @@ from service.contract.fields import ENUMS, REJECTED_PREFIX
 
 # Session replies of the API's scripts.
 MISSING, NOT_OPEN, FAILED = -1, -2, -3
+# Reply of the ingest script: a seq jumped more than the window ahead of the last accepted.
+SEQ_TOO_FAR = -4
 # Replies of the worker's fenced scripts: the lease was lost, or the session is gone.
 LOST, GONE = -1, -2
 
@@ -49,10 +51,11 @@ def _script(name: str, keys: tuple[str, ...], template: str) -> LuaScript:
 
 # --- the API's scripts -------------------------------------------------------------------------
 
-# ARGV: n, w, then per frame its seq and the w field/value items of `encode_frame`.
+# ARGV: n, w, window, then per frame its seq and the w field/value items of `encode_frame`.
 # Appends the frames whose seq is above the session's last, counts them and the duplicates.
+# A seq more than `window` ahead of the one accepted before it refuses the whole batch.
 # Returns {accepted, last_seq, lag_frames, {duplicate seqs}}, or {MISSING}, {NOT_OPEN},
-# {FAILED}.
+# {FAILED}, {SEQ_TOO_FAR}.
 INGEST = _script("ingest", ("session", "counters", "frames"), """
 local st = redis.call('HGET', KEYS[1], '${SessionField.STATUS}')
 if not st then return {-1} end
@@ -60,10 +63,16 @@ if st == '${SessionStatus.FAILED}' then return {-3} end
 if st ~= '${SessionStatus.OPEN}' then return {-2} end
 local last_str = redis.call('HGET', KEYS[1], '${SessionField.LAST_SEQ}') or '-1'
 local last = tonumber(last_str)
-local n, width = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, width, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local top = last
+for j = 4, 3 + n * (1 + width), 1 + width do
+  local s = tonumber(ARGV[j])
+  if s > top + window then return {-4} end
+  if s > top then top = s end
+end
 local accepted = 0
 local dups = {}
-local i = 3
+local i = 4
 for _ = 1, n do
   local seq = ARGV[i]
   local s = tonumber(seq)

@@ -73,12 +73,13 @@ class Api:
     def ws_base(self) -> str:
         return self.base.replace("http://", "ws://")
 
-    def token(self, *scopes: str, ttl: int = 600, now: float | None = None) -> str:
+    def token(self, *scopes: str, ttl: int = 600, now: float | None = None,
+              sessions: list[str] | None = None) -> str:
         return create_token(self.settings.secret, scopes or SCOPES, ttl, subject="test",
-                            now=now)
+                            now=now, sessions=sessions)
 
-    def auth(self, *scopes: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(*scopes)}"}
+    def auth(self, *scopes: str, sessions: list[str] | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(*scopes, sessions=sessions)}"}
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.base, trust_env=False, timeout=10)
@@ -92,12 +93,13 @@ class Api:
     def post_frames(self, sid: str, frames: list[dict[str, Any]], **kw: Any) -> httpx.Response:
         with self.client() as c:
             return c.post(f"/v1/sessions/{sid}/frames", json={"frames": frames},
-                          headers=self.auth(FRAMES_WRITE), **kw)
+                          headers=self.auth(FRAMES_WRITE, sessions=[sid]), **kw)
 
 
 def make_settings(redis_url: str, **over: Any) -> Settings:
     return Settings(redis_url=redis_url, jwt_secret=SECRET, max_batch_frames=16,
-                    max_body_bytes=1024 * 1024, ws_auth_timeout_s=2.0, **over)
+                    max_body_bytes=1024 * 1024, ws_auth_timeout_s=2.0,
+                    **{"revocation_check_s": 0.5, **over})
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -161,18 +162,69 @@ def _token_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
 def test_token_create_prints_the_token_last(tmp_path: Any) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET + "\n")
+    sid = "0123456789abcdef" * 2
     out = _token_cli("--scope", "frames:write", "--scope", "volumes:read", "--ttl", "120",
-                     "--subject", "belt-12", EITMON_JWT_SECRET_FILE=str(secret_file))
+                     "--subject", "belt-12", "--session", sid,
+                     EITMON_JWT_SECRET_FILE=str(secret_file))
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip().splitlines()[-1]
     claims = jwt.decode(token, SECRET, algorithms=["HS256"])
     assert claims["scope"] == ["frames:write", "volumes:read"]
     assert claims["sub"] == "belt-12" and claims["exp"] - claims["iat"] == 120
-    assert claims["jti"]
+    assert claims["sessions"] == [sid]
+    assert f"jti {claims['jti']}" in out.stderr and token not in out.stderr
 
     assert _token_cli("--scope", "root", EITMON_JWT_SECRET=SECRET).returncode == 2
-    both = _token_cli("--scope", "frames:write", EITMON_JWT_SECRET=SECRET,
+    both = _token_cli("--scope", "volumes:read", EITMON_JWT_SECRET=SECRET,
                       EITMON_JWT_SECRET_FILE=str(secret_file))
     assert both.returncode == 2 and "not both" in both.stderr
-    demo = _token_cli("--scope", "frames:write", EITMON_DEMO="1")
+    demo = _token_cli("--scope", "volumes:read", EITMON_DEMO="1")
     assert demo.returncode == 2
+
+
+def test_token_create_binds_device_tokens_and_caps_lifetimes(tmp_path: Any) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    env = {"EITMON_JWT_SECRET_FILE": str(secret_file), "EITMON_TOKEN_MAX_TTL_S": "3600"}
+    unbound = _token_cli("--scope", "frames:write", **env)
+    assert unbound.returncode == 2 and "--session" in unbound.stderr
+    bad_id = _token_cli("--scope", "volumes:read", "--session", "bed-4", **env)
+    assert bad_id.returncode == 2 and "session ids" in bad_id.stderr
+    too_long = _token_cli("--scope", "volumes:read", "--ttl", "3601", **env)
+    assert too_long.returncode == 2 and "maximum lifetime of 3600 s" in too_long.stderr
+    viewer = _token_cli("--scope", "volumes:read", "--ttl", "3600", "--session", "a" * 32,
+                        "--session", "b" * 32, **env)
+    assert viewer.returncode == 0, viewer.stderr
+    claims = jwt.decode(viewer.stdout.splitlines()[-1], SECRET, algorithms=["HS256"])
+    assert claims["sessions"] == ["a" * 32, "b" * 32]
+
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+
+
+def test_log_lines_are_timestamped_and_the_secret_variable_warns(redis_url: str) -> None:
+    env = _env(REDIS_URL=redis_url, EITMON_JWT_SECRET=SECRET)
+    with eitmon_api(env) as (base, proc, out):
+        assert httpx.get(f"{base}/v1/sessions", trust_env=False).status_code == 401
+        proc.terminate()
+        proc.wait(timeout=10)
+        out.thread.join(timeout=5)
+    lines = [line for line in out.lines if line.strip()]
+    assert any("GET /v1/sessions" in line for line in lines)  # the access log too
+    assert all(TIMESTAMP.match(line) for line in lines), out.text
+    assert any("WARNING" in line and "prefer EITMON_JWT_SECRET_FILE" in line for line in lines)
+    assert SECRET not in out.text
+
+
+def test_metrics_can_be_served_on_a_separate_port(redis_url: str, tmp_path: Any) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    metrics_port = _port()
+    env = _env(REDIS_URL=redis_url, EITMON_JWT_SECRET_FILE=str(secret_file),
+               EITMON_METRICS_PORT=str(metrics_port))
+    with eitmon_api(env) as (base, _, out):
+        assert httpx.get(f"{base}/metrics", trust_env=False).status_code == 404
+        r = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", trust_env=False)
+        assert r.status_code == 200 and "eitmon_frames_accepted_total" in r.text
+        assert "/metrics" not in httpx.get(f"{base}/openapi.json", trust_env=False).text
+    assert "EITMON_JWT_SECRET" not in out.text  # a secret file: no warning

@@ -65,7 +65,7 @@ def test_frames_and_references_are_refused(api: Api, rdb: redis.Redis) -> None:
     assert r.status_code == 409 and r.json()["error"]["reason"] == "session_failed"
     with api.client() as c:
         r = c.put(f"/v1/sessions/{sid}/reference", json={"voltages": [0.0] * 928},
-                  headers=api.auth(FRAMES_WRITE))
+                  headers=api.auth(FRAMES_WRITE, sessions=[sid]))
         counters = c.get(f"/v1/sessions/{sid}", headers=api.auth(VOLUMES_READ)).json()[
             "counters"]
     assert r.status_code == 409 and r.json()["error"]["reason"] == "session_failed"

@@ -33,8 +33,8 @@ def _post_raw(api: Api, sid: str, content: bytes, content_type: str = "applicati
               **headers: str) -> Any:
     with api.client() as c:
         return c.post(f"/v1/sessions/{sid}/frames", content=content,
-                      headers={**api.auth(FRAMES_WRITE), "Content-Type": content_type,
-                               **headers})
+                      headers={**api.auth(FRAMES_WRITE, sessions=[sid]),
+                               "Content-Type": content_type, **headers})
 
 
 def _binary_headers(count: int, seq0: int = 0, t0: float = 1.0, dt: float = 0.025
@@ -165,7 +165,8 @@ def test_oversized_body_gets_413_and_queues_nothing(api: Api, rdb: redis.Redis) 
 
     with api.client() as c:
         r2 = c.post(f"/v1/sessions/{sid}/frames", content=chunks(),
-                    headers={**api.auth(FRAMES_WRITE), "Content-Type": "application/json"})
+                    headers={**api.auth(FRAMES_WRITE, sessions=[sid]),
+                             "Content-Type": "application/json"})
     assert r2.status_code == 413 and r2.json()["error"]["reason"] == "body_too_large"
     assert _queued(rdb, sid) == []
     assert _counters(api, sid)["rejected_by_reason"] == {"body_too_large": 2}
@@ -174,7 +175,10 @@ def test_oversized_body_gets_413_and_queues_nothing(api: Api, rdb: redis.Redis) 
 def test_unknown_and_closed_sessions(api: Api, rdb: redis.Redis) -> None:
     r = api.post_frames("f" * 32, [api.frame(0)])
     assert r.status_code == 404 and r.json()["error"]["reason"] == "session_not_found"
-    assert api.post_frames("not-an-id", [api.frame(0)]).status_code == 404
+    with api.client() as c:  # no token can be bound to a malformed id: an admin's
+        r = c.post("/v1/sessions/not-an-id/frames", json={"frames": [api.frame(0)]},
+                   headers=api.auth(SESSIONS_ADMIN, FRAMES_WRITE))
+    assert r.status_code == 404
     sid = api.create_session()["id"]
     with api.client() as c:
         c.delete(f"/v1/sessions/{sid}", headers=api.auth(SESSIONS_ADMIN))
@@ -238,3 +242,20 @@ def test_concurrent_overlapping_posts_keep_the_stream_strictly_increasing(
     assert seqs == sorted(set(seqs))  # no seq queued twice, never out of order
     assert seqs[-1] == 10
     assert sum(a["accepted"] for a in acks) == len(seqs) == _counters(api, sid)["accepted"]
+
+
+def test_a_seq_far_ahead_is_refused_not_a_new_high_water_mark(api: Api, rdb: redis.Redis
+                                                              ) -> None:
+    sid = api.create_session()["id"]
+    assert api.post_frames(sid, [api.frame(0)]).status_code == 202
+    body = np.zeros(M, "<f4").tobytes()
+    r = _post_raw(api, sid, body, "application/octet-stream",
+                  **_binary_headers(1, seq0=9007199254740990))
+    assert r.status_code == 422 and r.json()["error"]["reason"] == "seq_too_far_ahead"
+    window = api.settings.seq_window
+    r = api.post_frames(sid, [api.frame(1), api.frame(window + 2)])  # the second jumps too far
+    assert r.status_code == 422
+    ack = api.post_frames(sid, [api.frame(1), api.frame(window + 1)])  # exactly the window
+    assert ack.status_code == 202 and ack.json()["duplicates"] == []
+    assert [f.seq for f in _queued(rdb, sid)] == [0, 1, window + 1]
+    assert _counters(api, sid)["rejected_by_reason"] == {"seq_too_far_ahead": 2}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -117,3 +119,19 @@ def test_openapi_has_examples_for_every_endpoint(api: Api) -> None:
                            for m in body.values()), (method, path, "request")
             if op.get("security"):
                 assert "401" in op["responses"] and "403" in op["responses"], (method, path)
+
+
+def test_docs_and_redoc_are_served_without_a_cdn(api: Api) -> None:
+    with api.client() as c:
+        for page in ("/docs", "/redoc"):
+            html = c.get(page)
+            assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+            urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*'([^']+)'""",
+                              html.text)
+            urls = [a or b for a, b in urls]
+            assert urls, page
+            for url in urls:
+                assert not urlsplit(url).netloc, (page, url)  # no external host
+                assert c.get(url).status_code == 200, (page, url)
+            assert "cdn" not in html.text.lower(), page
+        assert '"validatorUrl": null' in c.get("/docs").text  # no online spec validator

@@ -177,7 +177,7 @@ def test_reference_put_validates_and_queues_in_band(api: Api, rdb: redis.Redis) 
     ref = [0.02] * M_DEFAULT
     with api.client() as c:
         url = f"/v1/sessions/{sid}/reference"
-        ok = c.put(url, json={"voltages": ref}, headers=api.auth(FRAMES_WRITE))
+        ok = c.put(url, json={"voltages": ref}, headers=api.auth(FRAMES_WRITE, sessions=[sid]))
         short = c.put(url, json={"voltages": ref[:-1]}, headers=api.auth(SESSIONS_ADMIN))
         nan = c.put(url, content=json.dumps({"voltages": [float("nan")] + ref[1:]}),
                     headers={**api.auth(SESSIONS_ADMIN), "Content-Type": "application/json"})

@@ -2,7 +2,8 @@
 
 Starts an embedded valkey (unless REDIS_URL is set), the API with a random secret, one worker,
 and a belt replaying a simulated `tidal-breathing` recording at 20 frames/s (simulated once,
-then cached); prints the viewer's address and a viewer token. The session is opened first, so
+then cached); prints the viewer's address and a viewer token. The belt's token and the
+viewer's are bound to the demo's session, as in a deployment. The session is opened first, so
 that the worker builds the forward model while the recording is simulated; the recording's
 reference is then set as the session's explicit reference. The default model is coarser than
 the service default (mesh 16 mm, 12 x 24 x 24 voxels) to keep the cold start short. Ctrl-C
@@ -62,7 +63,7 @@ def demo(
     """Run valkey, the API, a worker and a simulated belt here; Ctrl-C stops them."""
     import httpx
 
-    from service.contract.tokens import SCOPES, VOLUMES_READ, create_token
+    from service.contract.tokens import FRAMES_WRITE, SCOPES, VOLUMES_READ, create_token
     from worker.belt import Belt
     from worker.recording import Recording
     from worker.runtime.local import Child, start_api, start_valkey, start_worker
@@ -85,6 +86,7 @@ def demo(
     admin = create_token(secret, SCOPES, 12 * 3600, subject="demo")
     client = httpx.Client(headers={"Authorization": f"Bearer {admin}"}, trust_env=False,
                           timeout=10.0)
+    belt_client: httpx.Client | None = None
     try:
         redis_url = os.environ.get("REDIS_URL")
         if not redis_url:
@@ -103,12 +105,17 @@ def demo(
         sid = r.json()["id"]
         recording = Recording.load(demo_recording(settings, duration))
         step(f"recording: {recording.n_frames} frames of {recording.n_measurements} values")
-        belt = Belt(client, recording, rate=rate)
+        device = create_token(secret, [FRAMES_WRITE], 12 * 3600, subject="demo-belt",
+                              sessions=[sid])
+        belt_client = httpx.Client(base_url=client.base_url, trust_env=False, timeout=10.0,
+                                   headers={"Authorization": f"Bearer {device}"})
+        belt = Belt(belt_client, recording, rate=rate)
         belt.set_reference(sid)
         belt_thread = threading.Thread(target=belt.stream, name="belt", daemon=True,
                                        kwargs={"sid": sid, "loop": True, "stop": stop})
         belt_thread.start()
-        viewer = create_token(secret, [VOLUMES_READ], 12 * 3600, subject="demo-viewer")
+        viewer = create_token(secret, [VOLUMES_READ], 12 * 3600, subject="demo-viewer",
+                              sessions=[sid])
         typer.echo(f"viewer: {client.base_url}/viewer\nsession: {sid}\ntoken: {viewer}",
                    err=False)
         typer.echo("open the viewer, paste the token, pick the session; Ctrl-C stops the demo",
@@ -133,6 +140,8 @@ def demo(
                        and time.monotonic() < deadline):
                     time.sleep(0.2)
         client.close()
+        if belt_client is not None:
+            belt_client.close()
         for child in reversed(children):
             child.stop()
         step("stopped")

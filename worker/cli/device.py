@@ -13,8 +13,10 @@ def device(
                                          dir_okay=False)],
     url: Annotated[str, typer.Option(help="API base URL, e.g. http://127.0.0.1:8000")],
     token: Annotated[str, typer.Option(
-        envvar="EITMON_TOKEN", help="bearer token: frames:write, plus sessions:admin to "
-                                    "create the session (or set EITMON_TOKEN)")],
+        envvar="EITMON_TOKEN", help="bearer token (or set EITMON_TOKEN): with --session, "
+                                    "frames:write bound to that session (plus volumes:read "
+                                    "to continue after its last seq); without, "
+                                    "sessions:admin and frames:write")],
     rate: Annotated[float, typer.Option(help="frames per second")] = 20.0,
     session: Annotated[str | None, typer.Option(
         help="stream into this session (default: create one for the recording)")] = None,

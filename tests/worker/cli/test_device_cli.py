@@ -13,7 +13,7 @@ import redis
 from typer.testing import CliRunner
 
 from service.contract.keys import session_key
-from service.contract.tokens import SCOPES, VOLUMES_READ, create_token
+from service.contract.tokens import FRAMES_WRITE, SCOPES, VOLUMES_READ, create_token
 from worker.cli.main import app
 from worker.recording import Recording
 from worker.runtime.local import Child, start_api
@@ -49,8 +49,9 @@ def session(api: Child, sid: str) -> dict:
                      headers={"Authorization": f"Bearer {token}"}).json()
 
 
-def device(api: Child, tmp_path: Path, *args: str, scopes: tuple[str, ...] = SCOPES):
-    token = create_token(SECRET, scopes, 60)
+def device(api: Child, tmp_path: Path, *args: str, scopes: tuple[str, ...] = SCOPES,
+           sessions: list[str] | None = None):
+    token = create_token(SECRET, scopes, 60, sessions=sessions)
     return runner.invoke(app, ["device", "--replay", str(tmp_path / "rec.npz"), "--url",
                                api.url, "--token", token, *args])
 
@@ -100,3 +101,23 @@ def test_replays_an_imported_real_recording(api: Child, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     info = session(api, result.stdout.strip().splitlines()[-1])
     assert (info["status"], info["counters"]["accepted"]) == ("closed", 40)
+
+
+def test_duplicates_the_belt_did_not_send_are_an_error(api: Child, tmp_path: Path,
+                                                       recording: Recording) -> None:
+    """A session-bound device token continues its session; a belt that cannot read the session
+    starts at seq 0, finds those seqs taken, and says so instead of streaming into nothing."""
+    sid = device(api, tmp_path, "--rate", "200").stdout.strip().splitlines()[-1]
+    bound = device(api, tmp_path, "--rate", "200", "--session", sid,
+                   scopes=(FRAMES_WRITE, VOLUMES_READ), sessions=[sid])
+    assert bound.exit_code == 0, bound.output
+    assert session(api, sid)["last_seq"] == 23
+    blind = device(api, tmp_path, "--rate", "200", "--session", sid, scopes=(FRAMES_WRITE,),
+                   sessions=[sid])
+    assert blind.exit_code == 1
+    assert "did not send" in blind.output and "Traceback" not in blind.output
+    info = session(api, sid)
+    assert info["last_seq"] == 23 and info["counters"]["duplicate"] == 1
+    other = device(api, tmp_path, "--rate", "200").stdout.strip().splitlines()[-1]
+    refused = device(api, tmp_path, "--session", other, scopes=(FRAMES_WRITE,), sessions=[sid])
+    assert refused.exit_code == 1 and "403 session_not_permitted" in refused.output
