@@ -65,7 +65,8 @@ SESSION_RESPONSES: dict[int | str, dict[str, Any]] = {
     }}}},
 }
 
-_STATUS_REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+# FastAPI's only own 400 is a body it could not parse (e.g. JSON nested past the recursion limit)
+_STATUS_REASONS = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed",
                    413: "body_too_large", 415: "unsupported_media_type"}
 
 
@@ -92,7 +93,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
         reason = _STATUS_REASONS.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse(error_body(reason, str(exc.detail)), status_code=exc.status_code,
+        detail = "the body is not valid JSON" if reason == "invalid_json" else str(exc.detail)
+        return JSONResponse(error_body(reason, detail), status_code=exc.status_code,
                             headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -97,7 +97,7 @@ def parse_json(body: bytes, m: int, max_frames: int) -> Batch:
     """A JSON batch; the NaN/Infinity tokens Python's json accepts are caught as non_finite."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise reject(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(doc, dict) or set(doc) != {"frames"} or not isinstance(doc["frames"], list):
         raise reject(422, "malformed_body", 'expected {"frames": [{seq, timestamp, voltages}]}')
@@ -154,9 +154,13 @@ def parse_binary(body: bytes, request: Request, m: int, max_frames: int) -> Batc
         raise reject(422, "invalid_seq", f"X-Seq-Start: an integer 0..{MAX_SEQ - count}")
     if dt < 0:
         raise reject(400, "invalid_header", "X-Frame-Interval: must be >= 0")
+    stamps = [ts0 + i * dt for i in range(count)]
+    if not math.isfinite(stamps[-1]):  # the largest: ts0 and dt are finite, dt >= 0
+        raise reject(422, "non_finite", f"frames[{count - 1}].timestamp: X-Timestamp-Start + "
+                                        f"{count - 1} * X-Frame-Interval overflows")
     volts = np.frombuffer(body, dtype=FRAME_DTYPE).reshape(count, m)
     _check_finite(volts, "frames")
-    return Batch(list(range(seq0, seq0 + count)), [ts0 + i * dt for i in range(count)], volts)
+    return Batch(list(range(seq0, seq0 + count)), stamps, volts)
 
 
 def _check_count(count: int, max_frames: int) -> None:

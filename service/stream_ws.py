@@ -42,7 +42,7 @@ async def _first_message_token(ws: WebSocket, timeout: float) -> str | None:
     try:
         raw = await asyncio.wait_for(ws.receive_text(), timeout)
         doc = json.loads(raw)
-    except (asyncio.TimeoutError, ValueError, KeyError, RuntimeError):
+    except (asyncio.TimeoutError, ValueError, KeyError, RuntimeError, RecursionError):
         return None
     token = doc.get("token") if isinstance(doc, dict) else None
     return token if isinstance(token, str) else None

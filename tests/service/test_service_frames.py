@@ -68,6 +68,7 @@ def test_binary_body_is_accepted(api: Api, rdb: redis.Redis) -> None:
 
 NAN_JSON = (b'{"frames": [{"seq": 0, "timestamp": 0.0, "voltages": [NaN' + b", 0.1" * (M - 1)
             + b"]}]}")
+DEEP_JSON = b'{"frames": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # RecursionError in json
 INF_JSON = (b'{"frames": [{"seq": 0, "timestamp": 0.0, "voltages": [0.1' + b", 0.1" * (M - 2)
             + b", -Infinity]}]}")
 
@@ -96,6 +97,7 @@ def _bad_json_cases(api: Api) -> dict[str, tuple[bytes, int, str]]:
         "empty batch": (b'{"frames": []}', 422, "empty_batch"),
         "too many frames": (doc(*(api.frame(i) for i in range(17))), 413, "batch_too_large"),
         "not json": (b"{frames", 400, "invalid_json"),
+        "deeply nested": (DEEP_JSON, 400, "invalid_json"),
     }
 
 
@@ -103,7 +105,7 @@ def _bad_json_cases(api: Api) -> dict[str, tuple[bytes, int, str]]:
     "wrong length", "NaN token", "Infinity token", "float32 overflow", "string value",
     "bool value", "null value", "voltages not a list", "timestamp string", "negative seq",
     "float seq", "decreasing seq", "missing key", "not frames", "empty batch",
-    "too many frames", "not json"])
+    "too many frames", "not json", "deeply nested"])
 def test_bad_json_is_rejected_whole_and_counted(api: Api, rdb: redis.Redis, case: str) -> None:
     sid = api.create_session()["id"]
     body, status, reason = _bad_json_cases(api)[case]
@@ -124,6 +126,7 @@ def test_bad_json_is_rejected_whole_and_counted(api: Api, rdb: redis.Redis, case
     ("float64 body", 422, "wrong_length"),
     ("no seq header", 400, "invalid_header"),
     ("bad interval", 400, "invalid_header"),
+    ("infinite timestamps", 422, "non_finite"),
     ("text/plain", 415, "unsupported_media_type"),
 ])
 def test_bad_binary_is_rejected(api: Api, rdb: redis.Redis, mutate: str, status: int,
@@ -145,6 +148,8 @@ def test_bad_binary_is_rejected(api: Api, rdb: redis.Redis, mutate: str, status:
         del headers["X-Seq-Start"]
     elif mutate == "bad interval":
         headers["X-Frame-Interval"] = "nan"
+    elif mutate == "infinite timestamps":  # each finite, but t0 + dt overflows to inf
+        headers["X-Timestamp-Start"] = headers["X-Frame-Interval"] = "1e308"
     elif mutate == "text/plain":
         ctype = "text/plain"
     r = _post_raw(api, sid, body, ctype, **headers)

@@ -202,3 +202,17 @@ def test_explicit_reference_at_creation_comes_first(api: Api, rdb: redis.Redis) 
     assert s["settings"]["reference"] == {"mode": "explicit"}
     entries = rdb.xrange(frames_key(s["id"]))
     assert [decode_frame_entry(f).kind for _, f in entries] == ["reference"]
+
+
+def test_deeply_nested_json_is_400_invalid_json_everywhere(api: Api, rdb: redis.Redis) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000  # json raises RecursionError, not a decode error
+    sid = api.create_session()["id"]
+    headers = {**api.auth(SESSIONS_ADMIN), "Content-Type": "application/json"}
+    with api.client() as c:
+        answers = [c.post("/v1/sessions", content=b'{"geometry": ' + deep + b"}",
+                          headers=headers),
+                   c.put(f"/v1/sessions/{sid}/reference", content=deep, headers=headers)]
+    for r in answers:
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["reason"] == "invalid_json"
+    assert rdb.zcard(SESSIONS_INDEX) == 1
