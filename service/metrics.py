@@ -23,3 +23,5 @@ RECON_LATENCY = Histogram("eitmon_reconstruction_latency_seconds",
 VIEWERS = Gauge("eitmon_viewers_connected", "Connected WebSocket viewers")
 SESSIONS_OPENED = Counter("eitmon_sessions_opened_total", "Sessions created")
 SESSIONS_CLOSED = Counter("eitmon_sessions_closed_total", "Sessions closed")
+WS_REFUSED = Counter("eitmon_ws_refused_total",
+                     "WebSocket viewers refused or gone before streaming, by reason", ["reason"])
