@@ -13,8 +13,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
+
+from service import metrics
 
 log = logging.getLogger("eitmon.service")
 
@@ -64,6 +67,14 @@ SESSION_RESPONSES: dict[int | str, dict[str, Any]] = {
             "session_failed", "session 3f2c... failed: the worker could not reconstruct it")},
     }}}},
 }
+
+REDIS_RESPONSES: dict[str, Any] = {
+    "model": ErrorResponse, "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                       "description": "seconds"}},
+    "content": {"application/json": {"examples": {
+        "unavailable": {"value": error_body("redis_unavailable",
+                                            "the queue is unavailable; retry")},
+        "full": {"value": error_body("redis_full", "the queue is full; retry later")}}}}}
 
 # FastAPI's only own 400 is a body it could not parse (e.g. JSON nested past the recursion limit)
 _STATUS_REASONS = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed",
@@ -116,3 +127,11 @@ def install_error_handlers(app: FastAPI) -> None:
                     type(exc).__name__)
         return JSONResponse(error_body("redis_unavailable", "the queue is unavailable; retry"),
                             status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(OutOfMemoryError)
+    async def _redis_full(request: Request, exc: Exception) -> JSONResponse:
+        metrics.REDIS_FULL.inc()
+        log.warning("redis refused a write (maxmemory) during %s %s", request.method,
+                    request.url.path)
+        return JSONResponse(error_body("redis_full", "the queue is full; retry later"),
+                            status_code=503, headers={"Retry-After": "5"})

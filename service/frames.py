@@ -31,10 +31,16 @@ from service.auth import Principal, authenticate, bearer_scheme
 from service.contract.codecs import FRAME_DTYPE, encode_frame, flat
 from service.contract.fields import SessionField, SessionStatus
 from service.contract.keys import counters_key, frames_key, session_key
-from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
+from service.contract.scripts import BACKLOG_FULL, FAILED, MISSING, NOT_OPEN, registered
 from service.contract.tokens import FRAMES_WRITE
 from service.deps import closed, failed, get_redis, get_settings, not_found, valid_sid
-from service.errors import AUTH_RESPONSES, SESSION_RESPONSES, ApiError, error_example
+from service.errors import (
+    AUTH_RESPONSES,
+    REDIS_RESPONSES,
+    SESSION_RESPONSES,
+    ApiError,
+    error_example,
+)
 from service.models import FramesAck
 
 router = APIRouter(tags=["frames"])
@@ -170,12 +176,12 @@ def _check_count(count: int, max_frames: int) -> None:
         raise reject(413, "batch_too_large", f"at most {max_frames} frames per request")
 
 
-async def ingest(redis: Redis, sid: str, batch: Batch) -> FramesAck:
+async def ingest(redis: Redis, sid: str, batch: Batch, max_backlog: int) -> FramesAck:
     """Run the atomic check-and-append; ApiError(404/409) if the session vanished, closed or
-    failed."""
+    failed, ApiError(429) if its backlog would pass `max_backlog` frames."""
     entries = [flat(encode_frame(seq, ts, v)) for seq, ts, v in
                zip(batch.seqs, batch.timestamps, batch.voltages, strict=True)]
-    args: list[Any] = [len(entries), len(entries[0])]
+    args: list[Any] = [len(entries), len(entries[0]), max_backlog]
     for seq, entry in zip(batch.seqs, entries, strict=True):
         args += [str(seq), *entry]
     keys = [session_key(sid), counters_key(sid), frames_key(sid)]
@@ -186,6 +192,10 @@ async def ingest(redis: Redis, sid: str, batch: Batch) -> FramesAck:
         raise failed(sid)
     if out[0] == NOT_OPEN:
         raise closed(sid)
+    if out[0] == BACKLOG_FULL:
+        raise ApiError(429, "backlog_full",
+                       f"session {sid} holds {out[1]} frames no worker has processed yet "
+                       f"(at most {max_backlog}); retry later", headers={"Retry-After": "5"})
     accepted, last, lag, dups = out
     return FramesAck(accepted=int(accepted), duplicates=[int(d) for d in dups],
                      last_seq=int(last), lag_frames=max(int(lag), 0))
@@ -263,7 +273,10 @@ OPENAPI_FRAMES = {
                400: error_example("invalid_header", "X-Seq-Start: header required"),
                413: error_example("body_too_large", "request bodies are limited to 4194304 bytes"),
                415: error_example("unsupported_media_type", "use application/json or ..."),
-               422: error_example("non_finite", "frames[3].voltages[17]: NaN, Inf or outside ...")})
+               422: error_example("non_finite", "frames[3].voltages[17]: NaN, Inf or outside ..."),
+               429: error_example("backlog_full", "session 3f2c... holds 6000 frames no worker "
+                                                  "has processed yet (at most 6000); retry later"),
+               503: REDIS_RESPONSES})
 async def post_frames(sid: str, request: Request,
                       _: Principal = Depends(frames_principal)) -> FramesAck:
     """Validate and queue a batch; 202 only once every new frame is in the session's stream."""
@@ -279,7 +292,7 @@ async def post_frames(sid: str, request: Request,
             batch = parse_json(body, m, settings.max_batch_frames)
         else:
             batch = parse_binary(body, request, m, settings.max_batch_frames)
-        ack = await ingest(redis, sid, batch)
+        ack = await ingest(redis, sid, batch, settings.max_backlog_frames)
     except ApiError as e:
         metrics.FRAMES_REJECTED.labels(e.reason).inc()
         if e.reason != "session_not_found":

@@ -25,3 +25,5 @@ SESSIONS_OPENED = Counter("eitmon_sessions_opened_total", "Sessions created")
 SESSIONS_CLOSED = Counter("eitmon_sessions_closed_total", "Sessions closed")
 WS_REFUSED = Counter("eitmon_ws_refused_total",
                      "WebSocket viewers refused or gone before streaming, by reason", ["reason"])
+REDIS_FULL = Counter("eitmon_redis_full_total",
+                     "Requests answered 503 redis_full: Redis refused a write (maxmemory)")

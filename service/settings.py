@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     viewer_queue: int = Field(2, gt=0, description="volumes buffered per viewer (drop oldest)")
     ws_auth_timeout_s: float = Field(5.0, gt=0, description="wait for a first-message token")
     session_retention_s: int = Field(86_400, gt=0, description="keys of a closed session expire")
+    max_backlog_frames: int = Field(
+        6000, gt=0, description="frames a session may hold accepted but not yet processed by a "
+                                "worker; more are refused with 429 backlog_full")
 
     _secret: str = PrivateAttr("")
     _generated: bool = PrivateAttr(False)

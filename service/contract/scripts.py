@@ -22,6 +22,7 @@ from service.contract.fields import ENUMS, REJECTED_PREFIX
 
 # Session replies of the API's scripts.
 MISSING, NOT_OPEN, FAILED = -1, -2, -3
+BACKLOG_FULL = -4  # ingest: the session's backlog bound would be passed
 # Replies of the worker's fenced scripts: the lease was lost, or the session is gone.
 LOST, GONE = -1, -2
 
@@ -49,10 +50,11 @@ def _script(name: str, keys: tuple[str, ...], template: str) -> LuaScript:
 
 # --- the API's scripts -------------------------------------------------------------------------
 
-# ARGV: n, w, then per frame its seq and the w field/value items of `encode_frame`.
-# Appends the frames whose seq is above the session's last, counts them and the duplicates.
-# Returns {accepted, last_seq, lag_frames, {duplicate seqs}}, or {MISSING}, {NOT_OPEN},
-# {FAILED}.
+# ARGV: n, w, the backlog bound, then per frame its seq and the w field/value items of
+# `encode_frame`. Appends the frames whose seq is above the session's last, counts them and the
+# duplicates, unless that would take the backlog (accepted - reconstructed - coalesced) past the
+# bound: then nothing is written. Returns {accepted, last_seq, lag_frames, {duplicate seqs}}, or
+# {MISSING}, {NOT_OPEN}, {FAILED}, {BACKLOG_FULL, lag_frames}.
 INGEST = _script("ingest", ("session", "counters", "frames"), """
 local st = redis.call('HGET', KEYS[1], '${SessionField.STATUS}')
 if not st then return {-1} end
@@ -60,10 +62,21 @@ if st == '${SessionStatus.FAILED}' then return {-3} end
 if st ~= '${SessionStatus.OPEN}' then return {-2} end
 local last_str = redis.call('HGET', KEYS[1], '${SessionField.LAST_SEQ}') or '-1'
 local last = tonumber(last_str)
-local n, width = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n, width, most = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local c = redis.call('HMGET', KEYS[2], '${Counter.ACCEPTED}', '${Counter.RECONSTRUCTED}',
+                     '${Counter.COALESCED}')
+local lag = (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0)
+local new, top = 0, last
+local i = 4
+for _ = 1, n do
+  local s = tonumber(ARGV[i])
+  if s > top then new, top = new + 1, s end
+  i = i + 1 + width
+end
+if new > 0 and lag + new > most then return {-4, lag} end
 local accepted = 0
 local dups = {}
-local i = 3
+i = 4
 for _ = 1, n do
   local seq = ARGV[i]
   local s = tonumber(seq)
@@ -82,10 +95,7 @@ if accepted > 0 then
   redis.call('HINCRBY', KEYS[2], '${Counter.ACCEPTED}', accepted)
 end
 if #dups > 0 then redis.call('HINCRBY', KEYS[2], '${Counter.DUPLICATE}', #dups) end
-local c = redis.call('HMGET', KEYS[2], '${Counter.ACCEPTED}', '${Counter.RECONSTRUCTED}',
-                     '${Counter.COALESCED}')
-local lag = (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0)
-return {accepted, last_str, lag, dups}
+return {accepted, last_str, lag + accepted, dups}
 """)
 
 # ARGV: reason. Counts a rejected request, only for an existing session. Returns 0 or 1.

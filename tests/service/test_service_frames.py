@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
+from service.app import create_app
 from service.contract.codecs import FrameEntry, decode_frame_entry
 from service.contract.keys import frames_key
 from service.contract.tokens import FRAMES_WRITE, SESSIONS_ADMIN
+from tests.service.conftest import Api, make_settings
 
 if TYPE_CHECKING:
-    from tests.service.conftest import Api
+    from tests.service.conftest import ServerThread
 
 M = 928
 
@@ -243,3 +246,38 @@ def test_concurrent_overlapping_posts_keep_the_stream_strictly_increasing(
     assert seqs == sorted(set(seqs))  # no seq queued twice, never out of order
     assert seqs[-1] == 10
     assert sum(a["accepted"] for a in acks) == len(seqs) == _counters(api, sid)["accepted"]
+
+
+def test_a_full_redis_answers_503_redis_full_and_counts_it(api: Api, rdb: redis.Redis) -> None:
+    sid = api.create_session()["id"]
+    full_before = REGISTRY.get_sample_value("eitmon_redis_full_total") or 0
+    maxmemory = rdb.config_get("maxmemory")["maxmemory"]
+    rdb.config_set("maxmemory", 1)  # every write is refused with OOM (policy noeviction)
+    try:
+        r = api.post_frames(sid, [api.frame(0)])
+    finally:
+        rdb.config_set("maxmemory", maxmemory)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["reason"] == "redis_full"
+    assert int(r.headers["Retry-After"]) > 0
+    assert REGISTRY.get_sample_value("eitmon_redis_full_total") == full_before + 1
+    assert api.post_frames(sid, [api.frame(0)]).status_code == 202
+
+
+def test_a_backlog_no_worker_processes_is_bounded_with_429(
+        serve: type[ServerThread], redis_url: str, rdb: redis.Redis) -> None:
+    settings = make_settings(redis_url, max_backlog_frames=20)
+    with serve(create_app(settings)) as server:
+        bounded = Api(f"http://127.0.0.1:{server.port}", settings)
+        sid = bounded.create_session()["id"]
+        for first in (0, 10):
+            batch = [bounded.frame(i) for i in range(first, first + 10)]
+            assert bounded.post_frames(sid, batch).status_code == 202
+        r = bounded.post_frames(sid, [bounded.frame(20)])
+        retry = bounded.post_frames(sid, [bounded.frame(5)])  # a duplicate is still answered
+        counters = _counters(bounded, sid)
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["reason"] == "backlog_full" and int(r.headers["Retry-After"]) > 0
+    assert retry.status_code == 202 and retry.json()["duplicates"] == [5]
+    assert rdb.xlen(frames_key(sid)) == 20
+    assert counters["accepted"] == 20 and counters["rejected_by_reason"] == {"backlog_full": 1}

@@ -19,7 +19,7 @@ from service.contract.fields import (
     SessionStatus,
 )
 from service.contract.keys import counters_key, frames_key, session_key
-from service.contract.scripts import FAILED, SCRIPTS, LuaScript, registered
+from service.contract.scripts import BACKLOG_FULL, FAILED, SCRIPTS, LuaScript, registered
 
 HASH_FIELDS = {"session": SessionField, "counters": Counter, "progress": ProgressField}
 STRING = re.compile(r"^'([^']*)'$")
@@ -119,11 +119,11 @@ def _open(rdb: redis.Redis, sid: str, status: SessionStatus = SessionStatus.OPEN
                                         SessionField.LAST_SEQ.value: -1})
 
 
-def _ingest(rdb: redis.Redis, sid: str, seqs: list[int]) -> list:
+def _ingest(rdb: redis.Redis, sid: str, seqs: list[int], most: int = 1000) -> list:
     import numpy as np
 
     entries = [flat(encode_frame(seq, seq * 0.025, np.full(4, seq, np.float32))) for seq in seqs]
-    args: list = [len(entries), len(entries[0])]
+    args: list = [len(entries), len(entries[0]), most]
     for seq, entry in zip(seqs, entries, strict=True):
         args += [str(seq), *entry]
     return registered(rdb).ingest(keys=[session_key(sid), counters_key(sid), frames_key(sid)],
@@ -140,6 +140,18 @@ def test_ingest_appends_the_encoded_frames(rdb: redis.Redis) -> None:
         ("frame", 0, 0.0), ("frame", 1, 0.025), ("frame", 2, 0.05)]
     assert frames[2].voltages.tolist() == [2.0] * 4
     assert registered(rdb) is registered(rdb)  # registered once per client
+
+
+def test_ingest_keeps_the_backlog_under_its_bound(rdb: redis.Redis) -> None:
+    sid = "c" * 32
+    _open(rdb, sid)
+    assert _ingest(rdb, sid, [0, 1, 2], most=4)[0] == 3
+    assert _ingest(rdb, sid, [2, 3, 4], most=4) == [BACKLOG_FULL, 3]  # 3 + 2 new > 4: none
+    assert rdb.xlen(frames_key(sid)) == 3
+    assert _ingest(rdb, sid, [1, 2], most=4)[3] == [b"1", b"2"]  # duplicates still answered
+    rdb.hset(counters_key(sid), Counter.RECONSTRUCTED.value, 2)  # a worker catches up
+    accepted, last, lag, _ = _ingest(rdb, sid, [3, 4], most=4)
+    assert (accepted, int(last), lag) == (2, 4, 3)
 
 
 def test_scripts_refuse_a_failed_session(rdb: redis.Redis) -> None:
