@@ -145,8 +145,11 @@ class SessionInfo(BaseModel):
 
 
 class SessionList(BaseModel):
-    model_config = _examples({"sessions": [SESSION_EXAMPLE]})
+    model_config = _examples({"sessions": [SESSION_EXAMPLE],
+                              "next_cursor": f"1767225600.0-{SID_EXAMPLE}"})
     sessions: list[SessionInfo]
+    next_cursor: str | None = Field(
+        None, description="pass as ?cursor= for the next page; null on the last page")
 
 
 class FramesAck(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import time
@@ -68,6 +67,8 @@ from service.models import (
 
 router = APIRouter(tags=["sessions"])
 
+LIST_BATCH = 100  # sessions read per pipelined batch while listing
+TIE_MARGIN = 16
 MAX_GRID_DIM = 256
 MAX_VOXELS = 64**3
 
@@ -117,33 +118,55 @@ def resolve_config(body: SessionCreate) -> SessionConfig:
         protocol_preset=protocol_preset)
 
 
-async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
-    """The API view of a session from its hash, counters, the worker's progress and lease."""
-    if not valid_sid(sid):
-        return None
+async def load_sessions(redis: Redis, sids: list[str]) -> list[SessionInfo | None]:
+    """The API view of sessions from their hashes, counters, the worker's progress and lease
+    (None for an unknown id), in two pipelines: one connection however many sessions."""
+    if not sids:
+        return []
     async with redis.pipeline(transaction=False) as p:
-        p.hgetall(session_key(sid))
-        p.hgetall(counters_key(sid))
-        p.hgetall(progress_key(sid))
-        p.get(lease_key(sid))
-        p.pttl(lease_key(sid))
+        for sid in sids:
+            p.hgetall(session_key(sid))
+            p.hgetall(counters_key(sid))
+            p.hgetall(progress_key(sid))
+            p.get(lease_key(sid))
+            p.pttl(lease_key(sid))
         p.time()
-        sess, counts, progress, lease, pttl, now = await p.execute()
-    if not sess:
-        return None
+        *replies, now = await p.execute()
+    rows = [replies[i:i + 5] for i in range(0, len(replies), 5)]
+    lagging = [(sid, row[2]) for sid, row in zip(sids, rows, strict=True)
+               if row[0] and _lag_frames(row[1])]
+    firsts: dict[str, float | None] = {}
+    if lagging:
+        async with redis.pipeline(transaction=False) as p:
+            for sid, progress in lagging:
+                last_id = progress.get(ProgressField.LAST_ID.value.encode())
+                p.xrange(frames_key(sid), min=b"(" + last_id if last_id else b"-", max="+",
+                         count=1)
+            now_ms = now[0] * 1000 + now[1] // 1000
+            for (sid, _), first in zip(lagging, await p.execute(), strict=True):
+                firsts[sid] = (max(now_ms - stream_id_ms(first[0][0]), 0) / 1000
+                               if first else None)
+    return [_session_info(sid, *row, firsts.get(sid, 0.0)) if row[0] else None
+            for sid, row in zip(sids, rows, strict=True)]
+
+
+async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
+    """One session's API view (None if unknown or malformed)."""
+    return (await load_sessions(redis, [sid]))[0] if valid_sid(sid) else None
+
+
+def _lag_frames(counts: dict[bytes, bytes]) -> int:
+    c = {k.decode(): int(v) for k, v in counts.items()}
+    done = c.get(Counter.RECONSTRUCTED, 0) + c.get(Counter.COALESCED, 0)
+    return max(c.get(Counter.ACCEPTED, 0) - done, 0)
+
+
+def _session_info(sid: str, sess: dict[bytes, bytes], counts: dict[bytes, bytes],
+                  progress: dict[bytes, bytes], lease: bytes | None, pttl: int,
+                  lag_seconds: float | None) -> SessionInfo:
     s = {k.decode(): v for k, v in sess.items()}
     c = {k.decode(): int(v) for k, v in counts.items()}
     cfg = SessionConfig.from_json(s[SessionField.CONFIG])
-    done = c.get(Counter.RECONSTRUCTED, 0) + c.get(Counter.COALESCED, 0)
-    lag_frames = max(c.get(Counter.ACCEPTED, 0) - done, 0)
-    lag_seconds: float | None = 0.0
-    if lag_frames:
-        last_id = progress.get(ProgressField.LAST_ID.value.encode())
-        start = b"(" + last_id if last_id else b"-"
-        first = await redis.xrange(frames_key(sid), min=start, max="+", count=1)
-        now_ms = now[0] * 1000 + now[1] // 1000
-        lag_seconds = (max(now_ms - stream_id_ms(first[0][0]), 0) / 1000
-                       if first else None)
     worker = None
     if lease is not None:
         le = decode_lease(lease)
@@ -168,7 +191,7 @@ async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
             **{counter.value: c.get(counter, 0) for counter in Counter},
             rejected_by_reason={k.removeprefix(REJECTED_PREFIX): v for k, v in c.items()
                                 if k.startswith(REJECTED_PREFIX)}),
-        lag=Lag(frames=lag_frames, seconds=lag_seconds), worker=worker)
+        lag=Lag(frames=_lag_frames(counts), seconds=lag_seconds), worker=worker)
 
 
 def _seconds(raw: bytes | None) -> float | None:
@@ -232,31 +255,64 @@ async def create_session(
     return info
 
 
-@router.get("/v1/sessions", response_model=SessionList, summary="List sessions, newest first",
-            responses=AUTH_RESPONSES)
+_CURSOR = re.compile(r"^(\d+(?:\.\d+)?(?:e[+-]?\d+)?)-([0-9a-f]{32})$")
+
+
+def _cursor(info: SessionInfo) -> str:
+    """Where the next page starts: after this session (index score and id)."""
+    return f"{info.created_at!r}-{info.id}"
+
+
+def _after(cursor: str | None) -> tuple[float, str] | None:
+    if cursor is None:
+        return None
+    match = _CURSOR.match(cursor)
+    if match is None:
+        raise ApiError(422, "invalid_cursor", "cursor: use the next_cursor of the last page")
+    return float(match[1]), match[2]
+
+
+@router.get("/v1/sessions", response_model=SessionList,
+            summary="List sessions, newest first, a page at a time",
+            responses={**AUTH_RESPONSES, 422: error_example(
+                "invalid_cursor", "cursor: use the next_cursor of the last page")})
 async def list_sessions(
     request: Request,
     status: SessionStatus | None = Query(None, description="filter by status"),
-    limit: int = Query(100, ge=1, le=1000),
+    limit: int = Query(100, ge=1, le=1000, description="most sessions in this page"),
+    cursor: str | None = Query(None, max_length=64,
+                               description="next_cursor of the previous page"),
     _: Principal = Depends(require(SESSIONS_ADMIN, VOLUMES_READ)),
 ) -> SessionList:
-    """Sessions from the index; ids whose keys expired are pruned from it on the way."""
+    """A page of sessions from the index, read in a few pipelined batches (one Redis
+    connection, however large the page, so a list never starves frame ingest); ids whose keys
+    expired are pruned from the index on the way."""
     redis = get_redis(request)
+    after = _after(cursor)
     out: list[SessionInfo] = []
-    start = 0
-    while len(out) < limit:
-        ids = [i.decode() for i in await redis.zrevrange(SESSIONS_INDEX, start,
-                                                        start + limit - 1)]
+    more = True
+    while len(out) < limit and more:
+        # the cursor's own score again (the few sessions created in the same instant sort by
+        # id), plus a margin for them
+        scored = await redis.zrevrangebyscore(
+            SESSIONS_INDEX, "+inf" if after is None else after[0], "-inf", start=0,
+            num=LIST_BATCH + TIE_MARGIN, withscores=True)
+        newer = [(m.decode(), score) for m, score in scored]
+        ids = [(sid, score) for sid, score in newer
+               if after is None or score < after[0] or sid < after[1]]
+        more = len(ids) > LIST_BATCH or len(scored) == LIST_BATCH + TIE_MARGIN
+        ids = ids[:LIST_BATCH]
         if not ids:
             break
-        start += len(ids)
-        infos = await asyncio.gather(*(load_session(redis, i) for i in ids))
-        gone = [i for i, info in zip(ids, infos, strict=True) if info is None]
+        after = (ids[-1][1], ids[-1][0])
+        infos = await load_sessions(redis, [sid for sid, _ in ids])
+        gone = [sid for (sid, _), info in zip(ids, infos, strict=True) if info is None]
         if gone:
             await redis.zrem(SESSIONS_INDEX, *gone)
-            start -= len(gone)
         out += [i for i in infos if i is not None and (status is None or i.status == status)]
-    return SessionList(sessions=out[:limit])
+    page = out[:limit]
+    full = len(out) > limit or (len(page) == limit and more)
+    return SessionList(sessions=page, next_cursor=_cursor(page[-1]) if full and page else None)
 
 
 @router.get("/v1/sessions/{sid}", response_model=SessionInfo, summary="Session status",
