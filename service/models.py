@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract.fields import SessionStatus
+from service.contract.fields import CloseReason, SessionStatus
 from service.contract.session import Method, RealtimePolicy
 
 SID_EXAMPLE = "5f0c6a8e2b3d4c1f9a7e6d5c4b3a2918"
@@ -108,7 +108,8 @@ class WorkerInfo(BaseModel):
 
 SESSION_EXAMPLE: dict[str, Any] = {
     "id": SID_EXAMPLE, "status": "open", "failure_reason": None, "created_at": 1767225600.0,
-    "closed_at": None, "expires_at": None, "patient_label": "ICU-3 bed 7", "n_electrodes": 32,
+    "closed_at": None,
+    "close_reason": None, "expires_at": None, "patient_label": "ICU-3 bed 7", "n_electrodes": 32,
     "n_measurements": 928, "grid": [16, 32, 32], "mask_shape": [16, 32, 32],
     "settings": {"geometry_preset": "thorax-2x16", "geometry": {"...": "full spec"},
                  "protocol_preset": "skip4", "protocol": {"kind": "skip", "...": "..."},
@@ -130,6 +131,8 @@ class SessionInfo(BaseModel):
         None, description="why the worker marked the session failed (null otherwise)")
     created_at: float
     closed_at: float | None
+    close_reason: CloseReason | None = Field(
+        None, description="deleted (DELETE) or idle (no frame for the idle timeout)")
     expires_at: float | None = Field(description="when a closed session's keys expire")
     patient_label: str | None
     n_electrodes: int

@@ -27,6 +27,7 @@ from service.contract.codecs import (
 from service.contract.errors import describe_error
 from service.contract.fields import (
     REJECTED_PREFIX,
+    CloseReason,
     Counter,
     ProgressField,
     SessionField,
@@ -174,6 +175,7 @@ def _session_info(sid: str, sess: dict[bytes, bytes], counts: dict[bytes, bytes]
     last_seq = int(s.get(SessionField.LAST_SEQ, b"-1"))
     label = s.get(SessionField.PATIENT_LABEL)
     reason = s.get(SessionField.FAILURE_REASON)
+    close_reason = s.get(SessionField.CLOSE_REASON)
     settings = {k: v for k, v in cfg.__dict__.items() if k not in ("n_electrodes",
                                                                    "n_measurements")}
     settings["grid"] = list(cfg.grid)
@@ -182,6 +184,7 @@ def _session_info(sid: str, sess: dict[bytes, bytes], counts: dict[bytes, bytes]
         failure_reason=reason.decode(errors="replace") if reason is not None else None,
         created_at=float(s[SessionField.CREATED_AT]),
         closed_at=_seconds(s.get(SessionField.CLOSED_AT)),
+        close_reason=close_reason.decode() if close_reason is not None else None,
         expires_at=_seconds(s.get(SessionField.EXPIRES_AT)),
         patient_label=label.decode() if label else None, n_electrodes=cfg.n_electrodes,
         n_measurements=cfg.n_measurements, grid=list(cfg.grid), mask_shape=list(cfg.grid),
@@ -327,6 +330,27 @@ async def get_session(sid: str, request: Request,
     return info
 
 
+async def close(redis: Redis, sid: str, reason: CloseReason, retention_s: int) -> int:
+    """Mark closed (with the reason), append a `close` entry after the last frame, remove the
+    session's control entry; every key of the session expires after `retention_s`. Returns 0
+    (no such session), 1 (closed already) or 2 (closed now, counted)."""
+    now = time.time()
+    done = await registered(redis).close(
+        keys=session_keys(sid), args=[repr(now), repr(now + retention_s), retention_s,
+                                      reason.value, *flat(encode_close())])
+    if done == 0:
+        return 0
+    control_id = await redis.hget(session_key(sid), SessionField.CONTROL_ID.value)
+    if control_id:  # also on a repeated close, in case an earlier one stopped half-way
+        async with redis.pipeline(transaction=False) as p:
+            p.xack(CONTROL_STREAM, WORKER_GROUP, control_id)
+            p.xdel(CONTROL_STREAM, control_id)
+            await p.execute()
+    if done == 2:
+        metrics.SESSIONS_CLOSED.inc()
+    return int(done)
+
+
 @router.delete("/v1/sessions/{sid}", response_model=SessionInfo,
                summary="Close a session (idempotent)",
                responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404]})
@@ -335,23 +359,9 @@ async def close_session(sid: str, request: Request,
     """Mark closed, append a `close` entry after the last frame, remove the session's control
     entry; every key of the session expires after the retention period."""
     redis, settings = get_redis(request), get_settings(request)
-    if not valid_sid(sid):
+    if not valid_sid(sid) or await close(redis, sid, CloseReason.DELETED,
+                                         settings.session_retention_s) == 0:
         raise not_found(sid)
-    now = time.time()
-    keys = session_keys(sid)
-    done = await registered(redis).close(
-        keys=keys, args=[repr(now), repr(now + settings.session_retention_s),
-                         settings.session_retention_s, *flat(encode_close())])
-    if done == 0:
-        raise not_found(sid)
-    control_id = await redis.hget(session_key(sid), SessionField.CONTROL_ID.value)
-    if control_id:  # also on a repeated DELETE, in case an earlier one stopped half-way
-        async with redis.pipeline(transaction=False) as p:
-            p.xack(CONTROL_STREAM, WORKER_GROUP, control_id)
-            p.xdel(CONTROL_STREAM, control_id)
-            await p.execute()
-    if done == 2:
-        metrics.SESSIONS_CLOSED.inc()
     info = await load_session(redis, sid)
     if info is None:
         raise not_found(sid)

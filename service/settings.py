@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     viewer_queue: int = Field(2, gt=0, description="volumes buffered per viewer (drop oldest)")
     ws_auth_timeout_s: float = Field(5.0, gt=0, description="wait for a first-message token")
     session_retention_s: int = Field(86_400, gt=0, description="keys of a closed session expire")
+    idle_timeout_s: int = Field(
+        3600, ge=0, description="an open session with no frame for this long is closed "
+                                "(close_reason idle); 0 never closes one")
+    idle_check_interval_s: float = Field(30.0, gt=0, description="how often to look for them")
     max_backlog_frames: int = Field(
         6000, gt=0, description="frames a session may hold accepted but not yet processed by a "
                                 "worker; more are refused with 429 backlog_full")

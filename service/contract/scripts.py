@@ -106,9 +106,10 @@ redis.call('HINCRBY', KEYS[2], '${REJECTED_PREFIX}' .. ARGV[1], 1)
 return 1
 """)
 
-# KEYS: `keys.session_keys(sid)`. ARGV: now, expires_at, retention_s, then the fields of
-# `encode_close`. Returns 0 (missing), 1 (already closed), 2 (closed now). A failed session
-# keeps its status; closing it records closed_at and puts its keys under the retention expiry.
+# KEYS: `keys.session_keys(sid)`. ARGV: now, expires_at, retention_s, close reason, then the
+# fields of `encode_close`. Returns 0 (missing), 1 (already closed), 2 (closed now). A failed
+# session keeps its status; closing it records closed_at and puts its keys under the retention
+# expiry.
 CLOSE = _script("close", ("session", "counters", "frames", "results", "progress", "epoch"), """
 local st = redis.call('HGET', KEYS[1], '${SessionField.STATUS}')
 if not st then return 0 end
@@ -117,8 +118,8 @@ if st ~= '${SessionStatus.FAILED}' then
   redis.call('HSET', KEYS[1], '${SessionField.STATUS}', '${SessionStatus.CLOSED}')
 end
 redis.call('HSET', KEYS[1], '${SessionField.CLOSED_AT}', ARGV[1],
-           '${SessionField.EXPIRES_AT}', ARGV[2])
-redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4))
+           '${SessionField.EXPIRES_AT}', ARGV[2], '${SessionField.CLOSE_REASON}', ARGV[4])
+redis.call('XADD', KEYS[3], '*', unpack(ARGV, 5))
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 return 2
 """)

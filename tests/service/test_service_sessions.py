@@ -262,3 +262,10 @@ def test_a_large_list_pages_with_a_cursor_and_never_starves_frame_ingest(
     assert newest not in pages[1] + pages[2]
     assert (bad.status_code, bad.json()["error"]["reason"]) == (422, "invalid_cursor")
     assert uploads and set(uploads) == {202}
+
+
+def test_a_deleted_session_shows_why_it_closed(api: Api) -> None:
+    sid = api.create_session()["id"]
+    with api.client() as c:
+        r = c.delete(f"/v1/sessions/{sid}", headers=api.auth(SESSIONS_ADMIN))
+    assert r.json()["close_reason"] == "deleted"
