@@ -39,9 +39,11 @@ from service.errors import (
     REDIS_RESPONSES,
     SESSION_RESPONSES,
     ApiError,
+    ErrorResponse,
+    error_body,
     error_example,
 )
-from service.models import FramesAck
+from service.models import EXAMPLE_VOLTAGES, FramesAck
 
 router = APIRouter(tags=["frames"])
 log = logging.getLogger("eitmon.service")
@@ -254,9 +256,8 @@ OPENAPI_FRAMES = {
     "parameters": _BINARY_HEADERS,
     "requestBody": {"required": True, "content": {
         "application/json": {"schema": _FRAMES_SCHEMA, "examples": {"two frames": {"value": {
-            "frames": [{"seq": 0, "timestamp": 12.0, "voltages": [0.0123, -0.0045, 0.0067]},
-                       {"seq": 1, "timestamp": 12.025,
-                        "voltages": [0.0124, -0.0044, 0.0066]}]}}}},
+            "frames": [{"seq": 0, "timestamp": 12.0, "voltages": EXAMPLE_VOLTAGES},
+                       {"seq": 1, "timestamp": 12.025, "voltages": EXAMPLE_VOLTAGES}]}}}},
         "application/octet-stream": {
             "schema": {"type": "string", "format": "binary"},
             "examples": {"T x M float32": {
@@ -270,7 +271,11 @@ OPENAPI_FRAMES = {
     summary="Queue voltage frames (JSON or binary float32)",
     openapi_extra=OPENAPI_FRAMES,
     responses={**AUTH_RESPONSES, **SESSION_RESPONSES,
-               400: error_example("invalid_header", "X-Seq-Start: header required"),
+               400: {"model": ErrorResponse, "content": {"application/json": {"examples": {
+                   "header": {"value": error_body("invalid_header",
+                                                  "X-Seq-Start: header required")},
+                   "json": {"value": error_body("invalid_json", "the body is not valid JSON")},
+               }}}},
                413: error_example("body_too_large", "request bodies are limited to 4194304 bytes"),
                415: error_example("unsupported_media_type", "use application/json or ..."),
                422: error_example("non_finite", "frames[3].voltages[17]: NaN, Inf or outside ..."),

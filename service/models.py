@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.contract.fields import CloseReason, SessionStatus
+from service.contract.geometry import resolve_geometry
+from service.contract.protocol import resolve_protocol
 from service.contract.session import Method, RealtimePolicy
 
 SID_EXAMPLE = "5f0c6a8e2b3d4c1f9a7e6d5c4b3a2918"
@@ -75,10 +77,17 @@ SESSION_CREATE_EXAMPLES = {
 }
 
 
+# M of a session opened with every default (928), so that the documented examples are accepted
+DEFAULT_M = resolve_protocol(SessionCreate.model_fields["protocol"].default).build(
+    resolve_geometry(SessionCreate.model_fields["geometry"].default).electrodes.count
+).n_measurements
+EXAMPLE_VOLTAGES = [round(0.01 + 1e-5 * i, 5) for i in range(DEFAULT_M)]
+
+
 class ReferenceBody(BaseModel):
     """An explicit reference frame, M finite values."""
 
-    model_config = ConfigDict(extra="forbid", **_examples({"voltages": [0.0123, -0.0045, 0.0067]}))
+    model_config = ConfigDict(extra="forbid", **_examples({"voltages": EXAMPLE_VOLTAGES}))
     voltages: list[Any] = Field(json_schema_extra=_NUMBERS, description="M values, V")
 
 

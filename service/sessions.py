@@ -51,7 +51,14 @@ from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
 from service.contract.session import SessionConfig
 from service.contract.tokens import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ
 from service.deps import closed, failed, get_redis, get_settings, not_found, valid_sid
-from service.errors import AUTH_RESPONSES, SESSION_RESPONSES, ApiError, error_example
+from service.errors import (
+    AUTH_RESPONSES,
+    BODY_RESPONSES,
+    REDIS_RESPONSES,
+    SESSION_RESPONSES,
+    ApiError,
+    error_example,
+)
 from service.frames import open_session_m, to_voltages
 from service.models import (
     SESSION_CREATE_EXAMPLES,
@@ -213,7 +220,7 @@ async def ensure_control_group(redis: Redis) -> None:
 
 @router.post("/v1/sessions", status_code=201, response_model=SessionInfo,
              summary="Open a session (every field has a default)",
-             responses={**AUTH_RESPONSES,
+             responses={**AUTH_RESPONSES, **BODY_RESPONSES, 503: REDIS_RESPONSES,
                         422: error_example("invalid_geometry", "electrodes.width: ...")})
 async def create_session(
     request: Request,
@@ -267,23 +274,19 @@ def _cursor(info: SessionInfo) -> str:
 
 
 def _after(cursor: str | None) -> tuple[float, str] | None:
-    if cursor is None:
-        return None
-    match = _CURSOR.match(cursor)
-    if match is None:
-        raise ApiError(422, "invalid_cursor", "cursor: use the next_cursor of the last page")
-    return float(match[1]), match[2]
+    """(score, id) of the cursor (the query pattern has checked its form)."""
+    match = _CURSOR.match(cursor) if cursor is not None else None
+    return (float(match[1]), match[2]) if match else None
 
 
 @router.get("/v1/sessions", response_model=SessionList,
             summary="List sessions, newest first, a page at a time",
-            responses={**AUTH_RESPONSES, 422: error_example(
-                "invalid_cursor", "cursor: use the next_cursor of the last page")})
+            responses={**AUTH_RESPONSES, 503: REDIS_RESPONSES})
 async def list_sessions(
     request: Request,
     status: SessionStatus | None = Query(None, description="filter by status"),
     limit: int = Query(100, ge=1, le=1000, description="most sessions in this page"),
-    cursor: str | None = Query(None, max_length=64,
+    cursor: str | None = Query(None, pattern=_CURSOR.pattern,
                                description="next_cursor of the previous page"),
     _: Principal = Depends(require(SESSIONS_ADMIN, VOLUMES_READ)),
 ) -> SessionList:
@@ -319,7 +322,7 @@ async def list_sessions(
 
 
 @router.get("/v1/sessions/{sid}", response_model=SessionInfo, summary="Session status",
-            responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404]})
+            responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404], 503: REDIS_RESPONSES})
 async def get_session(sid: str, request: Request,
                       _: Principal = Depends(require(SESSIONS_ADMIN, VOLUMES_READ))
                       ) -> SessionInfo:
@@ -353,7 +356,7 @@ async def close(redis: Redis, sid: str, reason: CloseReason, retention_s: int) -
 
 @router.delete("/v1/sessions/{sid}", response_model=SessionInfo,
                summary="Close a session (idempotent)",
-               responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404]})
+               responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404], 503: REDIS_RESPONSES})
 async def close_session(sid: str, request: Request,
                         _: Principal = Depends(require(SESSIONS_ADMIN))) -> SessionInfo:
     """Mark closed, append a `close` entry after the last frame, remove the session's control
@@ -370,7 +373,7 @@ async def close_session(sid: str, request: Request,
 
 @router.put("/v1/sessions/{sid}/reference", response_model=ReferenceAck,
             summary="Set an explicit reference frame",
-            responses={**_ADMIN_RESPONSES,
+            responses={**_ADMIN_RESPONSES, **BODY_RESPONSES, 503: REDIS_RESPONSES,
                        422: error_example("wrong_length", "voltages: expected 928 values")})
 async def put_reference(sid: str, body: ReferenceBody, request: Request,
                         _: Principal = Depends(require(SESSIONS_ADMIN, FRAMES_WRITE))

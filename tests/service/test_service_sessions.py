@@ -260,7 +260,7 @@ def test_a_large_list_pages_with_a_cursor_and_never_starves_frame_ingest(
     assert [len(p) for p in pages] == [50, 50, 30]
     assert [sid for page in pages for sid in page] == sids[::-1]
     assert newest not in pages[1] + pages[2]
-    assert (bad.status_code, bad.json()["error"]["reason"]) == (422, "invalid_cursor")
+    assert (bad.status_code, bad.json()["error"]["reason"]) == (422, "invalid_request")
     assert uploads and set(uploads) == {202}
 
 
