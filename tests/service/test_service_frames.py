@@ -281,3 +281,25 @@ def test_a_backlog_no_worker_processes_is_bounded_with_429(
     assert retry.status_code == 202 and retry.json()["duplicates"] == [5]
     assert rdb.xlen(frames_key(sid)) == 20
     assert counters["accepted"] == 20 and counters["rejected_by_reason"] == {"backlog_full": 1}
+
+
+def test_a_huge_body_gets_its_413_and_the_connection_stays_usable(api: Api) -> None:
+    """The client sees the 413 (not "server disconnected") even when the body is far larger
+    than the socket buffers and the answer comes before the body is read."""
+    sid = api.create_session()["id"]
+    size = 32 * 1024 * 1024
+
+    def chunks() -> Any:
+        for _ in range(size // 65536):
+            yield b" " * 65536
+
+    with api.client() as c:
+        for url in (f"/v1/sessions/{sid}/frames", "/v1/sessions"):
+            for content in (b" " * size, chunks()):  # announced length, then chunked
+                r = c.post(url, content=content, headers={
+                    **api.auth(FRAMES_WRITE, SESSIONS_ADMIN), "Content-Type": "application/json"})
+                assert r.status_code == 413, r.text
+                assert r.json()["error"]["reason"] == "body_too_large"
+        ok = c.post(f"/v1/sessions/{sid}/frames", json={"frames": [api.frame(0)]},
+                    headers=api.auth(FRAMES_WRITE))
+    assert ok.status_code == 202, ok.text
