@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +14,7 @@ from redis.asyncio import Redis
 from service import frames, ops, sessions, stream_ws, viewer
 from service.errors import install_error_handlers
 from service.hub import ResultHub
+from service.idle import expire_idle_sessions
 from service.limits import BodyLimitMiddleware
 from service.settings import Settings
 
@@ -35,9 +38,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                health_check_interval=30)
         app.state.redis = redis
         app.state.hub = ResultHub(redis, settings.viewer_queue)
+        expiry = (asyncio.create_task(expire_idle_sessions(redis, settings))
+                  if settings.idle_timeout_s else None)
         try:
             yield
         finally:
+            if expiry is not None:
+                expiry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await expiry
             await app.state.hub.close()
             await redis.aclose()
 

@@ -11,10 +11,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from service import metrics
 
 log = logging.getLogger("eitmon.service")
 
@@ -65,7 +70,21 @@ SESSION_RESPONSES: dict[int | str, dict[str, Any]] = {
     }}}},
 }
 
-_STATUS_REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+REDIS_RESPONSES: dict[str, Any] = {
+    "model": ErrorResponse, "headers": {"Retry-After": {"schema": {"type": "integer"},
+                                                       "description": "seconds"}},
+    "content": {"application/json": {"examples": {
+        "unavailable": {"value": error_body("redis_unavailable",
+                                            "the queue is unavailable; retry")},
+        "full": {"value": error_body("redis_full", "the queue is full; retry later")}}}}}
+
+BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: error_example("invalid_json", "the body is not valid JSON"),
+    413: error_example("body_too_large", "request bodies are limited to 4194304 bytes"),
+}
+
+# FastAPI's only own 400 is a body it could not parse (e.g. JSON nested past the recursion limit)
+_STATUS_REASONS = {400: "invalid_json", 404: "not_found", 405: "method_not_allowed",
                    413: "body_too_large", 415: "unsupported_media_type"}
 
 
@@ -81,6 +100,17 @@ def validation_detail(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "invalid_request", "; ".join(parts) or "invalid request"
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every documented method of the path requested (the router's own 405 names only the first
+    route of the path it tried)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.include_in_schema and \
+                route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods - {"HEAD"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Route every exception to the one error shape."""
 
@@ -90,10 +120,14 @@ def install_error_handlers(app: FastAPI) -> None:
                             headers=exc.headers)
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         reason = _STATUS_REASONS.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse(error_body(reason, str(exc.detail)), status_code=exc.status_code,
-                            headers=exc.headers)
+        detail = "the body is not valid JSON" if reason == "invalid_json" else str(exc.detail)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse(error_body(reason, detail), status_code=exc.status_code,
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -114,3 +148,11 @@ def install_error_handlers(app: FastAPI) -> None:
                     type(exc).__name__)
         return JSONResponse(error_body("redis_unavailable", "the queue is unavailable; retry"),
                             status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(OutOfMemoryError)
+    async def _redis_full(request: Request, exc: Exception) -> JSONResponse:
+        metrics.REDIS_FULL.inc()
+        log.warning("redis refused a write (maxmemory) during %s %s", request.method,
+                    request.url.path)
+        return JSONResponse(error_body("redis_full", "the queue is full; retry later"),
+                            status_code=503, headers={"Retry-After": "5"})

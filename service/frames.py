@@ -35,11 +35,26 @@ from service.auth import Principal, authenticate, bearer_scheme
 from service.contract.codecs import FRAME_DTYPE, encode_frame, flat
 from service.contract.fields import SessionField, SessionStatus
 from service.contract.keys import counters_key, frames_key, session_key
-from service.contract.scripts import FAILED, MISSING, NOT_OPEN, SEQ_TOO_FAR, registered
+from service.contract.scripts import (
+    BACKLOG_FULL,
+    FAILED,
+    MISSING,
+    NOT_OPEN,
+    SEQ_TOO_FAR,
+    registered,
+)
 from service.contract.tokens import FRAMES_WRITE
 from service.deps import closed, failed, get_redis, get_settings, not_found, valid_sid
-from service.errors import AUTH_RESPONSES, SESSION_RESPONSES, ApiError, error_example
-from service.models import FramesAck
+from service.errors import (
+    AUTH_RESPONSES,
+    REDIS_RESPONSES,
+    SESSION_RESPONSES,
+    ApiError,
+    ErrorResponse,
+    error_body,
+    error_example,
+)
+from service.models import EXAMPLE_VOLTAGES, FramesAck
 
 router = APIRouter(tags=["frames"])
 log = logging.getLogger("eitmon.service")
@@ -101,7 +116,7 @@ def parse_json(body: bytes, m: int, max_frames: int) -> Batch:
     """A JSON batch; the NaN/Infinity tokens Python's json accepts are caught as non_finite."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise reject(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(doc, dict) or set(doc) != {"frames"} or not isinstance(doc["frames"], list):
         raise reject(422, "malformed_body", 'expected {"frames": [{seq, timestamp, voltages}]}')
@@ -158,9 +173,13 @@ def parse_binary(body: bytes, request: Request, m: int, max_frames: int) -> Batc
         raise reject(422, "invalid_seq", f"X-Seq-Start: an integer 0..{MAX_SEQ - count}")
     if dt < 0:
         raise reject(400, "invalid_header", "X-Frame-Interval: must be >= 0")
+    stamps = [ts0 + i * dt for i in range(count)]
+    if not math.isfinite(stamps[-1]):  # the largest: ts0 and dt are finite, dt >= 0
+        raise reject(422, "non_finite", f"frames[{count - 1}].timestamp: X-Timestamp-Start + "
+                                        f"{count - 1} * X-Frame-Interval overflows")
     volts = np.frombuffer(body, dtype=FRAME_DTYPE).reshape(count, m)
     _check_finite(volts, "frames")
-    return Batch(list(range(seq0, seq0 + count)), [ts0 + i * dt for i in range(count)], volts)
+    return Batch(list(range(seq0, seq0 + count)), stamps, volts)
 
 
 def _check_count(count: int, max_frames: int) -> None:
@@ -170,12 +189,14 @@ def _check_count(count: int, max_frames: int) -> None:
         raise reject(413, "batch_too_large", f"at most {max_frames} frames per request")
 
 
-async def ingest(redis: Redis, sid: str, batch: Batch, seq_window: int) -> FramesAck:
+async def ingest(redis: Redis, sid: str, batch: Batch, seq_window: int,
+                 max_backlog: int) -> FramesAck:
     """Run the atomic check-and-append; ApiError(404/409) if the session vanished, closed or
-    failed, ApiError(422) if a seq jumps more than `seq_window` ahead."""
+    failed, ApiError(422) if a seq jumps more than `seq_window` ahead, ApiError(429) if its
+    backlog would pass `max_backlog` frames."""
     entries = [flat(encode_frame(seq, ts, v)) for seq, ts, v in
                zip(batch.seqs, batch.timestamps, batch.voltages, strict=True)]
-    args: list[Any] = [len(entries), len(entries[0]), seq_window]
+    args: list[Any] = [len(entries), len(entries[0]), seq_window, max_backlog]
     for seq, entry in zip(batch.seqs, entries, strict=True):
         args += [str(seq), *entry]
     keys = [session_key(sid), counters_key(sid), frames_key(sid)]
@@ -189,6 +210,10 @@ async def ingest(redis: Redis, sid: str, batch: Batch, seq_window: int) -> Frame
     if out[0] == SEQ_TOO_FAR:
         raise reject(422, "seq_too_far_ahead",
                      f"a seq is more than {seq_window} ahead of the last accepted seq")
+    if out[0] == BACKLOG_FULL:
+        raise ApiError(429, "backlog_full",
+                       f"session {sid} holds {out[1]} frames no worker has processed yet "
+                       f"(at most {max_backlog}); retry later", headers={"Retry-After": "5"})
     accepted, last, lag, dups = out
     return FramesAck(accepted=int(accepted), duplicates=[int(d) for d in dups],
                      last_seq=int(last), lag_frames=max(int(lag), 0))
@@ -248,9 +273,8 @@ OPENAPI_FRAMES = {
     "parameters": _BINARY_HEADERS,
     "requestBody": {"required": True, "content": {
         "application/json": {"schema": _FRAMES_SCHEMA, "examples": {"two frames": {"value": {
-            "frames": [{"seq": 0, "timestamp": 12.0, "voltages": [0.0123, -0.0045, 0.0067]},
-                       {"seq": 1, "timestamp": 12.025,
-                        "voltages": [0.0124, -0.0044, 0.0066]}]}}}},
+            "frames": [{"seq": 0, "timestamp": 12.0, "voltages": EXAMPLE_VOLTAGES},
+                       {"seq": 1, "timestamp": 12.025, "voltages": EXAMPLE_VOLTAGES}]}}}},
         "application/octet-stream": {
             "schema": {"type": "string", "format": "binary"},
             "examples": {"T x M float32": {
@@ -264,10 +288,17 @@ OPENAPI_FRAMES = {
     summary="Queue voltage frames (JSON or binary float32)",
     openapi_extra=OPENAPI_FRAMES,
     responses={**AUTH_RESPONSES, **SESSION_RESPONSES,
-               400: error_example("invalid_header", "X-Seq-Start: header required"),
+               400: {"model": ErrorResponse, "content": {"application/json": {"examples": {
+                   "header": {"value": error_body("invalid_header",
+                                                  "X-Seq-Start: header required")},
+                   "json": {"value": error_body("invalid_json", "the body is not valid JSON")},
+               }}}},
                413: error_example("body_too_large", "request bodies are limited to 4194304 bytes"),
                415: error_example("unsupported_media_type", "use application/json or ..."),
-               422: error_example("non_finite", "frames[3].voltages[17]: NaN, Inf or outside ...")})
+               422: error_example("non_finite", "frames[3].voltages[17]: NaN, Inf or outside ..."),
+               429: error_example("backlog_full", "session 3f2c... holds 6000 frames no worker "
+                                                  "has processed yet (at most 6000); retry later"),
+               503: REDIS_RESPONSES})
 async def post_frames(sid: str, request: Request,
                       _: Principal = Depends(frames_principal)) -> FramesAck:
     """Validate and queue a batch; 202 only once every new frame is in the session's stream."""
@@ -283,7 +314,7 @@ async def post_frames(sid: str, request: Request,
             batch = parse_json(body, m, settings.max_batch_frames)
         else:
             batch = parse_binary(body, request, m, settings.max_batch_frames)
-        ack = await ingest(redis, sid, batch, settings.seq_window)
+        ack = await ingest(redis, sid, batch, settings.seq_window, settings.max_backlog_frames)
     except ApiError as e:
         metrics.FRAMES_REJECTED.labels(e.reason).inc()
         if e.reason != "session_not_found":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.logging import AccessFormatter, DefaultFormatter
@@ -64,6 +65,29 @@ class TimestampedFormatter(_UtcTime, DefaultFormatter):
 
 class TimestampedAccessFormatter(_UtcTime, AccessFormatter):
     """uvicorn's access-log formatter, with UTC timestamps."""
+
+
+class RateLimitedLog:
+    """One log line per event kind at most every `interval_s`; the next line of that kind says
+    how many were left out in between (the exact counts belong in metrics)."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.interval_s, self.clock = logger, interval_s, clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, event: str, msg: str, *args: Any) -> None:
+        """Log `msg % args` as one line (no traceback) unless `event` was logged recently."""
+        now = self.clock()
+        last = self._last.get(event)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[event] = self._suppressed.get(event, 0) + 1
+            return
+        self._last[event] = now
+        left_out = self._suppressed.pop(event, 0)
+        suffix = f" ({left_out} more like it left out)" if left_out else ""
+        self.logger.warning(msg + suffix, *args)
 
 
 def log_config(level: str = "info") -> dict[str, Any]:

@@ -23,3 +23,9 @@ RECON_LATENCY = Histogram("eitmon_reconstruction_latency_seconds",
 VIEWERS = Gauge("eitmon_viewers_connected", "Connected WebSocket viewers")
 SESSIONS_OPENED = Counter("eitmon_sessions_opened_total", "Sessions created")
 SESSIONS_CLOSED = Counter("eitmon_sessions_closed_total", "Sessions closed")
+SESSIONS_IDLE_CLOSED = Counter("eitmon_sessions_idle_closed_total",
+                               "Sessions closed by the idle expiry (also in sessions_closed)")
+WS_REFUSED = Counter("eitmon_ws_refused_total",
+                     "WebSocket viewers refused or gone before streaming, by reason", ["reason"])
+REDIS_FULL = Counter("eitmon_redis_full_total",
+                     "Requests answered 503 redis_full: Redis refused a write (maxmemory)")

@@ -6,7 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.contract.fields import SessionStatus
+from service.contract.fields import CloseReason, SessionStatus
+from service.contract.geometry import resolve_geometry
+from service.contract.protocol import resolve_protocol
 from service.contract.session import Method, RealtimePolicy
 
 SID_EXAMPLE = "5f0c6a8e2b3d4c1f9a7e6d5c4b3a2918"
@@ -75,10 +77,17 @@ SESSION_CREATE_EXAMPLES = {
 }
 
 
+# M of a session opened with every default (928), so that the documented examples are accepted
+DEFAULT_M = resolve_protocol(SessionCreate.model_fields["protocol"].default).build(
+    resolve_geometry(SessionCreate.model_fields["geometry"].default).electrodes.count
+).n_measurements
+EXAMPLE_VOLTAGES = [round(0.01 + 1e-5 * i, 5) for i in range(DEFAULT_M)]
+
+
 class ReferenceBody(BaseModel):
     """An explicit reference frame, M finite values."""
 
-    model_config = ConfigDict(extra="forbid", **_examples({"voltages": [0.0123, -0.0045, 0.0067]}))
+    model_config = ConfigDict(extra="forbid", **_examples({"voltages": EXAMPLE_VOLTAGES}))
     voltages: list[Any] = Field(json_schema_extra=_NUMBERS, description="M values, V")
 
 
@@ -108,7 +117,8 @@ class WorkerInfo(BaseModel):
 
 SESSION_EXAMPLE: dict[str, Any] = {
     "id": SID_EXAMPLE, "status": "open", "failure_reason": None, "created_at": 1767225600.0,
-    "closed_at": None, "expires_at": None, "patient_label": "ICU-3 bed 7", "n_electrodes": 32,
+    "closed_at": None,
+    "close_reason": None, "expires_at": None, "patient_label": "ICU-3 bed 7", "n_electrodes": 32,
     "n_measurements": 928, "grid": [16, 32, 32], "mask_shape": [16, 32, 32],
     "settings": {"geometry_preset": "thorax-2x16", "geometry": {"...": "full spec"},
                  "protocol_preset": "skip4", "protocol": {"kind": "skip", "...": "..."},
@@ -130,6 +140,8 @@ class SessionInfo(BaseModel):
         None, description="why the worker marked the session failed (null otherwise)")
     created_at: float
     closed_at: float | None
+    close_reason: CloseReason | None = Field(
+        None, description="deleted (DELETE) or idle (no frame for the idle timeout)")
     expires_at: float | None = Field(description="when a closed session's keys expire")
     patient_label: str | None
     n_electrodes: int
@@ -145,8 +157,11 @@ class SessionInfo(BaseModel):
 
 
 class SessionList(BaseModel):
-    model_config = _examples({"sessions": [SESSION_EXAMPLE]})
+    model_config = _examples({"sessions": [SESSION_EXAMPLE],
+                              "next_cursor": f"1767225600.0-{SID_EXAMPLE}"})
     sessions: list[SessionInfo]
+    next_cursor: str | None = Field(
+        None, description="pass as ?cursor= for the next page; null on the last page")
 
 
 class FramesAck(BaseModel):

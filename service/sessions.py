@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import time
@@ -28,6 +27,7 @@ from service.contract.codecs import (
 from service.contract.errors import describe_error
 from service.contract.fields import (
     REJECTED_PREFIX,
+    CloseReason,
     Counter,
     ProgressField,
     SessionField,
@@ -51,7 +51,14 @@ from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
 from service.contract.session import SessionConfig
 from service.contract.tokens import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ
 from service.deps import closed, failed, get_redis, get_settings, not_found, valid_sid
-from service.errors import AUTH_RESPONSES, SESSION_RESPONSES, ApiError, error_example
+from service.errors import (
+    AUTH_RESPONSES,
+    BODY_RESPONSES,
+    REDIS_RESPONSES,
+    SESSION_RESPONSES,
+    ApiError,
+    error_example,
+)
 from service.frames import open_session_m, to_voltages
 from service.models import (
     SESSION_CREATE_EXAMPLES,
@@ -68,6 +75,8 @@ from service.models import (
 
 router = APIRouter(tags=["sessions"])
 
+LIST_BATCH = 100  # sessions read per pipelined batch while listing
+TIE_MARGIN = 16
 MAX_GRID_DIM = 256
 MAX_VOXELS = 64**3
 
@@ -117,33 +126,55 @@ def resolve_config(body: SessionCreate) -> SessionConfig:
         protocol_preset=protocol_preset)
 
 
-async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
-    """The API view of a session from its hash, counters, the worker's progress and lease."""
-    if not valid_sid(sid):
-        return None
+async def load_sessions(redis: Redis, sids: list[str]) -> list[SessionInfo | None]:
+    """The API view of sessions from their hashes, counters, the worker's progress and lease
+    (None for an unknown id), in two pipelines: one connection however many sessions."""
+    if not sids:
+        return []
     async with redis.pipeline(transaction=False) as p:
-        p.hgetall(session_key(sid))
-        p.hgetall(counters_key(sid))
-        p.hgetall(progress_key(sid))
-        p.get(lease_key(sid))
-        p.pttl(lease_key(sid))
+        for sid in sids:
+            p.hgetall(session_key(sid))
+            p.hgetall(counters_key(sid))
+            p.hgetall(progress_key(sid))
+            p.get(lease_key(sid))
+            p.pttl(lease_key(sid))
         p.time()
-        sess, counts, progress, lease, pttl, now = await p.execute()
-    if not sess:
-        return None
+        *replies, now = await p.execute()
+    rows = [replies[i:i + 5] for i in range(0, len(replies), 5)]
+    lagging = [(sid, row[2]) for sid, row in zip(sids, rows, strict=True)
+               if row[0] and _lag_frames(row[1])]
+    firsts: dict[str, float | None] = {}
+    if lagging:
+        async with redis.pipeline(transaction=False) as p:
+            for sid, progress in lagging:
+                last_id = progress.get(ProgressField.LAST_ID.value.encode())
+                p.xrange(frames_key(sid), min=b"(" + last_id if last_id else b"-", max="+",
+                         count=1)
+            now_ms = now[0] * 1000 + now[1] // 1000
+            for (sid, _), first in zip(lagging, await p.execute(), strict=True):
+                firsts[sid] = (max(now_ms - stream_id_ms(first[0][0]), 0) / 1000
+                               if first else None)
+    return [_session_info(sid, *row, firsts.get(sid, 0.0)) if row[0] else None
+            for sid, row in zip(sids, rows, strict=True)]
+
+
+async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
+    """One session's API view (None if unknown or malformed)."""
+    return (await load_sessions(redis, [sid]))[0] if valid_sid(sid) else None
+
+
+def _lag_frames(counts: dict[bytes, bytes]) -> int:
+    c = {k.decode(): int(v) for k, v in counts.items()}
+    done = c.get(Counter.RECONSTRUCTED, 0) + c.get(Counter.COALESCED, 0)
+    return max(c.get(Counter.ACCEPTED, 0) - done, 0)
+
+
+def _session_info(sid: str, sess: dict[bytes, bytes], counts: dict[bytes, bytes],
+                  progress: dict[bytes, bytes], lease: bytes | None, pttl: int,
+                  lag_seconds: float | None) -> SessionInfo:
     s = {k.decode(): v for k, v in sess.items()}
     c = {k.decode(): int(v) for k, v in counts.items()}
     cfg = SessionConfig.from_json(s[SessionField.CONFIG])
-    done = c.get(Counter.RECONSTRUCTED, 0) + c.get(Counter.COALESCED, 0)
-    lag_frames = max(c.get(Counter.ACCEPTED, 0) - done, 0)
-    lag_seconds: float | None = 0.0
-    if lag_frames:
-        last_id = progress.get(ProgressField.LAST_ID.value.encode())
-        start = b"(" + last_id if last_id else b"-"
-        first = await redis.xrange(frames_key(sid), min=start, max="+", count=1)
-        now_ms = now[0] * 1000 + now[1] // 1000
-        lag_seconds = (max(now_ms - stream_id_ms(first[0][0]), 0) / 1000
-                       if first else None)
     worker = None
     if lease is not None:
         le = decode_lease(lease)
@@ -151,6 +182,7 @@ async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
     last_seq = int(s.get(SessionField.LAST_SEQ, b"-1"))
     label = s.get(SessionField.PATIENT_LABEL)
     reason = s.get(SessionField.FAILURE_REASON)
+    close_reason = s.get(SessionField.CLOSE_REASON)
     settings = {k: v for k, v in cfg.__dict__.items() if k not in ("n_electrodes",
                                                                    "n_measurements")}
     settings["grid"] = list(cfg.grid)
@@ -159,6 +191,7 @@ async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
         failure_reason=reason.decode(errors="replace") if reason is not None else None,
         created_at=float(s[SessionField.CREATED_AT]),
         closed_at=_seconds(s.get(SessionField.CLOSED_AT)),
+        close_reason=close_reason.decode() if close_reason is not None else None,
         expires_at=_seconds(s.get(SessionField.EXPIRES_AT)),
         patient_label=label.decode() if label else None, n_electrodes=cfg.n_electrodes,
         n_measurements=cfg.n_measurements, grid=list(cfg.grid), mask_shape=list(cfg.grid),
@@ -168,7 +201,7 @@ async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
             **{counter.value: c.get(counter, 0) for counter in Counter},
             rejected_by_reason={k.removeprefix(REJECTED_PREFIX): v for k, v in c.items()
                                 if k.startswith(REJECTED_PREFIX)}),
-        lag=Lag(frames=lag_frames, seconds=lag_seconds), worker=worker)
+        lag=Lag(frames=_lag_frames(counts), seconds=lag_seconds), worker=worker)
 
 
 def _seconds(raw: bytes | None) -> float | None:
@@ -187,7 +220,7 @@ async def ensure_control_group(redis: Redis) -> None:
 
 @router.post("/v1/sessions", status_code=201, response_model=SessionInfo,
              summary="Open a session (every field has a default)",
-             responses={**AUTH_RESPONSES,
+             responses={**AUTH_RESPONSES, **BODY_RESPONSES, 503: REDIS_RESPONSES,
                         422: error_example("invalid_geometry", "electrodes.width: ...")})
 async def create_session(
     request: Request,
@@ -232,37 +265,65 @@ async def create_session(
     return info
 
 
-@router.get("/v1/sessions", response_model=SessionList, summary="List sessions, newest first",
-            responses=AUTH_RESPONSES)
+_CURSOR = re.compile(r"^(\d+(?:\.\d+)?(?:e[+-]?\d+)?)-([0-9a-f]{32})$")
+
+
+def _cursor(info: SessionInfo) -> str:
+    """Where the next page starts: after this session (index score and id)."""
+    return f"{info.created_at!r}-{info.id}"
+
+
+def _after(cursor: str | None) -> tuple[float, str] | None:
+    """(score, id) of the cursor (the query pattern has checked its form)."""
+    match = _CURSOR.match(cursor) if cursor is not None else None
+    return (float(match[1]), match[2]) if match else None
+
+
+@router.get("/v1/sessions", response_model=SessionList,
+            summary="List sessions, newest first, a page at a time",
+            responses={**AUTH_RESPONSES, 503: REDIS_RESPONSES})
 async def list_sessions(
     request: Request,
     status: SessionStatus | None = Query(None, description="filter by status"),
-    limit: int = Query(100, ge=1, le=1000),
+    limit: int = Query(100, ge=1, le=1000, description="most sessions in this page"),
+    cursor: str | None = Query(None, pattern=_CURSOR.pattern,
+                               description="next_cursor of the previous page"),
     principal: Principal = Depends(require(SESSIONS_ADMIN, VOLUMES_READ)),
 ) -> SessionList:
-    """Sessions from the index; ids whose keys expired are pruned from it on the way. A token
-    bound to sessions sees only those."""
+    """A page of sessions from the index, read in a few pipelined batches (one Redis
+    connection, however large the page, so a list never starves frame ingest); ids whose keys
+    expired are pruned from the index on the way. A token bound to sessions sees only those."""
     redis = get_redis(request)
+    after = _after(cursor)
     out: list[SessionInfo] = []
-    start = 0
-    while len(out) < limit:
-        page = [i.decode() for i in await redis.zrevrange(SESSIONS_INDEX, start,
-                                                         start + limit - 1)]
-        if not page:
+    more = True
+    while len(out) < limit and more:
+        # the cursor's own score again (the few sessions created in the same instant sort by
+        # id), plus a margin for them
+        scored = await redis.zrevrangebyscore(
+            SESSIONS_INDEX, "+inf" if after is None else after[0], "-inf", start=0,
+            num=LIST_BATCH + TIE_MARGIN, withscores=True)
+        newer = [(m.decode(), score) for m, score in scored]
+        ids = [(sid, score) for sid, score in newer
+               if after is None or score < after[0] or sid < after[1]]
+        more = len(ids) > LIST_BATCH or len(scored) == LIST_BATCH + TIE_MARGIN
+        ids = ids[:LIST_BATCH]
+        if not ids:
             break
-        start += len(page)
-        ids = [i for i in page if principal.may_access(i)]
-        infos = await asyncio.gather(*(load_session(redis, i) for i in ids))
-        gone = [i for i, info in zip(ids, infos, strict=True) if info is None]
+        after = (ids[-1][1], ids[-1][0])
+        ids = [(sid, score) for sid, score in ids if principal.may_access(sid)]
+        infos = await load_sessions(redis, [sid for sid, _ in ids])
+        gone = [sid for (sid, _), info in zip(ids, infos, strict=True) if info is None]
         if gone:
             await redis.zrem(SESSIONS_INDEX, *gone)
-            start -= len(gone)
         out += [i for i in infos if i is not None and (status is None or i.status == status)]
-    return SessionList(sessions=out[:limit])
+    page = out[:limit]
+    full = len(out) > limit or (len(page) == limit and more)
+    return SessionList(sessions=page, next_cursor=_cursor(page[-1]) if full and page else None)
 
 
 @router.get("/v1/sessions/{sid}", response_model=SessionInfo, summary="Session status",
-            responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404]})
+            responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404], 503: REDIS_RESPONSES})
 async def get_session(sid: str, request: Request,
                       _: Principal = Depends(require_session(SESSIONS_ADMIN, VOLUMES_READ))
                       ) -> SessionInfo:
@@ -273,32 +334,39 @@ async def get_session(sid: str, request: Request,
     return info
 
 
-@router.delete("/v1/sessions/{sid}", response_model=SessionInfo,
-               summary="Close a session (idempotent)",
-               responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404]})
-async def close_session(sid: str, request: Request,
-                        _: Principal = Depends(require_session(SESSIONS_ADMIN))
-                        ) -> SessionInfo:
-    """Mark closed, append a `close` entry after the last frame, remove the session's control
-    entry; every key of the session expires after the retention period."""
-    redis, settings = get_redis(request), get_settings(request)
-    if not valid_sid(sid):
-        raise not_found(sid)
+async def close(redis: Redis, sid: str, reason: CloseReason, retention_s: int) -> int:
+    """Mark closed (with the reason), append a `close` entry after the last frame, remove the
+    session's control entry; every key of the session expires after `retention_s`. Returns 0
+    (no such session), 1 (closed already) or 2 (closed now, counted)."""
     now = time.time()
-    keys = session_keys(sid)
     done = await registered(redis).close(
-        keys=keys, args=[repr(now), repr(now + settings.session_retention_s),
-                         settings.session_retention_s, *flat(encode_close())])
+        keys=session_keys(sid), args=[repr(now), repr(now + retention_s), retention_s,
+                                      reason.value, *flat(encode_close())])
     if done == 0:
-        raise not_found(sid)
+        return 0
     control_id = await redis.hget(session_key(sid), SessionField.CONTROL_ID.value)
-    if control_id:  # also on a repeated DELETE, in case an earlier one stopped half-way
+    if control_id:  # also on a repeated close, in case an earlier one stopped half-way
         async with redis.pipeline(transaction=False) as p:
             p.xack(CONTROL_STREAM, WORKER_GROUP, control_id)
             p.xdel(CONTROL_STREAM, control_id)
             await p.execute()
     if done == 2:
         metrics.SESSIONS_CLOSED.inc()
+    return int(done)
+
+
+@router.delete("/v1/sessions/{sid}", response_model=SessionInfo,
+               summary="Close a session (idempotent)",
+               responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404], 503: REDIS_RESPONSES})
+async def close_session(sid: str, request: Request,
+                        _: Principal = Depends(require_session(SESSIONS_ADMIN))
+                        ) -> SessionInfo:
+    """Mark closed, append a `close` entry after the last frame, remove the session's control
+    entry; every key of the session expires after the retention period."""
+    redis, settings = get_redis(request), get_settings(request)
+    if not valid_sid(sid) or await close(redis, sid, CloseReason.DELETED,
+                                         settings.session_retention_s) == 0:
+        raise not_found(sid)
     info = await load_session(redis, sid)
     if info is None:
         raise not_found(sid)
@@ -307,7 +375,7 @@ async def close_session(sid: str, request: Request,
 
 @router.put("/v1/sessions/{sid}/reference", response_model=ReferenceAck,
             summary="Set an explicit reference frame",
-            responses={**_ADMIN_RESPONSES,
+            responses={**_ADMIN_RESPONSES, **BODY_RESPONSES, 503: REDIS_RESPONSES,
                        422: error_example("wrong_length", "voltages: expected 928 values")})
 async def put_reference(sid: str, body: ReferenceBody, request: Request,
                         _: Principal = Depends(require_session(SESSIONS_ADMIN, FRAMES_WRITE))

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
                         "e.g. https://central.example.org")
     metrics_port: int | None = Field(
         None, gt=0, lt=65536, description="serve /metrics on this port only (not on the API's)")
+    idle_timeout_s: int = Field(
+        3600, ge=0, description="an open session with no frame for this long is closed "
+                                "(close_reason idle); 0 never closes one")
+    idle_check_interval_s: float = Field(30.0, gt=0, description="how often to look for them")
+    max_backlog_frames: int = Field(
+        6000, gt=0, description="frames a session may hold accepted but not yet processed by a "
+                                "worker; more are refused with 429 backlog_full")
 
     _secret: str = PrivateAttr("")
     _generated: bool = PrivateAttr(False)

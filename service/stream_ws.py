@@ -31,6 +31,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from service import metrics
 from service.auth import (
     Principal,
     check_scope,
@@ -43,9 +44,11 @@ from service.contract.tokens import VOLUMES_READ
 from service.deps import session_status
 from service.errors import ApiError
 from service.hub import LatestQueue, ResultHub, StatusMessage
+from service.logsafe import RateLimitedLog
 
 router = APIRouter()
 log = logging.getLogger("eitmon.service")
+refusals = RateLimitedLog(log)
 
 NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008
@@ -54,10 +57,12 @@ SESSION_NOT_FOUND = 4404
 
 
 async def _first_message_token(ws: WebSocket, timeout: float) -> str | None:
+    """The token of the first message; None if there is none in time; WebSocketDisconnect if
+    the client leaves first."""
     try:
         raw = await asyncio.wait_for(ws.receive_text(), timeout)
         doc = json.loads(raw)
-    except (asyncio.TimeoutError, ValueError, KeyError, RuntimeError):
+    except (asyncio.TimeoutError, ValueError, KeyError, RuntimeError, RecursionError):
         return None
     token = doc.get("token") if isinstance(doc, dict) else None
     return token if isinstance(token, str) else None
@@ -74,22 +79,40 @@ def origin_allowed(ws: WebSocket) -> bool:
     return origin in ws.app.state.settings.origin_allow_list
 
 
+def _refused(reason: str) -> None:
+    """Count a viewer refused (or gone) before streaming; one rate-limited line, no traceback."""
+    metrics.WS_REFUSED.labels(reason).inc()
+    refusals.warning(reason, "websocket viewer refused: %s", reason)
+
+
+async def _close_quietly(ws: WebSocket, code: int, reason: str) -> None:
+    """Close, unless the client has gone already."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        await ws.close(code, reason)
+
+
 async def _authenticate(ws: WebSocket, sid: str) -> Principal | None:
     """Accept the socket and check the token; on failure close with 1008 and return None."""
     settings = ws.app.state.settings
     token = websocket_token(list(ws.scope.get("subprotocols") or []))
     await ws.accept(subprotocol="bearer" if token is not None else None)
     if token is None:
-        token = await _first_message_token(ws, settings.ws_auth_timeout_s)
+        try:
+            token = await _first_message_token(ws, settings.ws_auth_timeout_s)
+        except WebSocketDisconnect:
+            _refused("disconnected_before_auth")
+            return None
     if token is None:
-        await ws.close(POLICY_VIOLATION, "missing_token")
+        _refused("missing_token")
+        await _close_quietly(ws, POLICY_VIOLATION, "missing_token")
         return None
     try:
         principal = await verify_token(settings, ws.app.state.redis, token)
         check_scope(principal, (VOLUMES_READ,))
         check_session(principal, sid)
     except ApiError as e:
-        await ws.close(POLICY_VIOLATION, e.reason)
+        _refused(e.reason)
+        await _close_quietly(ws, POLICY_VIOLATION, e.reason)
         return None
     return principal
 

@@ -30,6 +30,14 @@ class SessionField(str, Enum):
     REFERENCE_VERSION = "reference_version"  # 0 until an explicit reference is set
     CONTROL_ID = "control_id"  # id of the session's entry in the control stream
     FAILURE_REASON = "failure_reason"  # short text, set by the worker with status "failed"
+    CLOSE_REASON = "close_reason"  # a CloseReason value, set on close
+
+
+class CloseReason(str, Enum):
+    """Values of `SessionField.CLOSE_REASON`: who closed the session."""
+
+    DELETED = "deleted"  # DELETE /v1/sessions/{id}
+    IDLE = "idle"  # the API's idle expiry: no frame for `Settings.idle_timeout_s`
 
 
 class Counter(str, Enum):
@@ -101,4 +109,4 @@ class ControlField(str, Enum):
 
 
 ENUMS: tuple[type[Enum], ...] = (SessionStatus, SessionField, Counter, ProgressField,
-                                 FrameField, ResultField, ControlField)
+                                 FrameField, ResultField, ControlField, CloseReason)

@@ -22,8 +22,9 @@ from service.contract.fields import ENUMS, REJECTED_PREFIX
 
 # Session replies of the API's scripts.
 MISSING, NOT_OPEN, FAILED = -1, -2, -3
-# Reply of the ingest script: a seq jumped more than the window ahead of the last accepted.
-SEQ_TOO_FAR = -4
+# Replies of the ingest script: a seq jumped more than the window ahead of the last accepted;
+# the session's backlog bound would be passed.
+SEQ_TOO_FAR, BACKLOG_FULL = -4, -5
 # Replies of the worker's fenced scripts: the lease was lost, or the session is gone.
 LOST, GONE = -1, -2
 
@@ -51,11 +52,12 @@ def _script(name: str, keys: tuple[str, ...], template: str) -> LuaScript:
 
 # --- the API's scripts -------------------------------------------------------------------------
 
-# ARGV: n, w, window, then per frame its seq and the w field/value items of `encode_frame`.
-# Appends the frames whose seq is above the session's last, counts them and the duplicates.
-# A seq more than `window` ahead of the one accepted before it refuses the whole batch.
-# Returns {accepted, last_seq, lag_frames, {duplicate seqs}}, or {MISSING}, {NOT_OPEN},
-# {FAILED}, {SEQ_TOO_FAR}.
+# ARGV: n, w, window, the backlog bound, then per frame its seq and the w field/value items of
+# `encode_frame`. Appends the frames whose seq is above the session's last, counts them and the
+# duplicates. A seq more than `window` ahead of the one accepted before it refuses the whole
+# batch; so does a batch that would take the backlog (accepted - reconstructed - coalesced) past
+# the bound. Returns {accepted, last_seq, lag_frames, {duplicate seqs}}, or {MISSING},
+# {NOT_OPEN}, {FAILED}, {SEQ_TOO_FAR}, {BACKLOG_FULL, lag_frames}.
 INGEST = _script("ingest", ("session", "counters", "frames"), """
 local st = redis.call('HGET', KEYS[1], '${SessionField.STATUS}')
 if not st then return {-1} end
@@ -63,16 +65,21 @@ if st == '${SessionStatus.FAILED}' then return {-3} end
 if st ~= '${SessionStatus.OPEN}' then return {-2} end
 local last_str = redis.call('HGET', KEYS[1], '${SessionField.LAST_SEQ}') or '-1'
 local last = tonumber(last_str)
-local n, width, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local top = last
-for j = 4, 3 + n * (1 + width), 1 + width do
+local n, width = tonumber(ARGV[1]), tonumber(ARGV[2])
+local window, most = tonumber(ARGV[3]), tonumber(ARGV[4])
+local new, top = 0, last
+for j = 5, 4 + n * (1 + width), 1 + width do
   local s = tonumber(ARGV[j])
   if s > top + window then return {-4} end
-  if s > top then top = s end
+  if s > top then new, top = new + 1, s end
 end
+local c = redis.call('HMGET', KEYS[2], '${Counter.ACCEPTED}', '${Counter.RECONSTRUCTED}',
+                     '${Counter.COALESCED}')
+local lag = (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0)
+if new > 0 and lag + new > most then return {-5, lag} end
 local accepted = 0
 local dups = {}
-local i = 4
+local i = 5
 for _ = 1, n do
   local seq = ARGV[i]
   local s = tonumber(seq)
@@ -91,10 +98,7 @@ if accepted > 0 then
   redis.call('HINCRBY', KEYS[2], '${Counter.ACCEPTED}', accepted)
 end
 if #dups > 0 then redis.call('HINCRBY', KEYS[2], '${Counter.DUPLICATE}', #dups) end
-local c = redis.call('HMGET', KEYS[2], '${Counter.ACCEPTED}', '${Counter.RECONSTRUCTED}',
-                     '${Counter.COALESCED}')
-local lag = (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0)
-return {accepted, last_str, lag, dups}
+return {accepted, last_str, lag + accepted, dups}
 """)
 
 # ARGV: reason. Counts a rejected request, only for an existing session. Returns 0 or 1.
@@ -105,9 +109,10 @@ redis.call('HINCRBY', KEYS[2], '${REJECTED_PREFIX}' .. ARGV[1], 1)
 return 1
 """)
 
-# KEYS: `keys.session_keys(sid)`. ARGV: now, expires_at, retention_s, then the fields of
-# `encode_close`. Returns 0 (missing), 1 (already closed), 2 (closed now). A failed session
-# keeps its status; closing it records closed_at and puts its keys under the retention expiry.
+# KEYS: `keys.session_keys(sid)`. ARGV: now, expires_at, retention_s, close reason, then the
+# fields of `encode_close`. Returns 0 (missing), 1 (already closed), 2 (closed now). A failed
+# session keeps its status; closing it records closed_at and puts its keys under the retention
+# expiry.
 CLOSE = _script("close", ("session", "counters", "frames", "results", "progress", "epoch"), """
 local st = redis.call('HGET', KEYS[1], '${SessionField.STATUS}')
 if not st then return 0 end
@@ -116,8 +121,8 @@ if st ~= '${SessionStatus.FAILED}' then
   redis.call('HSET', KEYS[1], '${SessionField.STATUS}', '${SessionStatus.CLOSED}')
 end
 redis.call('HSET', KEYS[1], '${SessionField.CLOSED_AT}', ARGV[1],
-           '${SessionField.EXPIRES_AT}', ARGV[2])
-redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4))
+           '${SessionField.EXPIRES_AT}', ARGV[2], '${SessionField.CLOSE_REASON}', ARGV[4])
+redis.call('XADD', KEYS[3], '*', unpack(ARGV, 5))
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 return 2
 """)

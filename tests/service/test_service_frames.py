@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
+from service.app import create_app
 from service.contract.codecs import FrameEntry, decode_frame_entry
 from service.contract.keys import frames_key
 from service.contract.tokens import FRAMES_WRITE, SESSIONS_ADMIN
+from tests.service.conftest import Api, make_settings
 
 if TYPE_CHECKING:
-    from tests.service.conftest import Api
+    from tests.service.conftest import ServerThread
 
 M = 928
 
@@ -68,6 +71,7 @@ def test_binary_body_is_accepted(api: Api, rdb: redis.Redis) -> None:
 
 NAN_JSON = (b'{"frames": [{"seq": 0, "timestamp": 0.0, "voltages": [NaN' + b", 0.1" * (M - 1)
             + b"]}]}")
+DEEP_JSON = b'{"frames": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"  # RecursionError in json
 INF_JSON = (b'{"frames": [{"seq": 0, "timestamp": 0.0, "voltages": [0.1' + b", 0.1" * (M - 2)
             + b", -Infinity]}]}")
 
@@ -96,6 +100,7 @@ def _bad_json_cases(api: Api) -> dict[str, tuple[bytes, int, str]]:
         "empty batch": (b'{"frames": []}', 422, "empty_batch"),
         "too many frames": (doc(*(api.frame(i) for i in range(17))), 413, "batch_too_large"),
         "not json": (b"{frames", 400, "invalid_json"),
+        "deeply nested": (DEEP_JSON, 400, "invalid_json"),
     }
 
 
@@ -103,7 +108,7 @@ def _bad_json_cases(api: Api) -> dict[str, tuple[bytes, int, str]]:
     "wrong length", "NaN token", "Infinity token", "float32 overflow", "string value",
     "bool value", "null value", "voltages not a list", "timestamp string", "negative seq",
     "float seq", "decreasing seq", "missing key", "not frames", "empty batch",
-    "too many frames", "not json"])
+    "too many frames", "not json", "deeply nested"])
 def test_bad_json_is_rejected_whole_and_counted(api: Api, rdb: redis.Redis, case: str) -> None:
     sid = api.create_session()["id"]
     body, status, reason = _bad_json_cases(api)[case]
@@ -124,6 +129,7 @@ def test_bad_json_is_rejected_whole_and_counted(api: Api, rdb: redis.Redis, case
     ("float64 body", 422, "wrong_length"),
     ("no seq header", 400, "invalid_header"),
     ("bad interval", 400, "invalid_header"),
+    ("infinite timestamps", 422, "non_finite"),
     ("text/plain", 415, "unsupported_media_type"),
 ])
 def test_bad_binary_is_rejected(api: Api, rdb: redis.Redis, mutate: str, status: int,
@@ -145,6 +151,8 @@ def test_bad_binary_is_rejected(api: Api, rdb: redis.Redis, mutate: str, status:
         del headers["X-Seq-Start"]
     elif mutate == "bad interval":
         headers["X-Frame-Interval"] = "nan"
+    elif mutate == "infinite timestamps":  # each finite, but t0 + dt overflows to inf
+        headers["X-Timestamp-Start"] = headers["X-Frame-Interval"] = "1e308"
     elif mutate == "text/plain":
         ctype = "text/plain"
     r = _post_raw(api, sid, body, ctype, **headers)
@@ -259,3 +267,60 @@ def test_a_seq_far_ahead_is_refused_not_a_new_high_water_mark(api: Api, rdb: red
     assert ack.status_code == 202 and ack.json()["duplicates"] == []
     assert [f.seq for f in _queued(rdb, sid)] == [0, 1, window + 1]
     assert _counters(api, sid)["rejected_by_reason"] == {"seq_too_far_ahead": 2}
+
+
+def test_a_full_redis_answers_503_redis_full_and_counts_it(api: Api, rdb: redis.Redis) -> None:
+    sid = api.create_session()["id"]
+    full_before = REGISTRY.get_sample_value("eitmon_redis_full_total") or 0
+    maxmemory = rdb.config_get("maxmemory")["maxmemory"]
+    rdb.config_set("maxmemory", 1)  # every write is refused with OOM (policy noeviction)
+    try:
+        r = api.post_frames(sid, [api.frame(0)])
+    finally:
+        rdb.config_set("maxmemory", maxmemory)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["reason"] == "redis_full"
+    assert int(r.headers["Retry-After"]) > 0
+    assert REGISTRY.get_sample_value("eitmon_redis_full_total") == full_before + 1
+    assert api.post_frames(sid, [api.frame(0)]).status_code == 202
+
+
+def test_a_backlog_no_worker_processes_is_bounded_with_429(
+        serve: type[ServerThread], redis_url: str, rdb: redis.Redis) -> None:
+    settings = make_settings(redis_url, max_backlog_frames=20)
+    with serve(create_app(settings)) as server:
+        bounded = Api(f"http://127.0.0.1:{server.port}", settings)
+        sid = bounded.create_session()["id"]
+        for first in (0, 10):
+            batch = [bounded.frame(i) for i in range(first, first + 10)]
+            assert bounded.post_frames(sid, batch).status_code == 202
+        r = bounded.post_frames(sid, [bounded.frame(20)])
+        retry = bounded.post_frames(sid, [bounded.frame(5)])  # a duplicate is still answered
+        counters = _counters(bounded, sid)
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["reason"] == "backlog_full" and int(r.headers["Retry-After"]) > 0
+    assert retry.status_code == 202 and retry.json()["duplicates"] == [5]
+    assert rdb.xlen(frames_key(sid)) == 20
+    assert counters["accepted"] == 20 and counters["rejected_by_reason"] == {"backlog_full": 1}
+
+
+def test_a_huge_body_gets_its_413_and_the_connection_stays_usable(api: Api) -> None:
+    """The client sees the 413 (not "server disconnected") even when the body is far larger
+    than the socket buffers and the answer comes before the body is read."""
+    sid = api.create_session()["id"]
+    size = 32 * 1024 * 1024
+
+    def chunks() -> Any:
+        for _ in range(size // 65536):
+            yield b" " * 65536
+
+    with api.client() as c:
+        for url in (f"/v1/sessions/{sid}/frames", "/v1/sessions"):
+            for content in (b" " * size, chunks()):  # announced length, then chunked
+                r = c.post(url, content=content, headers={
+                    **api.auth(FRAMES_WRITE, SESSIONS_ADMIN), "Content-Type": "application/json"})
+                assert r.status_code == 413, r.text
+                assert r.json()["error"]["reason"] == "body_too_large"
+        ok = c.post(f"/v1/sessions/{sid}/frames", json={"frames": [api.frame(0)]},
+                    headers=api.auth(FRAMES_WRITE))
+    assert ok.status_code == 202, ok.text

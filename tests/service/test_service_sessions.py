@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -202,3 +203,69 @@ def test_explicit_reference_at_creation_comes_first(api: Api, rdb: redis.Redis) 
     assert s["settings"]["reference"] == {"mode": "explicit"}
     entries = rdb.xrange(frames_key(s["id"]))
     assert [decode_frame_entry(f).kind for _, f in entries] == ["reference"]
+
+
+def test_deeply_nested_json_is_400_invalid_json_everywhere(api: Api, rdb: redis.Redis) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000  # json raises RecursionError, not a decode error
+    sid = api.create_session()["id"]
+    headers = {**api.auth(SESSIONS_ADMIN), "Content-Type": "application/json"}
+    with api.client() as c:
+        answers = [c.post("/v1/sessions", content=b'{"geometry": ' + deep + b"}",
+                          headers=headers),
+                   c.put(f"/v1/sessions/{sid}/reference", content=deep, headers=headers)]
+    for r in answers:
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["reason"] == "invalid_json"
+    assert rdb.zcard(SESSIONS_INDEX) == 1
+
+
+def test_a_large_list_pages_with_a_cursor_and_never_starves_frame_ingest(
+        api: Api, rdb: redis.Redis) -> None:
+    n = 130  # more sessions than the Redis client's pool has connections (100)
+    sids = [api.create_session()["id"] for _ in range(n)]
+    uploads: list[int] = []
+    stop = threading.Event()
+
+    def upload() -> None:  # another bed keeps sending frames while the list runs
+        seq = 0
+        while not stop.is_set():
+            uploads.append(api.post_frames(sids[0], [api.frame(seq)]).status_code)
+            seq += 1
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    try:
+        with api.client() as c:
+            everything = c.get("/v1/sessions", params={"limit": 1000},
+                               headers=api.auth(VOLUMES_READ))
+            pages, cursor = [], None
+            while True:
+                r = c.get("/v1/sessions", params={"limit": 50, **({"cursor": cursor}
+                                                                   if cursor else {})},
+                          headers=api.auth(VOLUMES_READ))
+                assert r.status_code == 200, r.text
+                pages.append([s["id"] for s in r.json()["sessions"]])
+                cursor = r.json()["next_cursor"]
+                if len(pages) == 1:
+                    newest = api.create_session()["id"]  # created between pages: not repeated
+                if cursor is None:
+                    break
+            bad = c.get("/v1/sessions", params={"cursor": "nope"}, headers=api.auth(VOLUMES_READ))
+    finally:
+        stop.set()
+        uploader.join()
+    assert everything.status_code == 200, everything.text
+    assert [s["id"] for s in everything.json()["sessions"]] == sids[::-1]
+    assert everything.json()["next_cursor"] is None
+    assert [len(p) for p in pages] == [50, 50, 30]
+    assert [sid for page in pages for sid in page] == sids[::-1]
+    assert newest not in pages[1] + pages[2]
+    assert (bad.status_code, bad.json()["error"]["reason"]) == (422, "invalid_request")
+    assert uploads and set(uploads) == {202}
+
+
+def test_a_deleted_session_shows_why_it_closed(api: Api) -> None:
+    sid = api.create_session()["id"]
+    with api.client() as c:
+        r = c.delete(f"/v1/sessions/{sid}", headers=api.auth(SESSIONS_ADMIN))
+    assert r.json()["close_reason"] == "deleted"

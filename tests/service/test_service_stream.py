@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pytest
 import redis
+from prometheus_client import REGISTRY
 from websockets.sync.client import ClientConnection, connect
 
 from service import wire
@@ -115,3 +118,33 @@ def test_a_slow_viewer_does_not_block_a_fast_one(api: Api, rdb: redis.Redis) -> 
     assert len(slow_seqs) < n  # ...having lost older ones instead of stalling anyone
     assert len(fast_seqs) > len(slow_seqs)
     assert slow_seqs == sorted(slow_seqs)
+
+
+def test_early_disconnects_log_one_rate_limited_line_each_not_a_traceback(
+        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    sid = api.create_session()["id"]
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "eitmon")]  # both don't propagate
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
+
+    def handled() -> float:  # refusals counted, plus tracebacks (the old way of handling them)
+        counted = REGISTRY.get_sample_value("eitmon_ws_refused_total",
+                                            {"reason": "disconnected_before_auth"}) or 0
+        return counted + sum(1 for r in caplog.records if r.exc_info)
+
+    n, before = 30, handled()
+    start = time.monotonic()
+    try:
+        for _ in range(n):  # connect without a token and leave before sending one
+            with connect(f"{api.ws_base}/v1/sessions/{sid}/stream", proxy=None):
+                pass
+        while handled() < before + n:  # wait on the server's progress
+            time.sleep(0.05)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(caplog.handler)
+    elapsed = time.monotonic() - start
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    lines = [r for r in caplog.records if r.name.startswith("eitmon")]
+    assert all("\n" not in r.getMessage() for r in lines)
+    assert len(lines) <= 1 + elapsed / 10  # one line per event kind per 10 s

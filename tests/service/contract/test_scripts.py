@@ -19,7 +19,14 @@ from service.contract.fields import (
     SessionStatus,
 )
 from service.contract.keys import counters_key, frames_key, session_key
-from service.contract.scripts import FAILED, SCRIPTS, SEQ_TOO_FAR, LuaScript, registered
+from service.contract.scripts import (
+    BACKLOG_FULL,
+    FAILED,
+    SCRIPTS,
+    SEQ_TOO_FAR,
+    LuaScript,
+    registered,
+)
 
 HASH_FIELDS = {"session": SessionField, "counters": Counter, "progress": ProgressField}
 STRING = re.compile(r"^'([^']*)'$")
@@ -119,11 +126,12 @@ def _open(rdb: redis.Redis, sid: str, status: SessionStatus = SessionStatus.OPEN
                                         SessionField.LAST_SEQ.value: -1})
 
 
-def _ingest(rdb: redis.Redis, sid: str, seqs: list[int], window: int = 1000) -> list:
+def _ingest(rdb: redis.Redis, sid: str, seqs: list[int], window: int = 1000,
+            most: int = 1000) -> list:
     import numpy as np
 
     entries = [flat(encode_frame(seq, seq * 0.025, np.full(4, seq, np.float32))) for seq in seqs]
-    args: list = [len(entries), len(entries[0]), window]
+    args: list = [len(entries), len(entries[0]), window, most]
     for seq, entry in zip(seqs, entries, strict=True):
         args += [str(seq), *entry]
     return registered(rdb).ingest(keys=[session_key(sid), counters_key(sid), frames_key(sid)],
@@ -152,6 +160,18 @@ def test_ingest_refuses_a_batch_with_a_seq_beyond_the_window(rdb: redis.Redis) -
     assert rdb.hget(session_key(sid), SessionField.LAST_SEQ.value) == b"1"
     accepted, last, _, _ = _ingest(rdb, sid, [1001])  # exactly the window ahead
     assert (accepted, int(last)) == (1, 1001)
+
+
+def test_ingest_keeps_the_backlog_under_its_bound(rdb: redis.Redis) -> None:
+    sid = "c" * 32
+    _open(rdb, sid)
+    assert _ingest(rdb, sid, [0, 1, 2], most=4)[0] == 3
+    assert _ingest(rdb, sid, [2, 3, 4], most=4) == [BACKLOG_FULL, 3]  # 3 + 2 new > 4: none
+    assert rdb.xlen(frames_key(sid)) == 3
+    assert _ingest(rdb, sid, [1, 2], most=4)[3] == [b"1", b"2"]  # duplicates still answered
+    rdb.hset(counters_key(sid), Counter.RECONSTRUCTED.value, 2)  # a worker catches up
+    accepted, last, lag, _ = _ingest(rdb, sid, [3, 4], most=4)
+    assert (accepted, int(last), lag) == (2, 4, 3)
 
 
 def test_scripts_refuse_a_failed_session(rdb: redis.Redis) -> None:
