@@ -29,7 +29,7 @@ from worker.recon.base import FrameResult
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import Fenced, LeaseLost, check
 from worker.runtime.registry import SessionRegistry
-from worker.runtime.session import Frame, Session
+from worker.runtime.session import Frame, Queued, Session
 
 log = logging.getLogger("eitmon.worker")
 
@@ -40,11 +40,11 @@ Recovered = queue.Queue[tuple[Session, Any]]  # straggler entries the control th
 
 @dataclass
 class Taken:
-    """Entries one session took in: frames ready for the main method, those to preview, and
-    the reference entries to acknowledge."""
+    """Entries one session took in: frames (and a close) ready for the main method in stream
+    order, the frames to preview, and the reference entries to acknowledge."""
 
     session: Session
-    ready: list[Frame] = field(default_factory=list)
+    ready: list[Queued] = field(default_factory=list)
     shown: list[Frame] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
 
@@ -60,7 +60,7 @@ def take(session: Session, entries: Sequence[tuple[Any, Any]],
         if entry.kind == "reference" and entry_id not in silent:
             taken.refs.append(entry_id)
         taken.ready += session.accept(entry_id, entry, entry_id in silent)
-    fresh = [frame for frame in taken.ready if not frame.silent]
+    fresh = [item for item in taken.ready if isinstance(item, Frame) and not item.silent]
     taken.shown = fresh[-1:] if session.realtime else fresh
     return taken
 
