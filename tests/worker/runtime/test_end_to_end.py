@@ -36,7 +36,7 @@ def test_every_frame_reaches_the_viewer_and_the_counters_add_up(
                 volumes[meta["seq"]] = vol.astype(np.float32)
             else:
                 previews.add(meta["seq"])
-    bed.wait(lambda: bed.settled(sid, N), 10, "the counters")
+    bed.wait(lambda: bed.settled(sid, N), "the counters")
     assert bed.counters(sid)["coalesced"] == 0
     expected = bed.expected(frames)
     got = np.stack([volumes[s] for s in range(N)])
@@ -50,7 +50,7 @@ def test_realtime_policy_coalesces_a_backlog_and_counts_it(
     sid = bed.create(realtime="realtime")
     bed.post(sid, bed.frames(40), 0)  # queued before any worker runs: a backlog
     in_process(lsq)
-    bed.wait(lambda: bed.settled(sid, 40), 20, "the counters")
+    bed.wait(lambda: bed.settled(sid, 40), "the counters")
     counters = bed.counters(sid)
     assert counters["coalesced"] > 0
     assert counters["reconstructed"] + counters["coalesced"] == counters["accepted"] == 40
@@ -70,7 +70,7 @@ def test_api_restart_while_the_worker_runs(bed: Bed, in_process: Callable[..., R
         api = start_api(redis_url, bed.secret, port=int(api.url.rsplit(":", 1)[1]), quiet=True)
         with bed.viewer(sid) as ws:
             bed.post(sid, frames[10:], 10)
-            bed.wait(lambda: bed.settled(sid, 20), 10, "the counters")
+            bed.wait(lambda: bed.settled(sid, 20), "the counters")
             for _ in range(50):  # the latest volume at once, then the new ones
                 meta, _ = bed.receive(ws)
                 if meta["seq"] == 19 and meta["kind"] == "volume":
