@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from service.contract.codecs import (
 )
 from service.contract.errors import describe_error
 from service.contract.fields import (
+    DROPPED_PREFIX,
     REJECTED_PREFIX,
     Counter,
     ProgressField,
@@ -46,7 +48,7 @@ from service.contract.keys import (
     session_key,
     session_keys,
 )
-from service.contract.limits import LimitExceeded, SessionLimits
+from service.contract.limits import LimitExceeded, SessionLimits, reference_problem
 from service.contract.protocol import PROTOCOL_PRESETS, resolve_protocol
 from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
 from service.contract.session import SessionConfig
@@ -124,6 +126,16 @@ def resolve_config(body: SessionCreate, limits: SessionLimits = LIMITS) -> Sessi
         protocol_preset=protocol_preset)
 
 
+def usable_reference(values: Any, m: int, where: str) -> np.ndarray:
+    """M finite voltages that can normalise frames; ApiError(422) otherwise (`zero_reference`
+    for an all-zero or near-zero one)."""
+    volts = to_voltages(values, m, where)
+    problem = reference_problem(volts)
+    if problem is not None:
+        raise ApiError(422, "zero_reference", f"{where}: {problem}")
+    return volts
+
+
 async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
     """The API view of a session from its hash, counters, the worker's progress and lease."""
     if not valid_sid(sid):
@@ -141,7 +153,8 @@ async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
     s = {k.decode(): v for k, v in sess.items()}
     c = {k.decode(): int(v) for k, v in counts.items()}
     cfg = SessionConfig.from_json(s[SessionField.CONFIG])
-    done = c.get(Counter.RECONSTRUCTED, 0) + c.get(Counter.COALESCED, 0)
+    done = (c.get(Counter.RECONSTRUCTED, 0) + c.get(Counter.COALESCED, 0)
+            + c.get(Counter.DROPPED, 0))
     lag_frames = max(c.get(Counter.ACCEPTED, 0) - done, 0)
     lag_seconds: float | None = 0.0
     if lag_frames:
@@ -174,7 +187,9 @@ async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
         counters=Counters(
             **{counter.value: c.get(counter, 0) for counter in Counter},
             rejected_by_reason={k.removeprefix(REJECTED_PREFIX): v for k, v in c.items()
-                                if k.startswith(REJECTED_PREFIX)}),
+                                if k.startswith(REJECTED_PREFIX)},
+            dropped_by_reason={k.removeprefix(DROPPED_PREFIX): v for k, v in c.items()
+                               if k.startswith(DROPPED_PREFIX)}),
         lag=Lag(frames=lag_frames, seconds=lag_seconds), worker=worker)
 
 
@@ -207,8 +222,8 @@ async def create_session(
     cfg = await run_in_threadpool(resolve_config, body)
     reference = None
     if isinstance(body.reference, ExplicitReference):
-        reference = to_voltages(body.reference.voltages, cfg.n_measurements,
-                                "reference.voltages")
+        reference = usable_reference(body.reference.voltages, cfg.n_measurements,
+                                     "reference.voltages")
     sid, now = uuid.uuid4().hex, time.time()
     fields: dict[str, Any] = {
         SessionField.STATUS.value: SessionStatus.OPEN.value,
@@ -319,7 +334,7 @@ async def put_reference(sid: str, body: ReferenceBody, request: Request,
     """Store the reference and queue it in-band, so frames after it use it."""
     redis = get_redis(request)
     m = await open_session_m(redis, sid)
-    volts = to_voltages(body.voltages, m, "voltages")
+    volts = usable_reference(body.voltages, m, "voltages")
     version = await registered(redis).reference(
         keys=[session_key(sid), frames_key(sid)],
         args=[voltages_bytes(volts), *flat(encode_reference(volts))])

@@ -17,6 +17,10 @@ worker build a model that takes minutes and gigabytes (docs/service-api.md, "Lim
   (M x voxels), the per-element field gradients of the injections and measurement patterns,
   and the sparse factorisation.
 
+An explicit reference frame needs an rms of at least `MIN_REFERENCE_RMS_V` (1 µV; belts
+measure millivolts): frames are normalised by it (`worker.recon.base.normalise`), and an
+all-zero reference would make every volume NaN.
+
 Torch- and gmsh-free; the estimates take microseconds.
 """
 
@@ -39,6 +43,18 @@ NODES_PER_AREA = 4.0
 ELEMENTS_PER_NODE = 5.2  # tetrahedra per node of those meshes
 FACTOR_BYTES_PER_NODE = 10_000  # the sparse LU of the complete electrode model, generously
 JACOBIAN_CHUNK = 64  # measurements per chunk of `worker.forward.jacobian`
+
+
+MIN_REFERENCE_RMS_V = 1e-6
+
+
+def reference_problem(voltages: np.ndarray) -> str | None:
+    """Why these voltages cannot be a reference (all zero or nearly), or None."""
+    rms = float(np.sqrt(np.mean(np.square(voltages, dtype=np.float64))))
+    if rms < MIN_REFERENCE_RMS_V:
+        return (f"the reference's rms is {rms:.3g} V; at least {MIN_REFERENCE_RMS_V:g} V (frames "
+                f"are normalised by it)")
+    return None
 
 
 class LimitExceeded(ValueError):

@@ -45,7 +45,8 @@ def test_create_with_defaults_then_get_counters(api: Api, rdb: redis.Redis) -> N
     assert cfg["method"] == "d2ip" and cfg["realtime"] == "realtime"
     assert cfg["reference"] == {"mode": "first_n", "frames": 1}
     assert s["counters"] == {"accepted": 0, "duplicate": 0, "reconstructed": 0, "coalesced": 0,
-                             "rejected": 0, "failures": 0, "rejected_by_reason": {}}
+                             "rejected": 0, "failures": 0, "rejected_by_reason": {},
+                             "dropped": 0, "dropped_by_reason": {}}
     assert s["failure_reason"] is None
     assert s["lag"] == {"frames": 0, "seconds": 0.0}
     assert s["worker"] is None and s["last_seq"] is None
@@ -258,3 +259,21 @@ def test_explicit_reference_at_creation_comes_first(api: Api, rdb: redis.Redis) 
     assert s["settings"]["reference"] == {"mode": "explicit"}
     entries = rdb.xrange(frames_key(s["id"]))
     assert [decode_frame_entry(f).kind for _, f in entries] == ["reference"]
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-12])
+def test_an_all_zero_or_near_zero_reference_is_refused(api: Api, rdb: redis.Redis,
+                                                       value: float) -> None:
+    flat = [value] * M_DEFAULT
+    with api.client() as c:
+        created = c.post("/v1/sessions", json={"reference": {"mode": "explicit",
+                                                              "voltages": flat}},
+                         headers=api.auth(SESSIONS_ADMIN))
+        sid = api.create_session()["id"]
+        put = c.put(f"/v1/sessions/{sid}/reference", json={"voltages": flat},
+                    headers=api.auth(SESSIONS_ADMIN))
+    for r in (created, put):
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["reason"] == "zero_reference"
+    assert rdb.zcard(SESSIONS_INDEX) == 1
+    assert rdb.xlen(frames_key(sid)) == 0  # nothing queued

@@ -72,8 +72,9 @@ class Previews:
         self.redis, self.fenced, self.registry = redis, fenced, registry
 
     def compute(self, batch: list[Taken]) -> dict[tuple[str, str], FrameResult]:
-        """The previews of the shown frames, one batched product per shared preview. A
-        preview that raises is logged and skipped: the frames still go to the main method."""
+        """The finite previews of the shown frames, one batched product per shared preview. A
+        preview that raises or is not finite is skipped: the frames still go to the main
+        method."""
         previews: dict[tuple[str, str], FrameResult] = {}
         by_preview: dict[int, list[tuple[Session, Frame]]] = {}
         for taken in batch:
@@ -87,7 +88,8 @@ class Previews:
                 log.warning("previews not computed: %s: %s", type(e).__name__, e)
                 continue
             previews.update({(session.sid, frame.entry_id): result
-                             for (session, frame), result in zip(items, results, strict=True)})
+                             for (session, frame), result in zip(items, results, strict=True)
+                             if np.isfinite(result.volume).all()})  # never publish NaN
         return previews
 
     def publish(self, batch: list[Taken]) -> None:

@@ -190,10 +190,10 @@ class Bed:
         return {k.decode(): int(v) for k, v in raw.items()}
 
     def settled(self, sid: str, accepted: int) -> bool:
-        """Every accepted frame is reconstructed or coalesced."""
+        """Every accepted frame is reconstructed, coalesced or dropped."""
         c = self.counters(sid)
         return c.get("accepted") == accepted and (
-            c.get("reconstructed", 0) + c.get("coalesced", 0) == accepted)
+            c.get("reconstructed", 0) + c.get("coalesced", 0) + c.get("dropped", 0) == accepted)
 
     def results(self, sid: str, kind: str = "volume") -> list[Result]:
         entries = self.redis.xrange(results_key(sid))

@@ -80,3 +80,19 @@ def test_api_restart_while_the_worker_runs(bed: Bed, in_process: Callable[..., R
     finally:
         api.stop()
     assert [r.seq for r in bed.results(sid)] == list(range(20))
+
+
+def test_frames_against_a_zero_reference_are_counted_never_published(
+        bed: Bed, in_process: Callable[..., Running], lsq: dict[str, Any]) -> None:
+    sid = bed.create(reference={"mode": "first_n", "frames": 1})
+    frames = bed.frames(6)
+    frames[0] = 0.0  # the belt's first frame, the reference, is all zero
+    bed.post(sid, frames, 0)
+    in_process(lsq)
+    bed.wait(lambda: bed.settled(sid, 6), "the counters")
+    counters = bed.counters(sid)
+    assert counters["dropped"] == counters["dropped:non_finite"] == 6
+    assert counters.get("reconstructed", 0) == 0
+    published = bed.results(sid, "volume") + bed.results(sid, "preview")
+    assert all(np.isfinite(r.volume).all() for r in published)
+    assert bed.info(sid)["lag"]["frames"] == 0
