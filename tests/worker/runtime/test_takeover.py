@@ -59,7 +59,7 @@ def test_sigterm_checkpoints_releases_and_exits_0(
     first = workers("w1")
     bed.post(sid, frames[:7], 0)
     bed.wait(lambda: bed.settled(sid, 7), "w1 to reconstruct")
-    assert first.stop(signal.SIGTERM, timeout=20) == 0
+    assert first.stop(signal.SIGTERM, timeout=120) == 0  # a bound: it exits in about 1 s
     assert released(bed, sid)
     ckpt = committed(bed, sid, tmp_path / "ckpt")
     last_id = bed.redis.hget(progress_key(sid), ProgressField.LAST_ID.value)
