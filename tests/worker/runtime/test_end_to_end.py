@@ -96,3 +96,19 @@ def test_frames_against_a_zero_reference_are_counted_never_published(
     published = bed.results(sid, "volume") + bed.results(sid, "preview")
     assert all(np.isfinite(r.volume).all() for r in published)
     assert bed.info(sid)["lag"]["frames"] == 0
+
+
+def test_a_slow_session_setup_delays_the_viewer_without_failing(
+        bed: Bed, in_process: Callable[..., Running], test_methods: dict[str, Any]) -> None:
+    """As on a loaded machine: the session's setup takes longer than any fixed receive
+    timeout of the past (10 s); the waits follow the worker's progress instead."""
+    def slow(model: Any) -> Any:
+        time.sleep(6)  # the preview's and the main method's: 12 s of setup
+        return test_methods["PseudoInverse"](model)
+
+    sid = bed.create()
+    in_process({"tikhonov": slow})
+    with bed.viewer(sid) as ws:
+        bed.post(sid, bed.frames(1), 0)
+        meta, _ = bed.receive(ws)
+    assert meta["seq"] == 0
