@@ -41,28 +41,28 @@ class BuildCancelled(Exception):
     """The build was stopped because the session no longer needs it."""
 
 
-def model_spec(config: SessionConfig) -> dict[str, Any]:
+def model_arguments(config: SessionConfig) -> dict[str, Any]:
     """The keyword arguments of `worker.forward.load_model` for a session's model."""
     return {"geometry": config.geometry, "protocol": config.protocol, "grid": list(config.grid)}
 
 
-def is_cached(spec: dict[str, Any]) -> bool:
-    """True when the model of `spec` is in the disk cache (loading it takes no build)."""
+def is_cached(arguments: dict[str, Any]) -> bool:
+    """True when the model of these `load_model` arguments is in the disk cache."""
     from worker.forward import cache
-    from worker.forward.model import model_spec as full_spec
+    from worker.forward.model import model_spec
 
-    specs = (resolve_geometry(spec["geometry"]), resolve_protocol(spec["protocol"]),
-             resolve_grid(spec["grid"]))
-    return cache.path_for(full_spec(*specs)).is_file()
+    specs = (resolve_geometry(arguments["geometry"]), resolve_protocol(arguments["protocol"]),
+             resolve_grid(arguments["grid"]))
+    return cache.path_for(model_spec(*specs)).is_file()
 
 
-def _build(spec: dict[str, Any], memory_bytes: int, report: Connection) -> None:
+def _build(arguments: dict[str, Any], memory_bytes: int, report: Connection) -> None:
     """The child: limit the address space, build into the disk cache, report."""
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
         from worker.forward import load_model
 
-        model = load_model(**spec)
+        model = load_model(**arguments)
         _ = model.operator.spectrum  # stored beside the model in the cache
         report.send(None)
     except MemoryError:
@@ -81,10 +81,11 @@ class ModelBuilder:
         self.timeout_s, self.memory_bytes = timeout_s, memory_bytes
         self._context = multiprocessing.get_context("spawn")
 
-    def build(self, spec: dict[str, Any], cancelled: Callable[[], bool]) -> None:
-        """Build the model of `spec` into the disk cache; BuildFailed or BuildCancelled."""
+    def build(self, arguments: dict[str, Any], cancelled: Callable[[], bool]) -> None:
+        """Build the model of these `load_model` arguments into the disk cache; BuildFailed
+        or BuildCancelled."""
         receive, send = self._context.Pipe(duplex=False)
-        child = self._context.Process(target=_build, args=(spec, self.memory_bytes, send),
+        child = self._context.Process(target=_build, args=(arguments, self.memory_bytes, send),
                                       name="eitmon-model-build", daemon=True)
         child.start()
         send.close()

@@ -22,7 +22,7 @@ from worker.runtime.builds import (
     BuildCancelled,
     ModelBuilder,
     is_cached,
-    model_spec,
+    model_arguments,
 )
 
 if TYPE_CHECKING:
@@ -109,14 +109,14 @@ class ModelCache:
 
     @staticmethod
     def key(config: SessionConfig) -> str:
-        return json.dumps([config.geometry, config.protocol, list(config.grid)], sort_keys=True)
+        return json.dumps(model_arguments(config), sort_keys=True)
 
     def available(self, config: SessionConfig) -> bool:
         """True when the model needs no build (in memory or in the disk cache)."""
         with self._lock:
             if self.key(config) in self._entries:
                 return True
-        return is_cached(model_spec(config))
+        return is_cached(model_arguments(config))
 
     def acquire(self, config: SessionConfig, cancelled: Callable[[], bool] = lambda: False
                 ) -> tuple[ForwardModel, SharedPreview]:
@@ -151,10 +151,10 @@ class ModelCache:
     def _load(self, config: SessionConfig, cancelled: Callable[[], bool]) -> ForwardModel:
         from worker.forward import load_model
 
-        spec = model_spec(config)
-        if not is_cached(spec):
-            self.builder.build(spec, cancelled)
-        return load_model(**spec)
+        arguments = model_arguments(config)
+        if not is_cached(arguments):
+            self.builder.build(arguments, cancelled)
+        return load_model(**arguments)
 
     def release(self, config: SessionConfig) -> None:
         key = self.key(config)
