@@ -70,14 +70,20 @@ def test_a_cold_build_blocks_no_other_session_and_a_close_cancels_it(
     assert [session.sid for session in run.worker.registry.sessions()] == [small]
 
 
+@pytest.mark.parametrize(("settings", "spec", "reason"), [
+    ({"build_timeout_s": 0.5}, SMALL_UNCACHED,  # shorter than starting the build process
+     "BuildFailed: the model build took longer than 0.5 s"),
+    ({"build_memory_mb": 1024}, {**SMALL_UNCACHED, "protocol": "adjacent", "grid": [64, 64, 64]},
+     "BuildFailed: MemoryError: the model build needs more than 1024 MiB"),
+])
 def test_a_build_that_fails_fails_its_session_at_once(
-        bed: Bed, in_process: Callable[..., Running], lsq: dict[str, Any],
-        fresh_cache: Path) -> None:
-    in_process(lsq, build_timeout_s=0.5)  # shorter than starting the build process
-    sid = bed.create(**SMALL_UNCACHED, reference=FIRST)
+        bed: Bed, in_process: Callable[..., Running], lsq: dict[str, Any], fresh_cache: Path,
+        settings: dict[str, Any], spec: dict[str, Any], reason: str) -> None:
+    in_process(lsq, **settings)
+    sid = bed.create(**spec, reference=FIRST)
     bed.wait(lambda: bed.info(sid)["status"] == "failed", "the session to be marked failed")
-    reason = bed.redis.hget(session_key(sid), SessionField.FAILURE_REASON.value).decode()
-    assert reason.startswith("BuildFailed: the model build took longer than 0.5 s"), reason
+    got = bed.redis.hget(session_key(sid), SessionField.FAILURE_REASON.value).decode()
+    assert got.startswith(reason), got
     assert bed.counters(sid)["failures"] == 1  # no retries: the same build fails again
     assert not builds()
 
