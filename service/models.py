@@ -101,10 +101,14 @@ class Counters(BaseModel):
     rejected: int = Field(description="rejected frame requests (a batch counts once)")
     failures: int = Field(description="reconstruction failures counted by the worker")
     rejected_by_reason: dict[str, int]
+    dropped: int = Field(description="accepted frames the worker dropped, never published "
+                                        "(a non-finite volume; closed before its model was "
+                                        "built)")
+    dropped_by_reason: dict[str, int]
 
 
 class Lag(BaseModel):
-    frames: int = Field(description="accepted - reconstructed - coalesced")
+    frames: int = Field(description="accepted - reconstructed - coalesced - dropped")
     seconds: float | None = Field(
         description="age of the oldest unprocessed frame (0 when none, null if unknown)")
 
@@ -126,7 +130,8 @@ SESSION_EXAMPLE: dict[str, Any] = {
                  "reference": {"mode": "first_n", "frames": 1}, "realtime": "realtime"},
     "reference_version": 0, "last_seq": 41,
     "counters": {"accepted": 42, "duplicate": 0, "reconstructed": 40, "coalesced": 0,
-                 "rejected": 1, "failures": 0, "rejected_by_reason": {"non_finite": 1}},
+                 "rejected": 1, "failures": 0, "rejected_by_reason": {"non_finite": 1},
+                 "dropped": 0, "dropped_by_reason": {}},
     "lag": {"frames": 2, "seconds": 0.05},
     "worker": {"id": "worker-a1", "epoch": 3, "lease_ttl_ms": 9000}}
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import re
 import time
 import uuid
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -26,6 +27,7 @@ from service.contract.codecs import (
 )
 from service.contract.errors import describe_error
 from service.contract.fields import (
+    DROPPED_PREFIX,
     REJECTED_PREFIX,
     CloseReason,
     Counter,
@@ -46,6 +48,7 @@ from service.contract.keys import (
     session_key,
     session_keys,
 )
+from service.contract.limits import LimitExceeded, SessionLimits, reference_problem
 from service.contract.protocol import PROTOCOL_PRESETS, resolve_protocol
 from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
 from service.contract.session import SessionConfig
@@ -77,8 +80,7 @@ router = APIRouter(tags=["sessions"])
 
 LIST_BATCH = 100  # sessions read per pipelined batch while listing
 TIE_MARGIN = 16
-MAX_GRID_DIM = 256
-MAX_VOXELS = 64**3
+LIMITS = SessionLimits()
 
 _ADMIN_RESPONSES = {**AUTH_RESPONSES, **SESSION_RESPONSES}
 
@@ -89,14 +91,17 @@ def _spec_error(reason: str, exc: Exception) -> ApiError:
     return ApiError(422, reason, str(exc))
 
 
-def resolve_config(body: SessionCreate) -> SessionConfig:
-    """Validate geometry/protocol/grid; ApiError(422) with the reason. Files are not read."""
+def resolve_config(body: SessionCreate, limits: SessionLimits = LIMITS) -> SessionConfig:
+    """Validate geometry/protocol/grid within `limits`; ApiError(422) with the reason and the
+    field. Files are not read. Bounded by the limits (< 50 ms for any accepted spec, see
+    docs/service-api.md), but still CPU work: the route runs it in a worker thread."""
     geometry_preset = body.geometry if isinstance(body.geometry, str) else None
     if geometry_preset is not None and geometry_preset not in GEOMETRY_PRESETS:
         raise ApiError(422, "invalid_geometry", f"geometry: unknown preset; presets: "
                                                 f"{', '.join(GEOMETRY_PRESETS)}")
     try:
         geometry = resolve_geometry(body.geometry)
+        limits.check_geometry(geometry)
     except (ValueError, TypeError) as e:
         raise _spec_error("invalid_geometry", e) from None
     protocol_preset = body.protocol if isinstance(body.protocol, str) else None
@@ -107,16 +112,20 @@ def resolve_config(body: SessionCreate) -> SessionConfig:
     n_electrodes = geometry.electrodes.count
     try:
         protocol = resolve_protocol(body.protocol)
-        m = protocol.build(n_electrodes).n_measurements
+        limits.check_protocol(protocol)
+        built = protocol.build(n_electrodes)
     except (ValueError, TypeError) as e:
         raise _spec_error("invalid_protocol", e) from None
     try:
         grid = resolve_grid(body.grid)
+        limits.check_grid(grid)
     except (ValueError, TypeError) as e:
         raise _spec_error("invalid_grid", e) from None
-    if max(grid.shape) > MAX_GRID_DIM or math.prod(grid.shape) > MAX_VOXELS:
-        raise ApiError(422, "invalid_grid", f"grid: at most {MAX_GRID_DIM} per axis and "
-                                            f"{MAX_VOXELS} voxels")
+    try:
+        limits.check_model(geometry, built, grid)
+    except LimitExceeded as e:
+        raise _spec_error("model_too_large", e) from None
+    m = built.n_measurements
     reference = ({"mode": "explicit"} if isinstance(body.reference, ExplicitReference)
                  else body.reference.model_dump())
     return SessionConfig(
@@ -124,6 +133,16 @@ def resolve_config(body: SessionCreate) -> SessionConfig:
         grid=grid.shape, method=body.method, reference=reference, realtime=body.realtime,
         n_electrodes=n_electrodes, n_measurements=m, geometry_preset=geometry_preset,
         protocol_preset=protocol_preset)
+
+
+def usable_reference(values: Any, m: int, where: str) -> np.ndarray:
+    """M finite voltages that can normalise frames; ApiError(422) otherwise (`zero_reference`
+    for an all-zero or near-zero one)."""
+    volts = to_voltages(values, m, where)
+    problem = reference_problem(volts)
+    if problem is not None:
+        raise ApiError(422, "zero_reference", f"{where}: {problem}")
+    return volts
 
 
 async def load_sessions(redis: Redis, sids: list[str]) -> list[SessionInfo | None]:
@@ -165,7 +184,8 @@ async def load_session(redis: Redis, sid: str) -> SessionInfo | None:
 
 def _lag_frames(counts: dict[bytes, bytes]) -> int:
     c = {k.decode(): int(v) for k, v in counts.items()}
-    done = c.get(Counter.RECONSTRUCTED, 0) + c.get(Counter.COALESCED, 0)
+    done = (c.get(Counter.RECONSTRUCTED, 0) + c.get(Counter.COALESCED, 0)
+            + c.get(Counter.DROPPED, 0))
     return max(c.get(Counter.ACCEPTED, 0) - done, 0)
 
 
@@ -200,7 +220,9 @@ def _session_info(sid: str, sess: dict[bytes, bytes], counts: dict[bytes, bytes]
         counters=Counters(
             **{counter.value: c.get(counter, 0) for counter in Counter},
             rejected_by_reason={k.removeprefix(REJECTED_PREFIX): v for k, v in c.items()
-                                if k.startswith(REJECTED_PREFIX)}),
+                                if k.startswith(REJECTED_PREFIX)},
+            dropped_by_reason={k.removeprefix(DROPPED_PREFIX): v for k, v in c.items()
+                               if k.startswith(DROPPED_PREFIX)}),
         lag=Lag(frames=_lag_frames(counts), seconds=lag_seconds), worker=worker)
 
 
@@ -230,11 +252,11 @@ async def create_session(
     """Validate the settings, write the session, its counters and its frame stream (with the
     worker's consumer group), then add its entry to the control stream."""
     redis = get_redis(request)
-    cfg = resolve_config(body)
+    cfg = await run_in_threadpool(resolve_config, body)
     reference = None
     if isinstance(body.reference, ExplicitReference):
-        reference = to_voltages(body.reference.voltages, cfg.n_measurements,
-                                "reference.voltages")
+        reference = usable_reference(body.reference.voltages, cfg.n_measurements,
+                                     "reference.voltages")
     sid, now = uuid.uuid4().hex, time.time()
     fields: dict[str, Any] = {
         SessionField.STATUS.value: SessionStatus.OPEN.value,
@@ -383,7 +405,7 @@ async def put_reference(sid: str, body: ReferenceBody, request: Request,
     """Store the reference and queue it in-band, so frames after it use it."""
     redis = get_redis(request)
     m = await open_session_m(redis, sid)
-    volts = to_voltages(body.voltages, m, "voltages")
+    volts = usable_reference(body.voltages, m, "voltages")
     version = await registered(redis).reference(
         keys=[session_key(sid), frames_key(sid)],
         args=[voltages_bytes(volts), *flat(encode_reference(volts))])

@@ -41,7 +41,8 @@ class CloseReason(str, Enum):
 
 
 class Counter(str, Enum):
-    """Fields of `eitmon:counters:{sid}`; `rejected:<reason>` fields hold the breakdown."""
+    """Fields of `eitmon:counters:{sid}`; `rejected:<reason>` and `dropped:<reason>` fields
+    hold the breakdowns."""
 
     ACCEPTED = "accepted"  # frames queued (API)
     DUPLICATE = "duplicate"  # frames acknowledged as duplicates, not queued (API)
@@ -49,9 +50,18 @@ class Counter(str, Enum):
     RECONSTRUCTED = "reconstructed"  # frames turned into a D2IP volume (worker)
     COALESCED = "coalesced"  # frames skipped under the "realtime" policy (worker)
     FAILURES = "failures"  # reconstruction failures of the session (worker)
+    DROPPED = "dropped"  # accepted frames never turned into a volume, all reasons (worker)
 
 
 REJECTED_PREFIX = "rejected:"
+DROPPED_PREFIX = "dropped:"
+
+
+class DropReason(str, Enum):
+    """Why the worker dropped an accepted frame (`dropped:<reason>`, counted, never published)."""
+
+    NON_FINITE = "non_finite"  # its volume held NaN or Inf (e.g. a near-zero reference)
+    CLOSED_UNBUILT = "closed_unbuilt"  # the session closed before its model was ever built
 
 
 class ProgressField(str, Enum):

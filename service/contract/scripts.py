@@ -18,7 +18,7 @@ from string import Template
 from typing import Any
 
 from service.contract.codecs import LEASE_SEPARATOR
-from service.contract.fields import ENUMS, REJECTED_PREFIX
+from service.contract.fields import DROPPED_PREFIX, ENUMS, REJECTED_PREFIX
 
 # Session replies of the API's scripts.
 MISSING, NOT_OPEN, FAILED = -1, -2, -3
@@ -34,7 +34,8 @@ class _Lua(Template):
 
 
 _NAMES = {f"{enum.__name__}.{member.name}": member.value for enum in ENUMS for member in enum}
-_NAMES |= {"REJECTED_PREFIX": REJECTED_PREFIX, "LEASE_SEPARATOR": LEASE_SEPARATOR}
+_NAMES |= {"REJECTED_PREFIX": REJECTED_PREFIX, "LEASE_SEPARATOR": LEASE_SEPARATOR,
+           "DROPPED_PREFIX": DROPPED_PREFIX}
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ for j = 5, 4 + n * (1 + width), 1 + width do
   if s > top then new, top = new + 1, s end
 end
 local c = redis.call('HMGET', KEYS[2], '${Counter.ACCEPTED}', '${Counter.RECONSTRUCTED}',
-                     '${Counter.COALESCED}')
+                     '${Counter.COALESCED}', '${Counter.DROPPED}')
 local lag = (tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0)
+            - (tonumber(c[4]) or 0)
 if new > 0 and lag + new > most then return {-5, lag} end
 local accepted = 0
 local dups = {}
@@ -158,7 +160,8 @@ end
 
 # ARGV: lease value, group, results maxlen, counter field ('' = none), frame id ('' = none),
 #       n_ack, ack ids..., n_progress, progress field/value..., the fields of `encode_result`
-#       (none = no result). The counter grows by the number of entries XACK acknowledged, and
+#       (none = no result). The counter grows by the number of entries XACK acknowledged (a
+#       `dropped:<reason>` counter also grows `dropped`, the total), and
 #       with acks requested the result is published only if one was, so a retried commit never
 #       counts or publishes twice. `lag_frames` and `latency_ms` (frame accepted -> published)
 #       are filled in from the counters and the Redis clock. Returns the lag in frames, LOST or
@@ -174,13 +177,19 @@ for j = i + 1, i + n_ack, 1000 do
 end
 if n_ack > 0 and acked == 0 then return 0 end
 i = i + n_ack + 1
-if ARGV[4] ~= '' and acked > 0 then redis.call('HINCRBY', KEYS[3], ARGV[4], acked) end
+if ARGV[4] ~= '' and acked > 0 then
+  redis.call('HINCRBY', KEYS[3], ARGV[4], acked)
+  if string.sub(ARGV[4], 1, #'${DROPPED_PREFIX}') == '${DROPPED_PREFIX}' then
+    redis.call('HINCRBY', KEYS[3], '${Counter.DROPPED}', acked)
+  end
+end
 local n_progress = tonumber(ARGV[i])
 if n_progress > 0 then redis.call('HSET', KEYS[4], unpack(ARGV, i + 1, i + n_progress)) end
 i = i + n_progress + 1
 local c = redis.call('HMGET', KEYS[3], '${Counter.ACCEPTED}', '${Counter.RECONSTRUCTED}',
-                     '${Counter.COALESCED}')
-local lag = math.max((tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0), 0)
+                     '${Counter.COALESCED}', '${Counter.DROPPED}')
+local lag = math.max((tonumber(c[1]) or 0) - (tonumber(c[2]) or 0) - (tonumber(c[3]) or 0)
+                     - (tonumber(c[4]) or 0), 0)
 if i <= #ARGV then
   local t = redis.call('TIME')
   local now_ms = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000

@@ -322,5 +322,5 @@ def test_a_huge_body_gets_its_413_and_the_connection_stays_usable(api: Api) -> N
                 assert r.status_code == 413, r.text
                 assert r.json()["error"]["reason"] == "body_too_large"
         ok = c.post(f"/v1/sessions/{sid}/frames", json={"frames": [api.frame(0)]},
-                    headers=api.auth(FRAMES_WRITE))
+                    headers=api.auth(FRAMES_WRITE, sessions=[sid]))
     assert ok.status_code == 202, ok.text

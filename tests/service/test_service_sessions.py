@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 import redis
 
+from service import sessions
 from service.contract.codecs import decode_control, decode_frame_entry, encode_lease, stream_id_ms
 from service.contract.fields import Counter, ProgressField, SessionField
 from service.contract.keys import (
@@ -44,7 +45,8 @@ def test_create_with_defaults_then_get_counters(api: Api, rdb: redis.Redis) -> N
     assert cfg["method"] == "d2ip" and cfg["realtime"] == "realtime"
     assert cfg["reference"] == {"mode": "first_n", "frames": 1}
     assert s["counters"] == {"accepted": 0, "duplicate": 0, "reconstructed": 0, "coalesced": 0,
-                             "rejected": 0, "failures": 0, "rejected_by_reason": {}}
+                             "rejected": 0, "failures": 0, "rejected_by_reason": {},
+                             "dropped": 0, "dropped_by_reason": {}}
     assert s["failure_reason"] is None
     assert s["lag"] == {"frames": 0, "seconds": 0.0}
     assert s["worker"] is None and s["last_seq"] is None
@@ -146,6 +148,60 @@ def test_bad_specs_get_422_with_reason(api: Api, rdb: redis.Redis, body: dict,
     assert r.json()["error"]["reason"] == reason
     assert r.json()["error"]["detail"]
     assert rdb.zcard(SESSIONS_INDEX) == 0
+
+
+@pytest.mark.parametrize(("body", "reason", "field"), [
+    ({"geometry": {"mesh_size": 0.003}}, "invalid_geometry", "geometry.mesh_size"),
+    ({"geometry": {"mesh_size": 1e-300}}, "invalid_geometry", "geometry.mesh_size"),
+    ({"geometry": {"domain": {"kind": "thorax", "width": 1e6}}}, "invalid_geometry",
+     "geometry.domain.width"),
+    ({"geometry": {"domain": {"kind": "cylinder", "radius": 1e6, "height": 1e6},
+                   "mesh_size": 1e5}}, "invalid_geometry", "geometry.domain.radius"),
+    ({"geometry": {"electrodes": {"per_ring": 500, "width": 1e-4}}}, "invalid_geometry",
+     "geometry.electrodes.per_ring"),
+    ({"geometry": {"mesh_size": 0.0045}}, "model_too_large", "geometry.mesh_size"),
+    ({"grid": [64, 64, 64], "geometry": {"mesh_size": 0.006}}, "model_too_large", "grid"),
+])
+def test_specs_beyond_the_limits_get_422_naming_the_field(
+        api: Api, rdb: redis.Redis, body: dict, reason: str, field: str) -> None:
+    with api.client() as c:
+        r = c.post("/v1/sessions", json=body, headers=api.auth(SESSIONS_ADMIN))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["reason"] == reason
+    assert r.json()["error"]["detail"].startswith(f"{field}: "), r.json()
+    assert rdb.zcard(SESSIONS_INDEX) == 0
+
+
+def test_spec_validation_runs_off_the_event_loop(api: Api, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    """A slow validation (here an injected one) never stalls the API's other requests."""
+    entered, release = threading.Event(), threading.Event()
+    validate = sessions.resolve_config
+
+    def slow(*args: Any) -> Any:
+        entered.set()
+        release.wait(30)
+        return validate(*args)
+
+    monkeypatch.setattr(sessions, "resolve_config", slow)
+    created: list[int] = []
+
+    def create() -> None:
+        with api.client() as c:
+            created.append(c.post("/v1/sessions", json={},
+                                  headers=api.auth(SESSIONS_ADMIN)).status_code)
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    try:
+        assert entered.wait(30), "the validation never started"
+        with api.client() as c:  # answered while the validation is still running
+            assert c.get("/healthz").status_code == 200
+        assert not created
+    finally:
+        release.set()
+        creator.join(30)
+    assert created == [201]
 
 
 def test_close_marks_closed_queues_close_and_expires(api: Api, rdb: redis.Redis) -> None:
@@ -269,3 +325,21 @@ def test_a_deleted_session_shows_why_it_closed(api: Api) -> None:
     with api.client() as c:
         r = c.delete(f"/v1/sessions/{sid}", headers=api.auth(SESSIONS_ADMIN))
     assert r.json()["close_reason"] == "deleted"
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-12])
+def test_an_all_zero_or_near_zero_reference_is_refused(api: Api, rdb: redis.Redis,
+                                                       value: float) -> None:
+    flat = [value] * M_DEFAULT
+    with api.client() as c:
+        created = c.post("/v1/sessions", json={"reference": {"mode": "explicit",
+                                                              "voltages": flat}},
+                         headers=api.auth(SESSIONS_ADMIN))
+        sid = api.create_session()["id"]
+        put = c.put(f"/v1/sessions/{sid}/reference", json={"voltages": flat},
+                    headers=api.auth(SESSIONS_ADMIN))
+    for r in (created, put):
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["reason"] == "zero_reference"
+    assert rdb.zcard(SESSIONS_INDEX) == 1
+    assert rdb.xlen(frames_key(sid)) == 0  # nothing queued

@@ -158,7 +158,8 @@ class Bench:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             infos = [(await c.get(f"/v1/sessions/{s}")).json()["counters"] for s in sids]
-            if all(i["accepted"] == i["reconstructed"] + i["coalesced"] for i in infos):
+            if all(i["accepted"] == i["reconstructed"] + i["coalesced"] + i["dropped"]
+                   for i in infos):
                 return time.monotonic() - t0, True
             await asyncio.sleep(0.2)
         return time.monotonic() - t0, False

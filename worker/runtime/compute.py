@@ -2,7 +2,9 @@
 
 Per session and turn it does one unit of `Session.take()` work: replay silent frames (state
 only), count and acknowledge coalesced frames, reconstruct one frame and publish its volume
-(counted and acknowledged in the same fenced step), or finish on `close`. It checkpoints a
+(counted and acknowledged in the same fenced step), or finish on `close`. A frame whose
+normalised data or volume is not finite (a near-zero reference) is never pushed nor published:
+it is counted as `dropped:non_finite`. It checkpoints a
 session every `EITMON_CHECKPOINT_EVERY` frames and ends sessions (close, idle eviction,
 shutdown): final checkpoint, release of the lease. A step that raises is the session's failure
 (`failures.py`); the thread goes on with the others. It ticks the `ComputeClock` after every
@@ -20,10 +22,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
+import numpy as np
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service.contract.fields import Counter, ProgressField
+from service.contract.fields import DROPPED_PREFIX, Counter, DropReason, ProgressField
 from service.contract.keys import counters_key
 from worker.runtime import checkpoint
 from worker.runtime.config import WorkerConfig
@@ -93,7 +96,8 @@ class Compute:
 
     def process(self, session: Session, work: Work) -> None:
         for frame in work.replay:
-            session.main.push(frame.dv)
+            if np.isfinite(frame.dv).all():  # as when it was counted: dropped, not pushed
+                session.main.push(frame.dv)
             session.advance(frame)
         if work.coalesce:
             last = work.coalesce[-1]
@@ -105,11 +109,17 @@ class Compute:
                 session.advance(frame)
         if isinstance(work.item, Frame):
             frame = work.item
-            res = session.main.push(frame.dv)
-            self.retry(session, lambda: self.fenced.commit(
-                session.sid, session.lease.value, counter=Counter.RECONSTRUCTED.value,
-                ack=[frame.entry_id], progress=self.progress(session, frame),
-                result=session.result(frame, res, "volume"), frame_id=frame.entry_id))
+            res = session.main.push(frame.dv) if np.isfinite(frame.dv).all() else None
+            if res is None or not np.isfinite(res.volume).all():  # never published: counted
+                self.retry(session, lambda: self.fenced.commit(
+                    session.sid, session.lease.value,
+                    counter=DROPPED_PREFIX + DropReason.NON_FINITE.value,
+                    ack=[frame.entry_id], progress=self.progress(session, frame)))
+            else:
+                self.retry(session, lambda: self.fenced.commit(
+                    session.sid, session.lease.value, counter=Counter.RECONSTRUCTED.value,
+                    ack=[frame.entry_id], progress=self.progress(session, frame),
+                    result=session.result(frame, res, "volume"), frame_id=frame.entry_id))
             session.advance(frame)
         elif isinstance(work.item, Close):
             self.end(session, "closed", work.item)

@@ -73,6 +73,12 @@ class WorkerConfig(EngineSettings):
     stall_timeout_s: float = Field(300.0, gt=0, description="the compute thread may spend this "
                                                             "long on one step before the "
                                                             "heartbeat stops")
+    build_timeout_s: float = Field(600.0, gt=0, description="a cold model build (in its own "
+                                                            "process) that runs longer is "
+                                                            "stopped and fails its session")
+    build_memory_mb: int = Field(4096, ge=1024, description="address-space limit of the model "
+                                                           "build process; a build that needs "
+                                                           "more fails its session")
     heartbeat_ttl_s: float = Field(30.0, gt=0, description="the heartbeat key's time to live; "
                                                            "the liveness check fails once "
                                                            "it is missing or older")

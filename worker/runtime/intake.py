@@ -29,7 +29,7 @@ from worker.recon.base import FrameResult
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import Fenced, LeaseLost, check
 from worker.runtime.registry import SessionRegistry
-from worker.runtime.session import Frame, Session
+from worker.runtime.session import Frame, Queued, Session
 
 log = logging.getLogger("eitmon.worker")
 
@@ -40,11 +40,11 @@ Recovered = queue.Queue[tuple[Session, Any]]  # straggler entries the control th
 
 @dataclass
 class Taken:
-    """Entries one session took in: frames ready for the main method, those to preview, and
-    the reference entries to acknowledge."""
+    """Entries one session took in: frames (and a close) ready for the main method in stream
+    order, the frames to preview, and the reference entries to acknowledge."""
 
     session: Session
-    ready: list[Frame] = field(default_factory=list)
+    ready: list[Queued] = field(default_factory=list)
     shown: list[Frame] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
 
@@ -60,7 +60,7 @@ def take(session: Session, entries: Sequence[tuple[Any, Any]],
         if entry.kind == "reference" and entry_id not in silent:
             taken.refs.append(entry_id)
         taken.ready += session.accept(entry_id, entry, entry_id in silent)
-    fresh = [frame for frame in taken.ready if not frame.silent]
+    fresh = [item for item in taken.ready if isinstance(item, Frame) and not item.silent]
     taken.shown = fresh[-1:] if session.realtime else fresh
     return taken
 
@@ -72,8 +72,9 @@ class Previews:
         self.redis, self.fenced, self.registry = redis, fenced, registry
 
     def compute(self, batch: list[Taken]) -> dict[tuple[str, str], FrameResult]:
-        """The previews of the shown frames, one batched product per shared preview. A
-        preview that raises is logged and skipped: the frames still go to the main method."""
+        """The finite previews of the shown frames, one batched product per shared preview. A
+        preview that raises or is not finite is skipped: the frames still go to the main
+        method."""
         previews: dict[tuple[str, str], FrameResult] = {}
         by_preview: dict[int, list[tuple[Session, Frame]]] = {}
         for taken in batch:
@@ -87,7 +88,8 @@ class Previews:
                 log.warning("previews not computed: %s: %s", type(e).__name__, e)
                 continue
             previews.update({(session.sid, frame.entry_id): result
-                             for (session, frame), result in zip(items, results, strict=True)})
+                             for (session, frame), result in zip(items, results, strict=True)
+                             if np.isfinite(result.volume).all()})  # never publish NaN
         return previews
 
     def publish(self, batch: list[Taken]) -> None:

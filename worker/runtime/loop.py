@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from service.contract.keys import session_key
 from worker.runtime import checkpoint
+from worker.runtime.builds import ModelBuilder
 from worker.runtime.compute import Compute
 from worker.runtime.config import WorkerConfig
 from worker.runtime.control import Control
@@ -61,7 +62,8 @@ class Worker:
         if preview != cfg.preview_method:
             log.warning("preview method %s is not available; using %s", cfg.preview_method,
                         preview)
-        models = ModelCache(table, preview)
+        models = ModelCache(table, preview,
+                            ModelBuilder(cfg.build_timeout_s, cfg.build_memory_mb << 20))
         self.registry = SessionRegistry(cfg.sessions_per_worker, models)
         self.stopping = threading.Event()  # no new work: finish, checkpoint, release
         self.done = threading.Event()  # sessions released: the control thread may stop

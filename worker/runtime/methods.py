@@ -17,6 +17,13 @@ import numpy as np
 
 from service.contract.session import SessionConfig
 from worker.recon.base import FrameResult, StreamingReconstructor, available_methods, get_method
+from worker.runtime.builds import (
+    POLL_S,
+    BuildCancelled,
+    ModelBuilder,
+    is_cached,
+    model_arguments,
+)
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
@@ -90,34 +97,64 @@ class _Entry:
 
 class ModelCache:
     """Forward models (and their shared preview) by spec, shared by the sessions that use
-    them, dropped after the last one ends."""
+    them, dropped after the last one ends. A model in neither memory nor the disk cache is
+    built by `builder` in a separate process (`builds.py`), once for every session waiting
+    for it."""
 
-    def __init__(self, methods: MethodTable, preview_method: str) -> None:
-        self.methods, self.preview_method = methods, preview_method
+    def __init__(self, methods: MethodTable, preview_method: str, builder: ModelBuilder) -> None:
+        self.methods, self.preview_method, self.builder = methods, preview_method, builder
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
+        self._building: dict[str, threading.Event] = {}
 
     @staticmethod
     def key(config: SessionConfig) -> str:
-        return json.dumps([config.geometry, config.protocol, list(config.grid)], sort_keys=True)
+        return json.dumps(model_arguments(config), sort_keys=True)
 
-    def acquire(self, config: SessionConfig) -> tuple[ForwardModel, SharedPreview]:
-        """The session's model (from memory, the disk cache, or a cold build) and preview."""
-        from worker.forward import load_model
-
-        key = self.key(config)
+    def available(self, config: SessionConfig) -> bool:
+        """True when the model needs no build (in memory or in the disk cache)."""
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
+            if self.key(config) in self._entries:
+                return True
+        return is_cached(model_arguments(config))
+
+    def acquire(self, config: SessionConfig, cancelled: Callable[[], bool] = lambda: False
+                ) -> tuple[ForwardModel, SharedPreview]:
+        """The session's model (from memory, the disk cache, or a cold build in a separate
+        process) and preview. BuildFailed, or BuildCancelled once `cancelled()`."""
+        key = self.key(config)
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    entry.refs += 1
+                    return entry.model, entry.preview
+                building = self._building.get(key)
+                if building is None:
+                    building = self._building[key] = threading.Event()
+                    break
+            while not building.wait(POLL_S):  # another session builds it: wait, then look
+                if cancelled():
+                    raise BuildCancelled("the session no longer needs the model")
+        try:
+            model = self._load(config, cancelled)
+            preview = SharedPreview(self.methods.build(self.preview_method, model))
+            with self._lock:
+                entry = self._entries.setdefault(key, _Entry(model, preview))
                 entry.refs += 1
                 return entry.model, entry.preview
-        model = load_model(geometry=config.geometry, protocol=config.protocol,
-                           grid=list(config.grid))
-        preview = SharedPreview(self.methods.build(self.preview_method, model))
-        with self._lock:
-            entry = self._entries.setdefault(key, _Entry(model, preview))
-            entry.refs += 1
-            return entry.model, entry.preview
+        finally:
+            with self._lock:
+                del self._building[key]
+            building.set()
+
+    def _load(self, config: SessionConfig, cancelled: Callable[[], bool]) -> ForwardModel:
+        from worker.forward import load_model
+
+        arguments = model_arguments(config)
+        if not is_cached(arguments):
+            self.builder.build(arguments, cancelled)
+        return load_model(**arguments)
 
     def release(self, config: SessionConfig) -> None:
         key = self.key(config)

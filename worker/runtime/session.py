@@ -52,6 +52,9 @@ class Close:
     entry_id: str
 
 
+Queued = Frame | Close  # what waits in a session's backlog, in stream order
+
+
 @dataclass
 class Work:
     """What the compute thread does next for a session."""
@@ -75,7 +78,7 @@ class Session:
     reference: Reference
     position: str  # last entry whose effect is in the main state (checkpoint position)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    backlog: deque[Frame | Close] = field(default_factory=deque)
+    backlog: deque[Queued] = field(default_factory=deque)
     waiting: list[tuple[str, FrameEntry, bool]] = field(default_factory=list)
     since_checkpoint: int = 0
     last_activity: float = field(default_factory=time.monotonic)
@@ -92,11 +95,13 @@ class Session:
     def realtime(self) -> bool:
         return self.config.realtime == "realtime"
 
-    def accept(self, entry_id: str, entry: FrameEntry, silent: bool = False) -> list[Frame]:
-        """Take one entry in stream order; returns the frames it made ready (oldest first).
+    def accept(self, entry_id: str, entry: FrameEntry, silent: bool = False) -> list[Queued]:
+        """Take one entry in stream order; returns what it made ready for `queue`, oldest
+        first.
 
-        A `close` entry is queued at once (with any frames still waiting for a reference,
-        which then get the average of the frames seen so far)."""
+        A `close` entry comes last, behind every frame before it (frames still waiting for a
+        reference get the average of the frames seen so far), so a close read together with
+        the last frames never overtakes them."""
         self.last_activity = time.monotonic()
         if entry.kind == "reference":
             self.reference.set(entry.voltages)
@@ -105,15 +110,12 @@ class Session:
             if self.waiting and not self.reference.ready:
                 self.reference.set(np.mean([entry.voltages for _, entry, _ in self.waiting],
                                            axis=0))
-            ready = self._release()
-            with self.lock:
-                self.backlog.append(Close(entry_id))
-            return ready
+            return [*self._release(), Close(entry_id)]
         self.reference.observe(entry.voltages)
         self.waiting.append((entry_id, entry, silent))
         return self._release()
 
-    def _release(self) -> list[Frame]:
+    def _release(self) -> list[Queued]:
         if not self.reference.ready or not self.waiting:
             return []
         ref = self.reference.value
@@ -125,9 +127,10 @@ class Session:
         self.waiting = []
         return ready
 
-    def queue(self, frames: list[Frame]) -> None:
+    def queue(self, ready: list[Queued]) -> None:
+        """Append what `accept` made ready, in the order it came."""
         with self.lock:
-            self.backlog.extend(frames)
+            self.backlog.extend(ready)
 
     def take(self) -> Work | None:
         """The next unit of work under the real-time policy, or None when idle."""

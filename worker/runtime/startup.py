@@ -1,7 +1,14 @@
-"""The setup thread: opening the sessions this worker just got the lease of, one at a time
-(settings, model, reconstructors, the last checkpoint, and the replay of the frame stream
-after it), so a cold model build never delays the sessions already running. An exception
-while opening is the session's failure (`failures.py`).
+"""The setup thread: opening the sessions this worker just got the lease of (settings, model,
+reconstructors, the last checkpoint, and the replay of the frame stream after it), each in a
+thread of its own, so that a cold model build (in a separate process, `builds.py`) delays
+neither the sessions already running nor the other sessions being opened. An exception while
+opening is the session's failure (`failures.py`); a model that cannot be built fails the
+session at once.
+
+A closed session is never built: opened without its model at hand (neither in memory nor in
+the disk cache), or closed while its model is being built (the build is cancelled), its
+remaining entries are acknowledged, its frames counted as `dropped:closed_unbuilt`, and its
+lease released.
 
 Replay (also for a brand-new session, whose checkpoint position is the stream's start):
 1. every entry pending in the consumer group (a previous owner read it but never acknowledged
@@ -16,18 +23,22 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service.contract.codecs import FRAME_DTYPE, stream_id_key, text
-from service.contract.fields import SessionField, SessionStatus
+from service.contract.codecs import FRAME_DTYPE, decode_frame_entry, stream_id_key, text
+from service.contract.fields import DROPPED_PREFIX, DropReason, SessionField, SessionStatus
 from service.contract.keys import WORKER_GROUP, frames_key, progress_key, session_key
 from service.contract.session import SessionConfig
 from worker.runtime import checkpoint
+from worker.runtime.builds import BuildCancelled, BuildFailed
 from worker.runtime.checkpoint import START, Checkpoint
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import CHECKPOINT, LeaseLost
@@ -47,6 +58,10 @@ class SessionFailed(Exception):
     """The session was marked failed (by another worker) after its lease was acquired."""
 
 
+class ClosedUnbuilt(Exception):
+    """The session is closed and its model was never built: it is not built now."""
+
+
 class SessionOpener:
     """Builds a session from Redis and its checkpoint, and replays its frame stream."""
 
@@ -55,8 +70,9 @@ class SessionOpener:
         self.redis, self.consumer, self.checkpoints = redis, consumer, checkpoints
         self.models, self.methods, self.previews = models, methods, previews
 
-    def open(self, lease: Lease) -> tuple[Session, int]:
-        """The session, restored and replayed; also the number of entries replayed."""
+    def open(self, lease: Lease, cancelled: Callable[[], bool]) -> tuple[Session, int]:
+        """The session, restored and replayed; also the number of entries replayed. A build
+        of its model stops once `cancelled()`."""
         sid = lease.sid
         raw_cfg, raw_ref, status = self.redis.hmget(session_key(sid), [
             SessionField.CONFIG.value, SessionField.REFERENCE.value,
@@ -64,12 +80,14 @@ class SessionOpener:
         if status == SessionStatus.FAILED.value.encode():
             raise SessionFailed(sid)
         config = SessionConfig.from_json(raw_cfg)
+        if status != SessionStatus.OPEN.value.encode() and not self.models.available(config):
+            raise ClosedUnbuilt(sid)
         ckpt = self.load_checkpoint(sid)
         main_method = self.methods.resolve(config.method, MAIN_PREFERENCE)
         if main_method != config.method:
             log.warning("session %s: method %s is not available; using %s", sid, config.method,
                         main_method)
-        model, preview = self.models.acquire(config)
+        model, preview = self.models.acquire(config, cancelled)
         try:
             main = self.methods.build(main_method, model)
             if ckpt is not None and ckpt.main_method == main_method:
@@ -86,6 +104,34 @@ class SessionOpener:
         except BaseException:
             self.models.release(config)
             raise
+
+    def is_closed(self, sid: str) -> bool:
+        """True once the session is no longer open (closed, failed or gone)."""
+        status = self.redis.hget(session_key(sid), SessionField.STATUS.value)
+        return status != SessionStatus.OPEN.value.encode()
+
+    def drop_unbuilt(self, lease: Lease) -> int:
+        """Acknowledge every remaining entry of a closed session that has no model, counting
+        its frames as `dropped:closed_unbuilt`; their number."""
+        key = frames_key(lease.sid)
+        pending = claim_pending(self.redis, key, self.consumer)
+        entries: list[tuple[str, Any]] = []
+        if pending:
+            start, end = min(pending, key=stream_id_key), max(pending, key=stream_id_key)
+            while page := self.redis.xrange(key, min=start, max=end, count=PAGE):
+                entries += [(text(i), fields) for i, fields in page if text(i) in pending]
+                start = "(" + text(page[-1][0])
+        while reply := self.redis.xreadgroup(WORKER_GROUP, self.consumer, {key: ">"},
+                                             count=PAGE):
+            entries += [(text(i), fields) for i, fields in reply[0][1]]
+        kinds = {i: decode_frame_entry(fields).kind for i, fields in entries}
+        frames = [i for i, kind in kinds.items() if kind == "frame"]
+        others = [i for i, kind in kinds.items() if kind != "frame"]
+        fenced = self.previews.fenced
+        fenced.commit(lease.sid, lease.value, ack=frames,
+                      counter=DROPPED_PREFIX + DropReason.CLOSED_UNBUILT.value)
+        fenced.commit(lease.sid, lease.value, ack=others)
+        return len(frames)
 
     def load_checkpoint(self, sid: str) -> Checkpoint | None:
         """The committed checkpoint of the session, or None (none yet, or unreadable)."""
@@ -152,6 +198,7 @@ class Setup:
         self.opener, self.registry, self.leases = opener, registry, leases
         self.failures, self.retry_backoff_s = failures, retry_backoff_s
         self._queue: queue.Queue[tuple[Lease, str] | None] = queue.Queue()
+        self._closing = threading.Event()
 
     def submit(self, lease: Lease, how: str) -> None:
         """A lease was just acquired (`how`: claimed, took over): open its session."""
@@ -160,6 +207,7 @@ class Setup:
 
     def close(self) -> None:
         """Stop the thread; release the leases of sessions that never went live."""
+        self._closing.set()  # cancels the builds in progress
         live = {session.lease for session in self.registry.sessions()}
         for lease in self.registry.leases():
             if lease not in live:
@@ -170,14 +218,27 @@ class Setup:
         while (job := self._queue.get()) is not None:
             lease, how = job
             if self.registry.holds(lease):
-                self.open(lease, how)
+                threading.Thread(target=self.open, args=(lease, how), daemon=True,
+                                 name=f"setup {lease.sid[:8]}").start()
+
+    def cancelled(self, lease: Lease) -> bool:
+        """A build for this lease's session is no longer needed: the worker stops, the lease
+        was lost, or the session was closed."""
+        return (self._closing.is_set() or not self.registry.holds(lease)
+                or self.opener.is_closed(lease.sid))
 
     def open(self, lease: Lease, how: str) -> None:
         t0 = time.monotonic()
         try:
-            session, replayed = self.opener.open(lease)
+            session, replayed = self.opener.open(lease, lambda: self.cancelled(lease))
         except LeaseLost as e:
             self.registry.lose(lease, e)
+            return
+        except BuildFailed as e:  # the same spec fails on every worker: no retries
+            self.failures.record(lease, e, "setup", final=True)
+            return
+        except (ClosedUnbuilt, BuildCancelled) as e:
+            self.end_unbuilt(lease, e)
             return
         except (RedisError, SessionFailed) as e:  # not this session's failure: no count
             log.warning("session %s: could not start (%s); released", lease.sid,
@@ -196,6 +257,23 @@ class Setup:
                  "replayed, %.1f s)", lease.sid, how, lease.epoch, session.main_method,
                  session.preview_method, origin, replayed, time.monotonic() - t0)
         self.registry.notify()
+
+    def end_unbuilt(self, lease: Lease, why: Exception) -> None:
+        """A session closed before its model was built: drop its frames (counted) and release;
+        a build cancelled for any other reason only releases."""
+        try:
+            if self.registry.holds(lease) and self.opener.is_closed(lease.sid):
+                dropped = self.opener.drop_unbuilt(lease)
+                log.info("session %s: closed before its model was built; %d frames dropped "
+                         "(counted)", lease.sid, dropped)
+            else:
+                log.info("session %s: setup stopped (%s)", lease.sid, why)
+        except LeaseLost as e:
+            self.registry.lose(lease, e)
+            return
+        except RedisError as e:
+            log.warning("session %s: %s while ending it", lease.sid, type(e).__name__)
+        self.release(lease)
 
     def release(self, lease: Lease) -> None:
         """Give the lease up without a session (it never went live)."""

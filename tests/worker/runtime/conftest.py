@@ -5,6 +5,7 @@ them the way a belt and a viewer do."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import runpy
 import signal
@@ -23,7 +24,13 @@ import redis
 from websockets.sync.client import ClientConnection, connect
 
 from service.contract.codecs import Result, decode_result
-from service.contract.keys import counters_key, results_key
+from service.contract.keys import (
+    SESSIONS_INDEX,
+    counters_key,
+    lease_key,
+    progress_key,
+    results_key,
+)
 from service.contract.tokens import SCOPES, VOLUMES_READ, create_token
 from worker.forward import load_model
 from worker.forward.model import ForwardModel
@@ -45,6 +52,10 @@ LAUNCHER = [sys.executable, "-c", "import runpy; from worker.runtime.main import
 FAST = {"lease_ms": 1000, "lease_renew_ms": 250, "scan_interval_s": 0.3,
         "checkpoint_every": 5, "device": "cpu", "log_level": "info",
         "fused": False}  # the test methods do not use D2IP's kernels: no build at start
+# Waits on a worker follow its progress: they fail after STALL_S without any, or after BOUND_S
+# in all (a loaded 2-core machine may take several seconds for one session's setup).
+STALL_S = 60.0
+BOUND_S = 600.0
 
 
 @pytest.fixture(scope="session")
@@ -96,17 +107,46 @@ class Bed:
         recon = PseudoInverse(self.model)
         return np.stack([recon.push(normalise(f, ref)).volume for f in frames])
 
-    @staticmethod
-    def wait(check: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-            time.sleep(0.05)
+    def activity(self) -> tuple[Any, ...]:
+        """Everything the worker writes for the sessions: counters, progress, results and
+        leases. It changes whenever a worker makes progress."""
+        sids = [sid.decode() for sid in self.redis.zrange(SESSIONS_INDEX, 0, -1)]
+        with self.redis.pipeline(transaction=False) as p:
+            for sid in sids:
+                p.hgetall(counters_key(sid))
+                p.hgetall(progress_key(sid))
+                p.xlen(results_key(sid))
+                p.get(lease_key(sid))
+            return tuple(repr(reply) for reply in p.execute())
 
-    @staticmethod
-    def receive(ws: ClientConnection, timeout: float = 10) -> tuple[dict[str, Any], bytes]:
-        meta, binary = ws.recv(timeout=timeout), ws.recv(timeout=timeout)
+    def wait(self, check: Callable[[], bool], what: str, stall: float = STALL_S) -> None:
+        """Wait until `check()`: fail only after `stall` s without any worker progress
+        (`activity`), or after `BOUND_S` in all, so a loaded machine slows the test down
+        without failing it."""
+        start = last_change = time.monotonic()
+        seen = self.activity()
+        while not check():
+            now = time.monotonic()
+            if now - last_change > stall or now - start > BOUND_S:
+                raise AssertionError(f"no progress for {now - last_change:.0f} s ("
+                                     f"{now - start:.0f} s in all) waiting for {what}")
+            time.sleep(0.05)
+            current = self.activity()
+            if current != seen:
+                seen, last_change = current, time.monotonic()
+
+    def receive(self, ws: ClientConnection, stall: float = STALL_S
+                ) -> tuple[dict[str, Any], bytes]:
+        """The next (metadata, volume) pair of a viewer, waiting as `wait` does."""
+        got: list[str | bytes] = []
+
+        def two() -> bool:
+            with contextlib.suppress(TimeoutError):
+                got.append(ws.recv(timeout=0.2))
+            return len(got) >= 2
+
+        self.wait(two, "a volume on the viewer's socket", stall)
+        meta, binary = got
         assert isinstance(meta, str) and isinstance(binary, bytes)
         return json.loads(meta), binary
 
@@ -150,10 +190,10 @@ class Bed:
         return {k.decode(): int(v) for k, v in raw.items()}
 
     def settled(self, sid: str, accepted: int) -> bool:
-        """Every accepted frame is reconstructed or coalesced."""
+        """Every accepted frame is reconstructed, coalesced or dropped."""
         c = self.counters(sid)
         return c.get("accepted") == accepted and (
-            c.get("reconstructed", 0) + c.get("coalesced", 0) == accepted)
+            c.get("reconstructed", 0) + c.get("coalesced", 0) + c.get("dropped", 0) == accepted)
 
     def results(self, sid: str, kind: str = "volume") -> list[Result]:
         entries = self.redis.xrange(results_key(sid))

@@ -36,7 +36,7 @@ def test_every_frame_reaches_the_viewer_and_the_counters_add_up(
                 volumes[meta["seq"]] = vol.astype(np.float32)
             else:
                 previews.add(meta["seq"])
-    bed.wait(lambda: bed.settled(sid, N), 10, "the counters")
+    bed.wait(lambda: bed.settled(sid, N), "the counters")
     assert bed.counters(sid)["coalesced"] == 0
     expected = bed.expected(frames)
     got = np.stack([volumes[s] for s in range(N)])
@@ -50,7 +50,7 @@ def test_realtime_policy_coalesces_a_backlog_and_counts_it(
     sid = bed.create(realtime="realtime")
     bed.post(sid, bed.frames(40), 0)  # queued before any worker runs: a backlog
     in_process(lsq)
-    bed.wait(lambda: bed.settled(sid, 40), 20, "the counters")
+    bed.wait(lambda: bed.settled(sid, 40), "the counters")
     counters = bed.counters(sid)
     assert counters["coalesced"] > 0
     assert counters["reconstructed"] + counters["coalesced"] == counters["accepted"] == 40
@@ -70,7 +70,7 @@ def test_api_restart_while_the_worker_runs(bed: Bed, in_process: Callable[..., R
         api = start_api(redis_url, bed.secret, port=int(api.url.rsplit(":", 1)[1]), quiet=True)
         with bed.viewer(sid) as ws:
             bed.post(sid, frames[10:], 10)
-            bed.wait(lambda: bed.settled(sid, 20), 10, "the counters")
+            bed.wait(lambda: bed.settled(sid, 20), "the counters")
             for _ in range(50):  # the latest volume at once, then the new ones
                 meta, _ = bed.receive(ws)
                 if meta["seq"] == 19 and meta["kind"] == "volume":
@@ -80,3 +80,35 @@ def test_api_restart_while_the_worker_runs(bed: Bed, in_process: Callable[..., R
     finally:
         api.stop()
     assert [r.seq for r in bed.results(sid)] == list(range(20))
+
+
+def test_frames_against_a_zero_reference_are_counted_never_published(
+        bed: Bed, in_process: Callable[..., Running], lsq: dict[str, Any]) -> None:
+    sid = bed.create(reference={"mode": "first_n", "frames": 1})
+    frames = bed.frames(6)
+    frames[0] = 0.0  # the belt's first frame, the reference, is all zero
+    bed.post(sid, frames, 0)
+    in_process(lsq)
+    bed.wait(lambda: bed.settled(sid, 6), "the counters")
+    counters = bed.counters(sid)
+    assert counters["dropped"] == counters["dropped:non_finite"] == 6
+    assert counters.get("reconstructed", 0) == 0
+    published = bed.results(sid, "volume") + bed.results(sid, "preview")
+    assert all(np.isfinite(r.volume).all() for r in published)
+    assert bed.info(sid)["lag"]["frames"] == 0
+
+
+def test_a_slow_session_setup_delays_the_viewer_without_failing(
+        bed: Bed, in_process: Callable[..., Running], test_methods: dict[str, Any]) -> None:
+    """As on a loaded machine: the session's setup takes longer than any fixed receive
+    timeout of the past (10 s); the waits follow the worker's progress instead."""
+    def slow(model: Any) -> Any:
+        time.sleep(6)  # the preview's and the main method's: 12 s of setup
+        return test_methods["PseudoInverse"](model)
+
+    sid = bed.create()
+    in_process({"tikhonov": slow})
+    with bed.viewer(sid) as ws:
+        bed.post(sid, bed.frames(1), 0)
+        meta, _ = bed.receive(ws)
+    assert meta["seq"] == 0

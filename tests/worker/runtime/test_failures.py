@@ -31,7 +31,7 @@ def test_a_session_that_keeps_failing_is_marked_failed_and_the_worker_goes_on(
         value = bed.redis.hget(session_key(bad), name.value)
         return value.decode() if value is not None else None
 
-    bed.wait(lambda: field(SessionField.STATUS) == "failed", 60,
+    bed.wait(lambda: field(SessionField.STATUS) == "failed",
              "the faulty session to be marked failed")
     assert field(SessionField.FAILURE_REASON) == f"RuntimeError: poison frame {K}"
     counters = bed.counters(bad)
@@ -46,7 +46,7 @@ def test_a_session_that_keeps_failing_is_marked_failed_and_the_worker_goes_on(
 
     # the worker and its other session go on
     bed.post(good, frames[5:], 5)
-    bed.wait(lambda: bed.settled(good, 10), 30, "the healthy session")
+    bed.wait(lambda: bed.settled(good, 10), "the healthy session")
     assert run.thread.is_alive() and not run.worker.stopping.is_set()
     assert [session.sid for session in run.worker.registry.sessions()] == [good]
     assert bed.counters(good)[Counter.FAILURES.value] == 0
@@ -61,7 +61,7 @@ def test_a_session_whose_method_cannot_be_built_fails_in_setup(
     run = in_process({**lsq, "rsip": unbuildable}, retry_backoff_s=0.05)
     bad = bed.create(method="rsip")
     bed.post(bad, bed.frames(2), 0)
-    bed.wait(lambda: bed.redis.hget(session_key(bad), "status") == b"failed", 60,
+    bed.wait(lambda: bed.redis.hget(session_key(bad), "status") == b"failed",
              "the session to be marked failed")
     reason = bed.redis.hget(session_key(bad), SessionField.FAILURE_REASON.value)
     assert reason == b"ValueError: no operator for this grid"
@@ -69,5 +69,5 @@ def test_a_session_whose_method_cannot_be_built_fails_in_setup(
     assert bed.counters(bad)["reconstructed"] == 0
     good = bed.create()
     bed.post(good, bed.frames(3), 0)
-    bed.wait(lambda: bed.settled(good, 3), 30, "a healthy session on the same worker")
+    bed.wait(lambda: bed.settled(good, 3), "a healthy session on the same worker")
     assert run.thread.is_alive()

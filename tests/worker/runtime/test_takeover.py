@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.contract.fields import ProgressField
-from service.contract.keys import lease_key, progress_key
+from service.contract.keys import WORKER_GROUP, frames_key, lease_key, progress_key
 from worker.runtime import checkpoint
 from worker.runtime.fenced import CHECKPOINT
 from worker.runtime.local import Child
@@ -34,17 +34,17 @@ def test_sigkill_mid_stream_another_worker_takes_over(
     frames = bed.frames(30)
     first = workers("w1", LSQ_DELAY_S="0.1", EITMON_CHECKPOINT_EVERY="4")
     bed.post(sid, frames[:15], 0)  # w1 reads all 15 at once and works through them slowly
-    bed.wait(lambda: bed.counters(sid).get("reconstructed", 0) >= 6, 15, "w1 to get going")
+    bed.wait(lambda: bed.counters(sid).get("reconstructed", 0) >= 6, "w1 to get going")
     first.stop(signal.SIGKILL)  # with frames read but not reconstructed (pending)
     bed.post(sid, frames[15:], 15)  # accepted while no worker runs
     workers("w2")
-    bed.wait(lambda: bed.settled(sid, 30), 20, "w2 to finish the session")
+    bed.wait(lambda: bed.settled(sid, 30), "w2 to finish the session")
     assert bed.counters(sid)["coalesced"] == 0  # policy "complete"
     assert sorted(r.seq for r in bed.results(sid)) == list(range(30))  # each exactly once
     worker = bed.info(sid)["worker"]
     assert (worker["id"], worker["epoch"]) == ("w2", 2)
     bed.close(sid)
-    bed.wait(lambda: released(bed, sid), 10, "w2 to process the close")
+    bed.wait(lambda: released(bed, sid), "w2 to process the close")
     final = committed(bed, sid, tmp_path / "ckpt")
     assert final.epoch == 2
     # w1's checkpoint + the frames w1 counted after it (replayed) + the rest: the state of a
@@ -58,8 +58,8 @@ def test_sigterm_checkpoints_releases_and_exits_0(
     frames = bed.frames(10)
     first = workers("w1")
     bed.post(sid, frames[:7], 0)
-    bed.wait(lambda: bed.settled(sid, 7), 15, "w1 to reconstruct")
-    assert first.stop(signal.SIGTERM, timeout=20) == 0
+    bed.wait(lambda: bed.settled(sid, 7), "w1 to reconstruct")
+    assert first.stop(signal.SIGTERM, timeout=120) == 0  # a bound: it exits in about 1 s
     assert released(bed, sid)
     ckpt = committed(bed, sid, tmp_path / "ckpt")
     last_id = bed.redis.hget(progress_key(sid), ProgressField.LAST_ID.value)
@@ -67,9 +67,9 @@ def test_sigterm_checkpoints_releases_and_exits_0(
     assert (tmp_path / "ckpt" / ckpt.name).is_file()
     workers("w2")  # takes the session over as soon as it has work again
     bed.post(sid, frames[7:], 7)
-    bed.wait(lambda: bed.settled(sid, 10), 15, "w2 to take over")
+    bed.wait(lambda: bed.settled(sid, 10), "w2 to take over")
     bed.close(sid)
-    bed.wait(lambda: released(bed, sid), 10, "w2 to process the close")
+    bed.wait(lambda: released(bed, sid), "w2 to process the close")
     assert int(committed(bed, sid, tmp_path / "ckpt").main_state["frames"]) == 10
 
 
@@ -80,9 +80,24 @@ def test_idle_session_is_evicted_and_resumed(
     frames = bed.frames(6)
     in_process(lsq, idle_evict_s=0.5)
     bed.post(sid, frames[:3], 0)
-    bed.wait(lambda: bed.settled(sid, 3), 15, "w1 to reconstruct")
-    bed.wait(lambda: released(bed, sid), 5, "the idle session to be evicted")
+    bed.wait(lambda: bed.settled(sid, 3), "w1 to reconstruct")
+    bed.wait(lambda: released(bed, sid), "the idle session to be evicted")
     assert int(committed(bed, sid, tmp_path / "ckpt").main_state["frames"]) == 3
     bed.post(sid, frames[3:], 3)
-    bed.wait(lambda: bed.settled(sid, 6), 15, "the session to resume")
+    bed.wait(lambda: bed.settled(sid, 6), "the session to resume")
     assert bed.info(sid)["worker"]["epoch"] == 2
+
+
+def test_a_close_behind_the_last_frames_ends_the_session_after_them(
+        bed: Bed, in_process: Callable[..., Running], lsq: dict[str, Any], tmp_path: Path
+) -> None:
+    sid = bed.create()
+    bed.post(sid, bed.frames(8), 0)
+    bed.close(sid)  # the frames and the close are all read in one go by the takeover scan
+    close_id = bed.redis.xrevrange(frames_key(sid), count=1)[0][0].decode()
+    run = in_process(lsq)
+    bed.wait(lambda: bed.settled(sid, 8) and released(bed, sid)
+             and not run.worker.registry.leases(), "the session to end after its frames")
+    assert sorted(r.seq for r in bed.results(sid)) == list(range(8))  # each exactly once
+    assert committed(bed, sid, tmp_path / "ckpt").stream_id == close_id
+    assert bed.redis.xpending(frames_key(sid), WORKER_GROUP)["pending"] == 0

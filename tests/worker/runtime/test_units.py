@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from service.contract.codecs import FrameEntry
+from service.contract.codecs import FrameEntry, encode_close, encode_frame
 from service.contract.session import METHODS, SessionConfig
 from worker.forward.model import ForwardModel
 from worker.recon.base import available_methods
 from worker.runtime import checkpoint, state_codec
+from worker.runtime.intake import take
 from worker.runtime.lease import Lease
 from worker.runtime.reference import Reference
 from worker.runtime.session import Close, Session
@@ -99,9 +100,20 @@ def test_realtime_takes_the_newest_and_coalesces_the_rest(small_model: ForwardMo
     silent = [s.accept(f"{k}-1", frame(1.0, m, k), silent=True)[0] for k in range(2, 5)]
     fresh = [s.accept(f"{k}-1", frame(1.0, m, k))[0] for k in range(5, 9)]
     s.queue(silent + fresh)
-    s.accept("9-0", FrameEntry("close"))
+    s.queue(s.accept("9-0", FrameEntry("close")))
     replay = s.take()
     assert [f.seq for f in replay.replay] == [4] and replay.item is None
     work = s.take()
     assert [f.seq for f in work.coalesce] == [5, 6, 7] and work.item.seq == 8
     assert s.take().item == Close("9-0") and s.take() is None
+
+
+def test_a_close_read_with_the_last_frames_comes_after_them(small_model: ForwardModel) -> None:
+    s = session(small_model, "complete", {"mode": "first_n", "frames": 1})
+    m = small_model.n_measurements
+    entries = [(f"{k}-0", encode_frame(k, k * 0.05, np.full(m, 1.0 + k, np.float32)))
+               for k in range(1, 4)]
+    taken = take(s, [*entries, ("4-0", encode_close())])  # one XREADGROUP reply
+    s.queue(taken.ready)  # as `Previews.publish` does after publishing the previews
+    assert [s.take().item.seq for _ in range(3)] == [1, 2, 3]
+    assert s.take().item == Close("4-0") and s.take() is None
