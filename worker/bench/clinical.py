@@ -30,6 +30,7 @@ per frame) is left out.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,7 +55,6 @@ from worker.ventilation.signal import global_impedance
 from worker.ventilation.space import VoxelSpace, geometry_space
 
 CASES = ("tidal-breathing", "edema-left")
-DEFAULT_METHODS = ("tikhonov", "tv", "rsip", "d2ip")
 PREVIEW = "tikhonov"
 # the compared parameters: one of each pair that sums to 100 % (left/right, ventral/dorsal,
 # cranial/caudal); `silent_pct` is the sum of the other two
@@ -345,11 +345,12 @@ def benchmark(methods: list[str], cases: list[str], setup: ClinicalSetup, out_di
               ) -> dict[str, Any]:
     """Run every case; write clinical.json, clinical.md and the figures; return the report.
 
-    `threads`: torch threads for every method (None: as set), restored afterwards."""
+    `threads`: torch threads for every method (None: as set), restored afterwards. The load
+    average at the start and the end is recorded: seconds per breath are wall-clock times."""
     from worker.recon.d2ip.speed import torch_threads
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
     with torch_threads(threads):
         report: dict[str, Any] = {
             "date": time.strftime("%Y-%m-%d"), "setup": asdict(setup), "device": device,
@@ -361,6 +362,7 @@ def benchmark(methods: list[str], cases: list[str], setup: ClinicalSetup, out_di
         }
     report["goal"] = goal(report)
     report["wall_s"] = time.perf_counter() - started
+    report["load_average"] = {"start": load, "end": os.getloadavg()[0]}
     (out_dir / "clinical.json").write_text(json.dumps(_json_safe(report), indent=2))
     (out_dir / "clinical.md").write_text(markdown(report))
     return report
@@ -458,7 +460,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"`edema-left`, {setup['snr_db']} dB, seed {setup['seed']}, grid "
              f"{setup['grid']}, position {setup['position']}; device {report['device']}, "
              f"torch threads {report['threads'] or 'as set'}; method options "
-             f"{report['method_options'] or 'defaults'}; wall time {report['wall_s']:.0f} s.",
+             f"{report['method_options'] or 'defaults'}; wall time {report['wall_s']:.0f} s; "
+             f"1-minute load average {report['load_average']['start']:.1f} at the start, "
+             f"{report['load_average']['end']:.1f} at the end ({os.cpu_count()} CPUs).",
              "", "Parameter columns: mean absolute error against the truth over the breaths, "
              "percentage points (GI: its own unit); the first row is the truth's mean value. "
              "left, ventral, cranial: shares of the tidal image (right, dorsal, caudal are "

@@ -14,8 +14,9 @@ from worker.cli.bench_quality import _names
 def clinical(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for clinical.md, "
                                                          "clinical.json and tidal-<case>.png")],
-    methods: Annotated[str, typer.Option(help="comma-separated registered methods")]
-    = "tikhonov,tv,rsip,d2ip",
+    methods: Annotated[str, typer.Option(help="comma-separated registered methods (rsip, "
+                                              "the D2IP variants: slower per breath)")]
+    = "tikhonov,tv,d2ip",
     cases: Annotated[str, typer.Option(help="comma-separated: tidal-breathing, edema-left")]
     = "tidal-breathing,edema-left",
     duration: Annotated[float, typer.Option(min=10.0, help="seconds of tidal-breathing "
