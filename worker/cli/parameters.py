@@ -66,7 +66,7 @@ def _load(path: Path, frame_rate: float) -> tuple[np.ndarray, np.ndarray, np.nda
 def _space(geometry: Any, shape: tuple[int, int, int], notes: list[str]):
     """VoxelSpace and ring heights from the geometry spec (no mesh is built)."""
     from service.contract.geometry import resolve_geometry
-    from worker.ventilation.space import VoxelSpace
+    from worker.ventilation.space import VoxelSpace, geometry_space
 
     if geometry is None:
         notes.append("geometry unknown: voxels of 1 m, no electrode rings")
@@ -75,9 +75,7 @@ def _space(geometry: Any, shape: tuple[int, int, int], notes: list[str]):
         spec = resolve_geometry(geometry)
     except (TypeError, ValueError) as exc:
         raise typer.BadParameter(f"meta.geometry: {exc}", param_hint="FILE") from None
-    dom = spec.domain
-    return (VoxelSpace.from_extent(shape, dom.width, dom.depth, dom.height),
-            tuple(float(z) for z in spec.electrodes.ring_heights))
+    return geometry_space(spec, shape)
 
 
 def _baseline(text: str) -> str | float:

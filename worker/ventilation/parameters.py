@@ -91,15 +91,7 @@ class BreathParameters:
             "end_inspiration_s": self.breath.end_inspiration_s, "end_s": self.breath.end_s,
             "duration_s": self.breath.duration_s, "rate_per_min": 60.0 / self.breath.duration_s,
             "tiv": self.tiv, "eeli": self.eeli, "delta_eeli": self.delta_eeli,
-            "left_pct": reg.left_pct, "right_pct": reg.right_pct,
-            "ventral_pct": reg.layer_pct[0] + reg.layer_pct[1],
-            "dorsal_pct": reg.layer_pct[2] + reg.layer_pct[3],
-            "caudal_pct": reg.caudal_pct, "cranial_pct": reg.cranial_pct,
-            "cov_x_pct": reg.cov_x_pct, "cov_y_pct": reg.cov_y_pct, "cov_z_pct": reg.cov_z_pct,
-            "gi": reg.gi, "silent_pct": reg.silent_pct,
-            "silent_dependent_pct": reg.silent_dependent_pct,
-            "silent_nondependent_pct": reg.silent_nondependent_pct,
-            "rvd_spread_pct": self.rvd_spread_pct,
+            **reg.scalars(), "rvd_spread_pct": self.rvd_spread_pct,
         }
         out["frames"] = {"start": self.breath.start, "end_inspiration":
                          self.breath.end_inspiration, "end": self.breath.end}

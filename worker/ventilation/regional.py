@@ -77,6 +77,17 @@ class Regional:
     silent_dependent_pct: float
     silent_nondependent_pct: float
 
+    def scalars(self) -> dict[str, float]:
+        """The scalar parameters, ventral = layers 1 + 2 and dorsal = layers 3 + 4."""
+        return {"left_pct": self.left_pct, "right_pct": self.right_pct,
+                "ventral_pct": self.layer_pct[0] + self.layer_pct[1],
+                "dorsal_pct": self.layer_pct[2] + self.layer_pct[3],
+                "caudal_pct": self.caudal_pct, "cranial_pct": self.cranial_pct,
+                "cov_x_pct": self.cov_x_pct, "cov_y_pct": self.cov_y_pct,
+                "cov_z_pct": self.cov_z_pct, "gi": self.gi, "silent_pct": self.silent_pct,
+                "silent_dependent_pct": self.silent_dependent_pct,
+                "silent_nondependent_pct": self.silent_nondependent_pct}
+
 
 def _overlap(centres: np.ndarray, step: float, low: float, high: float) -> np.ndarray:
     """Fraction of each voxel [c - step/2, c + step/2] that lies within [low, high]."""

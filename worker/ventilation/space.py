@@ -10,6 +10,7 @@ three numbers, so this package never imports the forward model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,3 +57,13 @@ class VoxelSpace:
     @property
     def voxel_volume_ml(self) -> float:
         return float(np.prod(self.spacing)) * 1e6
+
+
+def geometry_space(geometry: Any, shape: tuple[int, int, int]
+                   ) -> tuple[VoxelSpace, tuple[float, ...]]:
+    """The voxel space of a (P, R, C) grid over a geometry spec's domain, and its electrode
+    rings' heights (m). `geometry` is any object with `domain.width`, `domain.depth`,
+    `domain.height` and `electrodes.ring_heights` (a resolved `GeometrySpec`)."""
+    dom = geometry.domain
+    return (VoxelSpace.from_extent(shape, dom.width, dom.depth, dom.height),
+            tuple(float(z) for z in geometry.electrodes.ring_heights))

@@ -32,6 +32,10 @@ def test_uniform_ventilation(body, space) -> None:
     assert reg.ring_planes[0].pct == pytest.approx(100 / 6)
     assert reg.ring_planes[0].left_pct == pytest.approx(50.0)
     assert reg.silent_pct == 0.0
+    scalars = reg.scalars()
+    assert scalars["ventral_pct"] == pytest.approx(50.0)
+    assert scalars["ventral_pct"] + scalars["dorsal_pct"] == pytest.approx(100.0)
+    assert scalars["gi"] == reg.gi and scalars["cov_z_pct"] == reg.cov_z_pct
 
 
 def test_a_shifted_blob_moves_the_centre_of_ventilation(body, space) -> None:

@@ -5,7 +5,7 @@ import pytest
 
 from service.contract.geometry import resolve_geometry
 from service.contract.grid import resolve_grid, voxel_edges
-from worker.ventilation.space import VoxelSpace
+from worker.ventilation.space import VoxelSpace, geometry_space
 
 
 def test_from_extent_matches_the_forward_grid() -> None:
@@ -17,6 +17,14 @@ def test_from_extent_matches_the_forward_grid() -> None:
                               voxel_edges(grid, dom.width, dom.depth, dom.height), strict=True):
         assert np.allclose(centres, 0.5 * (edges[1:] + edges[:-1]))
     assert space.plane_of(0.07) == 5 and space.plane_of(-1.0) == 0 and space.plane_of(9.0) == 15
+
+
+def test_geometry_space_is_the_domain_grid_and_its_rings() -> None:
+    spec = resolve_geometry("thorax-2x16")
+    space, rings = geometry_space(spec, (16, 32, 32))
+    dom = spec.domain
+    assert space == VoxelSpace.from_extent((16, 32, 32), dom.width, dom.depth, dom.height)
+    assert rings == tuple(spec.electrodes.ring_heights) and len(rings) == 2
 
 
 def test_spacing_must_be_positive() -> None:
