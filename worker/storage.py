@@ -1,7 +1,8 @@
 """The worker's on-disk storage: the cache root, content keys, one atomic write, read-or-build.
 
-- `cache_dir()`: `EITMON_CACHE_DIR`, else `~/.cache/eitmon`. Forward models, reconstruction
-  operators, simulations and warm starts live in folders under it.
+- `cache_dir()`: `EITMON_CACHE_DIR`, else `~/.cache/eitmon` (`worker.settings.EngineSettings`).
+  Forward models, reconstruction operators, simulations, warm starts, compiled kernels and
+  checkpoints live in folders under it.
 - `content_key(spec)`: the sha256 of the canonical JSON of a spec (keys sorted), so equal specs
   give equal keys whatever the order of their keys. Bump a format number inside the spec
   whenever the numerics behind a file change.
@@ -26,7 +27,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-CACHE_ENV = "EITMON_CACHE_DIR"
+from worker.settings import EngineSettings
+
 DEFAULT_KEY_LENGTH = 20
 
 Value = TypeVar("Value")
@@ -36,8 +38,7 @@ def cache_dir(override: str | Path | None = None) -> Path:
     """The cache root: `override`, else `EITMON_CACHE_DIR`, else `~/.cache/eitmon`."""
     if override is not None:
         return Path(override)
-    configured = os.environ.get(CACHE_ENV)
-    return Path(configured) if configured else Path.home() / ".cache" / "eitmon"
+    return EngineSettings().cache_dir
 
 
 def content_key(spec: Any, length: int = DEFAULT_KEY_LENGTH) -> str:

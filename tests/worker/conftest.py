@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -126,3 +128,18 @@ def coarse_geometry_file(tmp_path):
     path = tmp_path / "coarse.json"
     path.write_text(json.dumps(COARSE_GEOMETRY))
     return path
+
+
+@pytest.fixture
+def fsynced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What `os.fsync` is called on from now on, "file" or "folder" per call (the calls still
+    sync): the durability of `worker.storage.write_atomic`, seen by its callers."""
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor: int) -> None:
+        calls.append("folder" if stat.S_ISDIR(os.fstat(descriptor).st_mode) else "file")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return calls

@@ -20,10 +20,6 @@ from worker.storage import cache_dir, content_key, write_atomic
 
 FORMAT_VERSION = 1
 
-__all__ = ["FORMAT_VERSION", "cache_dir", "model_key", "operator_path", "path_for", "read",
-           "write"]
-
-
 def model_key(spec: dict[str, Any]) -> str:
     """The content key of a model spec (`ForwardModel.spec`)."""
     return content_key({"spec": spec, "format": FORMAT_VERSION})

@@ -2,8 +2,8 @@
 
 x_T is the frame's Tikhonov image (`worker.recon.tikhonov`) and E its data energy, the data term
 at x = 0 in the method's own units: ‖W^½Δv‖² for TV and R-SIP, whose data term is that sum;
-(1/M) ‖W^½Δv‖² for D2IP's eq. (11), a mean. At x_T the TV term (`finite_difference`, D2IP
-eq. 8) then weighs κ times the data energy. D2IP fixes λ (0.002, paper IV.D); over a breath
+(1/M) ‖W^½Δv‖² for D2IP's eq. (14), a mean. At x_T the TV term (`finite_difference`, D2IP
+eq. 12) then weighs κ times the data energy. D2IP fixes λ (0.002, paper IV.D); over a breath
 the data term grows far more than the image's TV, so a fixed λ weighs the prior far more in
 quiet frames than in deep ones.
 

@@ -1,7 +1,7 @@
 """R-SIP, the regularised shallow image prior (Liu et al.; the R-SIP baseline of D2IP IV.C).
 
 A shallow network maps a fixed input to the V voxel values, x = f(θ | z); per frame, Adam fits
-θ to the data with a handcrafted TV prior (D2IP eq. (2) with the spatial term of eq. (8)):
+θ to the data with a handcrafted TV prior (D2IP eq. (2) with the spatial term of eq. (12)):
 
     L(θ) = ‖W^½(Δv - J f(θ | z))‖² + λ TV_ε(f(θ | z))
 

@@ -39,11 +39,6 @@ class Spectrum:
     s: np.ndarray  # (M,) singular values, descending
 
 
-def data_weights(model: ForwardModel) -> np.ndarray:
-    """The model's whitening weights w (`JacobianOperator.weights`)."""
-    return model.operator.weights
-
-
 def spectrum(model: ForwardModel, prior: Prior = "noser") -> Spectrum:
     """The singular system for `prior`: the operator's, or the NOSER one from the recon cache
     or computed (M²V flops)."""

@@ -2,7 +2,7 @@
 
     x = argmin F(x) + G(D x),   F(x) = ‖W^½(Δv - J x)‖²,   G(g) = (λ/V) Σ_v sqrt(|g_v|² + ε)
 
-i.e. the data term plus λ·TV_ε, the spatial term of D2IP eq. (8)/(10)
+i.e. the data term plus λ·TV_ε, the spatial term of D2IP eq. (12)/(11)
 (`worker.recon.finite_difference`), with the whitened operator A = W^½J of
 `worker.forward.operator`.
 

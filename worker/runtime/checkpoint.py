@@ -2,8 +2,9 @@
 stream they stand, in one `.npz` file (no pickles, see `state_codec`). The preview method is a
 one-step linear map with no state worth keeping.
 
-Files live in `<EITMON_CHECKPOINT_DIR>/<sid>/<epoch>-<stream id>.npz`, written to a temporary
-file and renamed, so a reader never sees half a file. Writing a file is not enough: a checkpoint
+Files live in `<EITMON_CHECKPOINT_DIR>/<sid>/<epoch>-<stream id>.npz`, written with
+`worker.storage.write_atomic` (a temporary file whose name starts with a dot, fsynced and
+renamed), so a reader never sees half a file. Writing a file is not enough: a checkpoint
 counts once `Fenced.commit_checkpoint` has recorded its name in the progress hash under the
 writer's lease, so a worker that lost its lease can write files but never make them current.
 """
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from worker.runtime import state_codec
+from worker.storage import write_atomic
 
 FORMAT = 1
 START = "0-0"  # stream position before the first entry
@@ -48,23 +48,13 @@ class Checkpoint:
 
 def write(directory: Path, ckpt: Checkpoint) -> str:
     """Write atomically; returns the name to commit."""
-    path = directory / ckpt.name
-    path.parent.mkdir(parents=True, exist_ok=True)
     tree, arrays = state_codec.encode({"main": ckpt.main_state, "reference": ckpt.reference})
     meta = {"format": FORMAT, "sid": ckpt.sid, "epoch": ckpt.epoch, "stream_id": ckpt.stream_id,
             "main_method": ckpt.main_method, "counters": ckpt.counters,
             "created_at": ckpt.created_at}
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", suffix=".npz",
-                                     delete=False) as fh:
-        try:
-            np.savez(fh, __meta__=np.array(json.dumps(meta)), __tree__=np.array(json.dumps(tree)),
-                     **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        except BaseException:
-            os.unlink(fh.name)
-            raise
-    os.replace(fh.name, path)
+    write_atomic(directory / ckpt.name, lambda temporary: np.savez(
+        temporary, __meta__=np.array(json.dumps(meta)), __tree__=np.array(json.dumps(tree)),
+        **arrays))
     return ckpt.name
 
 
@@ -85,10 +75,11 @@ def read(directory: Path, name: str) -> Checkpoint:
 
 
 def prune(directory: Path, keep: str) -> None:
-    """Delete the session's other checkpoint files (older or never committed)."""
+    """Delete the session's other checkpoint files (older or never committed), but not the
+    temporary files of writes in progress (their names start with a dot)."""
     kept = directory / keep
     for path in kept.parent.glob("*.npz"):
-        if path != kept and not path.name.startswith(".tmp-"):
+        if path != kept and not path.name.startswith("."):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

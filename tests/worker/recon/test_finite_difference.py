@@ -1,4 +1,5 @@
-"""The masked difference operator: adjoint, boundary, norm bound, and TV equal to D2IP's eq. (8)."""
+"""The masked difference operator: adjoint, boundary, norm bound, and TV (D2IP's eq. 12) in
+both forms."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import pytest
 import torch
 
 from worker.forward.model import ForwardModel
-from worker.recon.finite_difference import NORM_SQ_BOUND, MaskedDifference, total_variation
+from worker.recon.finite_difference import (
+    NORM_SQ_BOUND,
+    MaskedDifference,
+    VolumeDifference,
+    total_variation,
+    volume_total_variation,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +64,45 @@ def test_a_pair_with_one_voxel_outside_the_mask_has_no_difference() -> None:
         MaskedDifference(np.zeros((2, 2, 2), dtype=bool))
 
 
-def test_total_variation_equals_d2ip_spatial_tv() -> None:
-    """The shared TV is D2IP's eq. (8) (`d2ip.loss.spatial_tv`) on a random masked volume."""
-    from worker.recon.d2ip.loss import MaskGeometry, spatial_tv
-
+def test_total_variation_is_d2ip_eq12_on_the_volume() -> None:
+    """The shared TV is D2IP's R_spatial, eq. (12), written on the (P, R, C) volume: forward
+    differences counted where both voxels lie inside, mean over the voxels inside."""
     rng = np.random.default_rng(2)
     mask = rng.random((6, 7, 8)) < 0.7
-    volume = np.where(mask, rng.standard_normal(mask.shape), 0.0).astype(np.float32)
+    volume = np.where(mask, rng.standard_normal(mask.shape), 0.0)
+    squares = np.zeros(mask.shape)
+    for axis in range(3):
+        ahead = [slice(None)] * 3
+        behind = [slice(None)] * 3
+        ahead[axis], behind[axis] = slice(1, None), slice(None, -1)
+        both = mask[tuple(ahead)] & mask[tuple(behind)]
+        step = np.where(both, volume[tuple(ahead)] - volume[tuple(behind)], 0.0)
+        squares[tuple(behind)] += step**2
     difference = MaskedDifference(mask)
-    geometry = MaskGeometry.from_mask(torch.from_numpy(mask))
+    grid = VolumeDifference.from_difference(difference)
     for eps in (1e-6, 1e-2):
         ours = total_variation(torch.from_numpy(volume[mask]), difference, eps)
-        theirs = spatial_tv(torch.from_numpy(volume), geometry, eps)
-        assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
+        expected = np.sqrt(squares + eps)[mask].mean()
+        assert float(ours) == pytest.approx(expected, rel=1e-12)
+        on_volume = volume_total_variation(torch.from_numpy(volume).float(), grid, eps)
+        assert float(on_volume) == pytest.approx(expected, rel=1e-5)
+
+
+def test_volume_form_reads_its_masks_off_the_difference_operator() -> None:
+    """`VolumeDifference` marks exactly the voxels where a forward difference stays inside, and
+    both TV forms have the same gradient."""
+    rng = np.random.default_rng(3)
+    mask = rng.random((5, 6, 7)) < 0.6
+    difference = MaskedDifference(mask)
+    grid = VolumeDifference.from_difference(difference)
+    inside = torch.from_numpy(mask)
+    torch.testing.assert_close(grid.inside, inside.float())
+    torch.testing.assert_close(grid.pair_p, (inside[1:] & inside[:-1]).float())
+    torch.testing.assert_close(grid.pair_r, (inside[:, 1:] & inside[:, :-1]).float())
+    torch.testing.assert_close(grid.pair_c, (inside[:, :, 1:] & inside[:, :, :-1]).float())
+    volume = torch.from_numpy(np.where(mask, rng.standard_normal(mask.shape), 0.0)).float()
+    volume.requires_grad_()
+    (on_volume,) = torch.autograd.grad(volume_total_variation(volume, grid, 1e-4), volume)
+    (on_values,) = torch.autograd.grad(
+        total_variation(volume.reshape(-1)[difference.voxels], difference, 1e-4), volume)
+    torch.testing.assert_close(on_volume, on_values, rtol=1e-5, atol=1e-8)

@@ -55,17 +55,3 @@ def test_fixed_smoothing_and_kappa(coarse_model: ForwardModel, healthy_dv: np.nd
     with pytest.raises(ValueError, match="kappa"):
         DataScaledLambda(difference, kappa=0.0)
 
-
-def test_reproduces_d2ip_scaled_rule(coarse_model: ForwardModel, healthy_dv: np.ndarray) -> None:
-    """With D2IP's κ and ε and its data energy (a mean over the M channels), the shared rule
-    gives `d2ip.lambda_rule.DataScaledLambda`'s λ (the copy that this rule replaces)."""
-    from worker.recon.d2ip.lambda_rule import KAPPA as D2IP_KAPPA
-    from worker.recon.d2ip.lambda_rule import DataScaledLambda as D2IPLambda
-
-    weights = coarse_model.operator.weights
-    theirs = D2IPLambda(coarse_model, weights, kappa=D2IP_KAPPA, eps=1e-6)
-    ours = DataScaledLambda(MaskedDifference(coarse_model.mask), kappa=D2IP_KAPPA, eps=1e-6)
-    for dv in healthy_dv:
-        x_tik, energy = frame(coarse_model, dv)
-        assert ours(x_tik, energy / coarse_model.n_measurements).lam == pytest.approx(
-            theirs(dv), rel=1e-5)

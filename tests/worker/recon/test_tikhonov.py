@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from worker.forward.model import ForwardModel
-from worker.recon import spectral, store
+from worker.recon import store
 from worker.recon.spectral import gcv_minimiser, spectrum
 from worker.recon.tikhonov import Tikhonov, tikhonov_operator
 
@@ -50,7 +50,7 @@ def test_operator_is_cached_beside_the_model(coarse_model: ForwardModel,
 def test_matrix_solves_the_regularised_normal_equations(coarse_model: ForwardModel) -> None:
     """R Δv satisfies (JᵀWJ + μ²Γ) x = JᵀW Δv (the definition, eq. 2 with Γ = D²)."""
     op = tikhonov_operator(coarse_model, prior="noser", mu=0.2)
-    w = spectral.data_weights(coarse_model)
+    w = coarse_model.operator.weights
     jw = coarse_model.jacobian * w[:, None]
     dv = np.random.default_rng(0).standard_normal(coarse_model.n_measurements) * 0.01
     x = op.matrix.astype(float) @ dv

@@ -53,7 +53,21 @@ def test_checkpoint_write_read_prune(tmp_path: Path) -> None:
     checkpoint.prune(tmp_path, new)
     assert not (tmp_path / old).exists() and (tmp_path / new).exists()
     assert [p.name for p in checkpoint.session_dirs(tmp_path)] == [sid]
-    assert not list((tmp_path / sid).glob(".tmp-*"))
+    assert not list((tmp_path / sid).glob(".*"))
+
+
+def test_checkpoint_write_is_durable_and_prune_spares_writes_in_progress(
+        tmp_path: Path, fsynced: list[str]) -> None:
+    """A checkpoint goes through `storage.write_atomic` (file and folder fsynced); `prune`
+    leaves the temporary file of a concurrent write alone."""
+    sid = "c" * 32
+    name = checkpoint.write(tmp_path, checkpoint.Checkpoint(
+        sid=sid, epoch=1, stream_id="1-0", main_method="tikhonov", main_state={}, reference=None))
+    assert fsynced == ["file", "folder"]
+    in_progress = tmp_path / sid / f".{name.split('/')[1]}.abc123.npz"
+    in_progress.write_bytes(b"PK partial")
+    checkpoint.prune(tmp_path, name)
+    assert in_progress.exists() and (tmp_path / name).exists()
 
 
 def test_first_n_reference_averages_then_explicit_replaces() -> None:

@@ -8,7 +8,7 @@ The reconstructor is registered by `variants.py` as `d2ip`, `d2ip-no-upws`, `d2i
 from worker.recon.d2ip.config import D2IPConfig, Iterations
 from worker.recon.d2ip.data_term import DataTerm, whitened_system
 from worker.recon.d2ip.execution import Execution, ReferenceExecution
-from worker.recon.d2ip.lambda_rule import DataScaledLambda, FixedLambda
+from worker.recon.d2ip.lambda_rule import DataScaledRule, FixedLambda
 from worker.recon.d2ip.mapping import OutputRange, mask_indices, to_volume
 from worker.recon.d2ip.network import FastResUNet3D, NetConfig, count_parameters, make_input
 from worker.recon.d2ip.objective import LossConfig, LossTerms, Objective
@@ -30,7 +30,7 @@ from worker.recon.d2ip.prior import TV4D, MaskGeometry, VolumeWindow
 
 __all__ = [
     "FIRST_FRAME_ITERATIONS", "LATER_FRAME_ITERATIONS", "LR_REAL", "LR_SIMULATED", "TV4D",
-    "UPWS_ITERATIONS", "AdaptiveSchedule", "AdaptiveStop", "D2IPConfig", "DataScaledLambda",
+    "UPWS_ITERATIONS", "AdaptiveSchedule", "AdaptiveStop", "D2IPConfig", "DataScaledRule",
     "DataTerm", "Execution", "FastResUNet3D", "FixedIterations", "FixedLambda", "FixedSchedule",
     "FrameResult", "Iterations", "LossConfig", "LossTerms", "MaskGeometry", "NetConfig",
     "Objective", "OutputRange", "ReferenceExecution", "VolumeWindow", "adam_iteration",

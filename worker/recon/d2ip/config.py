@@ -3,7 +3,7 @@
 The API and the command line pass plain options (`get_method(name)(model, **options)`);
 `D2IPConfig.from_options` turns them into this object, with a clear `ValueError` for a bad value
 and a `TypeError` for an unknown name. The stopping and lambda rules are objects
-(`optimise.FixedSchedule` / `AdaptiveSchedule`, `lambda_rule.FixedLambda` / `DataScaledLambda`).
+(`optimise.FixedSchedule` / `AdaptiveSchedule`, `lambda_rule.FixedLambda` / `DataScaledRule`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from worker.recon.d2ip.lambda_rule import KAPPA, DataScaledLambda, FixedLambda, LambdaRule
+from worker.recon.d2ip.lambda_rule import KAPPA, DataScaledRule, FixedLambda, LambdaRule
 from worker.recon.d2ip.mapping import OutputRange
 from worker.recon.d2ip.network import NetConfig
 from worker.recon.d2ip.objective import LossConfig
@@ -79,7 +79,7 @@ class D2IPConfig:
             raise ValueError(f"lr: must be positive, got {self.lr}")
         for name, kind in (("schedule", (FixedSchedule, AdaptiveSchedule)),
                            ("iterations", Iterations), ("net", NetConfig),
-                           ("loss", LossConfig), ("lam_rule", (FixedLambda, DataScaledLambda)),
+                           ("loss", LossConfig), ("lam_rule", (FixedLambda, DataScaledRule)),
                            ("out_range", OutputRange)):
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}")
@@ -129,8 +129,8 @@ class D2IPConfig:
         if lam_rule == "fixed":
             lam_rule = FixedLambda()
         elif lam_rule == "data":
-            lam_rule = DataScaledLambda(float(kappa))
-        elif not isinstance(lam_rule, (FixedLambda, DataScaledLambda)):
+            lam_rule = DataScaledRule(float(kappa))
+        elif not isinstance(lam_rule, (FixedLambda, DataScaledRule)):
             raise ValueError(f"lam_rule: expected 'fixed' or 'data', got {lam_rule!r}")
         if not isinstance(out_range, OutputRange):
             out_range = OutputRange.symmetric(float(out_range))

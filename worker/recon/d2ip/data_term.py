@@ -1,8 +1,8 @@
-"""The data fidelity term of eq. (14) and the whitening of the linear model (1).
+"""The data fidelity term of eq. (14) and the whitened linear model (1).
 
-`whitened_system` is the one place D2IP whitens: W^1/2 J and the weights w that whiten each
-frame's Delta v, with the data weights of `worker.recon.spectral` (as every baseline: mean of
-w^2 is 1, so lambda keeps its scale); `whiten=False` gives the paper's plain MSE.
+`whitened_system` is the one place D2IP chooses its operator: the model's shared whitened
+operator `ForwardModel.operator` (A = W^1/2 J, weights w, its cached range basis;
+`worker.forward.operator`), or with `whiten=False` the paper's plain MSE, J with unit weights.
 """
 
 from __future__ import annotations
@@ -13,57 +13,55 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worker.recon.spectral import data_weights
+from worker.forward.operator import JacobianOperator
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
 
-
-def whitened_system(model: ForwardModel, whiten: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(w, W^1/2 J): the data weights (ones when not whitening) and the whitened Jacobian
-    (M, V); a frame's measurements become w * Delta v."""
-    w = data_weights(model) if whiten else np.ones(model.n_measurements)
-    return w, model.jacobian * w[:, None]
+RANGE_RTOL = 1e-6  # below the float32 resolution of J: the range cut drops only rounding noise
 
 
-def _gram64(jacobian: Tensor, block: int = 8192) -> Tensor:
-    """J J^T accumulated in float64 over column blocks (M x M; J may be large)."""
-    m = jacobian.shape[0]
-    gram = torch.zeros(m, m, dtype=torch.float64)
-    for start in range(0, jacobian.shape[1], block):
-        cols = jacobian[:, start:start + block].to(torch.float64)
-        gram += cols @ cols.T
-    return gram
+def whitened_system(model: ForwardModel, whiten: bool = True) -> JacobianOperator:
+    """The operator of eq. (1) that D2IP fits: the model's whitened one, or J itself (unit
+    weights) when not whitening; a frame's measurements become `weights * Delta v`."""
+    if whiten:
+        return model.operator
+    return JacobianOperator(model.jacobian, np.ones(model.n_measurements))
+
+
+def range_basis(jacobian: Tensor, rtol: float = RANGE_RTOL) -> Tensor:
+    """U_r (M, r) of a Jacobian given as a tensor, by the shared operator's decomposition
+    (`JacobianOperator.range_basis`), as float32 on the Jacobian's device."""
+    operator = JacobianOperator(jacobian.detach().cpu().to(torch.float64).numpy(),
+                                np.ones(int(jacobian.shape[0])))
+    return torch.from_numpy(operator.range_basis(rtol)).to(torch.float32).to(jacobian.device)
 
 
 class DataTerm:
     """The data fidelity of eq. (14) as a mean squared residual, (1/M) ||J x - Delta v||^2,
     via J's range.
 
-    With J J^T = U diag(s^2) U^T and U_r the columns with s_i > rtol * s_max,
+    With U_r the left singular vectors of J with s_i > rtol * s_max (`range_basis`, or the
+    model operator's `range_basis(rtol)`),
     ||J x - dv||^2 = ||U_r^T J x - U_r^T dv||^2 + ||dv - U_r U_r^T dv||^2 + (dropped part of J x),
-    so the per-iteration products use B = U_r^T J (r x V) instead of J (M x V). With the default
-    rtol = 1e-6 (below float32 resolution of J itself) the dropped part is rounding noise and the
-    loss is exact; r is J's numerical rank, which is below M when measurements are redundant
-    (the default protocol keeps reciprocal pairs: M = 928, rank <= 464).
-    `rtol=None` keeps J as it is. The decomposition runs on the CPU (float64); the products run
-    on J's device (`matvec`: a torch matmul; `cpu.fused_loss.FusedDataTerm` overrides it with
-    its threaded product).
+    so the per-iteration products use B = U_r^T J (r x V) instead of J (M x V). With rtol =
+    `RANGE_RTOL` the dropped part is rounding noise and the loss is exact; r is J's numerical
+    rank, which is below M when measurements are redundant (the default protocol keeps
+    reciprocal pairs: M = 928, rank <= 464). `basis=None` keeps J as it is. The products run on
+    J's device (`matvec`: a torch matmul; `cpu.fused_loss.FusedDataTerm` overrides it with its
+    threaded product).
     """
 
-    def __init__(self, jacobian: Tensor, rtol: float | None = 1e-6) -> None:
+    def __init__(self, jacobian: Tensor, basis: Tensor | None) -> None:
         self.n_meas = int(jacobian.shape[0])
         self.range: Tensor | None = None
         self._projected: tuple[Tensor, int, Tensor, Tensor] | None = None  # see `_project`
-        if rtol is None:
+        if basis is None:
             self.basis = jacobian.to(torch.float32).contiguous()
         else:
-            cpu = jacobian.detach().cpu()
-            lam, vecs = torch.linalg.eigh(_gram64(cpu))
-            keep = lam > (rtol ** 2) * lam.max()
-            u = vecs[:, keep].T.to(torch.float32).contiguous()  # U_r^T, (r, M)
-            self.basis = (u @ cpu.to(torch.float32)).contiguous().to(jacobian.device)
-            self.range = u.to(jacobian.device)
+            transposed = basis.T.to(torch.float32).contiguous().to(jacobian.device)  # (r, M)
+            self.basis = (transposed @ jacobian.to(torch.float32)).contiguous()
+            self.range = transposed
 
     @property
     def rank(self) -> int:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from torch import Tensor
 
-from worker.recon.d2ip.data_term import DataTerm
+from worker.recon.d2ip.data_term import RANGE_RTOL, DataTerm, range_basis
 from worker.recon.d2ip.mapping import OutputRange
 from worker.recon.d2ip.network import FastResUNet3D
 from worker.recon.d2ip.objective import LossConfig, Objective, Prior
@@ -31,7 +31,7 @@ class Execution(Protocol):
 
     def phi(self, net: FastResUNet3D, z: Tensor) -> Callable[[], Tensor]: ...
 
-    def data_term(self, jacobian: Tensor, rtol: float | None) -> DataTerm: ...
+    def data_term(self, jacobian: Tensor, basis: Tensor | None) -> DataTerm: ...
 
     def prior(self, geom: MaskGeometry, loss: LossConfig) -> Prior: ...
 
@@ -39,7 +39,8 @@ class Execution(Protocol):
 
     def objective(self, net: FastResUNet3D, z: Tensor, jacobian: Tensor, mask: Tensor,
                   loss: LossConfig | None = None, out_range: OutputRange | None = None,
-                  data_rtol: float | None = 1e-6) -> Objective: ...
+                  data_rtol: float | None = RANGE_RTOL,
+                  data_basis: Tensor | None = None) -> Objective: ...
 
 
 class ReferenceExecution:
@@ -54,8 +55,8 @@ class ReferenceExecution:
         """phi(theta | Z) of `net`'s current parameters for the fixed input `z`."""
         return lambda: net(z)
 
-    def data_term(self, jacobian: Tensor, rtol: float | None) -> DataTerm:
-        return DataTerm(jacobian, rtol)
+    def data_term(self, jacobian: Tensor, basis: Tensor | None) -> DataTerm:
+        return DataTerm(jacobian, basis)
 
     def prior(self, geom: MaskGeometry, loss: LossConfig) -> Prior:
         return TV4D(geom, loss.lam_s, loss.lam_t, loss.eps)
@@ -65,12 +66,17 @@ class ReferenceExecution:
 
     def objective(self, net: FastResUNet3D, z: Tensor, jacobian: Tensor, mask: Tensor,
                   loss: LossConfig | None = None, out_range: OutputRange | None = None,
-                  data_rtol: float | None = 1e-6) -> Objective:
+                  data_rtol: float | None = RANGE_RTOL,
+                  data_basis: Tensor | None = None) -> Objective:
         """Eq. (14) for `net` with input `z`, (whitened) J (M, V) and the (P, R, C) mask, built
-        from this strategy's pieces; `data_rtol` is the data term's rank cut (None: plain J)."""
+        from this strategy's pieces. The data term works through J's range: `data_basis`, its
+        U_r when known (the model operator's `range_basis`), else computed from J with rank cut
+        `data_rtol` (None: plain J)."""
         geom = MaskGeometry.from_mask(mask)
         if jacobian.ndim != 2 or jacobian.shape[1] != geom.n_inside:
             raise ValueError(f"J must be (M, V={geom.n_inside}), got {tuple(jacobian.shape)}")
+        if data_basis is None and data_rtol is not None:
+            data_basis = range_basis(jacobian, data_rtol)
         loss = loss or LossConfig()
-        return Objective(net, z, self.data_term(jacobian, data_rtol), self.prior(geom, loss),
+        return Objective(net, z, self.data_term(jacobian, data_basis), self.prior(geom, loss),
                          loss, out_range, phi=self.phi(net, z))

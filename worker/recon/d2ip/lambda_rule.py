@@ -1,17 +1,19 @@
 """The rules that give each frame its lambda_TV of eq. (14): the one place D2IP decides it.
 
-`FixedLambda`: `LossConfig.lam` every frame (the paper: 0.002). `DataScaledLambda` (beyond the
+`FixedLambda`: `LossConfig.lam` every frame (the paper: 0.002). `DataScaledRule` (beyond the
 paper): over a breath the data term grows ~45x from the first to the last frame while the TV
 terms grow only with the image's amplitude, so a fixed lambda weighs the prior far more in quiet
 frames than in deep ones; this rule gives every frame
 
     lambda_i = kappa * E_i / TV_s(x_T,i),   E_i = (1/M) ||W^1/2 Delta v_i||^2,
 
-the TV baseline's rule (`worker.recon.tv_ops`, there with kappa 0.02) in eq. (14)'s units: at
-the frame's Tikhonov image x_T the spatial TV term (eq. 12, mean over the mask) weighs kappa
-times the data energy (the data term at x = 0). It is homogeneous: Delta v -> c Delta v gives
-lambda -> c lambda, so the minimiser scales with the data and a shallow breath is not flattened
-by a weight tuned for a deep one. See docs/d2ip.md for the kappa sweep.
+the project's one data-scaled rule (`worker.recon.lambda_rule.DataScaledLambda`, which TV and
+R-SIP use with kappa 0.02) with D2IP's kappa (`KAPPA`), D2IP's eps and eq. (14)'s units (the
+data energy is a mean over the M channels): at the frame's Tikhonov image x_T the spatial TV
+term (eq. 12) weighs kappa times the data energy (the data term at x = 0). It is homogeneous:
+Delta v -> c Delta v gives lambda -> c lambda, so the minimiser scales with the data and a
+shallow breath is not flattened by a weight tuned for a deep one. See docs/d2ip.md for the
+kappa sweep.
 
 A rule is a frozen configuration object; `bind(model, weights, loss)` gives the per-frame
 function `Delta v -> lambda_TV` for one model.
@@ -26,7 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from worker.recon.d2ip.prior import MaskGeometry, spatial_tv
+from worker.recon.finite_difference import MaskedDifference
+from worker.recon.lambda_rule import DataScaledLambda
 from worker.recon.tikhonov import tikhonov_operator
 
 if TYPE_CHECKING:
@@ -52,7 +55,7 @@ class FixedLambda:
 
 
 @dataclass(frozen=True)
-class DataScaledLambda:
+class DataScaledRule:
     """lambda_i = kappa * E_i / TV_s(x_T,i) for normalised frames Delta v_i (module docstring)."""
 
     name: ClassVar[str] = "data"
@@ -62,37 +65,23 @@ class DataScaledLambda:
         if not self.kappa > 0:
             raise ValueError(f"kappa: must be positive, got {self.kappa}")
 
-    def bind(self, model: ForwardModel, weights: np.ndarray,
-             loss: LossConfig) -> FrameLambda:
-        return TikhonovScaledLambda(model, weights, self.kappa, loss.eps)
+    def bind(self, model: ForwardModel, weights: np.ndarray, loss: LossConfig) -> FrameLambda:
+        rule = DataScaledLambda(MaskedDifference(model.mask), self.kappa, eps=loss.eps)
+        tikhonov = torch.from_numpy(tikhonov_operator(model).matrix)  # R, (V, M)
+        weights = np.asarray(weights, dtype=np.float64)
+
+        def frame_lambda(dv: np.ndarray) -> float:
+            """lambda_TV for one normalised frame (0 for a frame without data)."""
+            dv = np.asarray(dv, dtype=np.float64)
+            energy = float(np.mean((weights * dv) ** 2))
+            with torch.no_grad():
+                image = tikhonov @ torch.as_tensor(dv, dtype=torch.float32)
+            return rule(image, energy).lam
+
+        return frame_lambda
 
     def settings(self) -> dict[str, Any]:
         return {"kappa": self.kappa}
 
 
-LambdaRule = FixedLambda | DataScaledLambda
-
-
-class TikhonovScaledLambda:
-    """`DataScaledLambda` bound to a model: kappa E_i / TV_s(x_T,i) of a frame."""
-
-    def __init__(self, model: ForwardModel, weights: np.ndarray, kappa: float = KAPPA,
-                 eps: float = 1e-6) -> None:
-        self.kappa, self.eps = float(kappa), float(eps)
-        self.tikhonov = torch.from_numpy(tikhonov_operator(model).matrix)  # R, (V, M)
-        self.weights = np.asarray(weights, dtype=np.float64)
-        self.mask = torch.as_tensor(np.asarray(model.mask, dtype=bool))
-        self.geom = MaskGeometry.from_mask(self.mask)
-
-    def __call__(self, dv: np.ndarray) -> float:
-        """lambda_TV for one normalised frame (0 for a frame without data)."""
-        dv = np.asarray(dv, dtype=np.float64)
-        energy = float(np.mean((self.weights * dv) ** 2))
-        if energy == 0.0:
-            return 0.0
-        with torch.no_grad():
-            x = self.tikhonov @ torch.as_tensor(dv, dtype=torch.float32)
-            volume = torch.zeros(self.mask.shape, dtype=torch.float32)
-            volume[self.mask] = x
-            tv = float(spatial_tv(volume, self.geom, self.eps))
-        return self.kappa * energy / tv
+LambdaRule = FixedLambda | DataScaledRule

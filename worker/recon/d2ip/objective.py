@@ -63,9 +63,8 @@ class Objective:
                  loss: LossConfig | None = None, out_range: OutputRange | None = None,
                  phi: Callable[[], Tensor] | None = None) -> None:
         self.geom = prior.geom
-        if tuple(z.shape[2:]) != tuple(self.geom.inside.shape):
-            raise ValueError(f"Z grid {tuple(z.shape[2:])} != mask grid "
-                             f"{tuple(self.geom.inside.shape)}")
+        if tuple(z.shape[2:]) != self.geom.shape:
+            raise ValueError(f"Z grid {tuple(z.shape[2:])} != mask grid {self.geom.shape}")
         if data.n_values != self.geom.n_inside:
             raise ValueError(f"J must have V={self.geom.n_inside} columns, got {data.n_values}")
         self.net = net
@@ -93,7 +92,7 @@ class Objective:
     def __call__(self, dv: Tensor, window: VolumeWindow | None = None,
                  lam: float | None = None) -> LossTerms:
         """Eq. (14); `lam` overrides `LossConfig.lam` (a per-frame lambda_TV)."""
-        w = self._no_history if window is None else window
+        history = self._no_history if window is None else window
         lam_t = torch.tensor(self.loss.lam if lam is None else lam, dtype=torch.float32,
                              device=dv.device)
-        return self.terms(dv.to(torch.float32), w.frames, w.weights(), lam_t)
+        return self.terms(dv.to(torch.float32), history.frames, history.weights(), lam_t)

@@ -1,8 +1,10 @@
 """The 4D-TV prior of D2IP, eq. (11): lambda_s R_spatial (12) + lambda_t R_temporal (13).
 
 Choices (see docs/d2ip.md):
-- spatial TV (12): isotropic forward differences, eps inside the square root, mean over the V
-  voxels inside the mask; a difference counts only when both voxels lie inside the mask;
+- spatial TV (12): the project's one TV (`worker.recon.finite_difference`) in its volume form
+  (`volume_total_variation`): isotropic forward differences on the body mask (a difference
+  counts only when both voxels lie inside), eps inside the square root, mean over the V voxels
+  inside the mask;
 - temporal TV (13): mean over the V voxels (the paper writes a sum; the mean matches (12) so
   that lambda_s and lambda_t weigh like quantities), weights alpha = exp(-(i - j)) normalised
   over the previous frames present, at most `window` of them (the weight left out is
@@ -15,44 +17,43 @@ import functools
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from worker.recon.d2ip.mapping import mask_indices
+from worker.recon.finite_difference import (
+    MaskedDifference,
+    VolumeDifference,
+    volume_total_variation,
+)
 
 
 @dataclass(frozen=True)
 class MaskGeometry:
-    """Precomputed mask tensors: flat indices and which forward differences lie inside."""
+    """The mask of a grid: the flat indices of the voxels inside and the masked differences D
+    of eq. (12), on the V values (`difference`) and on the volume (`volume`)."""
 
-    index: Tensor  # (V,) flat C-order indices of the voxels inside
-    inside: Tensor  # (P, R, C) float, 1 inside
-    pair_p: Tensor  # (P-1, R, C) float, 1 where voxel and its +P neighbour are inside
-    pair_r: Tensor  # (P, R-1, C)
-    pair_c: Tensor  # (P, R, C-1)
+    difference: MaskedDifference
+    volume: VolumeDifference
 
     @classmethod
     def from_mask(cls, mask: Tensor) -> MaskGeometry:
-        m = mask.to(torch.bool)
-        if m.ndim != 3 or not bool(m.any()):
+        inside = mask.to(torch.bool)
+        if inside.ndim != 3 or not bool(inside.any()):
             raise ValueError("mask must be a non-empty boolean (P, R, C) tensor")
-        f = torch.float32
-        return cls(index=mask_indices(m), inside=m.to(f),
-                   pair_p=(m[1:] & m[:-1]).to(f), pair_r=(m[:, 1:] & m[:, :-1]).to(f),
-                   pair_c=(m[:, :, 1:] & m[:, :, :-1]).to(f))
+        difference = MaskedDifference(inside.cpu().numpy(), device=inside.device)
+        return cls(difference=difference, volume=VolumeDifference.from_difference(difference))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.difference.shape
+
+    @property
+    def index(self) -> Tensor:
+        """(V,) flat C-order indices of the voxels inside."""
+        return self.difference.voxels
 
     @property
     def n_inside(self) -> int:
-        return int(self.index.numel())
-
-
-def spatial_tv(volume: Tensor, geom: MaskGeometry, eps: float) -> Tensor:
-    """Eq. (12): (1/V) sum_inside sqrt(dp^2 + dr^2 + dc^2 + eps), masked forward differences."""
-    dp = F.pad((volume[1:] - volume[:-1]) * geom.pair_p, (0, 0, 0, 0, 0, 1))
-    dr = F.pad((volume[:, 1:] - volume[:, :-1]) * geom.pair_r, (0, 0, 0, 1))
-    dc = F.pad((volume[:, :, 1:] - volume[:, :, :-1]) * geom.pair_c, (0, 1))
-    tv = torch.sqrt(dp * dp + dr * dr + dc * dc + eps) * geom.inside
-    return tv.sum() / geom.n_inside
+        return self.difference.n_voxels
 
 
 def temporal_tv(values: Tensor, previous: Tensor, weights: Tensor, eps: float) -> Tensor:
@@ -127,5 +128,5 @@ class TV4D:
                  weights: Tensor) -> Tensor:
         """`volume` (P, R, C), `values` (V,) its voxels inside the mask, `previous` (K, V) and
         their `weights` (K,) from `temporal_weights`."""
-        return (self.lam_s * spatial_tv(volume, self.geom, self.eps)
+        return (self.lam_s * volume_total_variation(volume, self.geom.volume, self.eps)
                 + self.lam_t * temporal_tv(values, previous, weights, self.eps))

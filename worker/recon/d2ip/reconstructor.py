@@ -38,7 +38,7 @@ from torch import Tensor
 
 from worker.recon.base import FrameResult, StreamingReconstructor
 from worker.recon.d2ip.config import D2IPConfig
-from worker.recon.d2ip.data_term import whitened_system
+from worker.recon.d2ip.data_term import RANGE_RTOL, whitened_system
 from worker.recon.d2ip.execution import Execution, ReferenceExecution
 from worker.recon.d2ip.network import FastResUNet3D, make_input
 from worker.recon.d2ip.optimise import FixedIterations, StopRule, optimise_frame
@@ -80,17 +80,18 @@ class D2IP(StreamingReconstructor):
         self.key = warm_start_key(model.spec, cfg)  # what the warm start (and the state) need
         self.store = WarmStartStore(self.key, cfg.warm_start_dir)
 
-        w, jac = whitened_system(model, cfg.whiten)
-        self.w = torch.tensor(w, dtype=torch.float32, device=self.device)
-        self.frame_lambda = cfg.lam_rule.bind(model, w, cfg.loss)  # Delta v -> lambda_TV
+        operator = whitened_system(model, cfg.whiten)
+        self.data_weights = torch.tensor(operator.weights, dtype=torch.float32, device=self.device)
+        self.frame_lambda = cfg.lam_rule.bind(model, operator.weights, cfg.loss)  # dv -> lambda
         self.net = FastResUNet3D(cfg.net, seed=cfg.seed).to(self.device)
         self.optimizer = self.execution.optimizer(self.net, self.lr)
         self.kaiming = self.snapshot(moments=False)  # a fresh network and a fresh Adam
         z = make_input(cfg.seed, model.grid.shape, cfg.net.in_channels).to(self.device)
         self.objective = self.execution.objective(
-            self.net, z, torch.tensor(jac, dtype=torch.float32, device=self.device),
+            self.net, z, torch.tensor(operator.whitened, dtype=torch.float32, device=self.device),
             torch.as_tensor(model.mask, device=self.device), loss=cfg.loss,
-            out_range=cfg.out_range)
+            out_range=cfg.out_range,
+            data_basis=torch.from_numpy(operator.range_basis(RANGE_RTOL)).to(self.device))
         self.window = self.objective.new_window()
         self.frames = 0
         self.warm: Snapshot | None = None  # the UPWS result while frames still start from it
@@ -138,7 +139,8 @@ class D2IP(StreamingReconstructor):
 
     def measurements(self, dv: np.ndarray) -> Tensor:
         """W^1/2 Delta v on the device (Delta v itself when not whitening)."""
-        return torch.as_tensor(np.asarray(dv, dtype=np.float32), device=self.device) * self.w
+        values = torch.as_tensor(np.asarray(dv, dtype=np.float32), device=self.device)
+        return values * self.data_weights
 
     def stop_rule(self, start: Start) -> StopRule:
         """The frame's stopping rule: the schedule's for its count by start."""

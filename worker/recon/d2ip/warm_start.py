@@ -2,18 +2,15 @@
 
 A `Snapshot` is a starting point: network weights and Adam moments by parameter name (numpy
 arrays). The warm start theta_0^(N0) of eq. (6) is stored once per configuration under
-`<cache dir>/d2ip-warmstart/<key>.pt` (`WarmStartStore`; atomic write), and loaded by every later
-session with the same configuration. `warm_start_key` lists what the key hashes: what the UPWS
-weights depend on (the variant does not: `d2ip` and `d2ip-no-tpp` share a warm start).
+`<cache dir>/d2ip-warmstart/<key>.pt` (`WarmStartStore`; `worker.storage.write_atomic`), and
+loaded by every later session with the same configuration. `warm_start_key` lists what the key
+(`worker.storage.content_key`) hashes: what the UPWS weights depend on (the variant does not:
+`d2ip` and `d2ip-no-tpp` share a warm start).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worker.forward.cache import cache_dir
+from worker.storage import cache_dir, content_key, write_atomic
 
 if TYPE_CHECKING:
     from worker.recon.d2ip.config import D2IPConfig
@@ -55,14 +52,13 @@ def warm_start_key(model_spec: Mapping[str, Any], config: D2IPConfig) -> str:
     kappa when it is "data"), output range, whitening, learning rate, UPWS iteration count and
     `FORMAT`: what the UPWS weights depend on."""
     rule = config.lam_rule
-    text = json.dumps({"format": FORMAT, "model": model_spec, "net": asdict(config.net),
-                       "seed": config.seed, "loss": asdict(config.loss),
-                       **({"lam_rule": rule.name, **rule.settings()}
-                          if rule.name != "fixed" else {}),
-                       "out_range": [config.out_range.lo, config.out_range.hi],
-                       "whiten": config.whiten, "lr": config.learning_rate,
-                       "iterations": config.iterations.cold}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return content_key({"format": FORMAT, "model": model_spec, "net": asdict(config.net),
+                        "seed": config.seed, "loss": asdict(config.loss),
+                        **({"lam_rule": rule.name, **rule.settings()}
+                           if rule.name != "fixed" else {}),
+                        "out_range": [config.out_range.lo, config.out_range.hi],
+                        "whiten": config.whiten, "lr": config.learning_rate,
+                        "iterations": config.iterations.cold})
 
 
 class WarmStartStore:
@@ -88,17 +84,10 @@ class WarmStartStore:
             return None
 
     def write(self, snapshot: Snapshot, meta: dict[str, Any]) -> None:
-        """Store `snapshot` with `meta` (plain numbers) atomically (temporary file, rename)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self.folder, prefix=".tmp-", suffix=".pt",
-                                         delete=False) as fh:
-            try:
-                torch.save({"meta": {"format": FORMAT, "key": self.key, **meta},
-                            **_tensors(snapshot.as_state())}, fh)
-            except BaseException:
-                os.unlink(fh.name)
-                raise
-        os.replace(fh.name, self.path)
+        """Store `snapshot` with `meta` (plain numbers) atomically (`storage.write_atomic`)."""
+        state = {"meta": {"format": FORMAT, "key": self.key, **meta},
+                 **_tensors(snapshot.as_state())}
+        write_atomic(self.path, lambda temporary: torch.save(state, temporary))
 
 
 def _tensors(tree: Any) -> Any:

@@ -7,23 +7,22 @@ import pytest
 import torch
 
 from worker.forward.model import ForwardModel
-from worker.recon.d2ip.data_term import DataTerm, whitened_system
+from worker.recon.d2ip.data_term import RANGE_RTOL, DataTerm, range_basis, whitened_system
 from worker.recon.d2ip.objective import LossConfig
-from worker.recon.spectral import data_weights
 
 
 def test_data_loss_is_the_mean_squared_residual() -> None:
     jac = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     x, dv = torch.tensor([1.0, 1.0]), torch.tensor([0.0, 0.0, 0.0])
-    assert float(DataTerm(jac, rtol=None)(x, dv)) == pytest.approx((1 + 4 + 4) / 3)
-    assert float(DataTerm(jac)(x, dv)) == pytest.approx((1 + 4 + 4) / 3)
+    assert float(DataTerm(jac, None)(x, dv)) == pytest.approx((1 + 4 + 4) / 3)
+    assert float(DataTerm(jac, range_basis(jac))(x, dv)) == pytest.approx((1 + 4 + 4) / 3)
 
 
 def test_range_compressed_data_term_is_exact_on_redundant_rows() -> None:
     gen = torch.Generator().manual_seed(0)
     rows = torch.randn(6, 40, generator=gen)
     jac = rows.repeat_interleave(2, dim=0)  # reciprocal pairs: M = 12, rank 6
-    term, plain = DataTerm(jac), DataTerm(jac, rtol=None)
+    term, plain = DataTerm(jac, range_basis(jac)), DataTerm(jac, None)
     assert term.rank == 6 and plain.rank == 12
     x = torch.randn(40, generator=gen, requires_grad=True)
     dv = torch.randn(12, generator=gen)  # has a part outside J's range
@@ -37,9 +36,29 @@ def test_loss_defaults_follow_the_paper() -> None:
     assert (cfg.lam, cfg.lam_s, cfg.lam_t) == (0.002, 1.0, 0.1)
 
 
-def test_whitened_system_scales_rows_and_frames(coarse_model: ForwardModel) -> None:
-    w, jac = whitened_system(coarse_model)
-    np.testing.assert_array_equal(w, data_weights(coarse_model))
-    np.testing.assert_allclose(jac, coarse_model.jacobian * w[:, None])
-    ones, plain = whitened_system(coarse_model, whiten=False)
-    assert (ones == 1).all() and np.array_equal(plain, coarse_model.jacobian)
+def test_whitened_system_is_the_models_shared_operator(coarse_model: ForwardModel) -> None:
+    assert whitened_system(coarse_model) is coarse_model.operator
+    plain = whitened_system(coarse_model, whiten=False)
+    assert (plain.weights == 1).all() and np.array_equal(plain.whitened, coarse_model.jacobian)
+
+
+def test_range_of_a_tensor_jacobian_is_the_operators(coarse_model: ForwardModel) -> None:
+    """`range_basis` of J as a tensor spans the shared operator's range (unit weights)."""
+    jac = torch.from_numpy(coarse_model.jacobian)
+    basis = range_basis(jac).double()
+    theirs = torch.from_numpy(whitened_system(coarse_model, whiten=False).range_basis(RANGE_RTOL))
+    assert basis.shape == theirs.shape
+    torch.testing.assert_close(basis @ basis.T, theirs @ theirs.T, rtol=0, atol=1e-6)
+
+
+def test_model_range_basis_gives_the_plain_data_term(coarse_model: ForwardModel) -> None:
+    """With the model operator's cached range basis the data term equals the plain one."""
+    operator = coarse_model.operator
+    jac = torch.tensor(operator.whitened, dtype=torch.float32)
+    term = DataTerm(jac, torch.from_numpy(operator.range_basis(RANGE_RTOL)))
+    plain = DataTerm(jac, None)
+    gen = torch.Generator().manual_seed(3)
+    x = 0.05 * torch.randn(coarse_model.n_voxels, generator=gen)
+    dv = torch.randn(coarse_model.n_measurements, generator=gen) * 1e-3
+    assert term.rank < plain.rank
+    torch.testing.assert_close(term(x, dv), plain(x, dv), rtol=1e-4, atol=0)

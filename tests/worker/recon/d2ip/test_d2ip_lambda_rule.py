@@ -11,11 +11,10 @@ import torch
 from worker.forward.model import ForwardModel
 from worker.recon.base import create
 from worker.recon.d2ip.config import Iterations
-from worker.recon.d2ip.lambda_rule import KAPPA, DataScaledLambda, FixedLambda
+from worker.recon.d2ip.lambda_rule import KAPPA, DataScaledRule, FixedLambda
 from worker.recon.d2ip.objective import LossConfig
-from worker.recon.d2ip.prior import MaskGeometry, spatial_tv
 from worker.recon.d2ip.reconstructor import D2IP
-from worker.recon.spectral import data_weights
+from worker.recon.finite_difference import MaskedDifference, total_variation
 from worker.recon.tikhonov import tikhonov_operator
 
 ITERS = Iterations(cold=8, warm=4, propagated=3)
@@ -30,24 +29,23 @@ def make(model: ForwardModel, tmp_path: Path, name: str = "d2ip", **options) -> 
 
 def test_lambda_is_kappa_times_data_energy_over_tikhonov_tv(coarse_model: ForwardModel,
                                                             frames3: np.ndarray) -> None:
-    w = data_weights(coarse_model)
-    rule = DataScaledLambda().bind(coarse_model, w, LossConfig())
+    w = coarse_model.operator.weights
+    rule = DataScaledRule().bind(coarse_model, w, LossConfig())
     dv = frames3[1]
-    x = tikhonov_operator(coarse_model).matrix @ dv.astype(np.float32)
-    volume = torch.from_numpy(coarse_model.to_volume(x).astype(np.float32))
-    geom = MaskGeometry.from_mask(torch.as_tensor(coarse_model.mask))
-    expected = KAPPA * np.mean((w * dv) ** 2) / float(spatial_tv(volume, geom, 1e-6))
+    x = torch.from_numpy(tikhonov_operator(coarse_model).matrix @ dv.astype(np.float32))
+    tv = total_variation(x, MaskedDifference(coarse_model.mask), 1e-6)
+    expected = KAPPA * np.mean((w * dv) ** 2) / float(tv)
     assert rule(dv) == pytest.approx(expected, rel=1e-4)
 
 
 def test_lambda_scales_with_the_data(coarse_model: ForwardModel, frames3: np.ndarray) -> None:
-    rule = DataScaledLambda().bind(coarse_model, data_weights(coarse_model), LossConfig())
+    rule = DataScaledRule().bind(coarse_model, coarse_model.operator.weights, LossConfig())
     dv = frames3[2]
     assert rule(3.0 * dv) == pytest.approx(3.0 * rule(dv), rel=1e-3)
     assert rule(np.zeros_like(dv)) == 0.0
     with pytest.raises(ValueError):
-        DataScaledLambda(kappa=0.0)
-    fixed = FixedLambda().bind(coarse_model, data_weights(coarse_model), LossConfig(lam=0.01))
+        DataScaledRule(kappa=0.0)
+    fixed = FixedLambda().bind(coarse_model, coarse_model.operator.weights, LossConfig(lam=0.01))
     assert fixed(dv) == fixed(3.0 * dv) == 0.01
 
 

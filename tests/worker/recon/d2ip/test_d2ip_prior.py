@@ -6,17 +6,23 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 
 from worker.recon.d2ip.prior import (
     TV4D,
     MaskGeometry,
     VolumeWindow,
-    spatial_tv,
     temporal_tv,
     temporal_weights,
 )
+from worker.recon.finite_difference import total_variation
 
 EPS = 1e-6
+
+
+def spatial_tv(volume: Tensor, geom: MaskGeometry, eps: float) -> Tensor:
+    """R_spatial (12) of a (P, R, C) volume: the shared TV of its voxels inside the mask."""
+    return total_variation(volume.reshape(-1)[geom.index], geom.difference, eps)
 
 
 def test_spatial_tv_of_a_constant_is_sqrt_eps() -> None:
@@ -39,7 +45,7 @@ def test_spatial_tv_ignores_differences_that_leave_the_mask() -> None:
     geom = MaskGeometry.from_mask(mask)
     vol = torch.where(mask, torch.tensor(0.2), torch.tensor(-0.9))  # jumps only across the edge
     assert float(spatial_tv(vol, geom, EPS)) == pytest.approx(math.sqrt(EPS), rel=1e-5)
-    assert geom.n_inside == 2 * 4 * 4
+    assert geom.n_inside == 2 * 4 * 4 and geom.shape == (4, 6, 8)
 
 
 def test_temporal_weights_decay_and_normalise() -> None:

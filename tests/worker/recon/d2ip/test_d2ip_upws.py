@@ -74,6 +74,20 @@ def test_key_keeps_the_stored_format(coarse_model: ForwardModel, tmp_path: Path)
         hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def test_warm_start_write_is_durable(coarse_model: ForwardModel, tmp_path: Path,
+                                     fsynced: list[str]) -> None:
+    """The store writes through `storage.write_atomic`: file and folder fsynced, no temporary
+    file left, and the snapshot reads back."""
+    recon = make(coarse_model, warm_start_dir=tmp_path)
+    snapshot = recon.snapshot()
+    fsynced.clear()  # building the reconstructor may have cached the model's spectrum
+    recon.store.write(snapshot, {"iterations": 0})
+    assert fsynced == ["file", "folder"]
+    assert [path.name for path in tmp_path.iterdir()] == [recon.store.path.name]
+    stored = recon.store.read()
+    assert stored is not None and stored.weights.keys() == snapshot.weights.keys()
+
+
 def test_default_store_is_under_the_cache_dir(coarse_model: ForwardModel, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EITMON_CACHE_DIR", str(tmp_path))

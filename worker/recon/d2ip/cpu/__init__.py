@@ -50,8 +50,8 @@ class CpuExecution(ReferenceExecution):
     def phi(self, net: FastResUNet3D, z: Tensor) -> Callable[[], Tensor]:
         return ChannelsLastNetwork(net, z, fused=self.fused)
 
-    def data_term(self, jacobian: Tensor, rtol: float | None) -> DataTerm:
-        return FusedDataTerm(jacobian, rtol) if self.fused else DataTerm(jacobian, rtol)
+    def data_term(self, jacobian: Tensor, basis: Tensor | None) -> DataTerm:
+        return FusedDataTerm(jacobian, basis) if self.fused else DataTerm(jacobian, basis)
 
     def prior(self, geom: MaskGeometry, loss: LossConfig) -> Prior:
         if not self.fused:

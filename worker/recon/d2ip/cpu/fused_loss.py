@@ -54,9 +54,10 @@ class _TVPrior(torch.autograd.Function):
         volume = volume.contiguous()
         previous, weights = previous.contiguous(), weights.contiguous()
         grad = torch.empty_like(volume)
+        grid = geom.volume  # the masks of the shared difference operator D
         value = lib.eitmon_tv_prior(
-            *volume.shape, *map(ptr, (volume, geom.inside, geom.pair_p, geom.pair_r,
-                                       geom.pair_c)),
+            *volume.shape, *map(ptr, (volume, grid.inside, grid.pair_p, grid.pair_r,
+                                       grid.pair_c)),
             geom.n_inside, ptr(geom.index), previous.shape[0], ptr(previous), ptr(weights),
             eps, lam_s, lam_t, ptr(grad))
         ctx.save_for_backward(grad)
@@ -70,8 +71,9 @@ class _TVPrior(torch.autograd.Function):
 
 def tv_prior(volume: Tensor, geom: MaskGeometry, previous: Tensor, weights: Tensor, eps: float,
              lam_s: float, lam_t: float) -> Tensor:
-    """`lam_s * prior.spatial_tv(volume, geom, eps) + lam_t * prior.temporal_tv(volume inside,
-    previous, weights, eps)` (eq. 11-13) with its gradient, in one C++ pass."""
+    """`lam_s * finite_difference.total_variation(x, geom.difference, eps) + lam_t *
+    prior.temporal_tv(x, previous, weights, eps)` for the voxels x of `volume` inside the mask
+    (eq. 11-13), with its gradient, in one C++ pass."""
     require_cpu_float32(volume, "tv_prior", ndim=3)
     if previous.shape != (weights.shape[0], geom.n_inside):
         raise ValueError("previous must be (K, V) for K weights")

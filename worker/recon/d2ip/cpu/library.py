@@ -4,30 +4,30 @@ The operations with autograd live in `fused_net.py` (the network's units, blocks
 upsampling) and `fused_loss.py` (the data term's J products, the TV prior).
 
 The C++ sources have no Python or torch headers: they are compiled at first use with the system
-C++ compiler (a few seconds) into `<cache dir>/kernels/`, keyed by a hash of the sources, the
-flags, the compiler and the CPU, and loaded with ctypes. Without a compiler (or with
-`EITMON_FUSED=0`) `available()` is False and `CpuExecution` keeps the channels-last path;
-the two compute the same function (tested).
+C++ compiler into `<cache dir>/kernels/` (`worker.storage.write_atomic`), keyed by the content
+key of the sources, the flags, the compiler and the CPU, and loaded with ctypes. Without a
+compiler (or with `EITMON_FUSED=0`: `worker.settings.EngineSettings.fused`) `available()` is
+False and `CpuExecution` keeps the channels-last path; the two compute the same function
+(tested).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
 import math
 import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from worker.forward.cache import cache_dir
+from worker.settings import EngineSettings
+from worker.storage import cache_dir, content_key, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def library_path(compiler: str) -> Path:
     """Where the kernel library for this source, compiler, flags and CPU lives."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                              check=True).stdout
-    key = hashlib.sha256("\0".join([*(s.read_text() for s in SOURCES + HEADERS), " ".join(FLAGS),
-                                    version,
-                                    _cpu_id(), platform.machine()]).encode()).hexdigest()[:16]
+    key = content_key({"sources": [source.read_text() for source in SOURCES + HEADERS],
+                       "flags": FLAGS, "compiler": version, "cpu": _cpu_id(),
+                       "machine": platform.machine()}, length=16)
     return cache_dir() / "kernels" / f"d2ip-{key}.so"
 
 
@@ -77,12 +77,12 @@ def build(compiler: str) -> Path:
     target = library_path(compiler)
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(out)], check=True,
+
+    def compile_to(temporary: Path) -> None:
+        subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(temporary)], check=True,
                        capture_output=True, text=True)
-        os.replace(out, target)  # atomic: concurrent builders leave one complete file
+
+    write_atomic(target, compile_to)  # concurrent builders leave one complete file
     for stale in target.parent.glob("d2ip-*.so"):  # builds of other sources, flags or CPUs
         if stale != target:
             stale.unlink(missing_ok=True)
@@ -91,7 +91,7 @@ def build(compiler: str) -> Path:
 
 @functools.cache
 def _library() -> ctypes.CDLL | None:
-    if os.environ.get("EITMON_FUSED", "1") == "0":
+    if not EngineSettings().fused:
         return None
     compiler = _compiler()
     if compiler is None:

@@ -7,7 +7,8 @@ import torch
 
 from worker.bench.synthetic import make_problem
 from worker.recon.d2ip.cpu import fused_loss, library
-from worker.recon.d2ip.prior import MaskGeometry, spatial_tv, temporal_tv, temporal_weights
+from worker.recon.d2ip.prior import MaskGeometry, temporal_tv, temporal_weights
+from worker.recon.finite_difference import total_variation
 
 needs_kernels = pytest.mark.skipif(not library.available(), reason="no fused kernels")
 
@@ -31,17 +32,21 @@ def test_matvec_equals_matmul() -> None:
 
 @needs_kernels
 @pytest.mark.parametrize("filled", [0, 3, 10])
-def test_tv_prior_equals_torch_terms(filled) -> None:
+def test_tv_prior_equals_the_shared_tv_and_the_temporal_term(filled) -> None:
+    """The C++ TV kernel against `finite_difference.total_variation` (eq. 12) plus
+    `prior.temporal_tv` (eq. 13): values and gradients."""
     problem = make_problem((8, 16, 16), n_meas=64, seed=0)
     geom = MaskGeometry.from_mask(problem.mask)
     gen = torch.Generator().manual_seed(5)
     previous = 0.1 * torch.randn(10, geom.n_inside, generator=gen)
     weights = temporal_weights(filled, 10)
     vol = (0.1 * torch.randn(8, 16, 16, generator=gen)).requires_grad_()
-    ref = (1.0 * spatial_tv(vol, geom, 1e-6)
-           + 0.1 * temporal_tv(vol.reshape(-1)[geom.index], previous, weights, 1e-6))
+    values = vol.reshape(-1)[geom.index]
+    ref = (1.0 * total_variation(values, geom.difference, 1e-6)
+           + 0.1 * temporal_tv(values, previous, weights, 1e-6))
     out = fused_loss.tv_prior(vol, geom, previous, weights, 1e-6, 1.0, 0.1)
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=0)
     (g_ref,) = torch.autograd.grad(3 * ref, vol)
     (g_out,) = torch.autograd.grad(3 * out, vol)
     torch.testing.assert_close(g_out, g_ref, rtol=1e-5, atol=1e-9)
+

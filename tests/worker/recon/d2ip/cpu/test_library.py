@@ -88,8 +88,10 @@ def _problem() -> tuple[torch.Tensor, torch.Tensor]:
     return problem.jacobian, problem.mask
 
 
-def test_switched_off_by_environment(tmp_path) -> None:
-    env = {**os.environ, "EITMON_FUSED": "0", "EITMON_CACHE_DIR": str(tmp_path)}
+@pytest.mark.parametrize("setting", ["0", "false"])
+def test_switched_off_by_environment(tmp_path, setting: str) -> None:
+    """`EITMON_FUSED` is read by `EngineSettings`, so any boolean spelling works."""
+    env = {**os.environ, "EITMON_FUSED": setting, "EITMON_CACHE_DIR": str(tmp_path)}
     code = "from worker.recon.d2ip.cpu import library; print(library.available())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
@@ -112,6 +114,22 @@ def test_library_is_built_once_into_the_cache(tmp_path) -> None:
     built[0].rename(stale)
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
     assert [p.name for p in (tmp_path / "kernels").iterdir()] == [built[0].name]
+
+
+def test_build_writes_the_library_atomically_and_durably(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, fsynced: list[str]) -> None:
+    """The build goes through `storage.write_atomic` (fsynced, nothing left beside it) under the
+    cache root of `EngineSettings`, keyed by `storage.content_key`."""
+    fake = tmp_path / "g++"
+    fake.write_text("#!/bin/sh\n[ \"$1\" = --version ] && { echo 'fake 1.0'; exit 0; }\n"
+                    "while [ \"$1\" != -o ]; do shift; done; echo built > \"$2\"\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("EITMON_CACHE_DIR", str(tmp_path / "cache"))
+    target = library.build(str(fake))
+    assert target.parent == tmp_path / "cache" / "kernels" and target.read_text() == "built\n"
+    assert fsynced == ["file", "folder"]
+    assert [path.name for path in target.parent.iterdir()] == [target.name]
+    assert target == library.library_path(str(fake))  # the content key is stable
 
 
 def test_broken_compiler_falls_back_with_a_warning(tmp_path) -> None:
