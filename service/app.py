@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from service import frames, ops, sessions, stream_ws, viewer
+from service import frames, ops, parameters, sessions, stream_ws, viewer
 from service.errors import install_error_handlers
 from service.hub import ResultHub
 from service.limits import BodyLimitMiddleware
@@ -17,7 +17,8 @@ from service.settings import Settings
 DESCRIPTION = """Bedside 3D lung EIT monitor: queue voltage frames, watch reconstructed volumes.
 
 Bearer tokens (JWT, HS256) carry the scopes `frames:write`, `volumes:read`, `sessions:admin`.
-Live volumes: `WS /v1/sessions/{id}/stream` (see docs/service-api.md); authenticate with the
+Live volumes and per-breath parameters: `WS /v1/sessions/{id}/stream` (see
+docs/service-api.md); authenticate with the
 subprotocols `["bearer", "<token>"]` or a first message `{"token": "<token>"}`.
 Every error answers `{"error": {"reason": "...", "detail": "..."}}`."""
 
@@ -44,6 +45,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    for module in (ops, sessions, frames, stream_ws, viewer):
+    for module in (ops, sessions, frames, parameters, stream_ws, viewer):
         app.include_router(module.router)
     return app

@@ -2,7 +2,8 @@
 
 Per session and turn it does one unit of `Session.take()` work: replay silent frames (state
 only), count and acknowledge coalesced frames, reconstruct one frame and publish its volume
-(counted and acknowledged in the same fenced step), or finish on `close`. It checkpoints a
+(counted and acknowledged in the same fenced step), run the breath scheduling on the queued
+frames (`breath` policy: `breathe`), or finish on `close`. It checkpoints a
 session every `EITMON_CHECKPOINT_EVERY` frames and ends sessions (close, idle eviction,
 shutdown): final checkpoint, release of the lease. A step that raises is the session's failure
 (`failures.py`); the thread goes on with the others. It ticks the `ComputeClock` after every
@@ -20,12 +21,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
+import numpy as np
 from redis import Redis
 from redis.exceptions import RedisError
 
+from service.contract.codecs import ParametersEntry, Result
 from service.contract.fields import Counter, ProgressField
 from service.contract.keys import counters_key
 from worker.runtime import checkpoint
+from worker.runtime.breath import BreathEnd, Sample
 from worker.runtime.config import WorkerConfig
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import METHOD, Fenced, LeaseLost
@@ -33,6 +37,7 @@ from worker.runtime.health import ComputeClock
 from worker.runtime.lease import Leases
 from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Close, Frame, Session, Work
+from worker.ventilation.signal import global_impedance
 
 log = logging.getLogger("eitmon.worker")
 T = TypeVar("T")
@@ -92,9 +97,14 @@ class Compute:
             self.failures.record(session.lease, e, "compute")
 
     def process(self, session: Session, work: Work) -> None:
-        for frame in work.replay:
-            session.main.push(frame.dv)
-            session.advance(frame)
+        if session.breath is not None:
+            for frames in (work.replay, work.breath):
+                if frames:
+                    self.breathe(session, frames)
+        else:
+            for frame in work.replay:
+                session.main.push(frame.dv)
+                session.advance(frame)
         if work.coalesce:
             last = work.coalesce[-1]
             self.retry(session, lambda: self.fenced.commit(
@@ -117,6 +127,63 @@ class Compute:
         if session.since_checkpoint >= self.cfg.checkpoint_every:
             self.checkpoint(session, logging.DEBUG)
 
+    def breathe(self, session: Session, frames: list[Frame]) -> None:
+        """Feed frames to the breath scheduling: at each end-inspiration run the main method on
+        the tidal difference and publish it (`tidal`, acknowledging and counting the frames
+        so far as `coalesced` in the same step); at each breath's end publish its parameters.
+        Silent (replayed) frames only advance the scheduling: no main method, nothing
+        published or counted."""
+        policy = session.breath
+        assert policy is not None
+        publish = not frames[0].silent
+        values = global_impedance(self.previews(session, frames), session.model.mask)
+        consumed: list[Frame] = []
+        for frame, value in zip(frames, values, strict=True):
+            consumed.append(frame)
+            for event in policy.tracker.push(frame.entry_id, frame.seq, frame.timestamp,
+                                             frame.dv, float(value)):
+                if isinstance(event, BreathEnd):
+                    doc = policy.parameters.breath(
+                        event, self.previews(session, event.samples), session.main_method,
+                        session.preview_method)
+                    if publish:
+                        entry = ParametersEntry(seq=event.samples[-1].seq, breath=doc,
+                                                worker=session.lease.worker,
+                                                epoch=session.lease.epoch)
+                        self.retry(session, partial(self.fenced.publish_parameters,
+                                                    session.sid, session.lease.value, entry))
+                elif publish:
+                    res = session.main.push(event.dv)
+                    policy.parameters.record_tidal(event, res.volume)
+                    peak = next(f for f in reversed(consumed)
+                                if f.entry_id == event.inspiration.entry_id)
+                    result = session.result(peak, res, "tidal",
+                                            breath_start_seq=event.expiration.seq,
+                                            breath_start_ts=event.expiration.timestamp)
+                    self.count_breath_frames(session, consumed, result, peak.entry_id)
+                    consumed = []
+        if publish and consumed:
+            self.count_breath_frames(session, consumed)
+        elif not publish:
+            for frame in consumed:
+                session.advance(frame)
+
+    def count_breath_frames(self, session: Session, frames: list[Frame],
+                            result: Result | None = None, frame_id: str = "") -> None:
+        last = frames[-1]
+        self.retry(session, lambda: self.fenced.commit(
+            session.sid, session.lease.value, counter=Counter.COALESCED.value,
+            ack=[frame.entry_id for frame in frames], progress=self.progress(session, last),
+            result=result, frame_id=frame_id))
+        for frame in frames:
+            session.advance(frame)
+
+    @staticmethod
+    def previews(session: Session, frames: list[Frame] | list[Sample]) -> np.ndarray:
+        """(T, P, R, C) preview volumes of the frames (one batched product)."""
+        results = session.preview.push_many(np.stack([frame.dv for frame in frames]))
+        return np.stack([r.volume for r in results])
+
     def progress(self, session: Session, frame: Frame) -> dict[str, str]:
         return {ProgressField.LAST_ID.value: frame.entry_id,
                 ProgressField.LAST_SEQ.value: str(frame.seq),
@@ -133,7 +200,8 @@ class Compute:
             sid=session.sid, epoch=session.lease.epoch, stream_id=session.position,
             main_method=session.main_method, main_state=session.main.state_dict(),
             reference=session.position_reference,
-            counters={k.decode(): int(v) for k, v in counters.items()})
+            counters={k.decode(): int(v) for k, v in counters.items()},
+            breath=session.breath.state_dict() if session.breath is not None else None)
         directory = self.cfg.checkpoints
         name = checkpoint.write(directory, ckpt)
         self.retry(session, lambda: self.fenced.commit_checkpoint(

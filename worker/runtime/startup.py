@@ -28,6 +28,7 @@ from service.contract.fields import SessionField, SessionStatus
 from service.contract.keys import WORKER_GROUP, frames_key, progress_key, session_key
 from service.contract.session import SessionConfig
 from worker.runtime import checkpoint
+from worker.runtime.breath import BreathPolicy
 from worker.runtime.checkpoint import START, Checkpoint
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import CHECKPOINT, LeaseLost
@@ -82,6 +83,10 @@ class SessionOpener:
                               main_method=main_method,
                               reference=Reference(config.reference, initial),
                               position=ckpt.stream_id if ckpt is not None else START)
+            if config.realtime == "breath":
+                session.breath = BreathPolicy.for_model(model)
+                if ckpt is not None and ckpt.breath is not None:
+                    session.breath.load_state_dict(ckpt.breath)
             return session, self.replay(session)
         except BaseException:
             self.models.release(config)
