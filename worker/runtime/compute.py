@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from redis import Redis
@@ -29,7 +29,6 @@ from service.contract.codecs import ParametersEntry, Result
 from service.contract.fields import Counter, ProgressField
 from service.contract.keys import counters_key
 from worker.runtime import checkpoint
-from worker.runtime.breath import BreathEnd, Sample
 from worker.runtime.config import WorkerConfig
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import METHOD, Fenced, LeaseLost
@@ -37,7 +36,9 @@ from worker.runtime.health import ComputeClock
 from worker.runtime.lease import Leases
 from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Close, Frame, Session, Work
-from worker.ventilation.signal import global_impedance
+
+if TYPE_CHECKING:
+    from worker.runtime.breath import Sample
 
 log = logging.getLogger("eitmon.worker")
 T = TypeVar("T")
@@ -133,6 +134,9 @@ class Compute:
         so far as `coalesced` in the same step); at each breath's end publish its parameters.
         Silent (replayed) frames only advance the scheduling: no main method, nothing
         published or counted."""
+        from worker.runtime.breath import BreathEnd  # loaded with the first breath session
+        from worker.ventilation.signal import global_impedance
+
         policy = session.breath
         assert policy is not None
         publish = not frames[0].silent

@@ -28,13 +28,13 @@ import numpy as np
 from service.contract.codecs import FrameEntry, Result
 from service.contract.session import SessionConfig
 from worker.recon.base import FrameResult, StreamingReconstructor, normalise
-from worker.runtime.breath import BreathPolicy
 from worker.runtime.lease import Lease
 from worker.runtime.methods import SharedPreview
 from worker.runtime.reference import Reference
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
+    from worker.runtime.breath import BreathPolicy
 
 
 @dataclass(frozen=True)

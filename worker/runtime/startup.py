@@ -28,7 +28,6 @@ from service.contract.fields import SessionField, SessionStatus
 from service.contract.keys import WORKER_GROUP, frames_key, progress_key, session_key
 from service.contract.session import SessionConfig
 from worker.runtime import checkpoint
-from worker.runtime.breath import BreathPolicy
 from worker.runtime.checkpoint import START, Checkpoint
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import CHECKPOINT, LeaseLost
@@ -83,7 +82,9 @@ class SessionOpener:
                               main_method=main_method,
                               reference=Reference(config.reference, initial),
                               position=ckpt.stream_id if ckpt is not None else START)
-            if config.realtime == "breath":
+            if config.realtime == "breath":  # scipy.signal: imported only when needed
+                from worker.runtime.breath import BreathPolicy
+
                 session.breath = BreathPolicy.for_model(model)
                 if ckpt is not None and ckpt.breath is not None:
                     session.breath.load_state_dict(ckpt.breath)
