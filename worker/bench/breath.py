@@ -1,11 +1,12 @@
 """Breath-synchronous D2IP benchmark (`eitmon bench breath`, issue 15 §1).
 
 A simulated `tidal-breathing` recording is played through the worker's breath scheduling
-(`worker.runtime.breath.BreathTracker`, the code the compute thread runs under the `breath`
+(`worker.runtime.breath.BreathPolicy`, the code the compute thread runs under the `breath`
 policy) on a virtual clock: frame i arrives at its frame time; the compute thread takes it at
-max(arrival, the end of its previous work), feeds the tracker, and at each confirmed
-end-inspiration runs the main method on the breath's tidal difference; every step advances the
-clock by its real wall time on this machine. So the delay of a breath's tidal image after its
+max(arrival, the end of its previous work), previews it for its global impedance, feeds the
+tracker, at each confirmed end-inspiration runs the main method on the breath's tidal
+difference, and at each breath's end computes its parameters; every step advances the clock
+by its real wall time on this machine. So the delay of a breath's tidal image after its
 end-inspiration (the peak frame's time) is what a worker on this machine would show, without
 waiting for the recording in real time.
 
@@ -31,7 +32,7 @@ import numpy as np
 from worker.bench.quality import Setup, model_of, recording_for
 from worker.metrics import score
 from worker.recon.base import create, normalise
-from worker.runtime.breath import BreathEnd, BreathTracker, Tidal
+from worker.runtime.breath import BreathEnd, BreathPolicy, Tidal
 from worker.ventilation.signal import global_impedance
 
 CASE = "tidal-breathing"
@@ -64,29 +65,41 @@ def run(bench: BreathBench, device: str = "cpu", log: Any = None) -> dict[str, A
     assert rec.truth is not None
     model = model_of(rec)
     dvs = normalise(rec.voltages, rec.reference)
-    previews = np.stack([r.volume for r in create("tikhonov", model).push_many(dvs)])
-    values = global_impedance(previews, rec.mask)
+    preview = create("tikhonov", model)
     main = create(bench.method, model, device=device, **bench.options)
+    policy = BreathPolicy.for_model(model)
     times = rec.frame_times - rec.frame_times[0]
-    tracker = BreathTracker()
-    clock, rows = 0.0, []
+    clock, rows, costs = 0.0, [], []
+
+    def previews(frames: np.ndarray) -> np.ndarray:  # as the compute thread does
+        return np.stack([r.volume for r in preview.push_many(frames)])
+
     for i, dv in enumerate(dvs):
         clock = max(clock, float(times[i]))
         t0 = time.perf_counter()
-        events = tracker.push(str(i), i, float(times[i]), dv, float(values[i]))
+        value = global_impedance(previews(dv[None]), model.mask)[0]
+        events = policy.tracker.push(str(i), i, float(times[i]), dv, float(value))
         clock += time.perf_counter() - t0
         for event in events:
             if isinstance(event, BreathEnd):
+                t0 = time.perf_counter()
+                policy.parameters.breath(event, previews(np.stack([s.dv for s in event.samples])),
+                                         bench.method, "tikhonov")
+                costs.append(time.perf_counter() - t0)
+                clock += costs[-1]
                 continue
-            rows.append(_tidal_row(event, main, rec.truth, previews, rec.mask, clock))
+            rows.append(_tidal_row(event, main, preview, rec.truth, model.mask, clock))
+            policy.parameters.record_tidal(event, rows[-1].pop("volume"))
             clock = rows[-1]["done_s"]
             if log is not None:
                 log(_line(rows[-1]))
-    return _report(bench, rows, rec, main)
+    report = _report(bench, rows, rec, main)
+    report["parameters_s"] = float(np.mean(costs)) if costs else None
+    return report
 
 
-def _tidal_row(event: Tidal, main: Any, truth: np.ndarray, previews: np.ndarray,
-               mask: np.ndarray, clock: float) -> dict[str, Any]:
+def _tidal_row(event: Tidal, main: Any, preview: Any, truth: np.ndarray, mask: np.ndarray,
+               clock: float) -> dict[str, Any]:
     exp, insp = event.expiration.index, event.inspiration.index
     res = main.push(event.dv)
     done = clock + res.milliseconds / 1000
@@ -97,7 +110,8 @@ def _tidal_row(event: Tidal, main: Any, truth: np.ndarray, previews: np.ndarray,
             "iterations": int(res.iterations), "seconds": res.milliseconds / 1000,
             "depth": float(-truth_tidal[mask].sum()),
             "main": _scores(res.volume, truth_tidal, mask),
-            "tikhonov": _scores(previews[insp] - previews[exp], truth_tidal, mask)}
+            "tikhonov": _scores(preview.push(event.dv).volume, truth_tidal, mask),
+            "volume": res.volume}
 
 
 def _line(row: dict[str, Any]) -> str:
