@@ -159,8 +159,7 @@ class Compute:
                 elif publish:
                     res = session.main.push(event.dv)
                     policy.parameters.record_tidal(event, res.volume)
-                    peak = next(f for f in reversed(consumed)
-                                if f.entry_id == event.inspiration.entry_id)
+                    peak = event.inspiration  # possibly counted with an earlier batch
                     result = session.result(peak, res, "tidal",
                                             breath_start_seq=event.expiration.seq,
                                             breath_start_ts=event.expiration.timestamp)

@@ -34,7 +34,7 @@ from worker.runtime.reference import Reference
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
-    from worker.runtime.breath import BreathPolicy
+    from worker.runtime.breath import BreathPolicy, Sample
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,8 @@ class Session:
         self.position_reference = frame.reference
         self.since_checkpoint += 1
 
-    def result(self, frame: Frame, res: FrameResult, kind: str, **breath: Any) -> Result:
+    def result(self, frame: Frame | Sample, res: FrameResult, kind: str, **breath: Any
+               ) -> Result:
         """The result to publish for `frame` (latency and lag are filled in by `Fenced`);
         `breath` holds a `tidal` result's breath_start_seq and breath_start_ts."""
         loss = float(res.loss) if math.isfinite(res.loss) else None
