@@ -11,7 +11,9 @@ breath`: it is fed every frame with its global impedance (the ventilation packag
 `global_impedance` of the frame's preview volume: -Σ Δσ/σ0 over the body mask) and drives a
 `worker.ventilation.BreathDetector`. It keeps the frames of the open breath and returns
 - `Tidal` at each confirmed end-inspiration (at most `confirm_s` = 0.5 s plus the hysteresis
-  after the peak): the main method's next input;
+  after the peak): the main method's next input. Of several confirmed in one batch of frames
+  (they came while the main method was busy) only the newest is reconstructed
+  (`newest_tidal`), as the `realtime` policy does with frames;
 - `BreathEnd` at each confirmed end-expiration that closes a breath: its frames, for the
   parameters (`LiveParameters`).
 
@@ -75,6 +77,12 @@ class BreathEnd:
 
 
 Event = Tidal | BreathEnd
+
+
+def newest_tidal(events: list[Event]) -> Tidal | None:
+    """The one `Tidal` of a batch of events that the main method reconstructs: the newest
+    (the earlier ones came while it was busy; reconstructing them would make the lag grow)."""
+    return next((e for e in reversed(events) if isinstance(e, Tidal)), None)
 
 
 def _sample_state(sample: Sample) -> dict[str, Any]:

@@ -129,47 +129,50 @@ class Compute:
             self.checkpoint(session, logging.DEBUG)
 
     def breathe(self, session: Session, frames: list[Frame]) -> None:
-        """Feed frames to the breath scheduling: at each end-inspiration run the main method on
-        the tidal difference and publish it (`tidal`, acknowledging and counting the frames
-        so far as `coalesced` in the same step); at each breath's end publish its parameters.
-        Silent (replayed) frames only advance the scheduling: no main method, nothing
-        published or counted."""
-        from worker.runtime.breath import BreathEnd  # loaded with the first breath session
+        """Feed a batch of frames to the breath scheduling, then act on what it confirmed, in
+        order: at each breath's end publish its parameters; at the batch's last
+        end-inspiration run the main method on the tidal difference and publish it (`tidal`,
+        acknowledging and counting the frames so far as `coalesced` in the same step). An
+        earlier end-inspiration of the same batch (the main method was busy while it came) is
+        skipped, so the lag never grows. Silent (replayed) frames only advance the
+        scheduling: no main method, nothing published or counted."""
+        from worker.runtime.breath import BreathEnd, newest_tidal  # with the first breath session
         from worker.ventilation.signal import global_impedance
 
         policy = session.breath
         assert policy is not None
         publish = not frames[0].silent
         values = global_impedance(self.previews(session, frames), session.model.mask)
-        consumed: list[Frame] = []
-        for frame, value in zip(frames, values, strict=True):
-            consumed.append(frame)
-            for event in policy.tracker.push(frame.entry_id, frame.seq, frame.timestamp,
-                                             frame.dv, float(value)):
-                if isinstance(event, BreathEnd):
-                    doc = policy.parameters.breath(
-                        event, self.previews(session, event.samples), session.main_method,
-                        session.preview_method)
-                    if publish:
-                        entry = ParametersEntry(seq=event.samples[-1].seq, breath=doc,
-                                                worker=session.lease.worker,
-                                                epoch=session.lease.epoch)
-                        self.retry(session, partial(self.fenced.publish_parameters,
-                                                    session.sid, session.lease.value, entry))
-                elif publish:
-                    res = session.main.push(event.dv)
-                    policy.parameters.record_tidal(event, res.volume)
-                    peak = event.inspiration  # possibly counted with an earlier batch
-                    result = session.result(peak, res, "tidal",
-                                            breath_start_seq=event.expiration.seq,
-                                            breath_start_ts=event.expiration.timestamp)
-                    self.count_breath_frames(session, consumed, result, peak.entry_id)
-                    consumed = []
-        if publish and consumed:
-            self.count_breath_frames(session, consumed)
-        elif not publish:
-            for frame in consumed:
+        events = [(k, event) for k, (frame, value) in enumerate(zip(frames, values, strict=True))
+                  for event in policy.tracker.push(frame.entry_id, frame.seq, frame.timestamp,
+                                                   frame.dv, float(value))]
+        chosen = newest_tidal([event for _, event in events])
+        done = 0  # frames counted so far
+        for k, event in events:
+            if isinstance(event, BreathEnd):
+                doc = policy.parameters.breath(
+                    event, self.previews(session, event.samples), session.main_method,
+                    session.preview_method)
+                if publish:
+                    entry = ParametersEntry(seq=event.samples[-1].seq, breath=doc,
+                                            worker=session.lease.worker,
+                                            epoch=session.lease.epoch)
+                    self.retry(session, partial(self.fenced.publish_parameters,
+                                                session.sid, session.lease.value, entry))
+            elif publish and event is chosen:
+                res = session.main.push(event.dv)
+                policy.parameters.record_tidal(event, res.volume)
+                peak = event.inspiration  # possibly counted with an earlier batch
+                result = session.result(peak, res, "tidal",
+                                        breath_start_seq=event.expiration.seq,
+                                        breath_start_ts=event.expiration.timestamp)
+                self.count_breath_frames(session, frames[done:k + 1], result, peak.entry_id)
+                done = k + 1
+        if not publish:
+            for frame in frames:
                 session.advance(frame)
+        elif done < len(frames):
+            self.count_breath_frames(session, frames[done:])
 
     def count_breath_frames(self, session: Session, frames: list[Frame],
                             result: Result | None = None, frame_id: str = "") -> None:

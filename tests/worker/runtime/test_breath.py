@@ -4,6 +4,7 @@ restore from the checkpoint in the middle of a breath)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,7 +115,8 @@ def test_worker_publishes_tidal_images_and_parameters_and_survives_a_restore(
     assert len(offline) >= 5 and any(s < half < e for s, e in offline)
     tidal = bed.results(sid, "tidal")  # the newest (the previews fill the capped stream)
     pairs = [(r.breath_start_seq, r.seq) for r in tidal]
-    assert len(pairs) >= 2 and pairs == offline[-len(pairs):]
+    assert len(pairs) >= 2 and pairs[-1] == offline[-1]
+    assert pairs == [p for p in offline if p in pairs]  # in order (a batch may skip one)
     expected = bed.expected(frames)
     for r in tidal:
         want = expected[r.seq] - expected[r.breath_start_seq]
@@ -131,6 +133,33 @@ def test_worker_publishes_tidal_images_and_parameters_and_survives_a_restore(
     for e in entries:
         b = e.breath
         assert e.seq == b["seq"]["end"] and b["preview"]["tiv"] > 0
-        assert b["tidal"]["method"] == "tikhonov" and b["tidal"]["tiv"] > 0
+        assert b["tidal"] is None or (b["tidal"]["method"] == "tikhonov"
+                                      and b["tidal"]["tiv"] > 0)
         assert abs(b["preview"]["left_pct"] + b["preview"]["right_pct"] - 100) < 1e-6
+    assert sum(e.breath["tidal"] is not None for e in entries) >= len(entries) // 2
 
+
+
+def test_a_backlog_of_breaths_gets_the_newest_one_reconstructed(
+        bed: Bed, in_process: Callable[..., Running], test_methods: dict[str, Any]) -> None:
+    lsq = test_methods["PseudoInverse"]
+
+    class Slow(lsq):  # type: ignore[misc, valid-type]
+        """The main method takes 2 s a breath: breaths queue up behind it."""
+
+        def push(self, dv: np.ndarray) -> Any:
+            time.sleep(2.0)
+            return super().push(dv)
+
+    sid = bed.create(realtime="breath", method="tv")
+    frames = bed.frames(N, period=PERIOD_FRAMES)
+    for k in range(0, N, 200):  # queued before the worker runs
+        bed.post(sid, frames[k:k + 200], k)
+    in_process({"tikhonov": lsq, "tv": Slow})
+    bed.wait(lambda: bed.settled(sid, N), 120, "every frame to be counted")
+    offline = offline_tidals(bed, frames)
+    pairs = [(r.breath_start_seq, r.seq) for r in bed.results(sid, "tidal")]
+    assert pairs[-1] == offline[-1] and len(pairs) < len(offline)  # skipped, never behind
+    entries = [decode_parameters(f) for _, f in bed.redis.xrange(parameters_key(sid))]
+    assert len(entries) >= len(offline) - 1  # every breath's parameters all the same
+    assert any(e.breath["tidal"] is None for e in entries)
