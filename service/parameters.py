@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.auth import Principal, require
 from service.contract.codecs import decode_parameters, text
@@ -35,6 +35,12 @@ BREATH_EXAMPLE: dict[str, Any] = {
               "...": "the regional fields"}}
 
 
+PAGE_EXAMPLE: dict[str, Any] = {
+    "entries": [{"id": "1767225617600-0", "seq": 352, "worker": "worker-a1", "epoch": 1,
+                 "breath": BREATH_EXAMPLE}],
+    "next": None}
+
+
 class ParametersItem(BaseModel):
     id: str = Field(description="stream id of the entry (pass as `since` to read after it)")
     seq: int = Field(description="the breath's last frame (end of expiration)")
@@ -46,6 +52,7 @@ class ParametersItem(BaseModel):
 
 
 class ParametersPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [PAGE_EXAMPLE]})
     entries: list[ParametersItem]
     next: str | None = Field(description="`since` for the next page; null when this page "
                                          "was not full")
