@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from redis.asyncio import Redis
 
-from service import frames, ops, sessions, stream_ws, viewer
+from service import frames, ops, parameters, sessions, stream_ws, viewer
 from service.errors import install_error_handlers
 from service.hub import ResultHub
 from service.idle import expire_idle_sessions
@@ -22,7 +22,8 @@ DESCRIPTION = """Bedside 3D lung EIT monitor: queue voltage frames, watch recons
 
 Bearer tokens (JWT, HS256) carry the scopes `frames:write`, `volumes:read`, `sessions:admin`,
 and may be bound to sessions (a `frames:write` token must be: one session).
-Live volumes: `WS /v1/sessions/{id}/stream` (see docs/service-api.md); authenticate with the
+Live volumes and per-breath parameters: `WS /v1/sessions/{id}/stream` (see
+docs/service-api.md); authenticate with the
 subprotocols `["bearer", "<token>"]` or a first message `{"token": "<token>"}`.
 Every error answers `{"error": {"reason": "...", "detail": "..."}}`."""
 
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
-    for module in (ops, sessions, frames, stream_ws, viewer):
+    for module in (ops, sessions, frames, parameters, stream_ws, viewer):
         app.include_router(module.router)
     if settings.metrics_port is None:
         app.include_router(ops.metrics_router)

@@ -1,8 +1,10 @@
-"""Fan-out of a session's results stream to its viewers.
+"""Fan-out of a session's results and parameters streams to its viewers.
 
 One reader task per session (started by its first viewer, stopped after its last) XREADs the
-capped results stream, builds each message pair once and offers it to every viewer's
-`LatestQueue`, which never blocks: when a viewer falls behind its oldest volume is dropped. A
+capped results stream and the parameters stream (one entry per breath, `breath` policy), builds
+each message once (a volume: a JSON text and a binary message; a breath's parameters: one JSON
+text `{"type": "parameters", ...}`) and offers it to every viewer's `LatestQueue`, which never
+blocks: when a viewer falls behind its oldest message is dropped. A
 new viewer gets the latest volume at once. The reader also watches the session's status: once
 a worker marked it failed, every viewer gets a final status message (within one XREAD block,
 `BLOCK_MS`) and the reader ends.
@@ -21,9 +23,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from service import metrics, wire
-from service.contract.codecs import Result, decode_result
+from service.contract.codecs import ParametersEntry, Result, decode_parameters, decode_result, text
 from service.contract.fields import SessionField, SessionStatus
-from service.contract.keys import results_key, session_key
+from service.contract.keys import parameters_key, results_key, session_key
 
 log = logging.getLogger("eitmon.service")
 
@@ -37,6 +39,16 @@ class VolumeMessage:
 
     meta: str
     binary: bytes
+
+
+@dataclass(frozen=True)
+class ParametersMessage:
+    """One breath's parameters: a JSON text message, no binary."""
+
+    meta: str
+
+
+Message = VolumeMessage | ParametersMessage
 
 
 @dataclass(frozen=True)
@@ -63,8 +75,17 @@ def build_message(sid: str, r: Result) -> VolumeMessage:
             "kind": r.kind, "method": r.method, "iterations": r.iterations, "loss": r.loss,
             "latency_ms": r.latency_ms, "lag_frames": r.lag_frames, "shape": list(r.shape),
             "dtype": r.dtype, "axes": "PRC", "bytes": len(r.data)}
+    if r.breath_start_seq is not None:
+        meta["breath_start_seq"] = r.breath_start_seq
+        meta["breath_start_ts"] = r.breath_start_ts
     return VolumeMessage(json.dumps(meta, separators=(",", ":")),
                          wire.pack_volume(r.dtype, r.shape, r.seq, r.data))
+
+
+def parameters_message(sid: str, entry_id: str, p: ParametersEntry) -> ParametersMessage:
+    meta = {"type": "parameters", "session": sid, "id": entry_id, "seq": p.seq,
+            "breath": p.breath}
+    return ParametersMessage(json.dumps(meta, separators=(",", ":")))
 
 
 class LatestQueue:
@@ -72,12 +93,12 @@ class LatestQueue:
     `finish` it hands out the volumes still queued, then the final status message."""
 
     def __init__(self, maxsize: int) -> None:
-        self._items: deque[VolumeMessage] = deque(maxlen=maxsize)
+        self._items: deque[Message] = deque(maxlen=maxsize)
         self._ready = asyncio.Event()
         self._final: StatusMessage | None = None
         self.dropped = 0
 
-    def put(self, item: VolumeMessage) -> None:
+    def put(self, item: Message) -> None:
         if len(self._items) == self._items.maxlen:
             self.dropped += 1
         self._items.append(item)
@@ -87,7 +108,7 @@ class LatestQueue:
         self._final = final
         self._ready.set()
 
-    async def get(self) -> VolumeMessage | StatusMessage:
+    async def get(self) -> Message | StatusMessage:
         while not self._items and self._final is None:
             self._ready.clear()
             await self._ready.wait()
@@ -104,8 +125,9 @@ class SessionFeed:
         self.final: StatusMessage | None = None
         self.task = asyncio.create_task(self._run(), name=f"results-{sid}")
 
-    def _deliver(self, msg: VolumeMessage) -> None:
-        self.latest = msg
+    def _deliver(self, msg: Message) -> None:
+        if isinstance(msg, VolumeMessage):
+            self.latest = msg
         for q in self.viewers:
             q.put(msg)
 
@@ -113,6 +135,14 @@ class SessionFeed:
         self.final = final
         for q in self.viewers:
             q.finish(final)
+
+    def _handle_parameters(self, entry_id: str, fields: dict) -> None:
+        try:
+            entry = decode_parameters(fields)
+        except ValueError as e:
+            log.warning("session %s: skipping malformed parameters (%s)", self.sid, e)
+            return
+        self._deliver(parameters_message(self.sid, entry_id, entry))
 
     def _handle(self, fields: dict) -> None:
         try:
@@ -124,8 +154,9 @@ class SessionFeed:
         self._deliver(build_message(self.sid, result))
 
     async def _run(self) -> None:
-        key = results_key(self.sid)
+        key, pkey = results_key(self.sid), parameters_key(self.sid)
         last_id: bytes | str | None = None
+        last_pid: bytes | str = "0-0"
         delay = 0.2
         loop = asyncio.get_running_loop()
         next_check = loop.time()
@@ -136,17 +167,24 @@ class SessionFeed:
                     last_id = newest[0][0] if newest else "0-0"
                     if newest:
                         self._handle(newest[0][1])
+                    newest = await self.redis.xrevrange(pkey, count=1)  # only new breaths
+                    last_pid = newest[0][0] if newest else "0-0"
                 if loop.time() >= next_check:
                     next_check = loop.time() + STATUS_CHECK_S
                     final = await failure_message(self.redis, self.sid)
                     if final is not None:
                         self._finish(final)
                         return
-                reply = await self.redis.xread({key: last_id}, count=32, block=BLOCK_MS)
-                for _stream, entries in reply or []:
+                reply = await self.redis.xread({key: last_id, pkey: last_pid}, count=32,
+                                               block=BLOCK_MS)
+                for stream, entries in reply or []:
                     for entry_id, fields in entries:
-                        last_id = entry_id
-                        self._handle(fields)
+                        if text(stream) == pkey:
+                            last_pid = entry_id
+                            self._handle_parameters(text(entry_id), fields)
+                        else:
+                            last_id = entry_id
+                            self._handle(fields)
                 delay = 0.2
             except asyncio.CancelledError:
                 raise

@@ -56,9 +56,12 @@ class SessionCreate(BaseModel):
                             "d2ip-scaled (per-frame lambda scaled with the data), dip, rsip, "
                             "tv, tikhonov")
     reference: ReferencePolicy = Field(default_factory=FirstNReference)
-    realtime: RealtimePolicy = Field(
-        "realtime", description="realtime: the worker may coalesce a backlog (counted); "
-                                "complete: every frame is reconstructed")
+    realtime: RealtimePolicy | None = Field(
+        None, description="realtime: the worker may coalesce a backlog (counted); "
+                          "complete: every frame is reconstructed; breath: one main-method "
+                          "tidal image per breath (result kind `tidal`) and the breath's "
+                          "parameters, the preview at frame rate. Default: breath for d2ip "
+                          "and d2ip-scaled, realtime for the other methods")
     patient_label: str | None = Field(
         None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._:/#-]+$",
         description="pseudonymous bed/patient label (never logged)")
@@ -97,7 +100,8 @@ class Counters(BaseModel):
     accepted: int = Field(description="frames queued")
     duplicate: int = Field(description="frames acknowledged as duplicates, not queued")
     reconstructed: int = Field(description="frames reconstructed by the worker")
-    coalesced: int = Field(description="frames skipped under the realtime policy")
+    coalesced: int = Field(description="frames skipped under the realtime policy, or folded "
+                                       "into their breath under the breath policy")
     rejected: int = Field(description="rejected frame requests (a batch counts once)")
     failures: int = Field(description="reconstruction failures counted by the worker")
     rejected_by_reason: dict[str, int]
@@ -127,7 +131,7 @@ SESSION_EXAMPLE: dict[str, Any] = {
     "settings": {"geometry_preset": "thorax-2x16", "geometry": {"...": "full spec"},
                  "protocol_preset": "skip4", "protocol": {"kind": "skip", "...": "..."},
                  "grid": [16, 32, 32], "method": "d2ip",
-                 "reference": {"mode": "first_n", "frames": 1}, "realtime": "realtime"},
+                 "reference": {"mode": "first_n", "frames": 1}, "realtime": "breath"},
     "reference_version": 0, "last_seq": 41,
     "counters": {"accepted": 42, "duplicate": 0, "reconstructed": 40, "coalesced": 0,
                  "rejected": 1, "failures": 0, "rejected_by_reason": {"non_finite": 1},

@@ -51,7 +51,7 @@ from service.contract.keys import (
 from service.contract.limits import LimitExceeded, SessionLimits, reference_problem
 from service.contract.protocol import PROTOCOL_PRESETS, resolve_protocol
 from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
-from service.contract.session import SessionConfig
+from service.contract.session import SessionConfig, default_policy
 from service.contract.tokens import FRAMES_WRITE, SESSIONS_ADMIN, VOLUMES_READ
 from service.deps import closed, failed, get_redis, get_settings, not_found, valid_sid
 from service.errors import (
@@ -130,7 +130,8 @@ def resolve_config(body: SessionCreate, limits: SessionLimits = LIMITS) -> Sessi
                  else body.reference.model_dump())
     return SessionConfig(
         geometry=geometry.model_dump(mode="json"), protocol=protocol.model_dump(mode="json"),
-        grid=grid.shape, method=body.method, reference=reference, realtime=body.realtime,
+        grid=grid.shape, method=body.method, reference=reference,
+        realtime=body.realtime or default_policy(body.method),
         n_electrodes=n_electrodes, n_measurements=m, geometry_preset=geometry_preset,
         protocol_preset=protocol_preset)
 

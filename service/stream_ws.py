@@ -11,8 +11,11 @@ subprotocols and send `{"token": "..."}` as the first text message within
 expires, or is revoked: checked every `revocation_check_s`), 4404 unknown session, 1011
 internal error.
 
-Per volume the server sends a JSON text message (metadata) and then a binary message
-(`service.wire`). A viewer that reads slowly loses its oldest pending volumes, never others'.
+Per volume the server sends a JSON text message (metadata, `"type": "volume"`) and then a
+binary message (`service.wire`). Per breath (`breath` policy) it sends one JSON text message
+`{"type": "parameters", "session", "id", "seq", "breath": {...}}` (the entry of the session's
+parameters stream, as `GET .../parameters` returns it). A viewer that reads slowly loses its
+oldest pending messages, never others'.
 When the session is or becomes failed (a worker gave up on it), the server sends the text
 message `{"type": "status", "status": "failed", "reason": ...}` and closes with 1000
 "session_failed".
@@ -43,7 +46,7 @@ from service.auth import (
 from service.contract.tokens import VOLUMES_READ
 from service.deps import session_status
 from service.errors import ApiError
-from service.hub import LatestQueue, ResultHub, StatusMessage
+from service.hub import LatestQueue, ResultHub, StatusMessage, VolumeMessage
 from service.logsafe import RateLimitedLog
 
 router = APIRouter()
@@ -133,13 +136,14 @@ async def _watch_token(redis: Redis, principal: Principal, interval: float) -> s
 
 
 async def _send_loop(ws: WebSocket, q: LatestQueue) -> None:
-    """Send volumes until the session's final status message (then return)."""
+    """Send volumes and parameters until the session's final status message (then return)."""
     while True:
         msg = await q.get()
         await ws.send_text(msg.meta)
         if isinstance(msg, StatusMessage):
             return
-        await ws.send_bytes(msg.binary)
+        if isinstance(msg, VolumeMessage):
+            await ws.send_bytes(msg.binary)
 
 
 async def _receive_loop(ws: WebSocket) -> None:

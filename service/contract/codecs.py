@@ -7,6 +7,7 @@ entries and results these functions build (passed as ARGV), and compose the leas
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +15,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from service.contract.fields import RESULT_KINDS, ControlField, FrameField, FrameKind, ResultField
+from service.contract.fields import (
+    RESULT_KINDS,
+    ControlField,
+    FrameField,
+    FrameKind,
+    ParametersField,
+    ResultField,
+)
 
 FRAME_DTYPE = np.dtype("<f4")  # voltages on the wire and in the frame stream
 VOLUME_DTYPES = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
@@ -90,6 +98,8 @@ class Result:
     data: bytes = field(repr=False)
     worker: str = ""
     epoch: int = 0
+    breath_start_seq: int | None = None  # `tidal` results: the breath's end-expiration frame
+    breath_start_ts: float | None = None
 
     @classmethod
     def from_volume(cls, volume: np.ndarray, *, dtype: str = "float16", **meta: Any) -> Result:
@@ -125,6 +135,9 @@ def encode_result(r: Result) -> dict[str, bytes]:
         ResultField.DATA.value: r.data,
         ResultField.WORKER.value: r.worker.encode(),
         ResultField.EPOCH.value: str(int(r.epoch)).encode(),
+        **({} if r.breath_start_seq is None else {
+            ResultField.BREATH_START_SEQ.value: str(int(r.breath_start_seq)).encode(),
+            ResultField.BREATH_START_TS.value: repr(float(r.breath_start_ts or 0.0)).encode()}),
     }
 
 
@@ -150,6 +163,10 @@ def decode_result(fields: Mapping[Any, Any]) -> Result:
             data=data,
             worker=text(f.get(ResultField.WORKER.value, b"")),
             epoch=int(f.get(ResultField.EPOCH.value, b"0")),
+            breath_start_seq=(int(f[ResultField.BREATH_START_SEQ.value])
+                              if ResultField.BREATH_START_SEQ.value in f else None),
+            breath_start_ts=(float(f[ResultField.BREATH_START_TS.value])
+                             if ResultField.BREATH_START_TS.value in f else None),
         )
     except (KeyError, ValueError) as e:
         raise ValueError(f"result: malformed entry ({e})") from e
@@ -158,6 +175,43 @@ def decode_result(fields: Mapping[Any, Any]) -> Result:
     if len(data) != math.prod(shape) * VOLUME_DTYPES[dtype].itemsize:
         raise ValueError("result: data length does not match shape and dtype")
     return r
+
+
+# --- parameters stream ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ParametersEntry:
+    """One breath's parameters (`breath` is the JSON document, see docs/worker.md)."""
+
+    seq: int  # the breath's last frame
+    breath: dict[str, Any]
+    worker: str = ""
+    epoch: int = 0
+
+
+def encode_parameters(p: ParametersEntry) -> dict[str, bytes]:
+    """Fields for `XADD parameters_key(sid) MAXLEN ~ PARAMETERS_MAXLEN * ...` (standard JSON:
+    nan and infinity are refused)."""
+    return {ParametersField.SEQ.value: str(int(p.seq)).encode(),
+            ParametersField.BREATH.value: json.dumps(p.breath, separators=(",", ":"),
+                                                     allow_nan=False).encode(),
+            ParametersField.WORKER.value: p.worker.encode(),
+            ParametersField.EPOCH.value: str(int(p.epoch)).encode()}
+
+
+def decode_parameters(fields: Mapping[Any, Any]) -> ParametersEntry:
+    """A ParametersEntry from XREAD/XRANGE fields; ValueError when the entry is malformed."""
+    f = _str_keys(fields)
+    try:
+        breath = json.loads(f[ParametersField.BREATH.value])
+        entry = ParametersEntry(seq=int(f[ParametersField.SEQ.value]), breath=breath,
+                                worker=text(f.get(ParametersField.WORKER.value, b"")),
+                                epoch=int(f.get(ParametersField.EPOCH.value, b"0")))
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"parameters: malformed entry ({e})") from e
+    if not isinstance(breath, dict):
+        raise ValueError("parameters: the breath field must hold a JSON object")
+    return entry
 
 
 # --- lease and control -------------------------------------------------------------------------

@@ -48,7 +48,8 @@ class Counter(str, Enum):
     DUPLICATE = "duplicate"  # frames acknowledged as duplicates, not queued (API)
     REJECTED = "rejected"  # rejected frame requests, all reasons (API)
     RECONSTRUCTED = "reconstructed"  # frames turned into a D2IP volume (worker)
-    COALESCED = "coalesced"  # frames skipped under the "realtime" policy (worker)
+    COALESCED = "coalesced"  # frames not reconstructed one by one: skipped under "realtime",
+    # or folded into their breath under "breath" (worker)
     FAILURES = "failures"  # reconstruction failures of the session (worker)
     DROPPED = "dropped"  # accepted frames never turned into a volume, all reasons (worker)
 
@@ -105,9 +106,23 @@ class ResultField(str, Enum):
     DATA = "data"  # the volume, little-endian, C order over (P, R, C)
     WORKER = "worker"
     EPOCH = "epoch"
+    BREATH_START_SEQ = "breath_start_seq"  # `tidal` only: seq of the breath's end-expiration
+    BREATH_START_TS = "breath_start_ts"  # `tidal` only: its device time (SEQ/TIMESTAMP: the
+    # end-inspiration frame)
 
 
-RESULT_KINDS = ("preview", "volume")  # fast linear preview | the main method's volume
+# fast linear preview | the main method's volume | the main method's tidal image of a breath
+# (`breath` policy: the end-inspiration minus the preceding end-expiration frame)
+RESULT_KINDS = ("preview", "volume", "tidal")
+
+
+class ParametersField(str, Enum):
+    """Fields of the entries of `eitmon:parameters:{sid}`, one per breath (`breath` policy)."""
+
+    SEQ = "seq"  # the breath's last frame (its end of expiration)
+    BREATH = "breath"  # JSON: the breath's parameters (docs/worker.md, "Parameters stream")
+    WORKER = "worker"
+    EPOCH = "epoch"
 
 
 class ControlField(str, Enum):
@@ -119,4 +134,5 @@ class ControlField(str, Enum):
 
 
 ENUMS: tuple[type[Enum], ...] = (SessionStatus, SessionField, Counter, ProgressField,
-                                 FrameField, ResultField, ControlField, CloseReason)
+                                 FrameField, ResultField, ControlField, CloseReason,
+                                 ParametersField)

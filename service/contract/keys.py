@@ -20,6 +20,9 @@ Per session `sid` (32 lowercase hex digits):
   latest weight checkpoint still needs for a replay.
 - `eitmon:results:{sid}` STREAM, appended by the worker with `XADD ... MAXLEN ~ RESULTS_MAXLEN`
   (`codecs.encode_result`); the API reads it with XREAD for the viewers.
+- `eitmon:parameters:{sid}` STREAM, appended by the worker under the `breath` policy when a
+  breath ends, with `XADD ... MAXLEN ~ PARAMETERS_MAXLEN` (`codecs.encode_parameters`: the
+  breath's parameters as JSON); the API serves it (GET .../parameters) and to the viewers.
 - `eitmon:progress:{sid}` HASH, written by the worker after each processed frame
   (`ProgressField`).
 - `eitmon:lease:{sid}` STRING, the worker's ownership lease (`codecs.encode_lease`), set with
@@ -52,6 +55,7 @@ import re
 PREFIX = "eitmon"
 WORKER_GROUP = "eitmon-workers"  # consumer group on the control stream and every frame stream
 RESULTS_MAXLEN = 200
+PARAMETERS_MAXLEN = 1000  # breaths (about an hour at 14 breaths a minute)
 
 SESSIONS_INDEX = f"{PREFIX}:sessions"
 CONTROL_STREAM = f"{PREFIX}:control"
@@ -86,6 +90,10 @@ def results_key(sid: str) -> str:
     return _tagged("results", sid)
 
 
+def parameters_key(sid: str) -> str:
+    return _tagged("parameters", sid)
+
+
 def progress_key(sid: str) -> str:
     return _tagged("progress", sid)
 
@@ -101,4 +109,4 @@ def epoch_key(sid: str) -> str:
 def session_keys(sid: str) -> list[str]:
     """Every key of a session that closing puts under the retention expiry."""
     return [session_key(sid), counters_key(sid), frames_key(sid), results_key(sid),
-            progress_key(sid), epoch_key(sid)]
+            progress_key(sid), epoch_key(sid), parameters_key(sid)]

@@ -115,7 +115,8 @@ return 1
 # fields of `encode_close`. Returns 0 (missing), 1 (already closed), 2 (closed now). A failed
 # session keeps its status; closing it records closed_at and puts its keys under the retention
 # expiry.
-CLOSE = _script("close", ("session", "counters", "frames", "results", "progress", "epoch"), """
+CLOSE = _script("close", ("session", "counters", "frames", "results", "progress", "epoch",
+                         "parameters"), """
 local st = redis.call('HGET', KEYS[1], '${SessionField.STATUS}')
 if not st then return 0 end
 if redis.call('HEXISTS', KEYS[1], '${SessionField.CLOSED_AT}') == 1 then return 1 end
@@ -229,6 +230,14 @@ expire_with_session(KEYS[3])
 return 1
 """)
 
+# ARGV: lease value, parameters maxlen, the fields of `encode_parameters`. Appends one breath's
+# parameters. Returns 1, LOST or GONE.
+PARAMETERS = _script("parameters", ("lease", "session", "parameters"), _FENCE + """
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+expire_with_session(KEYS[3])
+return 1
+""")
+
 # --- the worker's leases -----------------------------------------------------------------------
 
 # ARGV: worker, ttl_ms. SET NX PX of "<epoch>:<worker>" (`encode_lease`) with a new epoch.
@@ -281,7 +290,7 @@ return failures
 """)
 
 SCRIPTS = (INGEST, COUNT_REJECTION, CLOSE, REFERENCE, COMMIT, CHECKPOINT, ACQUIRE, RENEW,
-           RELEASE, FAIL)
+           RELEASE, FAIL, PARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -299,6 +308,7 @@ class Scripts:
     renew: Any
     release: Any
     fail: Any
+    parameters: Any
 
 
 _REGISTERED: weakref.WeakKeyDictionary[Any, Scripts] = weakref.WeakKeyDictionary()

@@ -9,8 +9,14 @@ from typing import Any, Literal, get_args
 
 Method = Literal["d2ip", "d2ip-scaled", "dip", "rsip", "tv", "tikhonov"]
 METHODS: tuple[str, ...] = get_args(Method)  # the main methods a session may ask for
-RealtimePolicy = Literal["realtime", "complete"]
+RealtimePolicy = Literal["realtime", "complete", "breath"]
 REALTIME_POLICIES: tuple[str, ...] = get_args(RealtimePolicy)
+BREATH_DEFAULT_METHODS = ("d2ip", "d2ip-scaled")  # sessions that get `breath` by default
+
+
+def default_policy(method: str) -> str:
+    """The policy of a session that names none: `breath` for D2IP, else `realtime`."""
+    return "breath" if method in BREATH_DEFAULT_METHODS else "realtime"
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,9 @@ class SessionConfig:
     (average the first N frames) or {"mode": "explicit"} (an in-band `reference` entry comes
     first in the frame stream). realtime: "realtime" lets the worker coalesce a backlog (skip
     to the newest frame, counting the skipped ones as `coalesced`); "complete" reconstructs
-    every frame.
+    every frame; "breath" reconstructs each breath's tidal difference (end-inspiration minus
+    end-expiration frame) with the main method and counts every frame as `coalesced` (the
+    preview stays at frame rate; `default_policy` gives the default).
     """
 
     geometry: dict[str, Any]

@@ -129,6 +129,13 @@ function onVolume(meta, buffer) {
   }
 }
 
+function onParameters(b) {  // one breath's parameters (no binary message follows)
+  const p = b.tidal ?? b.preview, pct = (v) => (v == null ? "-" : v.toFixed(0));
+  $("breath").textContent = `breath ${b.index}: ${(60 / (b.end_s - b.start_s)).toFixed(1)}/min` +
+    `  left/right ${pct(p.left_pct)}/${pct(p.right_pct)} %  CoV x/y/z ${pct(p.cov_x_pct)}/` +
+    `${pct(p.cov_y_pct)}/${pct(p.cov_z_pct)} %  (${p.method})`;
+}
+
 function connect(sid) {
   if (state.ws) state.ws.close();
   state.ws = null; state.meta = null; state.latest = null; state.wave = [];
@@ -147,6 +154,7 @@ function connect(sid) {
         $("status").textContent = `session ${msg.status}: ${msg.reason ?? ""}`;
         return;
       }
+      if (msg.type === "parameters") { onParameters(msg.breath); return; }
       state.meta = msg; return;
     }
     if (state.meta) onVolume(state.meta, ev.data);

@@ -42,7 +42,7 @@ def test_create_with_defaults_then_get_counters(api: Api, rdb: redis.Redis) -> N
     assert s["grid"] == [16, 32, 32] and s["mask_shape"] == [16, 32, 32]
     cfg = s["settings"]
     assert cfg["geometry_preset"] == "thorax-2x16" and cfg["protocol_preset"] == "skip4"
-    assert cfg["method"] == "d2ip" and cfg["realtime"] == "realtime"
+    assert cfg["method"] == "d2ip" and cfg["realtime"] == "breath"
     assert cfg["reference"] == {"mode": "first_n", "frames": 1}
     assert s["counters"] == {"accepted": 0, "duplicate": 0, "reconstructed": 0, "coalesced": 0,
                              "rejected": 0, "failures": 0, "rejected_by_reason": {},
@@ -83,6 +83,15 @@ def _redis_ms(rdb: redis.Redis) -> int:
 def _age(entry_id: bytes, now_ms: int) -> float:
     """Seconds from a frame's stream id (its XADD time) to `now_ms`, as the API computes it."""
     return max(now_ms - stream_id_ms(entry_id), 0) / 1000
+
+
+@pytest.mark.parametrize(("body", "policy"), [
+    ({"method": "d2ip-scaled"}, "breath"), ({"method": "tikhonov"}, "realtime"),
+    ({"method": "d2ip", "realtime": "complete"}, "complete"),
+    ({"method": "tv", "realtime": "breath"}, "breath")])
+def test_policy_defaults_to_breath_for_d2ip(api: Api, rdb: redis.Redis, body: dict,
+                                            policy: str) -> None:
+    assert api.create_session(**body)["settings"]["realtime"] == policy
 
 
 def test_worker_progress_and_lease_show_up(api: Api, rdb: redis.Redis) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from worker.cli import (
+    bench_breath,
     bench_clinical,
     bench_convergence,
     bench_model,
@@ -24,3 +25,4 @@ app.command("quality")(bench_quality.quality)
 app.command("clinical")(bench_clinical.clinical)
 app.command("convergence")(bench_convergence.convergence)
 app.command("speed")(bench_speed.speed)
+app.command("breath")(bench_breath.breath)

@@ -1,6 +1,7 @@
-"""Session checkpoints: the main reconstructor's state, the reference, and where in the frame
-stream they stand, in one `.npz` file (no pickles, see `state_codec`). The preview method is a
-one-step linear map with no state worth keeping.
+"""Session checkpoints: the main reconstructor's state, the reference, the breath scheduling's
+state (`breath` policy), and where in the frame stream they stand, in one `.npz` file (no
+pickles, see `state_codec`). The preview method is a one-step linear map with no state worth
+keeping.
 
 Files live in `<EITMON_CHECKPOINT_DIR>/<sid>/<epoch>-<stream id>.npz`, written with
 `worker.storage.write_atomic` (a temporary file whose name starts with a dot, fsynced and
@@ -39,6 +40,7 @@ class Checkpoint:
     reference: np.ndarray | None  # in effect for the frames after stream_id
     counters: dict[str, int] = field(default_factory=dict)  # snapshot, for the record
     created_at: float = field(default_factory=time.time)
+    breath: Any = None  # `BreathPolicy.state_dict()` under the `breath` policy
 
     @property
     def name(self) -> str:
@@ -48,7 +50,8 @@ class Checkpoint:
 
 def write(directory: Path, ckpt: Checkpoint) -> str:
     """Write atomically; returns the name to commit."""
-    tree, arrays = state_codec.encode({"main": ckpt.main_state, "reference": ckpt.reference})
+    tree, arrays = state_codec.encode({"main": ckpt.main_state, "reference": ckpt.reference,
+                                       "breath": ckpt.breath})
     meta = {"format": FORMAT, "sid": ckpt.sid, "epoch": ckpt.epoch, "stream_id": ckpt.stream_id,
             "main_method": ckpt.main_method, "counters": ckpt.counters,
             "created_at": ckpt.created_at}
@@ -71,7 +74,7 @@ def read(directory: Path, name: str) -> Checkpoint:
     return Checkpoint(sid=meta["sid"], epoch=meta["epoch"], stream_id=meta["stream_id"],
                       main_method=meta["main_method"], main_state=state["main"],
                       reference=state["reference"], counters=meta["counters"],
-                      created_at=meta["created_at"])
+                      created_at=meta["created_at"], breath=state.get("breath"))
 
 
 def prune(directory: Path, keep: str) -> None:

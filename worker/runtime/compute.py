@@ -2,9 +2,10 @@
 
 Per session and turn it does one unit of `Session.take()` work: replay silent frames (state
 only), count and acknowledge coalesced frames, reconstruct one frame and publish its volume
-(counted and acknowledged in the same fenced step), or finish on `close`. A frame whose
-normalised data or volume is not finite (a near-zero reference) is never pushed nor published:
-it is counted as `dropped:non_finite`. It checkpoints a
+(counted and acknowledged in the same fenced step), run the breath scheduling on the queued
+frames (`breath` policy: `breathe`), or finish on `close`. A frame whose normalised data or
+volume is not finite (a near-zero reference) is never pushed nor published: it is counted as
+`dropped:non_finite`. It checkpoints a
 session every `EITMON_CHECKPOINT_EVERY` frames and ends sessions (close, idle eviction,
 shutdown): final checkpoint, release of the lease. A step that raises is the session's failure
 (`failures.py`); the thread goes on with the others. It ticks the `ComputeClock` after every
@@ -20,12 +21,13 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from redis import Redis
 from redis.exceptions import RedisError
 
+from service.contract.codecs import ParametersEntry, Result
 from service.contract.fields import DROPPED_PREFIX, Counter, DropReason, ProgressField
 from service.contract.keys import counters_key
 from worker.runtime import checkpoint
@@ -36,6 +38,9 @@ from worker.runtime.health import ComputeClock
 from worker.runtime.lease import Leases
 from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Close, Frame, Session, Work
+
+if TYPE_CHECKING:
+    from worker.runtime.breath import Sample
 
 log = logging.getLogger("eitmon.worker")
 T = TypeVar("T")
@@ -95,10 +100,15 @@ class Compute:
             self.failures.record(session.lease, e, "compute")
 
     def process(self, session: Session, work: Work) -> None:
-        for frame in work.replay:
-            if np.isfinite(frame.dv).all():  # as when it was counted: dropped, not pushed
-                session.main.push(frame.dv)
-            session.advance(frame)
+        if session.breath is not None:
+            for frames in (work.replay, work.breath):
+                if frames:
+                    self.breathe(session, frames)
+        else:
+            for frame in work.replay:
+                if np.isfinite(frame.dv).all():  # as when it was counted: dropped, not pushed
+                    session.main.push(frame.dv)
+                session.advance(frame)
         if work.coalesce:
             last = work.coalesce[-1]
             self.retry(session, lambda: self.fenced.commit(
@@ -127,6 +137,91 @@ class Compute:
         if session.since_checkpoint >= self.cfg.checkpoint_every:
             self.checkpoint(session, logging.DEBUG)
 
+    def breathe(self, session: Session, frames: list[Frame]) -> None:
+        """Feed a batch of frames to the breath scheduling, then act on what it confirmed, in
+        order: at each breath's end publish its parameters; at the batch's last
+        end-inspiration run the main method on the tidal difference and publish it (`tidal`,
+        acknowledging and counting the frames so far as `coalesced` in the same step). An
+        earlier end-inspiration of the same batch (the main method was busy while it came) is
+        skipped, so the lag never grows. Silent (replayed) frames only advance the
+        scheduling: no main method, nothing published or counted."""
+        from worker.runtime.breath import BreathEnd, newest_tidal  # with the first breath session
+        from worker.ventilation.signal import global_impedance
+
+        batch = frames
+        frames = [frame for frame in batch if np.isfinite(frame.dv).all()]
+        if not frames:
+            self.drop_non_finite(session, batch, frames)
+            return
+        policy = session.breath
+        assert policy is not None
+        publish = not frames[0].silent
+        values = global_impedance(self.previews(session, frames), session.model.mask)
+        events = [(k, event) for k, (frame, value) in enumerate(zip(frames, values, strict=True))
+                  for event in policy.tracker.push(frame.entry_id, frame.seq, frame.timestamp,
+                                                   frame.dv, float(value))]
+        chosen = newest_tidal([event for _, event in events])
+        done = 0  # frames counted so far
+        for k, event in events:
+            if isinstance(event, BreathEnd):
+                doc = policy.parameters.breath(
+                    event, self.previews(session, event.samples), session.main_method,
+                    session.preview_method)
+                if publish:
+                    entry = ParametersEntry(seq=event.samples[-1].seq, breath=doc,
+                                            worker=session.lease.worker,
+                                            epoch=session.lease.epoch)
+                    self.retry(session, partial(self.fenced.publish_parameters,
+                                                session.sid, session.lease.value, entry))
+            elif publish and event is chosen:
+                res = session.main.push(event.dv)
+                policy.parameters.record_tidal(event, res.volume)
+                peak = event.inspiration  # possibly counted with an earlier batch
+                result = session.result(peak, res, "tidal",
+                                        breath_start_seq=event.expiration.seq,
+                                        breath_start_ts=event.expiration.timestamp)
+                self.count_breath_frames(session, frames[done:k + 1], result, peak.entry_id)
+                done = k + 1
+        if not publish:
+            for frame in frames:
+                session.advance(frame)
+        elif done < len(frames):
+            self.count_breath_frames(session, frames[done:])
+        if len(frames) < len(batch):  # last, so that progress never goes backwards
+            self.drop_non_finite(session, batch, frames)
+
+    def drop_non_finite(self, session: Session, batch: list[Frame], finite: list[Frame]
+                        ) -> None:
+        """Count the batch's non-finite frames as `dropped:non_finite` (never fed to the breath
+        scheduling); progress and position move to the batch's last frame only when it is one
+        of them, so neither goes backwards."""
+        kept = {frame.entry_id for frame in finite}
+        dropped = [frame for frame in batch if frame.entry_id not in kept]
+        if not batch[0].silent:
+            self.retry(session, lambda: self.fenced.commit(
+                session.sid, session.lease.value,
+                counter=DROPPED_PREFIX + DropReason.NON_FINITE.value,
+                ack=[frame.entry_id for frame in dropped],
+                progress=self.progress(session, batch[-1])))
+        if batch[-1].entry_id not in kept:
+            session.advance(batch[-1])
+
+    def count_breath_frames(self, session: Session, frames: list[Frame],
+                            result: Result | None = None, frame_id: str = "") -> None:
+        last = frames[-1]
+        self.retry(session, lambda: self.fenced.commit(
+            session.sid, session.lease.value, counter=Counter.COALESCED.value,
+            ack=[frame.entry_id for frame in frames], progress=self.progress(session, last),
+            result=result, frame_id=frame_id))
+        for frame in frames:
+            session.advance(frame)
+
+    @staticmethod
+    def previews(session: Session, frames: list[Frame] | list[Sample]) -> np.ndarray:
+        """(T, P, R, C) preview volumes of the frames (one batched product)."""
+        results = session.preview.push_many(np.stack([frame.dv for frame in frames]))
+        return np.stack([r.volume for r in results])
+
     def progress(self, session: Session, frame: Frame) -> dict[str, str]:
         return {ProgressField.LAST_ID.value: frame.entry_id,
                 ProgressField.LAST_SEQ.value: str(frame.seq),
@@ -143,7 +238,8 @@ class Compute:
             sid=session.sid, epoch=session.lease.epoch, stream_id=session.position,
             main_method=session.main_method, main_state=session.main.state_dict(),
             reference=session.position_reference,
-            counters={k.decode(): int(v) for k, v in counters.items()})
+            counters={k.decode(): int(v) for k, v in counters.items()},
+            breath=session.breath.state_dict() if session.breath is not None else None)
         directory = self.cfg.checkpoints
         name = checkpoint.write(directory, ckpt)
         self.retry(session, lambda: self.fenced.commit_checkpoint(

@@ -5,6 +5,8 @@ The scripts compare the session's lease with the exact `"<epoch>:<worker>"` valu
 was given; a worker whose lease expired or was taken (a larger epoch) is refused before it
 writes anything, so it can neither publish, count, acknowledge nor commit a checkpoint.
 
+`publish_parameters` appends one breath's parameters (the `breath` policy).
+
 `commit` is the one per-frame write: it acknowledges frame-stream entries, increments a counter,
 updates the progress hash and appends a result, atomically, so a frame is counted exactly when
 it is acknowledged, and at most once (only entries that XACK acknowledged are counted). The
@@ -22,14 +24,22 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from service.contract.codecs import Result, encode_result, flat
+from service.contract.codecs import (
+    ParametersEntry,
+    Result,
+    encode_parameters,
+    encode_result,
+    flat,
+)
 from service.contract.fields import ProgressField
 from service.contract.keys import (
+    PARAMETERS_MAXLEN,
     RESULTS_MAXLEN,
     WORKER_GROUP,
     counters_key,
     frames_key,
     lease_key,
+    parameters_key,
     progress_key,
     results_key,
     session_key,
@@ -56,6 +66,7 @@ class Fenced:
         self.redis = redis
         scripts = registered(redis)
         self._commit, self._checkpoint = scripts.commit, scripts.checkpoint
+        self._parameters = scripts.parameters
 
     def commit(self, sid: str, lease_value: bytes, *, counter: str = "",
                ack: Sequence[str] = (), progress: Mapping[str, Any] | None = None,
@@ -72,6 +83,12 @@ class Fenced:
                 len(ack), *ack, len(prog), *prog, *fields]
         reply = self._commit(keys=keys, args=args, client=client)
         return None if client is not None else check(sid, reply)
+
+    def publish_parameters(self, sid: str, lease_value: bytes, entry: ParametersEntry) -> None:
+        """Append one breath's parameters to the session's parameters stream."""
+        keys = [lease_key(sid), session_key(sid), parameters_key(sid)]
+        check(sid, self._parameters(keys=keys, args=[lease_value, PARAMETERS_MAXLEN,
+                                                     *flat(encode_parameters(entry))]))
 
     def commit_checkpoint(self, sid: str, lease_value: bytes, name: str, stream_id: str) -> None:
         """Make `name` the session's checkpoint; trim the frames it no longer needs."""

@@ -5,9 +5,12 @@ against the reference in effect at that point) and queues them; the compute thre
 work under the session's real-time policy:
 - `complete`: every frame, oldest first;
 - `realtime`: when more than one frame is queued, the newest is reconstructed and the older
-  ones are coalesced (counted, acknowledged, never reconstructed).
+  ones are coalesced (counted, acknowledged, never reconstructed);
+- `breath`: every queued frame goes to the breath scheduling (`worker.runtime.breath`), which
+  runs the main method once per breath on its tidal difference; the frames are coalesced.
 Frames replayed after a takeover that were already counted (`silent`) only advance the main
-reconstructor's state; under `realtime` only the newest of them is pushed.
+reconstructor's state; under `realtime` only the newest of them is pushed; under `breath` they
+advance the breath scheduling without running the main method or publishing.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +34,7 @@ from worker.runtime.reference import Reference
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
+    from worker.runtime.breath import BreathPolicy, Sample
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Work:
     replay: list[Frame] = field(default_factory=list)
     coalesce: list[Frame] = field(default_factory=list)
     item: Frame | Close | None = None
+    breath: list[Frame] = field(default_factory=list)  # for the breath scheduling
 
 
 @dataclass
@@ -83,6 +88,7 @@ class Session:
     since_checkpoint: int = 0
     last_activity: float = field(default_factory=time.monotonic)
     ending: str | None = None  # why the session stops: closed, evicted, shutdown, lost, failed
+    breath: BreathPolicy | None = None  # the breath scheduling, under the `breath` policy
 
     def __post_init__(self) -> None:
         self.position_reference = self.reference.value
@@ -141,6 +147,8 @@ class Session:
             if isinstance(head, Frame) and head.silent:
                 replay = self._pop_while(lambda frame: frame.silent)
                 return Work(replay=replay[-1:] if self.realtime else replay)
+            if isinstance(head, Frame) and self.breath is not None:
+                return Work(breath=self._pop_while(lambda frame: not frame.silent))
             if isinstance(head, Close) or not self.realtime:
                 return Work(item=self.backlog.popleft())
             frames = self._pop_while(lambda frame: not frame.silent)
@@ -163,11 +171,14 @@ class Session:
         self.position_reference = frame.reference
         self.since_checkpoint += 1
 
-    def result(self, frame: Frame, res: FrameResult, kind: str) -> Result:
-        """The result to publish for `frame` (latency and lag are filled in by `Fenced`)."""
+    def result(self, frame: Frame | Sample, res: FrameResult, kind: str, **breath: Any
+               ) -> Result:
+        """The result to publish for `frame` (latency and lag are filled in by `Fenced`);
+        `breath` holds a `tidal` result's breath_start_seq and breath_start_ts."""
         loss = float(res.loss) if math.isfinite(res.loss) else None
         method = self.preview_method if kind == "preview" else self.main_method
         return Result.from_volume(res.volume, dtype="float16", seq=frame.seq,
                                   timestamp=frame.timestamp, kind=kind, method=method,
                                   iterations=res.iterations, loss=loss, latency_ms=0.0,
-                                  lag_frames=0, worker=self.lease.worker, epoch=self.lease.epoch)
+                                  lag_frames=0, worker=self.lease.worker, epoch=self.lease.epoch,
+                                  **breath)

@@ -100,6 +100,12 @@ class SessionOpener:
                               main_method=main_method,
                               reference=Reference(config.reference, initial),
                               position=ckpt.stream_id if ckpt is not None else START)
+            if config.realtime == "breath":  # scipy.signal: imported only when needed
+                from worker.runtime.breath import BreathPolicy
+
+                session.breath = BreathPolicy.for_model(model)
+                if ckpt is not None and ckpt.breath is not None:
+                    session.breath.load_state_dict(ckpt.breath)
             return session, self.replay(session)
         except BaseException:
             self.models.release(config)

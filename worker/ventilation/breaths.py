@@ -21,9 +21,10 @@ a trailing window and reports each turning point `confirm_s` after it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy.signal import find_peaks
@@ -237,6 +238,8 @@ class BreathDetector:
                  history_s: float = 45.0) -> None:
         self.settings = settings or BreathDetectionSettings()
         self.rate = float(rate)
+        self._options = {"confirm_s": confirm_s, "hysteresis": hysteresis,
+                         "warmup_s": warmup_s, "history_s": history_s}
         half = int(rate * self.settings.averaging_window_s) // 2
         if history_s * rate < 2 * half + 1:
             raise ValueError("history_s: keep at least one averaging window of the curve")
@@ -261,6 +264,34 @@ class BreathDetector:
         self._peak: int | None = None  # the confirmed peak after it
         self._last_peak = -self._distance
         self._armed = False
+
+    # the state that changes sample by sample (`state_dict`): deques, then scalars
+    _DEQUES = ("_times", "_values", "_raw", "_amplitudes", "_outliers")
+    _SCALARS = ("_count", "_seeking", "_candidate", "_valley", "_peak", "_last_peak", "_armed")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this detector stands (plain values and
+        arrays, for the worker's checkpoints)."""
+        return {"rate": self.rate, "settings": dataclasses.asdict(self.settings),
+                "options": dict(self._options),
+                **{name: np.asarray(getattr(self, name),
+                                    dtype=np.int64 if name == "_outliers" else np.float64)
+                   for name in self._DEQUES},
+                **{name: getattr(self, name) for name in self._SCALARS}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> BreathDetector:
+        """The detector `state_dict` captured."""
+        detector = cls(state["rate"], BreathDetectionSettings(**state["settings"]),
+                       **state["options"])
+        for name in cls._DEQUES:
+            target = getattr(detector, name)
+            target.extend(np.asarray(state[name]).tolist())
+        for name in cls._SCALARS:
+            value = state[name]
+            setattr(detector, name, value if value is None or isinstance(value, (bool, str))
+                    else int(value))
+        return detector
 
     def _value(self, index: int) -> float:
         return self._values[index - (self._count - len(self._values))]

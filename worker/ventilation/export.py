@@ -97,20 +97,20 @@ def export_nifti(folder: str | Path, analysis: Analysis, space: VoxelSpace,
     return written
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """nan -> None (standard JSON), recursively."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def to_json(analysis: Analysis) -> str:
     """The `{"breaths": [...], "summary": {...}}` document."""
-    return json.dumps(_json_safe(analysis.as_dict()), allow_nan=False)
+    return json.dumps(json_safe(analysis.as_dict()), allow_nan=False)
 
 
 def write_csv(path: str | Path, analysis: Analysis) -> None:
