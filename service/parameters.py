@@ -14,12 +14,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.auth import Principal, require
+from service.auth import Principal, require_session
 from service.contract.codecs import decode_parameters, text
 from service.contract.keys import parameters_key
 from service.contract.tokens import VOLUMES_READ
 from service.deps import get_redis, session_status
-from service.errors import AUTH_RESPONSES, SESSION_RESPONSES, ApiError, error_example
+from service.errors import AUTH_RESPONSES, SESSION_RESPONSES
 
 router = APIRouter(tags=["sessions"])
 
@@ -60,18 +60,16 @@ class ParametersPage(BaseModel):
 
 @router.get("/v1/sessions/{sid}/parameters", response_model=ParametersPage,
             summary="Per-breath ventilation parameters",
-            responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404],
-                       422: error_example("invalid_since", "since: expected a stream id")})
+            responses={**AUTH_RESPONSES, 404: SESSION_RESPONSES[404]})
 async def get_parameters(
     sid: str, request: Request,
-    since: str | None = Query(None, description="stream id of the last entry read "
-                                                "(exclusive); none: from the oldest kept"),
+    since: str | None = Query(None, pattern=_STREAM_ID.pattern,
+                              description="stream id `<ms>-<seq>` of the last entry read "
+                                          "(exclusive); none: from the oldest kept"),
     limit: int = Query(100, ge=1, le=MAX_LIMIT, description="entries per page"),
-    _: Principal = Depends(require(VOLUMES_READ)),
+    _: Principal = Depends(require_session(VOLUMES_READ)),
 ) -> ParametersPage:
     """One breath per entry, oldest first, from the session's capped parameters stream."""
-    if since is not None and not _STREAM_ID.match(since):
-        raise ApiError(422, "invalid_since", "since: expected a stream id <ms>-<seq>")
     redis = get_redis(request)
     await session_status(redis, sid)
     raw = await redis.xrange(parameters_key(sid), min="-" if since is None else f"({since}",

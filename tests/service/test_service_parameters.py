@@ -56,9 +56,15 @@ def test_parameters_are_paged_by_stream_id(api: Api, rdb: redis.Redis) -> None:
 def test_parameters_errors(api: Api, rdb: redis.Redis) -> None:
     sid = api.create_session()["id"]
     assert get(api, "0" * 32).status_code == 404
-    assert get(api, sid, since="yesterday").json()["error"]["reason"] == "invalid_since"
+    assert get(api, sid, since="yesterday").json()["error"]["reason"] == "invalid_request"
     assert get(api, sid, limit=0).status_code == 422
-    assert get(api, sid, FRAMES_WRITE).status_code == 403
+    with api.client() as c:  # a device token of the session cannot read its parameters
+        assert c.get(f"/v1/sessions/{sid}/parameters",
+                     headers=api.auth(FRAMES_WRITE, sessions=[sid])).status_code == 403
+    other = api.create_session()["id"]  # a viewer token of another session cannot either
+    with api.client() as c:
+        assert c.get(f"/v1/sessions/{sid}/parameters",
+                     headers=api.auth(VOLUMES_READ, sessions=[other])).status_code == 403
     with api.client() as c:
         assert c.get(f"/v1/sessions/{sid}/parameters").status_code == 401
 

@@ -100,13 +100,13 @@ def test_worker_publishes_tidal_images_and_parameters_and_survives_a_restore(
     half = 385  # between a breath's end-expiration and end-inspiration (offline_tidals)
     for k in range(0, half, 110):
         bed.post(sid, frames[k:min(k + 110, half)], k)
-    bed.wait(lambda: bed.settled(sid, half), 60, "the first half")
-    bed.wait(lambda: bed.info(sid)["worker"] is None, 10, "the idle session to be evicted")
+    bed.wait(lambda: bed.settled(sid, half), "the first half")
+    bed.wait(lambda: bed.info(sid)["worker"] is None, "the idle session to be evicted")
     name = bed.redis.hget(progress_key(sid), ProgressField.CHECKPOINT.value).decode()
     assert checkpoint.read(tmp_path / "ckpt", name).breath is not None
     for k in range(half, N, 5):  # a few frames at a time: peaks confirmed in a later batch
         bed.post(sid, frames[k:k + 5], k)
-    bed.wait(lambda: bed.settled(sid, N), 60, "the second half")
+    bed.wait(lambda: bed.settled(sid, N), "the second half")
     counters = bed.counters(sid)
     assert counters["coalesced"] == N and counters.get("reconstructed", 0) == 0
     assert bed.redis.hget(progress_key(sid), ProgressField.EPOCH.value) == b"2"  # restored
@@ -156,7 +156,7 @@ def test_a_backlog_of_breaths_gets_the_newest_one_reconstructed(
     for k in range(0, N, 200):  # queued before the worker runs
         bed.post(sid, frames[k:k + 200], k)
     in_process({"tikhonov": lsq, "tv": Slow})
-    bed.wait(lambda: bed.settled(sid, N), 120, "every frame to be counted")
+    bed.wait(lambda: bed.settled(sid, N), "every frame to be counted")
     offline = offline_tidals(bed, frames)
     pairs = [(r.breath_start_seq, r.seq) for r in bed.results(sid, "tidal")]
     assert pairs[-1] == offline[-1] and len(pairs) < len(offline)  # skipped, never behind
