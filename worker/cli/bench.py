@@ -1,4 +1,5 @@
-"""`eitmon bench ...`: benchmarks (quality, convergence, speed, service, model).
+"""`eitmon bench ...`: benchmarks (quality, convergence, speed, service, model, faults,
+realdata).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -7,7 +8,15 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli import bench_convergence, bench_model, bench_quality, bench_service, bench_speed
+from worker.cli import (
+    bench_convergence,
+    bench_faults,
+    bench_model,
+    bench_quality,
+    bench_realdata,
+    bench_service,
+    bench_speed,
+)
 
 app = typer.Typer(help="Benchmarks. Timings are reported as ratios against a baseline measured "
                        "in the same run.", no_args_is_help=True)
@@ -16,3 +25,5 @@ app.command("service")(bench_service.service)
 app.command("quality")(bench_quality.quality)
 app.command("convergence")(bench_convergence.convergence)
 app.command("speed")(bench_speed.speed)
+app.command("faults")(bench_faults.faults)
+app.command("realdata")(bench_realdata.realdata)
