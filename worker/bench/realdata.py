@@ -204,13 +204,14 @@ def figure(images: dict[str, dict[str, np.ndarray]], models: dict[str, ForwardMo
         model = models[name]
         plane = ring_plane(model)
         planes = [p for p in (plane - 2, plane, plane + 2) if 0 <= p < model.grid.planes]
+        _, dy, dx = space_of(model).spacing  # voxels are not square: draw true proportions
         for row, method in enumerate(methods):
             image = images[name][method]
             limit = float(np.abs(image[model.mask]).max()) or 1.0
             for k, p in enumerate(planes):
                 ax = axes[row, 3 * col_block + k]
                 ax.imshow(np.ma.array(image[p], mask=~model.mask[p]), cmap="RdBu_r",
-                          vmin=-limit, vmax=limit, interpolation="nearest")
+                          vmin=-limit, vmax=limit, interpolation="nearest", aspect=dy / dx)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 ax.set_title(f"{name} {method}, plane {p}" + (" (ring)" if p == plane else ""),
