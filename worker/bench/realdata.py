@@ -226,7 +226,8 @@ def figure(images: dict[str, dict[str, np.ndarray]], models: dict[str, ForwardMo
 def benchmark(data_dir: Path, out_dir: Path, geometry: Any = "thorax-1x16", grid: Any = None,
               exclude: int = 3, tv_breaths: int = 4, names: tuple[str, ...] | None = None,
               progress: bool = False) -> dict[str, Any]:
-    """Run every recording; write realdata.json and realdata.png into `out_dir`."""
+    """Run every recording; write realdata.json, realdata.png and the tidal images
+    (realdata-tidal.npz, "<recording>-<method>") into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results, images, models = [], {}, {}
@@ -237,6 +238,9 @@ def benchmark(data_dir: Path, out_dir: Path, geometry: Any = "thorax-1x16", grid
             entry, data_dir, geometry, grid, exclude, tv_breaths, progress)
         results.append(result)
     figure(images, models, out_dir / "realdata.png")
+    np.savez_compressed(out_dir / "realdata-tidal.npz", **{
+        f"{name}-{method}": image for name, by_method in images.items()
+        for method, image in by_method.items()})
     report = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "geometry": geometry,
               "grid": list(next(iter(models.values())).grid.shape),
               "seconds": round(time.perf_counter() - t0, 1), "recordings": results,
