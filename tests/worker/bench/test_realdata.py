@@ -56,13 +56,13 @@ def test_exclusion_check_on_the_real_slice(neonate) -> None:
     from worker.bench.realdata import tidal_of
     from worker.recon.base import create, reconstruct_recording
 
-    volumes, _ = reconstruct_recording(create("tikhonov", model), rec.voltages, rec.reference)
+    volumes, _ = reconstruct_recording(create("greit", model), rec.voltages, rec.reference)
     curve = -volumes[:, model.mask].sum(axis=1)
     starts, ends = [int(np.argmin(curve))], [int(np.argmax(curve))]
     tidal = tidal_of(volumes, model, starts, ends)
-    result = exclusion_check(rec, model, "tikhonov", 3, tidal, starts, ends)
+    result = exclusion_check(rec, model, "greit", 3, tidal, starts, ends)
     assert result["electrode"] == 4
-    assert result["cc"] >= 0.8 and result["err"] <= 0.6
+    assert result["cc"] >= 0.7 and result["err"] <= 0.75, result
 
 
 def test_figure_carries_the_attribution(neonate, tmp_path: Path) -> None:
