@@ -17,7 +17,9 @@ breath) measured with white noise at `snr_db` (dB below the rms reference voltag
 definition of `worker.simulation.noise`): E[(uᵢᵀb)²] = (uᵢᵀ b_design)² + η², η = 10^(-snr/20),
 and μ minimises Wahba's GCV function of those coefficients (`spectral.gcv`). Channels with zero
 weight (excluded electrodes, `JacobianOperator.with_weights`) carry neither signal nor noise:
-the noise term is η² ‖uᵢ restricted to the used channels‖².
+the noise term is η² ‖uᵢ restricted to the used channels‖², and GCV runs over the first
+M_used singular components only (the excluded channels' directions, singular value 0, would
+otherwise add a constant to GCV's trace and drive μ towards 0).
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def design_mu(model: ForwardModel, spec: Spectrum, snr_db: float) -> float:
     b = operator.whiten(model.jacobian.sum(axis=1)) * DESIGN_CONTRAST
     noise = (spec.u[operator.active] ** 2).sum(axis=0)  # excluded channels carry no noise
     beta2 = (spec.u.T @ b) ** 2 + 10.0 ** (-snr_db / 10.0) * noise
-    return gcv_minimiser(spec.s, beta2)
+    used = int(operator.active.sum())  # the data live in the used channels' space only
+    return gcv_minimiser(spec.s[:used], beta2[:used])
 
 
 def tikhonov_operator(model: ForwardModel, prior: Prior = "noser", mu: float | None = None,
