@@ -1,4 +1,5 @@
-"""`eitmon bench ...`: benchmarks (quality, clinical, convergence, speed, service, model).
+"""`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, service, model,
+faults, realdata).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -11,8 +12,10 @@ from worker.cli import (
     bench_breath,
     bench_clinical,
     bench_convergence,
+    bench_faults,
     bench_model,
     bench_quality,
+    bench_realdata,
     bench_service,
     bench_speed,
 )
@@ -26,3 +29,5 @@ app.command("clinical")(bench_clinical.clinical)
 app.command("convergence")(bench_convergence.convergence)
 app.command("speed")(bench_speed.speed)
 app.command("breath")(bench_breath.breath)
+app.command("faults")(bench_faults.faults)
+app.command("realdata")(bench_realdata.realdata)

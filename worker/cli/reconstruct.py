@@ -59,6 +59,24 @@ def _reference(rec: Any, spec: str | None) -> Any:
         _fail(f"--reference: {exc}")
 
 
+def _excluded(rec: Any, spec: str | None, n_electrodes: int) -> tuple[int, ...]:
+    """The 0-based model electrodes `--exclude-electrodes` names: a list, or 'flagged' (the
+    quality report's, stored at import in device numbering, mapped through
+    `meta.model_electrode`)."""
+    from worker.recon.weighting import parse_electrodes
+
+    if not spec:
+        return ()
+    if spec != "flagged":
+        return parse_electrodes(spec, n_electrodes)
+    flagged = (rec.meta.get("quality") or {}).get("flagged_electrodes")
+    if flagged is None:
+        raise ValueError("--exclude-electrodes flagged: FILE has no quality report "
+                         "(eitmon import writes one)")
+    placement = rec.meta.get("model_electrode")
+    return tuple(sorted(placement[e - 1] if placement else e - 1 for e in flagged))
+
+
 def reconstruct(
     file: Annotated[Path, typer.Argument(help="recording .npz", metavar="FILE.npz", **_FILE)],
     method: Annotated[str, typer.Option(help="reconstruction method (see the error for the "
@@ -74,6 +92,11 @@ def reconstruct(
              f"or .npy); default FILE's own", metavar="SPEC|FILE")] = None,
     frames: Annotated[str | None, typer.Option(
         help="reconstruct frames A to B-1 only (0-based)", metavar="A:B")] = None,
+    exclude_electrodes: Annotated[str | None, typer.Option(
+        help="electrodes to exclude, 1-based in the model's numbering (e.g. 3,7), or 'flagged' "
+             "for those FILE's quality report flags", metavar="LIST|flagged")] = None,
+    noise_weights: Annotated[bool, typer.Option(
+        help="weight channels by their noise estimated from FILE's frames")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON summary")] = False,
 ) -> None:
     """Reconstruct the frames of FILE with METHOD (model rebuilt from FILE's meta)."""
@@ -82,6 +105,7 @@ def reconstruct(
     from worker.devices.consistency import check_protocol
     from worker.forward import load_model
     from worker.recon.base import available_methods, create, reconstruct_recording
+    from worker.recon.weighting import DataWeighting, weighted_model
     from worker.recording import Reconstruction, Recording, RecordingError, protocol_measurements
     from worker.reference import frame_slice
 
@@ -127,6 +151,13 @@ def reconstruct(
     if check.verdict == "warn":
         typer.secho(f"warning: {file}: {check.message}", fg="yellow", err=True)
     try:
+        weighting = DataWeighting(exclude=_excluded(rec, exclude_electrodes,
+                                                    model.geometry.electrodes.count),
+                                  noise="data" if noise_weights else "model")
+        model = weighted_model(model, weighting, rec.voltages, ref)
+    except ValueError as exc:
+        _fail(f"data weights: {exc}")
+    try:
         recon = create(method, model, device=device, **options)
     except (TypeError, ValueError) as exc:
         _fail(f"method {method}: {exc}")
@@ -135,7 +166,8 @@ def reconstruct(
     seconds = np.array([r.milliseconds / 1e3 for r in results])
     meta = {"method": method, "source": str(file), "settings": recon.settings,
             "device": device, "model": model.spec, "frames": [chosen.start, chosen.stop],
-            "reference": reference or "file", "protocol_check": check.to_dict()}
+            "reference": reference or "file", "protocol_check": check.to_dict(),
+            "data_weights": weighting.to_dict()}
     Reconstruction(volumes=volumes, seconds_per_frame=seconds,
                    iterations=np.array([r.iterations for r in results]), mask=model.mask,
                    meta=meta).save(out)

@@ -7,6 +7,7 @@ result is cached on disk under a hash of every input (see `worker.forward.cache`
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,11 @@ class ForwardModel:
             self._operator = JacobianOperator.from_reference(self.jacobian,
                                                              self.reference_voltages, path)
         return self._operator
+
+    def with_weights(self, weights: np.ndarray) -> ForwardModel:
+        """This model with other data weights on its operator (`JacobianOperator.with_weights`:
+        excluded electrodes, noise estimated from the data); every method takes it as it is."""
+        return dataclasses.replace(self, _operator=self.operator.with_weights(weights))
 
     def solve_elements(self, sigma: np.ndarray) -> np.ndarray:
         """M voltages for per-element conductivities (S/m)."""

@@ -13,6 +13,15 @@ and A's singular system A = U S Ṽᵀ through the M x M Gram matrix A Aᵀ = U 
 computed on first use, then kept in memory and, for a cached model, on disk beside it): U is a
 basis of A's range, and `range_basis(rtol)` keeps the columns with s_i > rtol · s_max. The
 V x M factor Ṽ is never formed. One operator per model: `ForwardModel.operator`.
+
+Other data weights (issue 19 §3). `with_weights(w)` gives the same J under other weights, e.g.
+`excluded_weights` (zero on every channel that drives or measures with a bad electrode, so no
+method reconstructs through it) or `noise_weights` (from each channel's noise as estimated on
+the recording itself, instead of the model's reference voltages). Such an operator carries a
+`variant` key (a content hash of w) so that cached per-model matrices (`worker.recon.store`)
+are kept apart; `ForwardModel.with_weights` wraps it as a model every method takes as it is.
+A zero weight makes the channel's row of A vanish: A's singular system then has zero singular
+values whose left vectors span the excluded channels, and the methods' data terms ignore them.
 """
 
 from __future__ import annotations
@@ -22,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.storage import cached_arrays
+from worker.storage import cached_arrays, content_key
 
 NORMALISE_FLOOR = 0.1  # divisor floor of the data normalisation, a fraction of the rms reference
+NOISE_FLOOR = 0.25  # channel noise estimates are floored at this fraction of their median
+VARIANT_KEY_LENGTH = 16
 
 
 def whitening_weights(reference_voltages: np.ndarray) -> np.ndarray:
@@ -32,6 +43,50 @@ def whitening_weights(reference_voltages: np.ndarray) -> np.ndarray:
     v0 = np.abs(np.asarray(reference_voltages, dtype=float))
     rms = np.sqrt(np.mean(v0**2))
     return np.maximum(v0, NORMALISE_FLOOR * rms) / rms
+
+
+def normalisation_divisor(reference: np.ndarray) -> np.ndarray:
+    """max(|v_ref,i|, NORMALISE_FLOOR · rms(v_ref)): the divisor of the data normalisation."""
+    reference = np.abs(np.asarray(reference, dtype=float))
+    return np.maximum(reference, NORMALISE_FLOOR * np.sqrt(np.mean(reference**2)))
+
+
+def channels_using(currents: np.ndarray, meas_injection: np.ndarray, meas_weights: np.ndarray,
+                   electrodes: list[int] | tuple[int, ...]) -> np.ndarray:
+    """(M,) bool: the channels that drive or measure with any of `electrodes` (0-based), for a
+    built protocol (`service.contract.protocol.Protocol`'s arrays)."""
+    chosen = np.zeros(meas_weights.shape[1], dtype=bool)
+    chosen[list(electrodes)] = True
+    measures = (meas_weights[:, chosen] != 0).any(axis=1)
+    drives = (currents[:, chosen] != 0).any(axis=1)[meas_injection]
+    return measures | drives
+
+
+def excluded_weights(weights: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """`weights` with the channels in the bool mask `excluded` set to zero."""
+    if excluded.all():
+        raise ValueError("excluded electrodes: no channel would be left to reconstruct from")
+    return np.where(excluded, 0.0, weights)
+
+
+def noise_weights(reference: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Whitening weights from each channel's estimated noise σ_i (volts, e.g.
+    `worker.devices.quality.channel_noise` of the frames) instead of an assumed uniform one.
+
+    Δv_i = (v_i - v_ref,i) / d_i (d_i the `normalisation_divisor`) carries noise σ_i / d_i, so
+    w_i = d_i / σ_i whitens it; σ_i is floored at NOISE_FLOOR x its median (a channel that
+    happens to look quiet over a few frames must not dominate), and w is scaled to rms 1
+    over the channels with a finite estimate. With σ_i equal on all channels this is the model
+    weighting with the measured reference in place of the model's. A channel without an
+    estimate (nan) gets weight 0.
+    """
+    noise = np.asarray(noise, dtype=float)
+    finite = np.isfinite(noise) & (noise > 0)
+    if not finite.any():
+        raise ValueError("noise weights: no channel has a noise estimate (too few frames?)")
+    sigma = np.maximum(np.where(finite, noise, 1.0), NOISE_FLOOR * np.median(noise[finite]))
+    weights = np.where(finite, normalisation_divisor(reference) / sigma, 0.0)
+    return weights / np.sqrt(np.mean(weights[finite] ** 2))
 
 
 @dataclass(frozen=True)
@@ -54,13 +109,16 @@ class JacobianOperator:
     """A = W^½ J on the V masked voxels, its adjoint and its cached singular system."""
 
     def __init__(self, jacobian: np.ndarray, weights: np.ndarray,
-                 spectrum_path: Path | None = None) -> None:
+                 spectrum_path: Path | None = None, variant: str | None = None) -> None:
         self.jacobian = np.asarray(jacobian, dtype=float)
         self.weights = np.asarray(weights, dtype=float)
         if self.weights.shape != (self.jacobian.shape[0],):
             raise ValueError(f"weights: expected shape ({self.jacobian.shape[0]},), "
                              f"got {self.weights.shape}")
+        if not np.all(np.isfinite(self.weights)) or np.any(self.weights < 0):
+            raise ValueError("weights: must be finite and non-negative")
         self.spectrum_path = spectrum_path
+        self.variant = variant
         self._spectrum: RangeSpectrum | None = None
 
     @classmethod
@@ -68,6 +126,18 @@ class JacobianOperator:
                        spectrum_path: Path | None = None) -> JacobianOperator:
         """The operator whitened by `whitening_weights(reference_voltages)`."""
         return cls(jacobian, whitening_weights(reference_voltages), spectrum_path)
+
+    def with_weights(self, weights: np.ndarray) -> JacobianOperator:
+        """The same J under other data weights (zero drops a channel); its singular system is
+        computed in memory on first use, and `variant` keys its cached matrices."""
+        weights = np.asarray(weights, dtype=float)
+        variant = content_key({"weights": weights.round(12).tolist()}, VARIANT_KEY_LENGTH)
+        return JacobianOperator(self.jacobian, weights, variant=variant)
+
+    @property
+    def active(self) -> np.ndarray:
+        """(M,) bool: the channels with a non-zero weight (the ones the data term uses)."""
+        return self.weights > 0
 
     @property
     def n_measurements(self) -> int:

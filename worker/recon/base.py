@@ -100,8 +100,8 @@ def _load_builtin() -> None:
     """Import the modules that register the built-in methods."""
     import importlib
 
-    for module in ("worker.recon.tikhonov", "worker.recon.tv", "worker.recon.rsip",
-                   "worker.recon.d2ip.variants"):
+    for module in ("worker.recon.tikhonov", "worker.recon.greit", "worker.recon.tv",
+                   "worker.recon.rsip", "worker.recon.d2ip.variants"):
         importlib.import_module(module)
 
 

@@ -4,7 +4,8 @@ Files live in a `recon/` folder beside the model cache (`worker.forward.cache`):
 model's own file when it came from a cache, else under the cache root. A file name joins a
 kind, the model's content key and the content key of the method settings (with
 `FORMAT_VERSION`, bumped whenever the numerics change); files are read or built and written
-atomically by `worker.storage`.
+atomically by `worker.storage`. A model whose operator has other data weights
+(`ForwardModel.with_weights`) adds the operator's `variant` key to the settings.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def folder(model: ForwardModel) -> Path:
 
 def path_for(model: ForwardModel, kind: str, settings: dict[str, Any]) -> Path:
     """The cache file of `kind` for this model and these settings."""
-    settings_key = storage.content_key({"settings": settings, "format": FORMAT_VERSION},
-                                       SETTINGS_KEY_LENGTH)
+    keyed: dict[str, Any] = {"settings": settings, "format": FORMAT_VERSION}
+    if model.operator.variant is not None:
+        keyed["weights"] = model.operator.variant
+    settings_key = storage.content_key(keyed, SETTINGS_KEY_LENGTH)
     return folder(model) / f"{kind}-{cache.model_key(model.spec)}-{settings_key}.npz"
 

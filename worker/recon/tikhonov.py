@@ -15,20 +15,23 @@ curve) stay proportional to the data over the breath; a μ re-chosen per frame w
 design signal is a uniform change of the whole body by DESIGN_CONTRAST (the small end of a
 breath) measured with white noise at `snr_db` (dB below the rms reference voltage, the
 definition of `worker.simulation.noise`): E[(uᵢᵀb)²] = (uᵢᵀ b_design)² + η², η = 10^(-snr/20),
-and μ minimises Wahba's GCV function of those coefficients (`spectral.gcv`).
+and μ minimises Wahba's GCV function of those coefficients (`spectral.gcv`). Channels with zero
+weight (excluded electrodes, `JacobianOperator.with_weights`) carry neither signal nor noise:
+the noise term is η² ‖uᵢ restricted to the used channels‖², and GCV runs over the first
+M_used singular components only (the excluded channels' directions, singular value 0, would
+otherwise add a constant to GCV's trace and drive μ towards 0).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from worker.recon import store
-from worker.recon.base import FrameResult, StreamingReconstructor, register
+from worker.recon.base import register
+from worker.recon.linear import LinearReconstructor
 from worker.recon.spectral import Prior, Spectrum, gcv_minimiser, spectrum
 from worker.storage import cached_arrays
 
@@ -52,9 +55,12 @@ class TikhonovOperator:
 
 def design_mu(model: ForwardModel, spec: Spectrum, snr_db: float) -> float:
     """μ by GCV on the expected data of the design signal (module docstring)."""
-    b = model.operator.whiten(model.jacobian.sum(axis=1)) * DESIGN_CONTRAST
-    beta2 = (spec.u.T @ b) ** 2 + 10.0 ** (-snr_db / 10.0)
-    return gcv_minimiser(spec.s, beta2)
+    operator = model.operator
+    b = operator.whiten(model.jacobian.sum(axis=1)) * DESIGN_CONTRAST
+    noise = (spec.u[operator.active] ** 2).sum(axis=0)  # excluded channels carry no noise
+    beta2 = (spec.u.T @ b) ** 2 + 10.0 ** (-snr_db / 10.0) * noise
+    used = int(operator.active.sum())  # the data live in the used channels' space only
+    return gcv_minimiser(spec.s[:used], beta2[:used])
 
 
 def tikhonov_operator(model: ForwardModel, prior: Prior = "noser", mu: float | None = None,
@@ -79,50 +85,18 @@ def tikhonov_operator(model: ForwardModel, prior: Prior = "noser", mu: float | N
 
 
 @register("tikhonov")
-class Tikhonov(StreamingReconstructor):
-    """x = R Δv per frame; state: the frame counter only. loss = the objective at x."""
+class Tikhonov(LinearReconstructor):
+    """x = R Δv per frame (`worker.recon.linear`); loss = the objective at x."""
 
     method = "tikhonov"
 
     def __init__(self, model: ForwardModel, mu: float | None = None, prior: Prior = "noser",
                  snr_db: float = DEFAULT_SNR_DB, device: str = "cpu") -> None:
-        super().__init__(model)
         self.operator = tikhonov_operator(model, prior, mu, snr_db)
+        super().__init__(model, self.operator.matrix, self.operator.residual,
+                         self.operator.d * self.operator.mu, device)
         self.rule = "given" if mu is not None else f"design GCV at {snr_db:g} dB"
-        self.device = torch.device(device)
-        self.matrix = torch.from_numpy(self.operator.matrix).to(self.device)
-        self.residual = torch.from_numpy(self.operator.residual).to(self.device)
-        self.penalty = torch.from_numpy(self.operator.d * self.operator.mu).to(self.device)
-        self.frames = 0
 
     @property
     def settings(self) -> dict[str, Any]:
         return {"mu": self.operator.mu, "mu_rule": self.rule, "prior": self.operator.prior}
-
-    def solve(self, dvs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(T, M) float32 on the device -> solutions (T, V) and objective values (T,)."""
-        x = dvs @ self.matrix.T
-        loss = (dvs @ self.residual.T).square().sum(1) + (x * self.penalty).square().sum(1)
-        return x, loss
-
-    def push(self, dv: np.ndarray) -> FrameResult:
-        return self.push_many(np.asarray(dv)[None])[0]
-
-    def push_many(self, dvs: np.ndarray) -> list[FrameResult]:
-        """All frames in one matrix product (T x M times M x V)."""
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            x, loss = self.solve(torch.as_tensor(np.asarray(dvs, dtype=np.float32),
-                                                 device=self.device))
-            x, loss = x.cpu().numpy(), loss.cpu().numpy()
-        volumes = self.model.to_volume(x)
-        self.frames += len(volumes)
-        ms = 1e3 * (time.perf_counter() - t0) / len(volumes)
-        return [FrameResult(volume=v, iterations=1, loss=float(f), milliseconds=ms)
-                for v, f in zip(volumes, loss, strict=True)]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"frames": self.frames}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.frames = int(state["frames"])

@@ -31,6 +31,7 @@ from worker.forward.model import model_spec
 from worker.forward.voxel import barycentric_samples, domain_mask
 from worker.recording import Recording
 from worker.simulation.cases import Timeline, tidal_state, timeline
+from worker.simulation.faults import ElectrodeFault, apply_faults
 from worker.simulation.noise import add_noise
 from worker.simulation.phantom import BreathState, Phantom, thorax_phantom
 
@@ -126,8 +127,10 @@ def _tidal_interpolator(sim: Simulator, with_truth: bool = False):
 
 def simulate(case: str, snr_db: float | None = 50.0, frames: int | None = None,
              duration: float = 60.0, seed: int = 0, geometry: Any = None, protocol: Any = None,
-             grid: Any = None, with_truth: bool = True, progress: bool = False) -> Recording:
-    """Simulate `case` and return the recording (voltages, reference, times, truth, mask)."""
+             grid: Any = None, with_truth: bool = True, progress: bool = False,
+             faults: list[ElectrodeFault] | None = None) -> Recording:
+    """Simulate `case` and return the recording (voltages, reference, times, truth, mask);
+    `faults` breaks or drifts electrodes (`worker.simulation.faults`) after the noise."""
     g, p_spec, gr = resolve_geometry(geometry), resolve_protocol(protocol), resolve_grid(grid)
     tl = timeline(case, g.background_conductivity, frames, duration, seed)
     sim = Simulator.create(g, p_spec.build(g.electrodes.count), gr, tl.edema, progress)
@@ -142,6 +145,8 @@ def simulate(case: str, snr_db: float | None = 50.0, frames: int | None = None,
         empty = sim.voltages([BreathState(1.0, g.background_conductivity,
                                           g.background_conductivity)])[0]
     volts, scale = add_noise(clean, snr_db, rng)
+    if faults:
+        volts, empty = apply_faults(volts, empty, tl.times, sim.protocol, faults, rng)
     reference, sigma_ref, keep = _reference(tl, volts, sigma, empty, scale, snr_db, rng,
                                             g.background_conductivity)
     truth = None
@@ -153,6 +158,8 @@ def simulate(case: str, snr_db: float | None = 50.0, frames: int | None = None,
             "reference": tl.reference, "sim_mesh_size": g.mesh_size * SIM_MESH_FACTOR,
             "sim_nodes": sim.mesh.n_nodes, "frame_rate": 1.0 / float(np.diff(tl.times[:2])[0])
             if tl.times.size > 1 else None}
+    if faults:
+        meta["faults"] = [{"electrode": f.electrode, "kind": f.kind} for f in faults]
     times = tl.times[keep]
     return Recording(voltages=volts[keep], reference=reference, frame_times=times,
                      mask=sim.mask, meta=meta, truth=truth)

@@ -133,3 +133,23 @@ def test_refuses_a_flipped_sign(tmp_path: Path, coarse_model: ForwardModel) -> N
               str(tmp_path / "o.npz"))
     assert res.exit_code == 2 and "sign looks flipped" in res.output
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_excludes_electrodes_and_weights_by_noise(tmp_path: Path,
+                                                  coarse_model: ForwardModel) -> None:
+    v0 = coarse_model.reference_voltages
+    rng = np.random.default_rng(0)
+    Recording(voltages=v0 * (1 + 0.01 * rng.standard_normal((10, v0.size))), reference=v0,
+              frame_times=np.arange(10) / 20.0, meta=coarse_model.spec).save(tmp_path / "rec.npz")
+    out = tmp_path / "recon.npz"
+    res = run(str(tmp_path / "rec.npz"), "--method", "tikhonov", "--out", str(out),
+              "--option", "mu=0.3", "--exclude-electrodes", "3,7", "--noise-weights")
+    assert res.exit_code == 0, res.output
+    meta = Reconstruction.load(out).meta
+    assert meta["data_weights"] == {"exclude_electrodes": [3, 7], "noise": "data"}
+    res = run(str(tmp_path / "rec.npz"), "--method", "tikhonov", "--out", str(out),
+              "--exclude-electrodes", "33")
+    assert res.exit_code == 2 and "1 to 32" in res.output
+    res = run(str(tmp_path / "rec.npz"), "--method", "tikhonov", "--out", str(out),
+              "--exclude-electrodes", "flagged")
+    assert res.exit_code == 2 and "no quality report" in res.output

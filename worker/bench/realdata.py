@@ -1,0 +1,249 @@
+"""Real-data proof (issue 19 §4): the two real recordings reconstructed in 3D by each method,
+their tidal images side by side, and plausibility checks in place of a truth.
+
+Per recording (`RECORDINGS`, read with `worker.devices.importer.read_recording`: the EIDORS
+protocol, electrodes renumbered to the model's, reference the mean of all frames), on the
+single-ring model `thorax-1x16`:
+- the linear methods (`LINEAR`, Tikhonov and GREIT) reconstruct every frame; the ventilation
+  analysis (`worker.ventilation.analyse`) finds the breaths on the global curve, the respiratory
+  rate (from the breaths and spectrally) and the heart rate (`worker.ventilation.heart`), and
+  the tidal image, the mean over breaths of end-inspiration minus start (impedance, -Δσ/σ0);
+- TV, iterative, reconstructs only the start and end-inspiration frames of the first
+  `tv_breaths` breaths that Tikhonov's analysis found; its tidal image is the mean difference;
+- image checks on each tidal image (`image_checks`): the ventilation's share in the left and
+  right halves of the body, the number of separate ventilated regions in the electrodes'
+  plane, the heart region's ventilation against the lungs', and the opposite-signed part
+  against the ventilation part (the issue's "1.14x vs 0.48x" measure);
+- exclusion check: Tikhonov and GREIT again with one electrode excluded
+  (`worker.recon.weighting`): CC and ERR of the tidal image against the one with all
+  electrodes.
+The heart region is the phantom's heart (`worker.simulation.phantom`) on the model's grid:
+where the simulations put it, anterior left of centre.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from worker.devices.importer import read_recording
+from worker.forward import load_model
+from worker.forward.model import ForwardModel
+from worker.metrics import cc, err
+from worker.recon.base import create, normalise, reconstruct_recording
+from worker.recon.greit import voxel_centres
+from worker.recon.weighting import DataWeighting, weighted_model
+from worker.recording import Recording
+from worker.simulation.phantom import thorax_phantom
+from worker.ventilation.parameters import Analysis, AnalysisSettings, analyse
+from worker.ventilation.signal import voxel_impedance
+from worker.ventilation.space import VoxelSpace
+
+LINEAR = ("tikhonov", "greit")
+VENTILATED = 0.5  # a voxel is ventilated above this fraction of the tidal image's maximum
+
+
+@dataclass(frozen=True)
+class RealRecording:
+    """One real file, what is known about it, and its required attribution."""
+
+    name: str
+    path: str  # relative to the data folder
+    subject: str  # worker.ventilation's rate limits: "adult" or "neonate"
+    stated_respiratory_per_min: float | None
+    stated_heart_per_min: float | None
+    attribution: str
+
+
+RECORDINGS = (
+    RealRecording(
+        "neonate", "neonate-spontaneous/P04P-1016.get", "neonate", None, None,
+        "Neonate, spontaneous breathing: data contributed by Inéz Frerichs. S. Heinrich, "
+        "H. Schiffmann, A. Frerichs, A. Klockgether-Radke, I. Frerichs, \"Body and head position "
+        "effects on regional lung ventilation in infants: an electrical impedance tomography "
+        "study\", Intensive Care Med. 32:1392-1398, 2006."),
+    RealRecording(
+        "child", "child-lung-injury/CHB_CONV05-ref.get", "adult", 12.0, 135.0,
+        "Child with acute lung injury: Wolf GK, Grychtol B, Thompson JE, Arnold JH "
+        "(contributors). Wolf GK, Grychtol B, Frerichs I, van Genderingen HR, Zurakowski D, "
+        "Thompson JE, Arnold JH, \"Regional lung volume changes in children with acute "
+        "respiratory distress syndrome during a derecruitment maneuver\", Critical Care "
+        "Medicine 35(8):1972-8, 2007."),
+)
+LICENSE = "Creative Commons Artistic License (with Attribution); EIDORS contributed data."
+
+
+def space_of(model: ForwardModel) -> VoxelSpace:
+    dom = model.geometry.domain
+    return VoxelSpace.from_extent(model.grid.shape, dom.width, dom.depth, dom.height)
+
+
+def ring_plane(model: ForwardModel) -> int:
+    """The grid plane holding the electrodes' mean height."""
+    return space_of(model).plane_of(float(np.mean(model.geometry.electrode_z)))
+
+
+def heart_region(model: ForwardModel) -> np.ndarray:
+    """(P, R, C) bool: the phantom's heart on the model's grid."""
+    heart = np.zeros(model.grid.shape, dtype=bool)
+    heart[model.mask] = thorax_phantom(model.geometry).heart(voxel_centres(model))
+    return heart
+
+
+def image_checks(tidal: np.ndarray, model: ForwardModel, lung: np.ndarray | None = None
+                 ) -> dict[str, float]:
+    """Plausibility of one tidal image (P, R, C; impedance, ventilation positive)."""
+    mask = model.mask
+    positive = np.where(mask, np.clip(tidal, 0.0, None), 0.0)
+    negative = np.where(mask, np.clip(-tidal, 0.0, None), 0.0)
+    columns = tidal.shape[2]
+    right, left = positive[..., : columns // 2].sum(), positive[..., columns // 2:].sum()
+    plane = ring_plane(model)
+    ventilated = positive[plane] >= VENTILATED * positive[plane].max()
+    labels, count = ndimage.label(ventilated)
+    sizes = np.bincount(labels.ravel())[1:]
+    regions = int((sizes >= 0.1 * sizes.max()).sum()) if count else 0
+    lungs = lung if lung is not None and lung.any() else positive >= VENTILATED * positive.max()
+    heart = heart_region(model)
+    total = right + left
+    return {"right_share": float(right / total), "left_share": float(left / total),
+            "regions_in_ring_plane": regions,
+            "heart_vs_lung": float(tidal[heart].mean() / tidal[lungs & ~heart].mean()),
+            "opposite_vs_ventilation": float(negative.sum() / positive.sum())}
+
+
+def rate_checks(analysis: Analysis) -> dict[str, Any]:
+    summary = analysis.summary()
+    return {"breaths": summary["breaths"],
+            "respiratory_per_min": summary["respiratory_rate_per_min"],
+            "spectral_respiratory_per_min": summary["spectral_respiratory_rate_per_min"],
+            "heart_per_min": summary["heart_rate_per_min"]}
+
+
+def tidal_of(volumes: np.ndarray, model: ForwardModel, starts: list[int],
+             ends: list[int]) -> np.ndarray:
+    """Mean over breaths of end-inspiration minus start, as impedance (-Δσ/σ0), (P, R, C)."""
+    voxels = voxel_impedance(volumes, model.mask)
+    return model.to_volume((voxels[ends] - voxels[starts]).mean(axis=0))
+
+
+def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any,
+                  exclude: int, tv_breaths: int, progress: bool = False
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray], ForwardModel]:
+    """Every method's tidal image and checks on one recording."""
+    rec, _ = read_recording(data_dir / entry.path, "get", geometry=geometry, grid=grid)
+    model = load_model(**{k: rec.meta[k] for k in ("geometry", "protocol", "grid")},
+                       progress=progress)
+    settings = AnalysisSettings(subject=entry.subject)
+    space = space_of(model)
+    result: dict[str, Any] = {"recording": entry.name, "frames": rec.n_frames,
+                              "stated_respiratory_per_min": entry.stated_respiratory_per_min,
+                              "stated_heart_per_min": entry.stated_heart_per_min,
+                              "methods": {}}
+    images: dict[str, np.ndarray] = {}
+    breaths = None
+    for name in LINEAR:
+        volumes, _ = reconstruct_recording(create(name, model), rec.voltages, rec.reference)
+        analysis = analyse(volumes, rec.frame_times, model.mask, space, settings=settings)
+        if not analysis.breaths:
+            raise ValueError(f"{entry.name}: {name} found no breath")
+        starts = [b.breath.start for b in analysis.breaths]
+        ends = [b.breath.end_inspiration for b in analysis.breaths]
+        breaths = breaths or (starts, ends)
+        images[name] = tidal_of(volumes, model, starts, ends)
+        excluded = exclusion_check(rec, model, name, exclude, images[name], starts, ends)
+        result["methods"][name] = {**rate_checks(analysis),
+                                   **image_checks(images[name], model, analysis.lung_mask),
+                                   "exclusion": excluded}
+    starts, ends = (b[:tv_breaths] for b in breaths)
+    order = sorted(set(starts) | set(ends))
+    volumes, _ = reconstruct_recording(create("tv", model), rec.voltages[order], rec.reference)
+    position = {frame: k for k, frame in enumerate(order)}
+    images["tv"] = tidal_of(volumes, model, [position[s] for s in starts],
+                            [position[e] for e in ends])
+    result["methods"]["tv"] = {"breaths_used": len(starts), **image_checks(images["tv"], model)}
+    return result, images, model
+
+
+def exclusion_check(rec: Recording, model: ForwardModel, method: str, electrode: int,
+                    tidal: np.ndarray, starts: list[int], ends: list[int]) -> dict[str, Any]:
+    """The tidal image with `electrode` (0-based, model numbering) excluded, against `tidal`."""
+    frames = sorted(set(starts) | set(ends))
+    variant = weighted_model(model, DataWeighting(exclude=(electrode,)))
+    recon = create(method, variant)
+    volumes = np.zeros((rec.n_frames, *model.grid.shape), dtype=np.float32)
+    dv = normalise(rec.voltages[frames], rec.reference)
+    volumes[frames] = np.stack([r.volume for r in recon.push_many(dv)])
+    masked = tidal_of(volumes, model, starts, ends)
+    inside = model.mask
+    return {"electrode": electrode + 1, "cc": cc(masked[inside], tidal[inside]),
+            "err": err(masked[inside], tidal[inside])}
+
+
+def figure(images: dict[str, dict[str, np.ndarray]], models: dict[str, ForwardModel],
+           out_path: Path) -> None:
+    """Tidal images: one row per method, the ring plane and the planes 2 above and below,
+    for each recording; each image scaled to its own largest magnitude; attribution below."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(images)
+    methods = list(next(iter(images.values())))
+    fig = Figure(figsize=(3.0 * 3 * len(names), 2.6 * len(methods) + 1.6), dpi=100,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(methods), 3 * len(names), squeeze=False)
+    for col_block, name in enumerate(names):
+        model = models[name]
+        plane = ring_plane(model)
+        planes = [p for p in (plane - 2, plane, plane + 2) if 0 <= p < model.grid.planes]
+        _, dy, dx = space_of(model).spacing  # voxels are not square: draw true proportions
+        for row, method in enumerate(methods):
+            image = images[name][method]
+            limit = float(np.abs(image[model.mask]).max()) or 1.0
+            for k, p in enumerate(planes):
+                ax = axes[row, 3 * col_block + k]
+                ax.imshow(np.ma.array(image[p], mask=~model.mask[p]), cmap="RdBu_r",
+                          vmin=-limit, vmax=limit, interpolation="nearest", aspect=dy / dx)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{name} {method}, plane {p}" + (" (ring)" if p == plane else ""),
+                             fontsize=8)
+    text = ("Tidal images (impedance change, red = ventilation; each scaled to its largest "
+            "magnitude); anterior up, patient's right on the left. " + " ".join(
+                e.attribution for e in RECORDINGS if e.name in names) + " " + LICENSE)
+    fig.supxlabel("\n".join(textwrap.wrap(text, 180)), fontsize=7)
+    fig.savefig(out_path)
+
+
+def benchmark(data_dir: Path, out_dir: Path, geometry: Any = "thorax-1x16", grid: Any = None,
+              exclude: int = 3, tv_breaths: int = 4, names: tuple[str, ...] | None = None,
+              progress: bool = False) -> dict[str, Any]:
+    """Run every recording; write realdata.json, realdata.png and the tidal images
+    (realdata-tidal.npz, "<recording>-<method>") into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results, images, models = [], {}, {}
+    for entry in RECORDINGS:
+        if names is not None and entry.name not in names:
+            continue
+        result, images[entry.name], models[entry.name] = run_recording(
+            entry, data_dir, geometry, grid, exclude, tv_breaths, progress)
+        results.append(result)
+    figure(images, models, out_dir / "realdata.png")
+    np.savez_compressed(out_dir / "realdata-tidal.npz", **{
+        f"{name}-{method}": image for name, by_method in images.items()
+        for method, image in by_method.items()})
+    report = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "geometry": geometry,
+              "grid": list(next(iter(models.values())).grid.shape),
+              "seconds": round(time.perf_counter() - t0, 1), "recordings": results,
+              "attribution": [e.attribution for e in RECORDINGS], "license": LICENSE}
+    (out_dir / "realdata.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,36 @@
+"""`eitmon bench realdata`: the real recordings' tidal images by method, and plausibility
+checks (docs/real-data.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from worker.cli.bench_quality import _names
+
+
+def realdata(
+    out: Annotated[Path, typer.Option("--out", "-o",
+                                      help="folder for realdata.json and realdata.png")],
+    data: Annotated[Path, typer.Option(help="folder holding the recordings' subfolders",
+                                       exists=True, file_okay=False)] = Path("../shared/realdata"),
+    recordings: Annotated[str, typer.Option(help="comma-separated: neonate, child")]
+    = "neonate,child",
+    geometry: Annotated[str, typer.Option(help="model geometry preset or file")]
+    = "thorax-1x16",
+    exclude: Annotated[int, typer.Option(min=1, help="electrode (model numbering) excluded in "
+                                                     "the exclusion check")] = 4,
+    tv_breaths: Annotated[int, typer.Option(min=1, help="breaths TV reconstructs")] = 4,
+) -> None:
+    """Reconstruct both real files with Tikhonov, GREIT and TV; tidal images and checks."""
+    import json
+
+    from worker.bench.realdata import RECORDINGS, benchmark
+
+    chosen = _names(recordings, [e.name for e in RECORDINGS], "recording(s)")
+    report = benchmark(data, out, geometry=geometry, exclude=exclude - 1,
+                       tv_breaths=tv_breaths, names=tuple(chosen), progress=True)
+    typer.echo(json.dumps(report["recordings"], indent=2))
+    typer.echo(f"wrote {out / 'realdata.json'} and {out / 'realdata.png'}")
