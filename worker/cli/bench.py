@@ -1,4 +1,4 @@
-"""`eitmon bench ...`: benchmarks (quality, convergence, speed, service, model).
+"""`eitmon bench ...`: benchmarks (quality, convergence, speed, service, model, durability).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli import bench_convergence, bench_model, bench_quality, bench_service, bench_speed
+from worker.cli import (
+    bench_convergence,
+    bench_durability,
+    bench_model,
+    bench_quality,
+    bench_service,
+    bench_speed,
+)
 
 app = typer.Typer(help="Benchmarks. Timings are reported as ratios against a baseline measured "
                        "in the same run.", no_args_is_help=True)
@@ -16,3 +23,4 @@ app.command("service")(bench_service.service)
 app.command("quality")(bench_quality.quality)
 app.command("convergence")(bench_convergence.convergence)
 app.command("speed")(bench_speed.speed)
+app.command("durability")(bench_durability.durability)
