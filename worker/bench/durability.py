@@ -18,9 +18,10 @@ every session's frame stream, closes the sessions and compares, per session:
 - lost = missing + unprocessed.
 
 valkey runs with the deployment's AOF policy (`appendfsync everysec`, deploy/base/valkey.conf)
-unless told otherwise. A SIGKILL is a process crash: what valkey wrote to its AOF before it
-replied is in the kernel's page cache and survives; a power cut (not simulated here) may lose
-up to the last second under `everysec`, nothing under `always`.
+unless told otherwise. A SIGKILL is a process crash. Under `everysec` valkey normally writes a
+command to its AOF (the kernel's page cache, which outlives the process) before it replies;
+it may reply first only while a slow fsync postpones its writes (a busy disk, up to 2 s), and a
+power cut (not simulated here) may lose up to the last seconds. `always` fsyncs before replying.
 """
 
 from __future__ import annotations
