@@ -67,6 +67,7 @@ class Config:
     # (fraction of `seconds`, role): SIGKILL and restart, in this order
     kills: tuple[tuple[float, str], ...] = ((0.2, "worker"), (0.45, "valkey"), (0.7, "api"))
     appendfsync: str = "everysec"  # valkey's AOF fsync policy, as deployed (deploy/base)
+    aof: bool = True  # False: the negative control, valkey restarts empty
     max_batch: int = 32  # frames per POST when a belt catches up after an outage
     stall_s: float = 180.0  # give up after this long without progress (retries, drain, close)
     worker_env: dict[str, str] = field(default_factory=dict)
@@ -122,7 +123,8 @@ class System:
     def __init__(self, cfg: Config, data_dir: Path, progress: Callable[[str], None]) -> None:
         self.cfg, self.data_dir, self.progress = cfg, data_dir, progress
         self.secret = secrets.token_urlsafe(48)
-        self.valkey_config = {"appendonly": "yes", "appendfsync": cfg.appendfsync}
+        self.valkey_config = {"appendonly": "yes" if cfg.aof else "no",
+                              "appendfsync": cfg.appendfsync}
         self.valkey = start_valkey_server(data_dir / "valkey", config=self.valkey_config)
         self.url = self.valkey.url
         self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
@@ -179,13 +181,16 @@ class Bench:
         return httpx.AsyncClient(base_url=self.system.api.url, trust_env=False, timeout=10.0,
                                  headers={"Authorization": f"Bearer {token}"})
 
-    async def request(self, c: httpx.AsyncClient, method: str, path: str,
-                      **kw: Any) -> httpx.Response:
-        """An admin request, retried like a belt's frames until it gets a 2xx."""
+    async def request(self, c: httpx.AsyncClient, method: str, path: str, gone_ok: bool = False,
+                      **kw: Any) -> httpx.Response | None:
+        """An admin request, retried like a belt's frames until it gets a 2xx (None for a 404
+        with `gone_ok`: the session is gone)."""
         deadline = time.monotonic() + self.cfg.stall_s
         while True:
             try:
                 r = await c.request(method, path, **kw)
+                if gone_ok and r.status_code == 404:
+                    return None
                 if r.status_code not in RETRIED_STATUS:
                     r.raise_for_status()
                     return r
@@ -195,19 +200,30 @@ class Bench:
                 raise RuntimeError(f"{method} {path}: no answer for {self.cfg.stall_s} s")
             await asyncio.sleep(0.5)
 
-    async def infos(self, c: httpx.AsyncClient, sids: list[str]) -> list[dict[str, Any]]:
-        return [(await self.request(c, "GET", f"/v1/sessions/{s}")).json() for s in sids]
+    async def open_session(self, c: httpx.AsyncClient) -> str:
+        r = await self.request(c, "POST", "/v1/sessions", json=self.body)
+        assert r is not None  # a 404 is not gone_ok here
+        return r.json()["id"]
+
+    async def infos(self, c: httpx.AsyncClient, sids: list[str]
+                    ) -> list[dict[str, Any] | None]:
+        """GET /v1/sessions/{id} of each session (None: gone, which valkey restarted empty)."""
+        infos = []
+        for sid in sids:
+            r = await self.request(c, "GET", f"/v1/sessions/{sid}", gone_ok=True)
+            infos.append(None if r is None else r.json())
+        return infos
 
     async def until(self, c: httpx.AsyncClient, sids: list[str],
                     done: Callable[[dict[str, Any]], bool], what: str) -> None:
-        """Poll the sessions until `done` holds for each; RuntimeError after `stall_s` without
-        any change in their counters or owners."""
+        """Poll the sessions until `done` holds for each that still exists; RuntimeError after
+        `stall_s` without any change in their counters or owners."""
         seen, last_change = None, time.monotonic()
         while True:
             infos = await self.infos(c, sids)
-            if all(done(i) for i in infos):
+            if all(i is None or done(i) for i in infos):
                 return
-            state = [(i["counters"], owner(i)) for i in infos]
+            state = [i and (i["counters"], owner(i)) for i in infos]
             if state != seen:
                 seen, last_change = state, time.monotonic()
             elif time.monotonic() - last_change > self.cfg.stall_s:
@@ -216,7 +232,7 @@ class Bench:
 
     async def belt(self, sid: str, t0: float, fig: SessionFigures) -> set[int]:
         """Post frames as they fall due from `t0` (a batch of those due when behind), each
-        batch until it gets a 2xx; the acknowledged seqs."""
+        batch until it gets a 2xx; stop at a refusal. The acknowledged seqs."""
         token = create_token(self.system.secret, [FRAMES_WRITE], 24 * 3600, subject="belt",
                              sessions=[sid])
         acked: set[int] = set()
@@ -230,8 +246,9 @@ class Bench:
                     continue
                 count = min(due - seq, self.cfg.max_batch)
                 fig.sent = seq + count
-                if await self.post(c, sid, seq, count, fig):
-                    acked.update(range(seq, seq + count))
+                if not await self.post(c, sid, seq, count, fig):
+                    break
+                acked.update(range(seq, seq + count))
                 seq += count
         return acked
 
@@ -301,8 +318,7 @@ class Bench:
                       date=datetime.now(UTC).isoformat(timespec="seconds"))
         progress = self.system.progress
         async with self.client(self.admin) as c:
-            sids = [(await self.request(c, "POST", "/v1/sessions", json=self.body)).json()["id"]
-                    for _ in range(self.cfg.sessions)]
+            sids = [await self.open_session(c) for _ in range(self.cfg.sessions)]
             fig.sessions = [SessionFigures(s) for s in sids]
             await self.until(c, sids, lambda i: owner(i) is not None, "claiming")
             progress(f"{len(sids)} sessions claimed; belts start")
@@ -316,18 +332,18 @@ class Bench:
             fig.drain_seconds, fig.drained = time.monotonic() - t1, True
             streams = [await asyncio.to_thread(self.stream_seqs, s) for s in sids]
             for s in sids:
-                await self.request(c, "DELETE", f"/v1/sessions/{s}")
+                await self.request(c, "DELETE", f"/v1/sessions/{s}", gone_ok=True)
             await self.until(c, sids, lambda i: owner(i) is None, "closing")
             for f, info, seqs, stream in zip(fig.sessions, await self.infos(c, sids),
                                              acked, streams, strict=True):
-                account(f, info["counters"], seqs, stream)
+                account(f, info["counters"] if info else {}, seqs, stream)
         fig.totals = {k: sum(getattr(f, k) for f in fig.sessions) for k in TOTALS}
         return fig
 
 
-def owner(info: dict[str, Any]) -> str | None:
+def owner(info: dict[str, Any] | None) -> str | None:
     """The worker that holds a session's lease (GET /v1/sessions/{id}), or None."""
-    return (info["worker"] or {}).get("id")
+    return ((info or {}).get("worker") or {}).get("id")
 
 
 def account(fig: SessionFigures, counters: dict[str, Any], acked: set[int],
@@ -365,11 +381,11 @@ def run(cfg: Config, progress: Callable[[str], None] = print) -> Figures:
 def markdown(fig: Figures) -> str:
     """The report: the kills, then one row per session and the totals."""
     cfg = fig.config
+    persistence = f"AOF `appendfsync {cfg['appendfsync']}`" if cfg["aof"] else "without AOF"
     lines = [f"# Durability, {fig.date}", "",
              f"{cfg['sessions']} sessions x {cfg['rate']:g} frames/s for {cfg['seconds']:g} s, "
-             f"{cfg['workers']} worker(s), main method `{cfg['method']}`, valkey AOF "
-             f"`appendfsync {cfg['appendfsync']}`. Drained {fig.drain_seconds:.1f} s after the "
-             f"belts stopped.", "",
+             f"{cfg['workers']} worker(s), main method `{cfg['method']}`, valkey {persistence}. "
+             f"Drained {fig.drain_seconds:.1f} s after the belts stopped.", "",
              "| SIGKILL | at (s) | sessions it owned | restarted after (s) | every session owned "
              "again after (s) |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {k.role} ({k.name}) | {k.at_s:.1f} | {k.owned if k.role == 'worker' else '-'}"

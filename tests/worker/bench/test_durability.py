@@ -3,6 +3,8 @@ while one belt posts, and not one acknowledged frame lost."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from worker.bench.durability import Config, SessionFigures, account, run
 
 # A small model and grid (built once into the test cache), and a worker
@@ -41,3 +43,14 @@ def test_account_counts_acknowledged_frames_missing_from_the_stream_or_unprocess
     account(intact, {"accepted": 10, "reconstructed": 9, "dropped": 1}, set(range(10)),
             list(range(10)))
     assert (intact.missing, intact.unprocessed, intact.lost) == (0, 0, 0)
+
+
+def test_without_aof_a_valkey_restart_loses_acknowledged_frames_and_the_bench_says_so() -> None:
+    """The negative control: valkey restarts empty, the session is gone, and every frame it
+    had acknowledged counts as lost."""
+    control = replace(TINY, seconds=6.0, aof=False, kills=((0.5, "valkey"),))
+    fig = run(control, progress=lambda _: None)
+    (s,) = fig.sessions
+    assert s.acknowledged > 0 and s.accepted == 0
+    assert s.lost == s.acknowledged == fig.totals["lost"]
+    assert any("404" in r for r in s.refused)  # the belt stopped: its session was gone
