@@ -14,8 +14,11 @@ every session's frame stream, closes the sessions and compares, per session:
   acknowledged seqs, whichever is larger. The count is exact for the trimmed part too when
   every seq sent was acknowledged (sent = acknowledged): the API accepts each seq at most once
   and only seqs that were sent, so accepted = acknowledged means the same seqs;
-- unprocessed: accepted - reconstructed - coalesced - dropped once the workers are done;
-- lost = missing + unprocessed.
+- unprocessed: accepted - reconstructed - coalesced - dropped once the workers are done (or
+  after `stall_s` without progress: the report is written either way);
+- lost = missing + unprocessed;
+- pending: frame entries delivered to a worker and never acknowledged, after the drain (what
+  an unprocessed frame usually is).
 
 valkey runs with the deployment's AOF policy (`appendfsync everysec`, deploy/base/valkey.conf)
 unless told otherwise. A SIGKILL is a process crash. Under `everysec` valkey normally writes a
@@ -27,7 +30,6 @@ power cut (not simulated here) may lose up to the last seconds. `always` fsyncs 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import secrets
 import signal
@@ -44,7 +46,7 @@ import numpy as np
 import redis
 
 from service.contract.fields import FrameField
-from service.contract.keys import frames_key
+from service.contract.keys import WORKER_GROUP, frames_key
 from service.contract.tokens import FRAMES_WRITE, SCOPES, create_token
 from worker.bench.service import synthetic_frames
 from worker.forward import load_model
@@ -87,6 +89,7 @@ class SessionFigures:
     coalesced: int = 0
     dropped: int = 0
     stream_first_seq: int | None = None  # the stream's oldest frame after checkpoint trims
+    pending: int = 0  # frame entries delivered to a worker, not acknowledged, after the drain
     missing: int = 0
     unprocessed: int = 0
     lost: int = 0
@@ -110,28 +113,34 @@ class Figures:
     totals: dict[str, int] = field(default_factory=dict)
     kills: list[Kill] = field(default_factory=list)
     drain_seconds: float = 0.0  # after the belts stopped
-    drained: bool = False
+    drained: bool = False  # every accepted frame processed (else stalled for `stall_s`)
+    released: bool = False  # every closed session released by its worker
 
 
 TOTALS = ("sent", "acknowledged", "retries", "unexpected_duplicates", "accepted", "duplicate",
-          "reconstructed", "coalesced", "dropped", "missing", "unprocessed", "lost")
+          "reconstructed", "coalesced", "dropped", "pending", "missing", "unprocessed", "lost")
 
 
 class System:
-    """valkey (AOF), the API and the workers; `kill(role)` SIGKILLs one and restarts it."""
+    """valkey (AOF), the API and the workers; `kill(role)` SIGKILLs one and restarts it,
+    `stop()` stops what was started (also after a failed start)."""
 
     def __init__(self, cfg: Config, data_dir: Path, progress: Callable[[str], None]) -> None:
         self.cfg, self.data_dir, self.progress = cfg, data_dir, progress
         self.secret = secrets.token_urlsafe(48)
         self.valkey_config = {"appendonly": "yes" if cfg.aof else "no",
                               "appendfsync": cfg.appendfsync}
-        self.valkey = start_valkey_server(data_dir / "valkey", config=self.valkey_config)
+        self.valkey: Child | None = None
+        self.api: Child | None = None
+        self.workers: dict[str, Child] = {}
+        self.started = 0
+
+    def start(self) -> None:
+        self.valkey = start_valkey_server(self.data_dir / "valkey", config=self.valkey_config)
         self.url = self.valkey.url
         self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
         self.api = start_api(self.url, self.secret, quiet=True)
-        self.workers: dict[str, Child] = {}
-        self.started = 0
-        for _ in range(cfg.workers):
+        for _ in range(self.cfg.workers):
             self.start_worker()
 
     def start_worker(self) -> str:
@@ -166,7 +175,8 @@ class System:
 
     def stop(self) -> None:
         for child in [*self.workers.values(), self.api, self.valkey]:
-            child.stop()
+            if child is not None:
+                child.stop()
 
 
 class Bench:
@@ -215,19 +225,20 @@ class Bench:
         return infos
 
     async def until(self, c: httpx.AsyncClient, sids: list[str],
-                    done: Callable[[dict[str, Any]], bool], what: str) -> None:
-        """Poll the sessions until `done` holds for each that still exists; RuntimeError after
+                    done: Callable[[dict[str, Any]], bool], what: str) -> bool:
+        """Poll the sessions until `done` holds for each that still exists (True); False after
         `stall_s` without any change in their counters or owners."""
         seen, last_change = None, time.monotonic()
         while True:
             infos = await self.infos(c, sids)
             if all(i is None or done(i) for i in infos):
-                return
+                return True
             state = [i and (i["counters"], owner(i)) for i in infos]
             if state != seen:
                 seen, last_change = state, time.monotonic()
             elif time.monotonic() - last_change > self.cfg.stall_s:
-                raise RuntimeError(f"{what}: no progress for {self.cfg.stall_s} s")
+                self.system.progress(f"{what}: no progress for {self.cfg.stall_s} s")
+                return False
             await asyncio.sleep(0.5)
 
     async def belt(self, sid: str, t0: float, fig: SessionFigures) -> set[int]:
@@ -291,14 +302,23 @@ class Bench:
             kill.name = await asyncio.to_thread(self.system.kill, role, owners)
             kill.owned = owners.count(kill.name)
             kill.down_s = time.monotonic() - t0 - kill.at_s
-            with contextlib.suppress(RuntimeError):  # left None
-                await self.until(c, sids, lambda i, gone=kill.name: owner(i) not in (None, gone),
-                                 "takeover")
+            if await self.until(c, sids, lambda i, gone=kill.name: owner(i) not in (None, gone),
+                                "takeover"):
                 kill.recovered_s = time.monotonic() - t0 - kill.at_s
             self.system.progress(f"{role} ({kill.name}) killed at {kill.at_s:.1f} s, "
                                  f"restarted after {kill.down_s:.1f} s; every session owned "
                                  f"again after {kill.recovered_s or -1:.1f} s")
             out.append(kill)
+
+    def pending(self, sid: str) -> int:
+        """Entries of the session's frame stream delivered to a worker and not acknowledged."""
+        client = redis.Redis.from_url(self.system.url)
+        try:
+            return int(client.xpending(frames_key(sid), WORKER_GROUP)["pending"])
+        except redis.ResponseError:  # no stream or group: the session is gone
+            return 0
+        finally:
+            client.close()
 
     def stream_seqs(self, sid: str) -> list[int]:
         """The seqs of the frames left in the session's stream (oldest first)."""
@@ -320,7 +340,8 @@ class Bench:
         async with self.client(self.admin) as c:
             sids = [await self.open_session(c) for _ in range(self.cfg.sessions)]
             fig.sessions = [SessionFigures(s) for s in sids]
-            await self.until(c, sids, lambda i: owner(i) is not None, "claiming")
+            if not await self.until(c, sids, lambda i: owner(i) is not None, "claiming"):
+                raise RuntimeError("the workers did not claim every session")
             progress(f"{len(sids)} sessions claimed; belts start")
             t0 = time.monotonic()
             *acked, _ = await asyncio.gather(
@@ -328,12 +349,14 @@ class Bench:
                 self.killer(c, sids, t0, fig.kills))
             progress("belts done; waiting for the workers")
             t1 = time.monotonic()
-            await self.until(c, sids, lambda i: i["lag"]["frames"] == 0, "draining")
-            fig.drain_seconds, fig.drained = time.monotonic() - t1, True
+            fig.drained = await self.until(c, sids, lambda i: i["lag"]["frames"] == 0,
+                                           "draining")
+            fig.drain_seconds = time.monotonic() - t1
             streams = [await asyncio.to_thread(self.stream_seqs, s) for s in sids]
-            for s in sids:
+            for f, s in zip(fig.sessions, sids, strict=True):
+                f.pending = await asyncio.to_thread(self.pending, s)
                 await self.request(c, "DELETE", f"/v1/sessions/{s}", gone_ok=True)
-            await self.until(c, sids, lambda i: owner(i) is None, "closing")
+            fig.released = await self.until(c, sids, lambda i: owner(i) is None, "closing")
             for f, info, seqs, stream in zip(fig.sessions, await self.infos(c, sids),
                                              acked, streams, strict=True):
                 account(f, info["counters"] if info else {}, seqs, stream)
@@ -373,6 +396,7 @@ def run(cfg: Config, progress: Callable[[str], None] = print) -> Figures:
     with tempfile.TemporaryDirectory(prefix="eitmon-durability-") as data:
         system = System(cfg, Path(data), progress)
         try:
+            system.start()
             return asyncio.run(Bench(cfg, system, synthetic_frames(model, 400), body).run())
         finally:
             system.stop()
@@ -382,17 +406,21 @@ def markdown(fig: Figures) -> str:
     """The report: the kills, then one row per session and the totals."""
     cfg = fig.config
     persistence = f"AOF `appendfsync {cfg['appendfsync']}`" if cfg["aof"] else "without AOF"
+    drain = (f"Drained {fig.drain_seconds:.1f} s after the belts stopped" if fig.drained else
+             f"Not drained: no progress for {cfg['stall_s']:g} s, "
+             f"{fig.drain_seconds:.1f} s after the belts stopped")
+    released = "" if fig.released else "; not every closed session was released"
     lines = [f"# Durability, {fig.date}", "",
              f"{cfg['sessions']} sessions x {cfg['rate']:g} frames/s for {cfg['seconds']:g} s, "
              f"{cfg['workers']} worker(s), main method `{cfg['method']}`, valkey {persistence}. "
-             f"Drained {fig.drain_seconds:.1f} s after the belts stopped.", "",
+             f"{drain}{released}.", "",
              "| SIGKILL | at (s) | sessions it owned | restarted after (s) | every session owned "
              "again after (s) |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {k.role} ({k.name}) | {k.at_s:.1f} | {k.owned if k.role == 'worker' else '-'}"
               f" | {k.down_s:.1f} | {'-' if k.recovered_s is None else f'{k.recovered_s:.1f}'} |"
               for k in fig.kills]
     cols = ("acknowledged", "accepted", "duplicate", "reconstructed", "coalesced", "dropped",
-            "retries", "missing", "unprocessed", "lost")
+            "retries", "pending", "missing", "unprocessed", "lost")
     lines += ["", "| session | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     rows = [(f.session[:8], asdict(f)) for f in fig.sessions] + [("total", fig.totals)]
     lines += [f"| {name} | " + " | ".join(str(d[c]) for c in cols) + " |" for name, d in rows]

@@ -13,10 +13,10 @@ import typer
 
 def durability(
     out: Annotated[Path, typer.Option(help="folder for durability.md and durability.json")],
-    sessions: Annotated[int, typer.Option(help="concurrent sessions (beds)")] = 4,
-    rate: Annotated[float, typer.Option(help="frames per second per session")] = 20.0,
-    seconds: Annotated[float, typer.Option(help="how long the belts post")] = 75.0,
-    workers: Annotated[int, typer.Option(help="worker processes")] = 2,
+    sessions: Annotated[int, typer.Option(min=1, help="concurrent sessions (beds)")] = 4,
+    rate: Annotated[float, typer.Option(min=0.1, help="frames per second per session")] = 20.0,
+    seconds: Annotated[float, typer.Option(min=1.0, help="how long the belts post")] = 75.0,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 2,
     method: Annotated[str, typer.Option(help="the sessions' main method")] = "tikhonov",
     appendfsync: Annotated[str, typer.Option(
         help="valkey's AOF fsync: everysec (as deployed) | always")] = "everysec",
