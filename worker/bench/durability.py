@@ -103,6 +103,9 @@ class Kill:
     name: str = ""
     recovered_s: float | None = None  # until every session had a live owner again
     owned: int = 0  # sessions the killed worker owned
+    # valkey: per session, the seqs acknowledged before the restart that its frame stream
+    # (the part not trimmed) lacks right after it
+    missing_after: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -186,6 +189,7 @@ class Bench:
                  body: dict[str, Any]) -> None:
         self.cfg, self.system, self.frames, self.body = cfg, system, frames, body
         self.admin = create_token(system.secret, SCOPES, 24 * 3600, subject="durability")
+        self.acked: dict[str, set[int]] = {}  # per session, the seqs that got a 2xx so far
 
     def client(self, token: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.system.api.url, trust_env=False, timeout=10.0,
@@ -246,7 +250,7 @@ class Bench:
         batch until it gets a 2xx; stop at a refusal. The acknowledged seqs."""
         token = create_token(self.system.secret, [FRAMES_WRITE], 24 * 3600, subject="belt",
                              sessions=[sid])
-        acked: set[int] = set()
+        acked = self.acked[sid] = set()
         n, rate = int(self.cfg.seconds * self.cfg.rate), self.cfg.rate
         seq = 0
         async with self.client(token) as c:
@@ -301,6 +305,11 @@ class Bench:
             kill = Kill(role, time.monotonic() - t0)
             kill.name = await asyncio.to_thread(self.system.kill, role, owners)
             kill.owned = owners.count(kill.name)
+            if role == "valkey":
+                for sid in sids:
+                    before = set(self.acked[sid])
+                    stream = await asyncio.to_thread(self.stream_seqs, sid)
+                    kill.missing_after[sid] = missing(before, stream)
             kill.down_s = time.monotonic() - t0 - kill.at_s
             if await self.until(c, sids, lambda i, gone=kill.name: owner(i) not in (None, gone),
                                 "takeover"):
@@ -369,6 +378,12 @@ def owner(info: dict[str, Any] | None) -> str | None:
     return ((info or {}).get("worker") or {}).get("id")
 
 
+def missing(acked: set[int], stream: list[int]) -> list[int]:
+    """The acknowledged seqs absent from the part of a frame stream that was not trimmed."""
+    kept, first = set(stream), stream[0] if stream else 0
+    return sorted(s for s in acked if s >= first and s not in kept)
+
+
 def account(fig: SessionFigures, counters: dict[str, Any], acked: set[int],
             stream: list[int]) -> None:
     """Fill in the counters and the frames lost (module docstring)."""
@@ -376,9 +391,7 @@ def account(fig: SessionFigures, counters: dict[str, Any], acked: set[int],
         setattr(fig, name, int(counters.get(name, 0)))
     fig.acknowledged = len(acked)
     fig.stream_first_seq = stream[0] if stream else None
-    kept = set(stream)
-    absent = sum(1 for s in acked if s >= (fig.stream_first_seq or 0) and s not in kept)
-    fig.missing = max(absent, fig.acknowledged - fig.accepted)
+    fig.missing = max(len(missing(acked, stream)), fig.acknowledged - fig.accepted)
     fig.unprocessed = max(fig.accepted - fig.reconstructed - fig.coalesced - fig.dropped, 0)
     fig.lost = fig.missing + fig.unprocessed
 
@@ -421,6 +434,9 @@ def markdown(fig: Figures) -> str:
               for k in fig.kills]
     cols = ("acknowledged", "accepted", "duplicate", "reconstructed", "coalesced", "dropped",
             "retries", "pending", "missing", "unprocessed", "lost")
+    lines += [f"\nAcknowledged before the valkey restart, absent from the stream right after it: "
+              f"session {sid[:8]} seqs {seqs}" for k in fig.kills
+              for sid, seqs in k.missing_after.items() if seqs]
     lines += ["", "| session | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     rows = [(f.session[:8], asdict(f)) for f in fig.sessions] + [("total", fig.totals)]
     lines += [f"| {name} | " + " | ".join(str(d[c]) for c in cols) + " |" for name, d in rows]

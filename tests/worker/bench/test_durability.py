@@ -7,9 +7,11 @@ from dataclasses import replace
 
 from worker.bench.durability import Config, SessionFigures, account, run
 
-# A small model and grid (built once into the test cache), and a worker
-# that takes over within a second and does not tune D2IP's kernels at start.
-TINY = Config(sessions=1, rate=20.0, seconds=12.0, workers=1,
+# A small model and grid (built once into the test cache), and a worker that takes over within
+# a second and does not tune D2IP's kernels at start. valkey fsyncs before it replies: under the
+# deployment's `everysec` a SIGKILL may lose a frame acknowledged just before it
+# (docs/deployment.md, "Durability").
+TINY = Config(sessions=1, rate=20.0, seconds=12.0, workers=1, appendfsync="always",
               geometry={"preset": "thorax-1x16", "mesh_size": 0.025}, protocol="skip4",
               grid=(4, 8, 8), stall_s=120.0,
               worker_env={"EITMON_LEASE_MS": "1000", "EITMON_LEASE_RENEW_MS": "250",
@@ -26,9 +28,12 @@ def test_no_acknowledged_frame_is_lost_across_sigkills() -> None:
     assert s.refused == [] and s.unexpected_duplicates == 0
     assert s.acknowledged == s.sent == int(TINY.seconds * TINY.rate)
     assert s.accepted == s.acknowledged  # each seq queued once, retries as duplicates
-    assert s.reconstructed + s.coalesced + s.dropped == s.accepted
+    assert s.missing == 0 and not any(k.missing_after.get(s.session) for k in fig.kills)
+    # every frame processed, but for entries whose read reply the valkey kill swallowed: they
+    # stay pending with the worker (tests/worker/runtime/test_lost_reply.py)
+    assert s.reconstructed + s.coalesced + s.dropped + s.pending == s.accepted
     assert s.retries > 0  # the outages were felt
-    assert s.lost == 0 and fig.totals["lost"] == 0
+    assert s.lost == s.pending
 
 
 def test_account_counts_acknowledged_frames_missing_from_the_stream_or_unprocessed() -> None:
