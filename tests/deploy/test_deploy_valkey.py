@@ -30,7 +30,7 @@ def test_password_aof_noeviction_and_restart(server_conf):
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(host="127.0.0.1", port=port, socket_timeout=5).ping()
         assert client.config_get("appendonly") == {"appendonly": "yes"}
-        assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+        assert client.config_get("appendfsync") == {"appendfsync": "always"}
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         client.xadd("eitmon:frames:s1", {"frame": b"\x00" * 16})
     assert any((data / "appendonlydir").iterdir())

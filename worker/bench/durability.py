@@ -20,7 +20,7 @@ every session's frame stream, closes the sessions and compares, per session:
 - pending: frame entries delivered to a worker and never acknowledged, after the drain (what
   an unprocessed frame usually is).
 
-valkey runs with the deployment's AOF policy (`appendfsync everysec`, deploy/base/valkey.conf)
+valkey runs with the deployment's AOF policy (`appendfsync always`, deploy/base/valkey.conf)
 unless told otherwise. A SIGKILL is a process crash. Under `everysec` valkey normally writes a
 command to its AOF (the kernel's page cache, which outlives the process) before it replies;
 it may reply first only while a slow fsync postpones its writes (a busy disk, up to 2 s), and a
@@ -68,7 +68,7 @@ class Config:
     grid: tuple[int, int, int] = (16, 32, 32)
     # (fraction of `seconds`, role): SIGKILL and restart, in this order
     kills: tuple[tuple[float, str], ...] = ((0.2, "worker"), (0.45, "valkey"), (0.7, "api"))
-    appendfsync: str = "everysec"  # valkey's AOF fsync policy, as deployed (deploy/base)
+    appendfsync: str = "always"  # valkey's AOF fsync policy, as deployed (deploy/base)
     aof: bool = True  # False: the negative control, valkey restarts empty
     max_batch: int = 32  # frames per POST when a belt catches up after an outage
     stall_s: float = 180.0  # give up after this long without progress (retries, drain, close)

@@ -19,7 +19,7 @@ def durability(
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 2,
     method: Annotated[str, typer.Option(help="the sessions' main method")] = "tikhonov",
     appendfsync: Annotated[str, typer.Option(
-        help="valkey's AOF fsync: everysec (as deployed) | always")] = "everysec",
+        help="valkey's AOF fsync: always (as deployed) | everysec")] = "always",
 ) -> None:
     """Belts post into SESSIONS sessions at RATE frames/s while the busiest worker (at 20 % of
     SECONDS), valkey (45 %, restarted from its append-only file) and the API (70 %) are killed

@@ -8,8 +8,8 @@ from dataclasses import replace
 from worker.bench.durability import Config, SessionFigures, account, run
 
 # A small model and grid (built once into the test cache), and a worker that takes over within
-# a second and does not tune D2IP's kernels at start. valkey fsyncs before it replies: under the
-# deployment's `everysec` a SIGKILL may lose a frame acknowledged just before it
+# a second and does not tune D2IP's kernels at start. valkey fsyncs before it replies, as
+# deployed: under `everysec` a SIGKILL may lose a frame acknowledged just before it
 # (docs/deployment.md, "Durability").
 TINY = Config(sessions=1, rate=20.0, seconds=12.0, workers=1, appendfsync="always",
               geometry={"preset": "thorax-1x16", "mesh_size": 0.025}, protocol="skip4",
