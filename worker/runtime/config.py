@@ -51,7 +51,8 @@ class WorkerConfig(EngineSettings):
     checkpoint_every: int = Field(50, gt=0, description="frames between checkpoints")
     idle_evict_s: float = Field(300.0, gt=0, description="evict a session without entries for "
                                                          "this long")
-    scan_interval_s: float = Field(2.0, gt=0, description="takeover scan period")
+    scan_interval_s: float = Field(2.0, gt=0, description="period of the takeover scan "
+                                                          "and of the recovery of pending entries")
     preview_method: str = Field("tikhonov", description="the fast preview method")
     read_count: int = Field(64, gt=0, description="entries read per session and XREADGROUP")
     torch_threads: int = Field(1, ge=0, description="torch intra-op threads per worker thread "

@@ -1,5 +1,5 @@
 """The control thread: renew leases, claim new sessions, take over orphaned ones, evict idle
-ones, and recover frames stranded with a fenced-out worker.
+ones.
 
 - Leases are renewed every `EITMON_LEASE_RENEW_MS`; a lease that is no longer ours, or that
   could not be renewed for a whole lease period (Redis unreachable), drops its session. The
@@ -10,8 +10,6 @@ ones, and recover frames stranded with a fenced-out worker.
 - Takeover scan (every `EITMON_SCAN_INTERVAL_S`): sessions of the index `eitmon:sessions`
   (open and closed, not failed) that have no lease but have work (pending or undelivered
   frame-stream entries) are acquired; the session's control entry is XCLAIMed to this worker.
-- Stragglers: entries of an owned session pending with another consumer (a worker that read
-  them after its lease was taken) are XCLAIMed and handed to the intake thread.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from service.contract.keys import (
 )
 from worker.runtime.config import WorkerConfig
 from worker.runtime.health import Heartbeat
-from worker.runtime.intake import Recovered
 from worker.runtime.lease import Leases
 from worker.runtime.registry import SessionRegistry
 from worker.runtime.startup import Setup
@@ -61,11 +58,10 @@ class Control:
     """Runs until the worker is done (after the compute thread has released its sessions)."""
 
     def __init__(self, cfg: WorkerConfig, redis: Redis, leases: Leases,
-                 registry: SessionRegistry, setup: Setup, recovered: Recovered,
-                 heartbeat: Heartbeat, stopping: threading.Event,
-                 done: threading.Event) -> None:
+                 registry: SessionRegistry, setup: Setup, heartbeat: Heartbeat,
+                 stopping: threading.Event, done: threading.Event) -> None:
         self.cfg, self.redis, self.leases, self.registry = cfg, redis, leases, registry
-        self.setup, self.recovered, self.heartbeat = setup, recovered, heartbeat
+        self.setup, self.heartbeat = setup, heartbeat
         self.stopping, self.done = stopping, done
         self.consumer = cfg.worker_name
         self.renewed_at = time.monotonic()
@@ -87,7 +83,6 @@ class Control:
                 self.claim_new(max(int(wait * 1000), 1))
                 if time.monotonic() >= next_scan:
                     self.scan()
-                    self.stragglers()
                     self.evict_idle()
                     next_scan = time.monotonic() + cfg.scan_interval_s
             except RedisError as e:
@@ -182,28 +177,6 @@ class Control:
                                   0, [control_id], justid=True)
             self.setup.submit(lease, "took over")
             free -= 1
-
-    def stragglers(self) -> None:
-        """Claim owned sessions' entries pending with other consumers; the intake feeds them."""
-        sessions = self.registry.sessions()
-        with self.redis.pipeline(transaction=False) as pipe:
-            for session in sessions:
-                pipe.xpending(frames_key(session.sid), WORKER_GROUP)
-            summaries = pipe.execute(raise_on_error=False)
-        for session, summary in zip(sessions, summaries, strict=True):
-            if isinstance(summary, Exception):
-                continue
-            for consumer in summary["consumers"]:
-                if text(consumer["name"]) == self.consumer:
-                    continue
-                key = frames_key(session.sid)
-                ids = [r["message_id"] for r in self.redis.xpending_range(
-                    key, WORKER_GROUP, "-", "+", 1000, consumername=consumer["name"])]
-                if ids:
-                    entries = self.redis.xclaim(key, WORKER_GROUP, self.consumer, 0, ids)
-                    log.warning("session %s: %d entries recovered from %s", session.sid,
-                                len(ids), text(consumer["name"]))
-                    self.recovered.put((session, entries))
 
     def evict_idle(self) -> None:
         now = time.monotonic()

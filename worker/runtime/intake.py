@@ -7,23 +7,30 @@ once, before it is queued for the main method; when a read returns several frame
 all sessions on one model are computed in one batched product (`methods.SharedPreview`) and
 published in one pipeline. In-band `reference` entries are applied and acknowledged here;
 the `close` entry is queued behind the frames.
+
+Every `EITMON_SCAN_INTERVAL_S`, and right after a failed read, the intake also takes the
+entries pending in the group for a live session that the session has not taken (`recover`):
+entries a read delivered to this worker whose reply never arrived (valkey killed before it
+replied), and stragglers (pending with a fenced-out worker that read them after its lease was
+taken). Each session remembers the ids it took and that may still be pending (`Session.taken`),
+so no entry is taken twice. Every take happens in this thread (the setup's replay takes before
+the session is live), so the pending list it reads can never miss an entry being taken.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
-from service.contract.codecs import decode_frame_entry, text
+from service.contract.codecs import decode_frame_entry, stream_id_key, text
 from service.contract.keys import WORKER_GROUP, frames_key
 from worker.recon.base import FrameResult
 from worker.runtime.failures import SessionFailures
@@ -34,8 +41,7 @@ from worker.runtime.session import Frame, Queued, Session
 log = logging.getLogger("eitmon.worker")
 
 BLOCK_MS = 200
-
-Recovered = queue.Queue[tuple[Session, Any]]  # straggler entries the control thread claimed
+PAGE = 512
 
 
 @dataclass
@@ -56,6 +62,7 @@ def take(session: Session, entries: Sequence[tuple[Any, Any]],
     taken = Taken(session)
     for raw_id, fields in entries:
         entry_id = text(raw_id)
+        session.taken.add(entry_id)
         entry = decode_frame_entry(fields)
         if entry.kind == "reference" and entry_id not in silent:
             taken.refs.append(entry_id)
@@ -130,30 +137,30 @@ class Previews:
 
 
 class Intake:
-    """Reads new entries for every live session until the worker stops."""
+    """Reads new entries for every live session, and recovers the pending ones no session took,
+    until the worker stops."""
 
-    def __init__(self, redis: Redis, consumer: str, read_count: int,
+    def __init__(self, redis: Redis, consumer: str, read_count: int, recover_interval_s: float,
                  registry: SessionRegistry, previews: Previews, failures: SessionFailures,
-                 recovered: Recovered, stopping: threading.Event) -> None:
+                 stopping: threading.Event) -> None:
         self.redis, self.consumer, self.read_count = redis, consumer, read_count
+        self.recover_interval_s = recover_interval_s
         self.registry, self.previews, self.failures = registry, previews, failures
-        self.recovered, self.stopping = recovered, stopping
+        self.stopping = stopping
 
     def run(self) -> None:
         delay = 0.2
+        next_recover = 0.0
         while not self.stopping.is_set():
-            late = []
-            while not self.recovered.empty():
-                session, entries = self.recovered.get()
-                late += self.take([(session, entries)])
-            if late:
-                self.previews.publish(late)
             sessions = {frames_key(session.sid): session
                         for session in self.registry.sessions() if session.ending is None}
             if not sessions:
                 self.stopping.wait(0.05)
                 continue
             try:
+                if time.monotonic() >= next_recover:
+                    self.recover(sessions.values())
+                    next_recover = time.monotonic() + self.recover_interval_s
                 reply = self.redis.xreadgroup(
                     WORKER_GROUP, self.consumer, dict.fromkeys(sessions, ">"),
                     count=self.read_count, block=BLOCK_MS)
@@ -162,6 +169,7 @@ class Intake:
                 log.warning("intake: %s; retrying", type(e).__name__)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                next_recover = 0.0  # the failed read may have delivered entries
                 continue
             # entries of a session this worker stopped owning meanwhile stay pending for its
             # next owner
@@ -170,6 +178,30 @@ class Intake:
                                if self.registry.owns(session) and session.ending is None])
             if batch:
                 self.previews.publish(batch)
+
+    def recover(self, sessions: Iterable[Session]) -> None:
+        """Claim and take the entries pending in the group for `sessions` that they have not
+        taken (whichever consumer holds them). Each session's are published before the next
+        session's are claimed: a Redis error leaves nothing taken and unpublished."""
+        for session in sessions:
+            key = frames_key(session.sid)
+            try:
+                pending = pending_entries(self.redis, key)
+            except ResponseError:  # no stream or group (yet): nothing pending
+                continue
+            # an entry is pending from its delivery to its acknowledgement and never again
+            session.taken.intersection_update(pending)
+            ids = sorted(pending.keys() - session.taken, key=stream_id_key)
+            if not ids:
+                continue
+            entries = sorted(((i, f) for i, f in self.redis.xclaim(
+                key, WORKER_GROUP, self.consumer, 0, ids) if f),
+                key=lambda entry: stream_id_key(text(entry[0])))
+            log.warning("session %s: %d pending entries recovered from %s", session.sid,
+                        len(entries), ", ".join(sorted({pending[i] for i in ids})))
+            if self.registry.owns(session) and session.ending is None:
+                if batch := self.take([(session, entries)]):
+                    self.previews.publish(batch)
 
     def take(self, reads: list[tuple[Session, Any]]) -> list[Taken]:
         """`take` per session; a session whose entries raise fails (its attempt ends)."""
@@ -180,3 +212,15 @@ class Intake:
             except Exception as e:
                 self.failures.record(session.lease, e, "intake")
         return batch
+
+
+def pending_entries(redis: Redis, key: str) -> dict[str, str]:
+    """Every entry pending in the group for the stream: id -> consumer."""
+    pending: dict[str, str] = {}
+    start = "-"
+    while page := redis.xpending_range(key, WORKER_GROUP, start, "+", PAGE):
+        pending.update({text(row["message_id"]): text(row["consumer"]) for row in page})
+        if len(page) < PAGE:
+            break
+        start = "(" + text(page[-1]["message_id"])
+    return pending

@@ -3,7 +3,8 @@
 - control (`control.py`): leases, claims, takeovers, eviction, the heartbeat;
 - setup (`startup.py`): opens claimed sessions one at a time (model load, checkpoint restore,
   replay), so a cold model build never delays the other sessions;
-- intake (`intake.py`): reads frames, publishes previews;
+- intake (`intake.py`): reads frames, recovers pending entries no session took, publishes
+  previews;
 - compute (`compute.py`): the main method, checkpoints, session ends.
 
 Each thread gets only what it uses: the session registry (`registry.py`), the lease and fenced
@@ -18,7 +19,6 @@ Frames read but not yet reconstructed stay pending in the consumer group for the
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable, Mapping
 
@@ -34,7 +34,7 @@ from worker.runtime.control import Control
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import Fenced
 from worker.runtime.health import ComputeClock, Heartbeat
-from worker.runtime.intake import Intake, Previews, Recovered
+from worker.runtime.intake import Intake, Previews
 from worker.runtime.lease import Leases
 from worker.runtime.methods import (
     PREVIEW_PREFERENCE,
@@ -73,17 +73,16 @@ class Worker:
         failures = SessionFailures(redis, self.registry, cfg.max_session_failures,
                                    cfg.session_retention_s, cfg.retry_backoff_s)
         previews = Previews(redis, fenced, self.registry)
-        recovered: Recovered = queue.Queue()
         self.clock = ComputeClock()
         self.setup = Setup(SessionOpener(redis, cfg.worker_name, cfg.checkpoints, models, table,
                                          previews),
                            self.registry, leases, failures, cfg.retry_backoff_s)
-        self.control = Control(cfg, redis, leases, self.registry, self.setup, recovered,
+        self.control = Control(cfg, redis, leases, self.registry, self.setup,
                                Heartbeat(redis, cfg.worker_name, self.clock, cfg.stall_timeout_s,
                                          cfg.heartbeat_ttl_s),
                                self.stopping, self.done)
-        self.intake = Intake(redis, cfg.worker_name, cfg.read_count, self.registry, previews,
-                             failures, recovered, self.stopping)
+        self.intake = Intake(redis, cfg.worker_name, cfg.read_count, cfg.scan_interval_s,
+                             self.registry, previews, failures, self.stopping)
         self.compute = Compute(cfg, self.device, redis, fenced, leases, self.registry, failures,
                                self.clock, self.stopping)
 

@@ -85,6 +85,7 @@ class Session:
     lock: threading.Lock = field(default_factory=threading.Lock)
     backlog: deque[Queued] = field(default_factory=deque)
     waiting: list[tuple[str, FrameEntry, bool]] = field(default_factory=list)
+    taken: set[str] = field(default_factory=set)  # entry ids taken in, perhaps still pending
     since_checkpoint: int = 0
     last_activity: float = field(default_factory=time.monotonic)
     ending: str | None = None  # why the session stops: closed, evicted, shutdown, lost, failed

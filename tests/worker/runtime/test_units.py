@@ -1,20 +1,24 @@
-"""The runtime's pieces on their own: state encoding, checkpoint files, reference, policy."""
+"""The runtime's pieces on their own: state encoding, checkpoint files, reference, policy, the
+intake's recovery of pending entries."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
+import redis
 import torch
 
-from service.contract.codecs import FrameEntry, encode_close, encode_frame
+from service.contract.codecs import FrameEntry, encode_close, encode_frame, text
+from service.contract.keys import WORKER_GROUP, frames_key
 from service.contract.session import METHODS, SessionConfig
 from worker.forward.model import ForwardModel
 from worker.recon.base import available_methods
 from worker.runtime import checkpoint, state_codec
-from worker.runtime.intake import take
+from worker.runtime.intake import Intake, Taken, take
 from worker.runtime.lease import Lease
 from worker.runtime.reference import Reference
 from worker.runtime.session import Close, Session
@@ -131,3 +135,44 @@ def test_a_close_read_with_the_last_frames_comes_after_them(small_model: Forward
     s.queue(taken.ready)  # as `Previews.publish` does after publishing the previews
     assert [s.take().item.seq for _ in range(3)] == [1, 2, 3]
     assert s.take().item == Close("4-0") and s.take() is None
+
+
+class Owner:
+    """A registry that owns every session."""
+
+    def owns(self, session: Session) -> bool:
+        return True
+
+
+class Published(list[Taken]):
+    """Previews that only record what they are given."""
+
+    def publish(self, batch: list[Taken]) -> None:
+        self.extend(batch)
+
+
+def test_recovery_takes_each_pending_entry_never_taken_once(
+        redis_url: str, small_model: ForwardModel) -> None:
+    """The intake's recovery takes the entries pending in the group that the session did not
+    take (a read whose reply was lost, a fenced-out worker's read), each once, and forgets the
+    acknowledged ones."""
+    client = redis.Redis.from_url(redis_url)
+    s = session(small_model, "complete", {"mode": "first_n", "frames": 1})
+    key, m = frames_key(s.sid), small_model.n_measurements
+    client.xgroup_create(key, WORKER_GROUP, id="0", mkstream=True)
+    ids = [text(client.xadd(key, encode_frame(k, k * 0.05, np.full(m, 1.0 + k, np.float32))))
+           for k in range(5)]
+    take(s, client.xreadgroup(WORKER_GROUP, "w", {key: ">"}, count=2)[0][1])  # its own read
+    client.xreadgroup(WORKER_GROUP, "w", {key: ">"}, count=2)  # its read whose reply was lost
+    client.xreadgroup(WORKER_GROUP, "w0", {key: ">"}, count=1)  # a fenced-out worker's read
+    published = Published()
+    intake = Intake(client, "w", 64, 1.0, cast(Any, Owner()), cast(Any, published),
+                    cast(Any, None), threading.Event())
+    intake.recover([s])
+    assert [frame.seq for taken in published for frame in taken.ready] == [2, 3, 4]
+    client.xack(key, WORKER_GROUP, ids[0])
+    intake.recover([s])  # nothing left to take
+    assert len(published) == 1 and s.taken == set(ids[1:])
+    pending = client.xpending_range(key, WORKER_GROUP, "-", "+", 10)
+    assert {text(row["consumer"]) for row in pending} == {"w"}
+    client.close()
