@@ -81,6 +81,7 @@ def test_api_image_installs_pins_then_the_project_without_deps():
         r'(?m)^CMD \["eitmon-service", "api", "--host", "0.0.0.0", "--port", "8000"\]$', text)
     assert not re.search(r"(?m)^COPY worker", text), "the API image carries service/ only"
     assert "/healthz" in text
+    assert "rm /opt/eitmon/bin/eitmon" in text, "the worker's `eitmon` script cannot run there"
 
 
 def _lock() -> dict[str, str]:
