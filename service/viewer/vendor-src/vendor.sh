@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Rebuild service/viewer/vendor/ from the pinned, locked npm packages (docs/viewer.md):
+#   bash service/viewer/vendor-src/vendor.sh
+# `npm ci` installs exactly package-lock.json into a throwaway folder; the dist files the viewer
+# loads and each package's licence are copied next to the page. The result is committed, so the
+# product, its image and CI never need npm or a network.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="$here/../vendor"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cp "$here/package.json" "$here/package-lock.json" "$work/"
+(cd "$work" && npm ci --ignore-scripts --no-audit --no-fund --silent)
+rm -rf "$out" && mkdir -p "$out"
+cp "$work/node_modules/uplot/dist/uPlot.esm.js" "$work/node_modules/uplot/dist/uPlot.min.css" "$out/"
+cp "$work/node_modules/uplot/LICENSE" "$out/LICENSE-uplot.txt"
+python "$here/colormap.py" > "$out/colormap.js"
+ls -l "$out"
