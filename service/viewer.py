@@ -27,7 +27,7 @@ FILES = {path.relative_to(STATIC).as_posix(): path
          for path in sorted(folder.iterdir()) if path.suffix in TYPES and path.is_file()}
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self'; connect-src 'self'; base-uri 'none'; "
+                               "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
                                "form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

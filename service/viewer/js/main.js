@@ -6,6 +6,7 @@ import { describe, refusal } from "./state.js";
 import { ColourScale, Slices, drawColourBar, lungCuts } from "./images.js";
 import { Curves, Trend, regionalSums } from "./charts.js";
 import { Breaths, minuteRows } from "./parameters.js";
+import { Render3D } from "./render3d.js";
 
 const TOKEN_KEY = "eitmon.token", SESSION_KEY = "eitmon.session";
 const RETRY_MS = 2000, POLL_MS = 3000;
@@ -19,7 +20,7 @@ export const model = {
 };
 const scale = new ColourScale(), breaths = new Breaths();
 const dynSlices = new Slices("dyn"), tidalSlices = new Slices("tidal");
-const curves = new Curves(), trend = new Trend();
+const curves = new Curves(), trend = new Trend(), render3d = new Render3D($("tidal-3d"));
 let pairing = new Pairing(), pollTimer = null;
 
 const token = () => sessionStorage.getItem(TOKEN_KEY);
@@ -81,6 +82,10 @@ export function render() {
   if (any && !model.cut) model.cut = any.volume.shape.map((n) => n >> 1);
   if (model.dynamic) dynSlices.draw(model.dynamic.volume, model.cut, scale.limit, geometry);
   if (model.tidal) tidalSlices.draw(model.tidal.volume, model.cut, scale.limit, geometry);
+  if (model.tidal && $("show-3d").checked) {
+    render3d.show(model.tidal.volume, model.tidal.meta.seq, scale.limit, geometry)
+      .catch((e) => { $("render-note").textContent = `3D render unavailable: ${e.message}`; });
+  }
   drawColourBar($("colourbar"), scale.limit);
   $("scale-state").textContent = scale.frozen ? `fixed at ±${scale.limit.toPrecision(2)} %`
     : "setting from the first breaths";
@@ -214,6 +219,9 @@ $("refresh").addEventListener("click", listSessions);
 $("session").addEventListener("change", (ev) => connect(ev.target.value));
 $("gain").addEventListener("input", (ev) => { scale.gain = +ev.target.value; model.dirty = true; });
 $("trend-window").addEventListener("change", showParameters);
+$("show-3d").addEventListener("change", (ev) => {
+  $("tidal-3d").hidden = !ev.target.checked; model.dirty = true;
+});
 ["p", "r", "c"].forEach((k, i) => $(k).addEventListener("input", (ev) => {
   if (!model.cut) return;
   model.cut[i] = +ev.target.value; model.userCut = true; model.dirty = true;

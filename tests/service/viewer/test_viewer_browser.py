@@ -5,9 +5,13 @@ what the page shows; none is a bare sleep."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 from urllib.parse import urlsplit
+
+import numpy as np
+from PIL import Image
 
 from service.contract.fields import SessionField, SessionStatus
 from service.contract.keys import session_key
@@ -167,6 +171,26 @@ def test_decoding_and_drawing_keep_up_with_50_frames_per_second(page: Page,
         print("viewer decode+draw:", json.dumps(got))
         assert got["frames"] == 500 and got["last_seq"] == got["expected_last_seq"]
     assert [got["shape"] for got in runs] == [[8, 16, 16], [16, 32, 32]]
+
+
+def test_the_tidal_image_renders_in_3d_with_niivue(page: Page) -> None:
+    """WebGL2 in headless Chromium (SwiftShader): the render shows the ventilated lungs in
+    blue on the dark background."""
+    page.driver.find_element("id", "show-3d").click()
+    canvas = page.driver.find_element("id", "tidal-3d")
+
+    def blue_pixels() -> int:
+        note = page.driver.find_element("id", "render-note").text
+        assert not note, note
+        shot = Image.open(io.BytesIO(page.driver.get_screenshot_as_png())).convert("RGB")
+        box = canvas.rect  # the page is at device pixel ratio 1
+        rgb = np.asarray(shot.crop((box["x"], box["y"], box["x"] + box["width"],
+                                    box["y"] + box["height"])), int)
+        return int(((rgb[..., 2] > 90) & (rgb[..., 2] > rgb[..., 0] + 50)).sum())
+
+    page.wait(lambda: blue_pixels() > 200, "a 3D render of the lungs")
+    page.screenshot("3d")
+    page.driver.find_element("id", "show-3d").click()
 
 
 def test_a_stale_stream_is_marked(page: Page, monitor: Monitor) -> None:
