@@ -10,6 +10,14 @@ import { Render3D } from "./render3d.js";
 
 const TOKEN_KEY = "eitmon.token", SESSION_KEY = "eitmon.session";
 const RETRY_MS = 2000, POLL_MS = 3000;
+/** What each reconstruction method is (docs/service-api.md, Sessions). */
+const METHODS = {
+  tikhonov: "Tikhonov, linear and fast", greit: "3D GREIT, linear and fast",
+  tv: "total variation", d2ip: "D2IP, deep dynamic image prior",
+  "d2ip-scaled": "D2IP, deep dynamic image prior, scaled λ", dip: "deep image prior",
+  rsip: "R-SIP, shallow-network image prior",
+};
+const named = (method) => `${method} (${METHODS[method] ?? "reconstruction"})`;
 const $ = (id) => document.getElementById(id);
 
 /** Everything the screen shows of the current session. */
@@ -105,14 +113,15 @@ function showState() {
   $("state").textContent = s.text;
   $("dynamic").classList.toggle("old", s.level !== "live");
   const d = model.dynamic?.meta;
-  $("dyn-what").textContent = d ? `· ${d.method} (fast linear reconstruction of every frame)` : "";
+  $("dyn-what").textContent = d ? `· ${named(d.method)}` : "";
   const t = model.tidal;
   if (t) {
-    const tm = t.meta, what = tm.kind === "tidal" ? "tidal image of the last breath" : "latest volume";
-    $("tidal-what").textContent = `· ${tm.method} ${what} · ${ago(now - t.takenAt)}`;
+    const tm = t.meta, what = tm.kind === "tidal" ? "breath" : "latest volume";
+    $("tidal-what").textContent = `· ${what}: ${named(tm.method)} · ${ago(now - t.takenAt)}`;
     $("tidal").classList.toggle("old", s.level !== "live" || now - t.takenAt > 30_000);
   } else {
-    $("tidal-what").textContent = model.session ? `· ${model.session.settings.method}: waiting for the first breath` : "";
+    $("tidal-what").textContent = model.session
+      ? `· ${named(model.session.settings.method)}: waiting for the first breath` : "";
   }
   $("status").textContent = d ? `frame ${d.seq} · image ${ago(now - model.lastImageAt)} ` +
     `(belt → image ${d.latency_ms.toFixed(0)} ms)` + (t?.meta.lag_frames

@@ -49,19 +49,19 @@ export class Breaths {
     }
   }
 
-  /** Minute values over the breaths of the last MINUTE_S (by publish time). */
+  /** Minute values over the breaths that ended in the last MINUTE_S of device time. */
   minute() {
-    const last = this.entries.at(-1);
+    const last = this.entries.at(-1)?.breath;
     if (!last) return null;
-    const recent = this.entries.filter((e) => entryTime(e.id) > entryTime(last.id) - MINUTE_S)
-      .map((e) => e.breath);
+    const recent = this.entries.map((e) => e.breath)
+      .filter((b) => b.end_s > last.end_s - MINUTE_S && b.end_s <= last.end_s);
     const dur = mean(recent.map((b) => b.end_s - b.start_s));
     const reg = recent.map(regional);
     return {
-      breaths: recent.length, method: regional(last.breath).method,
+      breaths: recent.length, method: regional(last).method,
       rate: dur ? 60 / dur : null,
       tiv: mean(recent.map((b) => b.preview.tiv)),
-      delta_eeli: last.breath.preview.delta_eeli,
+      delta_eeli: last.preview.delta_eeli,
       left: mean(reg.map((r) => r.left_pct)), ventral: mean(reg.map(ventral)),
       cranial: mean(reg.map((r) => r.cranial_pct)),
       cov_x: mean(reg.map((r) => r.cov_x_pct)), cov_y: mean(reg.map((r) => r.cov_y_pct)),

@@ -205,7 +205,7 @@ def browser() -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = paths[0]
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1400,1350", "--no-first-run",
+                "--window-size=1400,1750", "--no-first-run",
                 "--use-angle=swiftshader", "--enable-unsafe-swiftshader",  # WebGL2 on the CPU
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-default-apps", "--disable-sync"):
