@@ -134,11 +134,12 @@ export class Trend {
     }, [[], [], [], []], document.getElementById("trend-chart"));
   }
 
-  /** Points [{t (wall s), tiv, rate, left}] of the last `windowS` seconds. */
+  /** Points [{t (wall s), tiv, rate, left}] of the last `windowS` seconds; a younger session
+   * fills the chart (from a minute before its first breath). */
   show(points, windowS, now) {
     const shown = points.filter((q) => q.t >= now - windowS);
     this.plot.setData([shown.map((q) => q.t), shown.map((q) => q.tiv), shown.map((q) => q.rate),
                        shown.map((q) => q.left)]);
-    this.plot.setScale("x", { min: now - windowS, max: now });
+    this.plot.setScale("x", { min: Math.max(now - windowS, (shown[0]?.t ?? now) - 60), max: now });
   }
 }

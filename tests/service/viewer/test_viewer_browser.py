@@ -88,9 +88,13 @@ def test_breaths_are_marked_on_the_global_curve(page: Page) -> None:
         if (d[i] > 200 && d[i + 1] > 170 && d[i + 2] < 80) n++;
       return n;""")
     assert yellow > 20  # the markers are drawn
-    page.wait(lambda: page.js("const g = m.curves.y.global.filter((v) => v != null);"
-                              "return g.at(-1) > 0.8 * Math.max(...g);"), "an inspiration")
-    page.screenshot("live")
+    inspiring = ("const g = m.curves.y.global.filter((v) => v != null);"
+                 "return g.at(-1) > 0.7 * Math.max(...g);")
+    for _ in range(20):  # a screenshot near end-inspiration, for the docs
+        page.wait(lambda: page.js(inspiring), "an inspiration")
+        page.screenshot("live")
+        if page.js(inspiring):
+            break
 
 
 RECORD = """
@@ -149,7 +153,8 @@ await new Promise((resolve) => {  // frame k is due at start + k / rate; a late 
 const wall = (performance.now() - start) / 1000;
 costs.sort((a, b) => a - b);
 return {frames: n, fed_per_s: rate, achieved_per_s: n / wall, shape: m.model.dynamic.volume.shape,
-        mean_ms: costs.reduce((a, b) => a + b, 0) / n, p95_ms: costs[Math.floor(0.95 * n)],
+        mean_ms: costs.reduce((a, b) => a + b, 0) / n, median_ms: costs[Math.floor(n / 2)],
+        p95_ms: costs[Math.floor(0.95 * n)],
         max_ms: costs[n - 1], last_seq: m.model.dynamic.meta.seq, expected_last_seq: seq0 + n - 1};
 """
 
