@@ -2,7 +2,7 @@
 // regional curves (left/right, ventral/dorsal, cranial/caudal). x is wall-clock time.
 import uPlot from "../vendor/uPlot.esm.js";
 
-export const WINDOW_S = 60;
+const WINDOW_S = 60;
 const GAP_S = 0.5;  // a longer pause between images breaks the curve
 const UNIT = "ΔZ (a.u.)";
 const AXIS = { stroke: "#aaa", grid: { stroke: "#2a2a2a" }, ticks: { stroke: "#444" } };

@@ -67,7 +67,7 @@ export function extent(geometry) {
 }
 
 /** The planes (fractional plane index) of the electrode rings. */
-export function electrodePlanes(geometry, P) {
+function electrodePlanes(geometry, P) {
   const { height } = extent(geometry);
   return (geometry?.electrodes?.ring_heights ?? []).map((z) => (z / height) * P);
 }

@@ -3,10 +3,10 @@
 // sends; minute values over the last minute of breaths.
 
 const KEEP_S = 3600;
-export const MINUTE_S = 60;
+const MINUTE_S = 60;
 
 /** The wall time (s) an entry was published: its stream id's millisecond part. */
-export const entryTime = (id) => Number(id.split("-")[0]) / 1000;
+const entryTime = (id) => Number(id.split("-")[0]) / 1000;
 
 /** The regional part of a breath: the main method's tidal image when there is one. */
 const regional = (b) => b.tidal ?? b.preview;

@@ -18,7 +18,7 @@ function niivue() {
 /** A NIfTI-1 file (.nii, 352-byte header, float32) of -volume in percent (clinical sign).
  * World axes RAS (mm): columns run patient right to left (-x), rows anterior to posterior
  * (-y), planes caudal to cranial (+z); the grid spans the domain's bounding box. */
-export function nifti({ shape: [P, R, C], data }, geometry) {
+function nifti({ shape: [P, R, C], data }, geometry) {
   const { width, depth, height } = extent(geometry);
   const [dx, dy, dz] = [1000 * width / C, 1000 * depth / R, 1000 * height / P];
   const buffer = new ArrayBuffer(352 + 4 * data.length), h = new DataView(buffer);

@@ -1,7 +1,7 @@
 // What the screen is showing, stated plainly: one level and one sentence. A clinician must
 // never see an old image as if it were current: past STALE_AFTER_S the image is marked stale.
 
-export const STALE_AFTER_S = 3;
+const STALE_AFTER_S = 3;
 
 /** Close reasons of the stream (docs/service-api.md, Auth) in words. */
 const REFUSALS = {

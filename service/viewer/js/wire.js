@@ -7,7 +7,7 @@ const MAGIC = 0x56544945;  // "EITV" read as a little-endian u32
 const FLOAT16 = 1, FLOAT32 = 2;
 
 /** A decoded volume: shape [P, R, C], values as Float32Array (Δσ/σ0), seq. */
-export function decodeVolume(buffer) {
+function decodeVolume(buffer) {
   const view = new DataView(buffer);
   if (view.getUint32(0, true) !== MAGIC || view.getUint8(4) !== 1) {
     throw new Error("not an eitmon volume");
