@@ -65,6 +65,9 @@ class SessionCreate(BaseModel):
     patient_label: str | None = Field(
         None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._:/#-]+$",
         description="pseudonymous bed/patient label (never logged)")
+    bed: str | None = Field(
+        None, min_length=1, max_length=32, pattern=r"^[A-Za-z0-9 ._:/#-]+$",
+        description="the bed (ward and bed, e.g. ICU-3 7), shown by the viewer (never logged)")
 
 
 SESSION_CREATE_EXAMPLES = {
@@ -72,7 +75,7 @@ SESSION_CREATE_EXAMPLES = {
     "custom": {"summary": "single ring, complete policy", "value": {
         "geometry": "thorax-1x32", "protocol": "adjacent", "grid": [8, 32, 32],
         "method": "d2ip", "reference": {"mode": "first_n", "frames": 10},
-        "realtime": "complete", "patient_label": "ICU-3 bed 7"}},
+        "realtime": "complete", "patient_label": "P-0042", "bed": "ICU-3 7"}},
     "spec": {"summary": "a geometry spec from a preset", "value": {
         "geometry": {"preset": "thorax-2x16", "domain": {"kind": "thorax", "width": 0.34}},
         "protocol": {"kind": "skip", "injection_skip": 4, "measurement_skip": 4,
@@ -126,7 +129,8 @@ class WorkerInfo(BaseModel):
 SESSION_EXAMPLE: dict[str, Any] = {
     "id": SID_EXAMPLE, "status": "open", "failure_reason": None, "created_at": 1767225600.0,
     "closed_at": None,
-    "close_reason": None, "expires_at": None, "patient_label": "ICU-3 bed 7", "n_electrodes": 32,
+    "close_reason": None, "expires_at": None, "patient_label": "P-0042", "bed": "ICU-3 7",
+    "n_electrodes": 32,
     "n_measurements": 928, "grid": [16, 32, 32], "mask_shape": [16, 32, 32],
     "settings": {"geometry_preset": "thorax-2x16", "geometry": {"...": "full spec"},
                  "protocol_preset": "skip4", "protocol": {"kind": "skip", "...": "..."},
@@ -153,6 +157,7 @@ class SessionInfo(BaseModel):
         None, description="deleted (DELETE) or idle (no frame for the idle timeout)")
     expires_at: float | None = Field(description="when a closed session's keys expire")
     patient_label: str | None
+    bed: str | None = Field(None, description="the bed, as given at creation")
     n_electrodes: int
     n_measurements: int = Field(description="M, values per frame")
     grid: list[int] = Field(description="[P, R, C]")

@@ -202,6 +202,7 @@ def _session_info(sid: str, sess: dict[bytes, bytes], counts: dict[bytes, bytes]
         worker = WorkerInfo(id=le.worker, epoch=le.epoch, lease_ttl_ms=max(int(pttl), 0))
     last_seq = int(s.get(SessionField.LAST_SEQ, b"-1"))
     label = s.get(SessionField.PATIENT_LABEL)
+    bed = s.get(SessionField.BED)
     reason = s.get(SessionField.FAILURE_REASON)
     close_reason = s.get(SessionField.CLOSE_REASON)
     settings = {k: v for k, v in cfg.__dict__.items() if k not in ("n_electrodes",
@@ -214,7 +215,8 @@ def _session_info(sid: str, sess: dict[bytes, bytes], counts: dict[bytes, bytes]
         closed_at=_seconds(s.get(SessionField.CLOSED_AT)),
         close_reason=close_reason.decode() if close_reason is not None else None,
         expires_at=_seconds(s.get(SessionField.EXPIRES_AT)),
-        patient_label=label.decode() if label else None, n_electrodes=cfg.n_electrodes,
+        patient_label=label.decode() if label else None, bed=bed.decode() if bed else None,
+        n_electrodes=cfg.n_electrodes,
         n_measurements=cfg.n_measurements, grid=list(cfg.grid), mask_shape=list(cfg.grid),
         settings=settings, reference_version=int(s.get(SessionField.REFERENCE_VERSION, b"0")),
         last_seq=last_seq if last_seq >= 0 else None,
@@ -269,6 +271,8 @@ async def create_session(
     }
     if body.patient_label:
         fields[SessionField.PATIENT_LABEL.value] = body.patient_label
+    if body.bed:
+        fields[SessionField.BED.value] = body.bed
     if reference is not None:
         fields[SessionField.REFERENCE.value] = voltages_bytes(reference)
     async with redis.pipeline(transaction=True) as p:

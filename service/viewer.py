@@ -1,8 +1,11 @@
-"""The viewer page at `/viewer`: static HTML, JavaScript and CSS from `service/viewer/`.
+"""The viewer page at `/viewer`: static HTML, ES modules, CSS and the vendored libraries from
+`service/viewer/` (docs/viewer.md).
 
-No CDN, no build step: it works offline. The page asks for a token (kept in sessionStorage, sent
-as the WebSocket subprotocol and the Authorization header, never in a URL) and draws the latest
-volume's axial, coronal and sagittal slices and the global impedance curve.
+No CDN and no build step at run time: every file comes from the package, so the page works on a
+network without internet. Only the files present at start-up with a known type are served
+(`index.html`, `viewer.css`, `js/*.js`, `vendor/*`); the npm sources in `vendor-src/` are not.
+The page asks for a token (kept in sessionStorage, sent as the WebSocket subprotocol and the
+Authorization header, never in a URL).
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from service.errors import ApiError
 router = APIRouter(include_in_schema=False)
 
 STATIC = Path(__file__).with_name("viewer")
-MEDIA_TYPES = {"index.html": "text/html; charset=utf-8", "viewer.js": "text/javascript",
-               "viewer.css": "text/css"}
+TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+         ".css": "text/css; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
+FILES = {path.relative_to(STATIC).as_posix(): path
+         for folder in (STATIC, STATIC / "js", STATIC / "vendor") if folder.is_dir()
+         for path in sorted(folder.iterdir()) if path.suffix in TYPES and path.is_file()}
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self'; connect-src 'self'; base-uri 'none'; "
+                               "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
                                "form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -30,9 +36,10 @@ HEADERS = {
 
 
 def _file(name: str) -> FileResponse:
-    if name not in MEDIA_TYPES:
+    path = FILES.get(name)
+    if path is None:
         raise ApiError(404, "not_found", f"no viewer file {name[:40]}")
-    return FileResponse(STATIC / name, media_type=MEDIA_TYPES[name], headers=HEADERS)
+    return FileResponse(path, media_type=TYPES[path.suffix], headers=HEADERS)
 
 
 @router.get("/viewer")
@@ -41,7 +48,7 @@ async def viewer_page() -> FileResponse:
     return _file("index.html")
 
 
-@router.get("/viewer/{name}")
+@router.get("/viewer/{name:path}")
 async def viewer_asset(name: str) -> FileResponse:
-    """Its script and style sheet."""
+    """Its modules, style sheets and vendored libraries."""
     return _file(name)

@@ -19,6 +19,9 @@ deploy_tools_t0=$SECONDS
 deploy_apt=()
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null || deploy_apt+=(docker-compose)
 command -v caddy >/dev/null || deploy_apt+=(caddy)
+# tests/service/viewer: the viewer in Debian's headless Chromium, driven by chromium-driver
+command -v chromium >/dev/null || deploy_apt+=(chromium)
+command -v chromedriver >/dev/null || deploy_apt+=(chromium-driver)
 if [ ${#deploy_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${deploy_apt[@]}" >/dev/null

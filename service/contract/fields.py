@@ -25,6 +25,7 @@ class SessionField(str, Enum):
     CONFIG = "config"  # JSON, see SessionConfig
     N_MEASUREMENTS = "n_measurements"  # M
     PATIENT_LABEL = "patient_label"  # pseudonymous; never logged
+    BED = "bed"  # where the patient lies (ward/bed), shown by the viewer; never logged
     LAST_SEQ = "last_seq"  # highest accepted seq, -1 before the first frame
     REFERENCE = "reference"  # latest explicit reference, M x float32 LE (absent if none)
     REFERENCE_VERSION = "reference_version"  # 0 until an explicit reference is set

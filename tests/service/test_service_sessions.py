@@ -119,12 +119,13 @@ def test_worker_progress_and_lease_show_up(api: Api, rdb: redis.Redis) -> None:
 def test_custom_settings_and_list(api: Api, rdb: redis.Redis) -> None:
     a = api.create_session(geometry="thorax-1x16", protocol="adjacent", grid=[8, 16, 16],
                            realtime="complete", reference={"mode": "first_n", "frames": 5},
-                           patient_label="ICU-3 bed 7")
+                           patient_label="P-0042", bed="ICU-3 7")
     assert a["n_measurements"] == 16 * 13  # adjacent drive, 3 pairs touch the driven ones
-    assert a["grid"] == [8, 16, 16] and a["patient_label"] == "ICU-3 bed 7"
+    assert a["grid"] == [8, 16, 16] and a["patient_label"] == "P-0042"
+    assert a["bed"] == "ICU-3 7"
     b = api.create_session(geometry={"preset": "cylinder-2x16", "domain": {"kind": "cylinder",
                                                                           "radius": 0.15}})
-    assert b["settings"]["geometry"]["domain"]["radius"] == 0.15
+    assert b["settings"]["geometry"]["domain"]["radius"] == 0.15 and b["bed"] is None
     with api.client() as c:
         listed = c.get("/v1/sessions", headers=api.auth(VOLUMES_READ)).json()["sessions"]
         assert [s["id"] for s in listed] == [b["id"], a["id"]]
@@ -147,6 +148,7 @@ def test_custom_settings_and_list(api: Api, rdb: redis.Redis) -> None:
     ({"method": "magic"}, "invalid_request"),
     ({"realtime": "sometimes"}, "invalid_request"),
     ({"surprise": 1}, "invalid_request"),
+    ({"bed": "ICU <3>"}, "invalid_request"),
     ({"reference": {"mode": "explicit", "voltages": [1.0, 2.0]}}, "wrong_length"),
 ])
 def test_bad_specs_get_422_with_reason(api: Api, rdb: redis.Redis, body: dict,

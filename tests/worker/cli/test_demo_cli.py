@@ -37,7 +37,7 @@ def test_demo_starts_serves_streams_and_stops_on_ctrl_c(model_cache_dir: str) ->
             assert c.get("/healthz").json() == {"status": "ok"}
             page = c.get("/viewer")
             assert page.status_code == 200 and "eitmon viewer" in page.text
-            assert c.get("/viewer/viewer.js").status_code == 200
+            assert c.get("/viewer/js/main.js").status_code == 200
         sid, token = printed["session"].strip(), printed["token"].strip()
         with connect(f"ws://127.0.0.1:{port}/v1/sessions/{sid}/stream", proxy=None,
                      subprotocols=["bearer", token]) as ws:
