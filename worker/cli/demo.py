@@ -99,7 +99,7 @@ def demo(
         children.append(start_worker(redis_url, {"EITMON_WORKER_NAME": "demo-worker"},
                                      own_session=True))
         settings = demo_settings(grid, mesh_size)
-        body = {**settings, "realtime": "realtime", "patient_label": "Demo patient",
+        body = {**settings, "patient_label": "Demo patient",  # the method's default policy
                 "bed": "demo", **({"method": method} if method else {})}
         r = client.post("/v1/sessions", json=body)  # the worker builds the model meanwhile
         r.raise_for_status()
