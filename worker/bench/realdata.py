@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from service.contract.belts import BELTS
+from service.contract.patient import PatientSpec, patient_geometry
 from worker.devices.importer import read_recording
 from worker.forward import load_model
 from worker.forward.model import ForwardModel
@@ -60,6 +62,7 @@ class RealRecording:
     stated_respiratory_per_min: float | None
     stated_heart_per_min: float | None
     attribution: str
+    patient: PatientSpec  # what the README states of the patient: the thorax and position
 
 
 RECORDINGS = (
@@ -68,15 +71,19 @@ RECORDINGS = (
         "Neonate, spontaneous breathing: data contributed by Inéz Frerichs. S. Heinrich, "
         "H. Schiffmann, A. Frerichs, A. Klockgether-Radke, I. Frerichs, \"Body and head position "
         "effects on regional lung ventilation in infants: an electrical impedance tomography "
-        "study\", Intensive Care Med. 32:1392-1398, 2006."),
+        "study\", Intensive Care Med. 32:1392-1398, 2006.",
+        PatientSpec(age_group="neonate", position="prone")),
     RealRecording(
         "child", "child-lung-injury/CHB_CONV05-ref.get", "adult", 12.0, 135.0,
         "Child with acute lung injury: Wolf GK, Grychtol B, Thompson JE, Arnold JH "
         "(contributors). Wolf GK, Grychtol B, Frerichs I, van Genderingen HR, Zurakowski D, "
         "Thompson JE, Arnold JH, \"Regional lung volume changes in children with acute "
         "respiratory distress syndrome during a derecruitment maneuver\", Critical Care "
-        "Medicine 35(8):1972-8, 2007."),
+        "Medicine 35(8):1972-8, 2007.",
+        PatientSpec(age_group="child", weight_kg=25.0)),
 )
+BELT = BELTS["goettingen-16"]  # both files: Goe-MF II, 16 electrodes
+PATIENT = "patient"  # the `geometry` that builds each recording's thorax from its patient
 LICENSE = "Creative Commons Artistic License (with Attribution); EIDORS contributed data."
 
 
@@ -137,11 +144,14 @@ def tidal_of(volumes: np.ndarray, model: ForwardModel, starts: list[int],
 def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any,
                   exclude: int, tv_breaths: int, progress: bool = False
                   ) -> tuple[dict[str, Any], dict[str, np.ndarray], ForwardModel]:
-    """Every method's tidal image and checks on one recording."""
+    """Every method's tidal image and checks on one recording; `geometry` "patient" is the
+    recording's own thorax (`patient_geometry` of its patient and the Göttingen belt)."""
+    if geometry == PATIENT:
+        geometry = patient_geometry(entry.patient, BELT).model_dump(mode="json")
     rec, _ = read_recording(data_dir / entry.path, "get", geometry=geometry, grid=grid)
     model = load_model(**{k: rec.meta[k] for k in ("geometry", "protocol", "grid")},
                        progress=progress)
-    settings = AnalysisSettings(subject=entry.subject)
+    settings = AnalysisSettings(subject=entry.subject, position=entry.patient.position)
     space = space_of(model)
     result: dict[str, Any] = {"recording": entry.name, "frames": rec.n_frames,
                               "stated_respiratory_per_min": entry.stated_respiratory_per_min,
@@ -223,7 +233,7 @@ def figure(images: dict[str, dict[str, np.ndarray]], models: dict[str, ForwardMo
     fig.savefig(out_path)
 
 
-def benchmark(data_dir: Path, out_dir: Path, geometry: Any = "thorax-1x16", grid: Any = None,
+def benchmark(data_dir: Path, out_dir: Path, geometry: Any = PATIENT, grid: Any = None,
               exclude: int = 3, tv_breaths: int = 4, names: tuple[str, ...] | None = None,
               progress: bool = False) -> dict[str, Any]:
     """Run every recording; write realdata.json, realdata.png and the tidal images
