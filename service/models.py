@@ -6,8 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.contract.belts import BeltName
 from service.contract.fields import CloseReason, SessionStatus
 from service.contract.geometry import resolve_geometry
+from service.contract.patient import PatientSpec
 from service.contract.protocol import resolve_protocol
 from service.contract.session import Method, RealtimePolicy
 
@@ -49,6 +51,15 @@ class SessionCreate(BaseModel):
                                    "names a base preset); file paths are not accepted")
     protocol: str | dict[str, Any] = Field(
         "skip4", description="preset name (skip4, adjacent, skipK, ...) or a protocol spec")
+    belt: BeltName | None = Field(
+        None, description="belt profile (docs/forward-model.md, 'Belt profiles'): sets the "
+                          "electrodes and, unless `protocol` is given, the protocol; the "
+                          "thorax is the patient's. Not together with `geometry`")
+    patient: PatientSpec | None = Field(
+        None, description="the patient: age group, chest circumference or width and depth, "
+                          "weight, an outline polygon, and the position (gravity for the "
+                          "dependent/non-dependent parameters); builds the thorax with the "
+                          "belt (default eitmon-2x16). Not together with `geometry`")
     grid: list[int] | dict[str, int] = Field(
         [16, 32, 32], description="voxel grid [P, R, C] or {planes, rows, cols}")
     method: Method = Field(
@@ -73,6 +84,10 @@ SESSION_CREATE_EXAMPLES = {
         "geometry": "thorax-1x32", "protocol": "adjacent", "grid": [8, 32, 32],
         "method": "d2ip", "reference": {"mode": "first_n", "frames": 10},
         "realtime": "complete", "patient_label": "ICU-3 bed 7"}},
+    "patient": {"summary": "a clinical belt on a child's thorax, prone", "value": {
+        "belt": "goettingen-16", "method": "tikhonov",
+        "patient": {"age_group": "child", "chest_circumference": 0.62, "weight_kg": 25,
+                    "position": "prone"}}},
     "spec": {"summary": "a geometry spec from a preset", "value": {
         "geometry": {"preset": "thorax-2x16", "domain": {"kind": "thorax", "width": 0.34}},
         "protocol": {"kind": "skip", "injection_skip": 4, "measurement_skip": 4,

@@ -34,13 +34,15 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from service.contract.geometry import Numbering
 
+BeltName = Literal["goettingen-16", "draeger-16", "sentec-32", "timpel-32", "eitmon-2x16"]
+
 
 class BeltProfile(BaseModel):
     """One belt: what the device measures (see the module doc for the sources)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
+    name: BeltName
     device: str = Field(description="the devices that use this belt")
     per_ring: PositiveInt
     rings: Literal[1, 2] = 1
@@ -69,7 +71,7 @@ class BeltProfile(BaseModel):
                 "height": self.electrode_height * size, "numbering": self.numbering}
 
 
-BELTS: dict[str, BeltProfile] = {b.name: b for b in (
+BELTS: dict[str, BeltProfile] = {b.name: b for b in (  # keyed in BeltName's order
     BeltProfile(name="goettingen-16", device="Göttingen Goe-MF II (Viasys / CareFusion)",
                 per_ring=16, electrode_width=0.02, electrode_height=0.02,
                 protocol="eidors-adjacent", frame_rate=13.0, checked=True,

@@ -48,3 +48,11 @@ def test_goettingen_belt_protocol_is_the_one_its_files_carry() -> None:
 def test_unknown_belt_is_refused() -> None:
     with pytest.raises(ValueError, match="belts: goettingen-16"):
         resolve_belt("nope")
+
+
+def test_belt_names_are_the_literal() -> None:
+    from typing import get_args
+
+    from service.contract.belts import BeltName
+
+    assert tuple(BELTS) == get_args(BeltName)
