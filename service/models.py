@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.contract.belts import BeltName
 from service.contract.fields import CloseReason, SessionStatus
 from service.contract.geometry import resolve_geometry
-from service.contract.patient import PatientSpec
+from service.contract.patient import PatientSpec, Position
 from service.contract.protocol import resolve_protocol
 from service.contract.session import Method, RealtimePolicy
 
@@ -56,10 +56,13 @@ class SessionCreate(BaseModel):
                           "electrodes and, unless `protocol` is given, the protocol; the "
                           "thorax is the patient's. Not together with `geometry`")
     patient: PatientSpec | None = Field(
-        None, description="the patient: age group, chest circumference or width and depth, "
-                          "weight, an outline polygon, and the position (gravity for the "
-                          "dependent/non-dependent parameters); builds the thorax with the "
-                          "belt (default eitmon-2x16). Not together with `geometry`")
+        None, description="the patient's thorax: age group, chest circumference or width and "
+                          "depth, weight, an outline polygon; builds the thorax with the belt "
+                          "(default eitmon-2x16). Not together with `geometry`")
+    position: Position = Field(
+        "supine", description="the patient's position: gravity's direction for the "
+                              "dependent/non-dependent parameters (supine, prone, "
+                              "left-lateral: lying on the left side, right-lateral)")
     grid: list[int] | dict[str, int] = Field(
         [16, 32, 32], description="voxel grid [P, R, C] or {planes, rows, cols}")
     method: Method = Field(
@@ -86,8 +89,8 @@ SESSION_CREATE_EXAMPLES = {
         "realtime": "complete", "patient_label": "ICU-3 bed 7"}},
     "patient": {"summary": "a clinical belt on a child's thorax, prone", "value": {
         "belt": "goettingen-16", "method": "tikhonov",
-        "patient": {"age_group": "child", "chest_circumference": 0.62, "weight_kg": 25,
-                    "position": "prone"}}},
+        "patient": {"age_group": "child", "chest_circumference": 0.62, "weight_kg": 25},
+        "position": "prone"}},
     "spec": {"summary": "a geometry spec from a preset", "value": {
         "geometry": {"preset": "thorax-2x16", "domain": {"kind": "thorax", "width": 0.34}},
         "protocol": {"kind": "skip", "injection_skip": 4, "measurement_skip": 4,

@@ -132,7 +132,7 @@ def resolve_config(body: SessionCreate, limits: SessionLimits = LIMITS) -> Sessi
         n_electrodes=n_electrodes, n_measurements=m, geometry_preset=geometry_preset,
         protocol_preset=protocol_preset, belt=body.belt,
         patient=body.patient.model_dump(mode="json") if body.patient is not None else None,
-        position=body.patient.position if body.patient is not None else "supine")
+        position=body.position)
 
 
 def _geometry(body: SessionCreate, limits: SessionLimits) -> tuple[GeometrySpec, str | None]:

@@ -39,8 +39,8 @@ from service.contract.geometry import (
 )
 
 AgeGroup = Literal["neonate", "infant", "child", "adult"]
+# the patient's position, which sets gravity's direction (`worker.ventilation.regional.GRAVITY`)
 Position = Literal["supine", "prone", "left-lateral", "right-lateral"]
-POSITIONS: tuple[str, ...] = Position.__args__  # type: ignore[attr-defined]
 
 ADULT = ThoraxDomain()  # the default thorax: 0.32 x 0.22 x 0.20 m
 ADULT_WEIGHT_KG = 70.0
@@ -56,13 +56,11 @@ def adult_perimeter() -> float:
 
 
 class PatientSpec(BaseModel):
-    """What is known of the patient; every field is optional (an adult, supine)."""
+    """What is known of the patient's thorax; every field is optional (an adult's)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     age_group: AgeGroup = "adult"
-    position: Position = Field("supine", description="sets gravity's direction for the "
-                                                     "dependent/non-dependent parameters")
     chest_circumference: float | None = Field(
         None, ge=0.2, le=2.0, description="at the belt, m")
     width: float | None = Field(None, ge=0.05, le=1.0, description="left-right, at the belt, m")

@@ -141,8 +141,8 @@ def test_belt_and_patient_build_the_thorax_and_are_recorded(api: Api, rdb: redis
     scaled to the circumference, the position recorded for the clinical parameters."""
     from service.contract.geometry import outline_perimeter, resolve_geometry
 
-    s = api.create_session(belt="goettingen-16", method="tikhonov", patient={
-        "age_group": "child", "chest_circumference": 0.62, "position": "prone"})
+    s = api.create_session(belt="goettingen-16", method="tikhonov", position="prone", patient={
+        "age_group": "child", "chest_circumference": 0.62})
     assert s["n_electrodes"] == 16 and s["n_measurements"] == 208  # EIDORS adjacent
     settings = s["settings"]
     assert settings["belt"] == "goettingen-16" and settings["position"] == "prone"
@@ -165,7 +165,8 @@ def test_belt_and_patient_build_the_thorax_and_are_recorded(api: Api, rdb: redis
     ({"patient": {"age_group": "child"}, "geometry": {"preset": "thorax-1x16"}},
      "invalid_geometry"),
     ({"belt": "no-such-belt"}, "invalid_request"),
-    ({"patient": {"position": "upside-down"}}, "invalid_request"),
+    ({"position": "upside-down"}, "invalid_request"),
+    ({"patient": {"position": "prone"}}, "invalid_request"),
     ({"patient": {"width": 0.3}}, "invalid_request"),
     ({"patient": {"outline": [[0, 0], [1, 1], [1, 0], [0, 1], [0.5, 2], [0.2, 3], [0, 2],
                               [-1, 1]]}}, "invalid_geometry"),

@@ -62,7 +62,8 @@ class RealRecording:
     stated_respiratory_per_min: float | None
     stated_heart_per_min: float | None
     attribution: str
-    patient: PatientSpec  # what the README states of the patient: the thorax and position
+    patient: PatientSpec  # what the README states of the patient's size
+    position: str  # and of the position (gravity)
 
 
 RECORDINGS = (
@@ -72,7 +73,7 @@ RECORDINGS = (
         "H. Schiffmann, A. Frerichs, A. Klockgether-Radke, I. Frerichs, \"Body and head position "
         "effects on regional lung ventilation in infants: an electrical impedance tomography "
         "study\", Intensive Care Med. 32:1392-1398, 2006.",
-        PatientSpec(age_group="neonate", position="prone")),
+        PatientSpec(age_group="neonate"), "prone"),
     RealRecording(
         "child", "child-lung-injury/CHB_CONV05-ref.get", "adult", 12.0, 135.0,
         "Child with acute lung injury: Wolf GK, Grychtol B, Thompson JE, Arnold JH "
@@ -80,7 +81,7 @@ RECORDINGS = (
         "Thompson JE, Arnold JH, \"Regional lung volume changes in children with acute "
         "respiratory distress syndrome during a derecruitment maneuver\", Critical Care "
         "Medicine 35(8):1972-8, 2007.",
-        PatientSpec(age_group="child", weight_kg=25.0)),
+        PatientSpec(age_group="child", weight_kg=25.0), "supine"),
 )
 BELT = BELTS["goettingen-16"]  # both files: Goe-MF II, 16 electrodes
 PATIENT = "patient"  # the `geometry` that builds each recording's thorax from its patient
@@ -151,7 +152,7 @@ def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any
     rec, _ = read_recording(data_dir / entry.path, "get", geometry=geometry, grid=grid)
     model = load_model(**{k: rec.meta[k] for k in ("geometry", "protocol", "grid")},
                        progress=progress)
-    settings = AnalysisSettings(subject=entry.subject, position=entry.patient.position)
+    settings = AnalysisSettings(subject=entry.subject, position=entry.position)
     space = space_of(model)
     result: dict[str, Any] = {"recording": entry.name, "frames": rec.n_frames,
                               "stated_respiratory_per_min": entry.stated_respiratory_per_min,
