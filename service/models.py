@@ -155,7 +155,24 @@ SESSION_EXAMPLE: dict[str, Any] = {
                  "rejected": 1, "failures": 0, "rejected_by_reason": {"non_finite": 1},
                  "dropped": 0, "dropped_by_reason": {}},
     "lag": {"frames": 2, "seconds": 0.05},
-    "worker": {"id": "worker-a1", "epoch": 3, "lease_ttl_ms": 9000}}
+    "worker": {"id": "worker-a1", "epoch": 3, "lease_ttl_ms": 9000},
+    "quality": {"bad_electrodes": [4], "usable_fraction": 0.72, "median_relative_noise": 0.002,
+                "flags": {"4": ["noisy", "few usable channels"]}, "frames": 64, "seq": 40}}
+
+
+class QualityInfo(BaseModel):
+    """The worker's live data-quality report on the session's recent frames."""
+
+    bad_electrodes: list[int] = Field(
+        description="flagged electrodes (1-based, the model's numbering), excluded from the "
+                    "reconstruction")
+    usable_fraction: float = Field(description="fraction of channels usable (level above 2 % "
+                                               "of the median, relative noise below 5 %)")
+    median_relative_noise: float = Field(description="channel noise / level, median")
+    flags: dict[str, list[str]] = Field(description="electrode -> reasons (noisy, "
+                                                    "reciprocity, few usable channels)")
+    frames: int = Field(description="frames the report covers")
+    seq: int = Field(description="the newest of them")
 
 
 class SessionInfo(BaseModel):
@@ -181,6 +198,8 @@ class SessionInfo(BaseModel):
     counters: Counters
     lag: Lag
     worker: WorkerInfo | None = Field(description="the worker holding the lease, if any")
+    quality: QualityInfo | None = Field(
+        None, description="the live data-quality report (null until the worker made one)")
 
 
 class SessionList(BaseModel):

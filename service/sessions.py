@@ -18,6 +18,7 @@ from service import metrics
 from service.auth import Principal, require, require_session
 from service.contract.belts import resolve_belt
 from service.contract.codecs import (
+    SessionQuality,
     decode_lease,
     encode_close,
     encode_control,
@@ -70,6 +71,7 @@ from service.models import (
     Counters,
     ExplicitReference,
     Lag,
+    QualityInfo,
     ReferenceAck,
     ReferenceBody,
     SessionCreate,
@@ -246,7 +248,18 @@ def _session_info(sid: str, sess: dict[bytes, bytes], counts: dict[bytes, bytes]
                                 if k.startswith(REJECTED_PREFIX)},
             dropped_by_reason={k.removeprefix(DROPPED_PREFIX): v for k, v in c.items()
                                if k.startswith(DROPPED_PREFIX)}),
-        lag=Lag(frames=_lag_frames(counts), seconds=lag_seconds), worker=worker)
+        lag=Lag(frames=_lag_frames(counts), seconds=lag_seconds), worker=worker,
+        quality=_quality(progress.get(ProgressField.QUALITY.value.encode())))
+
+
+def _quality(raw: bytes | None) -> QualityInfo | None:
+    """The worker's quality summary, or None (none yet, or malformed)."""
+    if raw is None:
+        return None
+    try:
+        return QualityInfo(**SessionQuality.from_json(raw).__dict__)
+    except ValueError:
+        return None
 
 
 def _seconds(raw: bytes | None) -> float | None:

@@ -68,6 +68,7 @@ class CylinderDomain(_Spec):
 
 
 MAX_OUTLINE_POINTS = 256
+MAX_OUTLINE_COORDINATE = 2.0  # m: a CT slice's coordinates may sit off the body's centre
 
 
 class OutlineDomain(_Spec):
@@ -85,8 +86,9 @@ class OutlineDomain(_Spec):
     @model_validator(mode="after")
     def _simple(self) -> OutlineDomain:
         pts = np.asarray(self.points, dtype=float)
-        if not np.isfinite(pts).all():
-            raise ValueError("domain.points: every coordinate must be finite")
+        if not (np.isfinite(pts).all() and np.abs(pts).max() <= MAX_OUTLINE_COORDINATE):
+            raise ValueError(f"domain.points: every coordinate must be finite, within "
+                             f"±{MAX_OUTLINE_COORDINATE} m")
         if _crosses_itself(pts):
             raise ValueError("domain.points: the outline crosses itself")
         if abs(_signed_area(pts)) < 1e-6:
