@@ -128,18 +128,24 @@ def parameters_message(sid: str, entry_id: str, p: ParametersEntry) -> Parameter
 
 class LatestQueue:
     """A bounded queue that drops its oldest item instead of blocking the producer; after
-    `finish` it hands out the volumes still queued, then the final status message."""
+    `finish` it hands out the volumes still queued, then the final status message. A quality
+    message waits in a slot of its own (the newest replaces an unsent one), so a slow viewer
+    never loses the bad-electrode flag to its volumes."""
 
     def __init__(self, maxsize: int) -> None:
         self._items: deque[Message] = deque(maxlen=maxsize)
+        self._quality: QualityMessage | None = None
         self._ready = asyncio.Event()
         self._final: StatusMessage | None = None
         self.dropped = 0
 
     def put(self, item: Message) -> None:
-        if len(self._items) == self._items.maxlen:
-            self.dropped += 1
-        self._items.append(item)
+        if isinstance(item, QualityMessage):
+            self._quality = item
+        else:
+            if len(self._items) == self._items.maxlen:
+                self.dropped += 1
+            self._items.append(item)
         self._ready.set()
 
     def finish(self, final: StatusMessage) -> None:
@@ -147,9 +153,12 @@ class LatestQueue:
         self._ready.set()
 
     async def get(self) -> Message | StatusMessage:
-        while not self._items and self._final is None:
+        while not self._items and self._quality is None and self._final is None:
             self._ready.clear()
             await self._ready.wait()
+        if self._quality is not None:
+            item, self._quality = self._quality, None
+            return item
         return self._items.popleft() if self._items else self._final
 
 

@@ -114,6 +114,27 @@ def test_worker_progress_and_lease_show_up(api: Api, rdb: redis.Redis) -> None:
     assert _age(entries[2][0], before) <= got["lag"]["seconds"] <= _age(entries[2][0], after)
     assert got["worker"]["id"] == "worker-7" and got["worker"]["epoch"] == 3
     assert 0 < got["worker"]["lease_ttl_ms"] <= 10_000
+    assert got["quality"] is None  # no report yet
+
+
+def test_the_workers_quality_report_shows_up(api: Api, rdb: redis.Redis) -> None:
+    """The progress hash's `quality` (what the worker writes) is the session's `quality`; a
+    malformed one shows as null, never as an error."""
+    from service.contract.codecs import SessionQuality
+
+    sid = api.create_session()["id"]
+    report = SessionQuality(bad_electrodes=[4, 11], usable_fraction=0.54,
+                            median_relative_noise=0.0021,
+                            flags={"4": ["noisy"], "11": ["few usable channels"]}, frames=64,
+                            seq=127)
+    def shown() -> Any:
+        with api.client() as c:
+            return c.get(f"/v1/sessions/{sid}", headers=api.auth(VOLUMES_READ)).json()["quality"]
+
+    rdb.hset(progress_key(sid), ProgressField.QUALITY.value, report.to_json())
+    assert shown() == report.__dict__
+    rdb.hset(progress_key(sid), ProgressField.QUALITY.value, '{"bad_electrodes": "x"}')
+    assert shown() is None
 
 
 def test_custom_settings_and_list(api: Api, rdb: redis.Redis) -> None:
