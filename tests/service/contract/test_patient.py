@@ -102,7 +102,9 @@ def test_outline_keeps_its_size_without_circumference() -> None:
 
 
 @pytest.mark.parametrize("points, match", [
-    ([(0, 0), (1, 1), (1, 0), (0, 1), (0.5, 2), (0.2, 3), (0, 2), (-1, 1)], "crosses itself"),
+    ([(0, 0), (0.1, 0.1), (0.1, 0), (0, 0.1), (0.05, 0.2), (0.02, 0.3), (0, 0.2), (-0.1, 0.1)],
+     "crosses itself"),
+    ([(3.0 * np.cos(t), 3.0 * np.sin(t)) for t in np.linspace(0, 6, 8)], "within"),
     ([(0.1 * k, 0.0) for k in range(8)], "no area"),
     ([(float("nan"), 0.0)] * 8, "finite"),
 ])
