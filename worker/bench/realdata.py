@@ -3,7 +3,8 @@ their tidal images side by side, and plausibility checks in place of a truth.
 
 Per recording (`RECORDINGS`, read with `worker.devices.importer.read_recording`: the EIDORS
 protocol, electrodes renumbered to the model's, reference the mean of all frames), on the
-single-ring model `thorax-1x16`:
+single-ring model of the patient's own thorax (`patient_geometry` of what the README states of
+the patient, with the Göttingen belt; `geometry="thorax-1x16"` gives the adult outline):
 - the linear methods (`LINEAR`, Tikhonov and GREIT) reconstruct every frame; the ventilation
   analysis (`worker.ventilation.analyse`) finds the breaths on the global curve, the respiratory
   rate (from the breaths and spectrally) and the heart rate (`worker.ventilation.heart`), and
@@ -12,8 +13,9 @@ single-ring model `thorax-1x16`:
   `tv_breaths` breaths that Tikhonov's analysis found; its tidal image is the mean difference;
 - image checks on each tidal image (`image_checks`): the ventilation's share in the left and
   right halves of the body, the number of separate ventilated regions in the electrodes'
-  plane, the heart region's ventilation against the lungs', and the opposite-signed part
-  against the ventilation part (the issue's "1.14x vs 0.48x" measure);
+  plane, the heart region's ventilation against the lungs', the opposite-signed part
+  against the ventilation part (the issue's "1.14x vs 0.48x" measure), and the share in the
+  dependent half along gravity (the patient's position: the neonate lies prone);
 - exclusion check: Tikhonov and GREIT again with one electrode excluded
   (`worker.recon.weighting`): CC and ERR of the tidal image against the one with all
   electrodes.
@@ -45,6 +47,7 @@ from worker.recon.weighting import DataWeighting, weighted_model
 from worker.recording import Recording
 from worker.simulation.phantom import thorax_phantom
 from worker.ventilation.parameters import Analysis, AnalysisSettings, analyse
+from worker.ventilation.regional import regional
 from worker.ventilation.signal import voxel_impedance
 from worker.ventilation.space import VoxelSpace
 
@@ -105,9 +108,10 @@ def heart_region(model: ForwardModel) -> np.ndarray:
     return heart
 
 
-def image_checks(tidal: np.ndarray, model: ForwardModel, lung: np.ndarray | None = None
-                 ) -> dict[str, float]:
-    """Plausibility of one tidal image (P, R, C; impedance, ventilation positive)."""
+def image_checks(tidal: np.ndarray, model: ForwardModel, lung: np.ndarray | None = None,
+                 position: str = "supine") -> dict[str, float]:
+    """Plausibility of one tidal image (P, R, C; impedance, ventilation positive); the
+    dependent share is along gravity for the patient's `position`."""
     mask = model.mask
     positive = np.where(mask, np.clip(tidal, 0.0, None), 0.0)
     negative = np.where(mask, np.clip(-tidal, 0.0, None), 0.0)
@@ -120,11 +124,13 @@ def image_checks(tidal: np.ndarray, model: ForwardModel, lung: np.ndarray | None
     regions = int((sizes >= 0.1 * sizes.max()).sum()) if count else 0
     lungs = lung if lung is not None and lung.any() else positive >= VENTILATED * positive.max()
     heart = heart_region(model)
+    dependent = regional(tidal, lungs, space_of(model), position=position).dependent_pct
     total = right + left
     return {"right_share": float(right / total), "left_share": float(left / total),
             "regions_in_ring_plane": regions,
             "heart_vs_lung": float(tidal[heart].mean() / tidal[lungs & ~heart].mean()),
-            "opposite_vs_ventilation": float(negative.sum() / positive.sum())}
+            "opposite_vs_ventilation": float(negative.sum() / positive.sum()),
+            "dependent_share": dependent / 100.0}
 
 
 def rate_checks(analysis: Analysis) -> dict[str, Any]:
@@ -171,7 +177,8 @@ def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any
         images[name] = tidal_of(volumes, model, starts, ends)
         excluded = exclusion_check(rec, model, name, exclude, images[name], starts, ends)
         result["methods"][name] = {**rate_checks(analysis),
-                                   **image_checks(images[name], model, analysis.lung_mask),
+                                   **image_checks(images[name], model, analysis.lung_mask,
+                                                  entry.position),
                                    "exclusion": excluded}
     starts, ends = (b[:tv_breaths] for b in breaths)
     order = sorted(set(starts) | set(ends))
@@ -179,7 +186,8 @@ def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any
     position = {frame: k for k, frame in enumerate(order)}
     images["tv"] = tidal_of(volumes, model, [position[s] for s in starts],
                             [position[e] for e in ends])
-    result["methods"]["tv"] = {"breaths_used": len(starts), **image_checks(images["tv"], model)}
+    result["methods"]["tv"] = {"breaths_used": len(starts),
+                               **image_checks(images["tv"], model, position=entry.position)}
     return result, images, model
 
 
