@@ -7,7 +7,11 @@ text `{"type": "parameters", ...}`) and offers it to every viewer's `LatestQueue
 blocks: when a viewer falls behind its oldest message is dropped. A
 new viewer gets the latest volume at once. The reader also watches the session's status: once
 a worker marked it failed, every viewer gets a final status message (within one XREAD block,
-`BLOCK_MS`) and the reader ends.
+`BLOCK_MS`) and the reader ends. It watches the worker's live data-quality summary too (the
+progress hash's `quality` field): each one that changes the bad electrodes or the usable
+fraction goes to every viewer as
+`{"type": "status", "status": "open", "quality": {"bad_electrodes": [...],
+"usable_fraction": x, ...}}`, and a new viewer gets the latest at once.
 """
 
 from __future__ import annotations
@@ -23,9 +27,16 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from service import metrics, wire
-from service.contract.codecs import ParametersEntry, Result, decode_parameters, decode_result, text
-from service.contract.fields import SessionField, SessionStatus
-from service.contract.keys import parameters_key, results_key, session_key
+from service.contract.codecs import (
+    ParametersEntry,
+    Result,
+    SessionQuality,
+    decode_parameters,
+    decode_result,
+    text,
+)
+from service.contract.fields import ProgressField, SessionField, SessionStatus
+from service.contract.keys import parameters_key, progress_key, results_key, session_key
 
 log = logging.getLogger("eitmon.service")
 
@@ -48,7 +59,17 @@ class ParametersMessage:
     meta: str
 
 
-Message = VolumeMessage | ParametersMessage
+@dataclass(frozen=True)
+class QualityMessage:
+    """The session's live data-quality summary: a JSON text message, no binary; `key` is
+    what the viewers show (bad electrodes, usable fraction): a new message goes out only when
+    it changes."""
+
+    meta: str
+    key: tuple[tuple[int, ...], float]
+
+
+Message = VolumeMessage | ParametersMessage | QualityMessage
 
 
 @dataclass(frozen=True)
@@ -68,6 +89,23 @@ async def failure_message(redis: Redis, sid: str) -> StatusMessage | None:
     meta = {"type": "status", "session": sid, "status": SessionStatus.FAILED.value,
             "reason": reason.decode(errors="replace") if reason is not None else None}
     return StatusMessage(json.dumps(meta, separators=(",", ":")))
+
+
+async def quality_message(redis: Redis, sid: str) -> QualityMessage | None:
+    """`{"type": "status", "status": "open", "quality": {...}}` from the worker's latest
+    data-quality summary; None when there is none (or it is malformed)."""
+    raw = await redis.hget(progress_key(sid), ProgressField.QUALITY.value)
+    if raw is None:
+        return None
+    try:
+        quality = SessionQuality.from_json(raw)
+    except ValueError as e:
+        log.warning("session %s: skipping a malformed quality summary (%s)", sid, e)
+        return None
+    meta = {"type": "status", "session": sid, "status": SessionStatus.OPEN.value,
+            "quality": quality.__dict__}
+    return QualityMessage(json.dumps(meta, separators=(",", ":")),
+                          (tuple(quality.bad_electrodes), quality.usable_fraction))
 
 
 def build_message(sid: str, r: Result) -> VolumeMessage:
@@ -90,18 +128,24 @@ def parameters_message(sid: str, entry_id: str, p: ParametersEntry) -> Parameter
 
 class LatestQueue:
     """A bounded queue that drops its oldest item instead of blocking the producer; after
-    `finish` it hands out the volumes still queued, then the final status message."""
+    `finish` it hands out the volumes still queued, then the final status message. A quality
+    message waits in a slot of its own (the newest replaces an unsent one), so a slow viewer
+    never loses the bad-electrode flag to its volumes."""
 
     def __init__(self, maxsize: int) -> None:
         self._items: deque[Message] = deque(maxlen=maxsize)
+        self._quality: QualityMessage | None = None
         self._ready = asyncio.Event()
         self._final: StatusMessage | None = None
         self.dropped = 0
 
     def put(self, item: Message) -> None:
-        if len(self._items) == self._items.maxlen:
-            self.dropped += 1
-        self._items.append(item)
+        if isinstance(item, QualityMessage):
+            self._quality = item
+        else:
+            if len(self._items) == self._items.maxlen:
+                self.dropped += 1
+            self._items.append(item)
         self._ready.set()
 
     def finish(self, final: StatusMessage) -> None:
@@ -109,9 +153,12 @@ class LatestQueue:
         self._ready.set()
 
     async def get(self) -> Message | StatusMessage:
-        while not self._items and self._final is None:
+        while not self._items and self._quality is None and self._final is None:
             self._ready.clear()
             await self._ready.wait()
+        if self._quality is not None:
+            item, self._quality = self._quality, None
+            return item
         return self._items.popleft() if self._items else self._final
 
 
@@ -122,12 +169,15 @@ class SessionFeed:
         self.redis, self.sid = redis, sid
         self.viewers: set[LatestQueue] = set()
         self.latest: VolumeMessage | None = None
+        self.quality: QualityMessage | None = None
         self.final: StatusMessage | None = None
         self.task = asyncio.create_task(self._run(), name=f"results-{sid}")
 
     def _deliver(self, msg: Message) -> None:
         if isinstance(msg, VolumeMessage):
             self.latest = msg
+        elif isinstance(msg, QualityMessage):
+            self.quality = msg
         for q in self.viewers:
             q.put(msg)
 
@@ -175,6 +225,10 @@ class SessionFeed:
                     if final is not None:
                         self._finish(final)
                         return
+                    quality = await quality_message(self.redis, self.sid)
+                    if quality is not None and (self.quality is None
+                                                or quality.key != self.quality.key):
+                        self._deliver(quality)
                 reply = await self.redis.xread({key: last_id, pkey: last_pid}, count=32,
                                                block=BLOCK_MS)
                 for stream, entries in reply or []:
@@ -207,8 +261,10 @@ class ResultHub:
         feed = self.feeds.get(sid)
         if feed is None:
             feed = self.feeds[sid] = SessionFeed(self.redis, sid)
-        elif feed.latest is not None:
-            q.put(feed.latest)
+        else:
+            for latest in (feed.quality, feed.latest):
+                if latest is not None:
+                    q.put(latest)
         if feed.final is not None:
             q.finish(feed.final)
         feed.viewers.add(q)

@@ -6,8 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.contract.belts import BeltName
 from service.contract.fields import CloseReason, SessionStatus
 from service.contract.geometry import resolve_geometry
+from service.contract.patient import PatientSpec, Position
 from service.contract.protocol import resolve_protocol
 from service.contract.session import Method, RealtimePolicy
 
@@ -49,6 +51,18 @@ class SessionCreate(BaseModel):
                                    "names a base preset); file paths are not accepted")
     protocol: str | dict[str, Any] = Field(
         "skip4", description="preset name (skip4, adjacent, skipK, ...) or a protocol spec")
+    belt: BeltName | None = Field(
+        None, description="belt profile (docs/forward-model.md, 'Belt profiles'): sets the "
+                          "electrodes and, unless `protocol` is given, the protocol; the "
+                          "thorax is the patient's. Not together with `geometry`")
+    patient: PatientSpec | None = Field(
+        None, description="the patient's thorax: age group, chest circumference or width and "
+                          "depth, weight, an outline polygon; builds the thorax with the belt "
+                          "(default eitmon-2x16). Not together with `geometry`")
+    position: Position = Field(
+        "supine", description="the patient's position: gravity's direction for the "
+                              "dependent/non-dependent parameters (supine, prone, "
+                              "left-lateral: lying on the left side, right-lateral)")
     grid: list[int] | dict[str, int] = Field(
         [16, 32, 32], description="voxel grid [P, R, C] or {planes, rows, cols}")
     method: Method = Field(
@@ -76,6 +90,10 @@ SESSION_CREATE_EXAMPLES = {
         "geometry": "thorax-1x32", "protocol": "adjacent", "grid": [8, 32, 32],
         "method": "d2ip", "reference": {"mode": "first_n", "frames": 10},
         "realtime": "complete", "patient_label": "P-0042", "bed": "ICU-3 7"}},
+    "patient": {"summary": "a clinical belt on a child's thorax, prone", "value": {
+        "belt": "goettingen-16", "method": "tikhonov",
+        "patient": {"age_group": "child", "chest_circumference": 0.62, "weight_kg": 25},
+        "position": "prone"}},
     "spec": {"summary": "a geometry spec from a preset", "value": {
         "geometry": {"preset": "thorax-2x16", "domain": {"kind": "thorax", "width": 0.34}},
         "protocol": {"kind": "skip", "injection_skip": 4, "measurement_skip": 4,
@@ -141,7 +159,24 @@ SESSION_EXAMPLE: dict[str, Any] = {
                  "rejected": 1, "failures": 0, "rejected_by_reason": {"non_finite": 1},
                  "dropped": 0, "dropped_by_reason": {}},
     "lag": {"frames": 2, "seconds": 0.05},
-    "worker": {"id": "worker-a1", "epoch": 3, "lease_ttl_ms": 9000}}
+    "worker": {"id": "worker-a1", "epoch": 3, "lease_ttl_ms": 9000},
+    "quality": {"bad_electrodes": [4], "usable_fraction": 0.72, "median_relative_noise": 0.002,
+                "flags": {"4": ["noisy", "few usable channels"]}, "frames": 64, "seq": 40}}
+
+
+class QualityInfo(BaseModel):
+    """The worker's live data-quality report on the session's recent frames."""
+
+    bad_electrodes: list[int] = Field(
+        description="flagged electrodes (1-based, the model's numbering), excluded from the "
+                    "reconstruction")
+    usable_fraction: float = Field(description="fraction of channels usable (level above 2 % "
+                                               "of the median, relative noise below 5 %)")
+    median_relative_noise: float = Field(description="channel noise / level, median")
+    flags: dict[str, list[str]] = Field(description="electrode -> reasons (noisy, "
+                                                    "reciprocity, few usable channels)")
+    frames: int = Field(description="frames the report covers")
+    seq: int = Field(description="the newest of them")
 
 
 class SessionInfo(BaseModel):
@@ -168,6 +203,8 @@ class SessionInfo(BaseModel):
     counters: Counters
     lag: Lag
     worker: WorkerInfo | None = Field(description="the worker holding the lease, if any")
+    quality: QualityInfo | None = Field(
+        None, description="the live data-quality report (null until the worker made one)")
 
 
 class SessionList(BaseModel):

@@ -16,7 +16,9 @@ from redis.exceptions import ResponseError
 
 from service import metrics
 from service.auth import Principal, require, require_session
+from service.contract.belts import resolve_belt
 from service.contract.codecs import (
+    SessionQuality,
     decode_lease,
     encode_close,
     encode_control,
@@ -35,7 +37,7 @@ from service.contract.fields import (
     SessionField,
     SessionStatus,
 )
-from service.contract.geometry import GEOMETRY_PRESETS, resolve_geometry
+from service.contract.geometry import GEOMETRY_PRESETS, GeometrySpec, resolve_geometry
 from service.contract.grid import resolve_grid
 from service.contract.keys import (
     CONTROL_STREAM,
@@ -49,6 +51,7 @@ from service.contract.keys import (
     session_keys,
 )
 from service.contract.limits import LimitExceeded, SessionLimits, reference_problem
+from service.contract.patient import PatientSpec, patient_geometry
 from service.contract.protocol import PROTOCOL_PRESETS, resolve_protocol
 from service.contract.scripts import FAILED, MISSING, NOT_OPEN, registered
 from service.contract.session import SessionConfig, default_policy
@@ -68,6 +71,7 @@ from service.models import (
     Counters,
     ExplicitReference,
     Lag,
+    QualityInfo,
     ReferenceAck,
     ReferenceBody,
     SessionCreate,
@@ -95,23 +99,18 @@ def resolve_config(body: SessionCreate, limits: SessionLimits = LIMITS) -> Sessi
     """Validate geometry/protocol/grid within `limits`; ApiError(422) with the reason and the
     field. Files are not read. Bounded by the limits (< 50 ms for any accepted spec, see
     docs/service-api.md), but still CPU work: the route runs it in a worker thread."""
-    geometry_preset = body.geometry if isinstance(body.geometry, str) else None
-    if geometry_preset is not None and geometry_preset not in GEOMETRY_PRESETS:
-        raise ApiError(422, "invalid_geometry", f"geometry: unknown preset; presets: "
-                                                f"{', '.join(GEOMETRY_PRESETS)}")
-    try:
-        geometry = resolve_geometry(body.geometry)
-        limits.check_geometry(geometry)
-    except (ValueError, TypeError) as e:
-        raise _spec_error("invalid_geometry", e) from None
-    protocol_preset = body.protocol if isinstance(body.protocol, str) else None
+    geometry, geometry_preset = _geometry(body, limits)
+    protocol_spec = (resolve_belt(body.belt).protocol
+                     if body.belt is not None and "protocol" not in body.model_fields_set
+                     else body.protocol)
+    protocol_preset = protocol_spec if isinstance(protocol_spec, str) else None
     if protocol_preset is not None and not (protocol_preset in PROTOCOL_PRESETS
                                             or re.fullmatch(r"skip\d{1,3}", protocol_preset)):
         raise ApiError(422, "invalid_protocol", f"protocol: unknown preset; presets: "
                                                 f"{', '.join(PROTOCOL_PRESETS)} or skipK")
     n_electrodes = geometry.electrodes.count
     try:
-        protocol = resolve_protocol(body.protocol)
+        protocol = resolve_protocol(protocol_spec)
         limits.check_protocol(protocol)
         built = protocol.build(n_electrodes)
     except (ValueError, TypeError) as e:
@@ -133,7 +132,32 @@ def resolve_config(body: SessionCreate, limits: SessionLimits = LIMITS) -> Sessi
         grid=grid.shape, method=body.method, reference=reference,
         realtime=body.realtime or default_policy(body.method),
         n_electrodes=n_electrodes, n_measurements=m, geometry_preset=geometry_preset,
-        protocol_preset=protocol_preset)
+        protocol_preset=protocol_preset, belt=body.belt,
+        patient=body.patient.model_dump(mode="json") if body.patient is not None else None,
+        position=body.position)
+
+
+def _geometry(body: SessionCreate, limits: SessionLimits) -> tuple[GeometrySpec, str | None]:
+    """The geometry and its preset name: the `geometry` asked for, or the patient's thorax with
+    the belt (`patient_geometry`); ApiError(422) naming the field."""
+    clinical = body.belt is not None or body.patient is not None
+    if clinical and "geometry" in body.model_fields_set:
+        raise ApiError(422, "invalid_geometry", "geometry: give either a geometry, or a belt "
+                                                "and/or a patient (their thorax), not both")
+    geometry_preset = None
+    try:
+        if clinical:
+            geometry = patient_geometry(body.patient or PatientSpec(), resolve_belt(body.belt))
+        else:
+            geometry_preset = body.geometry if isinstance(body.geometry, str) else None
+            if geometry_preset is not None and geometry_preset not in GEOMETRY_PRESETS:
+                raise ApiError(422, "invalid_geometry", f"geometry: unknown preset; presets: "
+                                                        f"{', '.join(GEOMETRY_PRESETS)}")
+            geometry = resolve_geometry(body.geometry)
+        limits.check_geometry(geometry)
+    except (ValueError, TypeError) as e:
+        raise _spec_error("invalid_geometry", e) from None
+    return geometry, geometry_preset
 
 
 def usable_reference(values: Any, m: int, where: str) -> np.ndarray:
@@ -226,7 +250,18 @@ def _session_info(sid: str, sess: dict[bytes, bytes], counts: dict[bytes, bytes]
                                 if k.startswith(REJECTED_PREFIX)},
             dropped_by_reason={k.removeprefix(DROPPED_PREFIX): v for k, v in c.items()
                                if k.startswith(DROPPED_PREFIX)}),
-        lag=Lag(frames=_lag_frames(counts), seconds=lag_seconds), worker=worker)
+        lag=Lag(frames=_lag_frames(counts), seconds=lag_seconds), worker=worker,
+        quality=_quality(progress.get(ProgressField.QUALITY.value.encode())))
+
+
+def _quality(raw: bytes | None) -> QualityInfo | None:
+    """The worker's quality summary, or None (none yet, or malformed)."""
+    if raw is None:
+        return None
+    try:
+        return QualityInfo(**SessionQuality.from_json(raw).__dict__)
+    except ValueError:
+        return None
 
 
 def _seconds(raw: bytes | None) -> float | None:

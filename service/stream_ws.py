@@ -16,6 +16,10 @@ binary message (`service.wire`). Per breath (`breath` policy) it sends one JSON 
 `{"type": "parameters", "session", "id", "seq", "breath": {...}}` (the entry of the session's
 parameters stream, as `GET .../parameters` returns it). A viewer that reads slowly loses its
 oldest pending messages, never others'.
+When the worker's live data-quality summary changes (and on connecting, if there is one), it
+sends `{"type": "status", "session", "status": "open", "quality": {"bad_electrodes": [...],
+"usable_fraction": x, "median_relative_noise", "flags", "frames", "seq"}}`: the electrodes
+(1-based, the model's numbering) flagged and excluded from the reconstruction.
 When the session is or becomes failed (a worker gave up on it), the server sends the text
 message `{"type": "status", "status": "failed", "reason": ...}` and closes with 1000
 "session_failed".

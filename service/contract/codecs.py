@@ -214,6 +214,38 @@ def decode_parameters(fields: Mapping[Any, Any]) -> ParametersEntry:
     return entry
 
 
+# --- live data quality (progress hash field `quality`) -----------------------------------------
+
+@dataclass(frozen=True)
+class SessionQuality:
+    """The worker's data-quality report on a session's recent frames: electrodes 1-based in
+    the model's numbering; the bad ones are excluded from the reconstruction."""
+
+    bad_electrodes: list[int]
+    usable_fraction: float  # of the channels
+    median_relative_noise: float  # channel noise / level, the median over channels
+    flags: dict[str, list[str]]  # electrode (1-based, as text) -> reasons
+    frames: int  # frames the report covers
+    seq: int  # the newest of them
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"), sort_keys=True,
+                          allow_nan=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> SessionQuality:
+        """ValueError when malformed."""
+        try:
+            d = json.loads(raw)
+            return cls(bad_electrodes=[int(e) for e in d["bad_electrodes"]],
+                       usable_fraction=float(d["usable_fraction"]),
+                       median_relative_noise=float(d["median_relative_noise"]),
+                       flags={str(k): [str(r) for r in v] for k, v in d["flags"].items()},
+                       frames=int(d["frames"]), seq=int(d["seq"]))
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"quality: malformed ({e})") from e
+
+
 # --- lease and control -------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -77,6 +77,7 @@ class ProgressField(str, Enum):
     METHOD = "method"  # the main method in use
     CHECKPOINT = "checkpoint"  # file name of the committed weight checkpoint
     CHECKPOINT_ID = "checkpoint_id"  # the last frame-stream id that checkpoint covers
+    QUALITY = "quality"  # JSON: the live data-quality summary (`codecs.SessionQuality`)
 
 
 class FrameField(str, Enum):

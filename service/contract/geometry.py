@@ -67,7 +67,84 @@ class CylinderDomain(_Spec):
         return self.radius * np.column_stack([np.cos(t), np.sin(t)])
 
 
-Domain = Annotated[ThoraxDomain | CylinderDomain, Field(discriminator="kind")]
+MAX_OUTLINE_POINTS = 256
+MAX_OUTLINE_COORDINATE = 2.0  # m: a CT slice's coordinates may sit off the body's centre
+
+
+class OutlineDomain(_Spec):
+    """A cross-section given as a closed polygon (e.g. traced on a CT slice), extruded along z.
+
+    `points` are (x, y) in metres in patient coordinates (LPS: +x left, +y posterior), in either
+    orientation; the polygon is centred on its bounding box, oriented counter-clockwise and
+    resampled at equal arc length by `outline`, so it must not cross itself."""
+
+    kind: Literal["outline"] = "outline"
+    points: tuple[tuple[float, float], ...] = Field(
+        min_length=8, max_length=MAX_OUTLINE_POINTS, description="(x, y) vertices, m")
+    height: PositiveFloat = Field(0.20, description="cranio-caudal extent of the slab, m")
+
+    @model_validator(mode="after")
+    def _simple(self) -> OutlineDomain:
+        pts = np.asarray(self.points, dtype=float)
+        if not (np.isfinite(pts).all() and np.abs(pts).max() <= MAX_OUTLINE_COORDINATE):
+            raise ValueError(f"domain.points: every coordinate must be finite, within "
+                             f"±{MAX_OUTLINE_COORDINATE} m")
+        if _crosses_itself(pts):
+            raise ValueError("domain.points: the outline crosses itself")
+        if abs(_signed_area(pts)) < 1e-6:
+            raise ValueError("domain.points: the outline encloses no area")
+        return self
+
+    @cached_property
+    def _centred(self) -> np.ndarray:
+        pts = np.asarray(self.points, dtype=float)
+        pts = pts - 0.5 * (pts.min(axis=0) + pts.max(axis=0))
+        return pts if _signed_area(pts) > 0 else pts[::-1]
+
+    @property
+    def width(self) -> float:
+        return float(np.ptp(self._centred[:, 0]))
+
+    @property
+    def depth(self) -> float:
+        return float(np.ptp(self._centred[:, 1]))
+
+    def outline(self, n: int = 256) -> np.ndarray:
+        """n x 2 points at equal arc length along the polygon, counter-clockwise."""
+        pts = self._centred
+        arc = arc_coordinates(pts)
+        total = outline_perimeter(pts)
+        s = np.linspace(0.0, total, n, endpoint=False)
+        closed_arc = np.append(arc, total)
+        closed = np.vstack([pts, pts[:1]])
+        return np.column_stack([np.interp(s, closed_arc, closed[:, 0]),
+                                np.interp(s, closed_arc, closed[:, 1])])
+
+
+def _signed_area(pts: np.ndarray) -> float:
+    """Shoelace area, positive for a counter-clockwise polygon."""
+    x, y = pts[:, 0], pts[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def _crosses_itself(pts: np.ndarray) -> bool:
+    """True when two non-adjacent edges of the closed polygon properly intersect: edge j's ends
+    lie on both sides of edge i's line and vice versa (every pair at once, n x n)."""
+    a, b = pts, np.roll(pts, -1, axis=0)
+    d = b - a
+    c = d[:, 0] * a[:, 1] - d[:, 1] * a[:, 0]
+
+    def side(p: np.ndarray) -> np.ndarray:  # [i, j]: p_j relative to edge i's line
+        return np.outer(d[:, 0], p[:, 1]) - np.outer(d[:, 1], p[:, 0]) - c[:, None]
+
+    split = side(a) * side(b) < 0
+    cross = split & split.T
+    n = len(pts)
+    gap = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+    return bool((cross & (gap > 1) & (gap < n - 1)).any())
+
+
+Domain = Annotated[ThoraxDomain | CylinderDomain | OutlineDomain, Field(discriminator="kind")]
 
 
 class ElectrodeSpec(_Spec):

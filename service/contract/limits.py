@@ -33,7 +33,7 @@ import numpy as np
 
 from service.contract.geometry import GeometrySpec
 from service.contract.grid import GridSpec
-from service.contract.protocol import ExplicitProtocol, Protocol, SkipProtocol
+from service.contract.protocol import AnyProtocol, ExplicitProtocol, Protocol
 
 # Nodes of a gmsh mesh of mesh size h: NODES_PER_VOLUME V/h^3 + NODES_PER_AREA S/h^2 (volume V,
 # surface S; the surface term is the refinement at the electrodes and boundary), fitted to the
@@ -95,7 +95,7 @@ class SessionLimits:
             raise LimitExceeded("geometry.electrodes.per_ring",
                                 f"at most {self.max_electrodes} electrodes in all")
 
-    def check_protocol(self, protocol: ExplicitProtocol | SkipProtocol) -> None:
+    def check_protocol(self, protocol: AnyProtocol) -> None:
         """The size of an explicit protocol, before it is built."""
         if isinstance(protocol, ExplicitProtocol):
             for name in ("injections", "measurements"):

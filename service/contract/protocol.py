@@ -12,6 +12,10 @@ Grychtol et al. 2019 ("Thoracic EIT in 3D: experiences and recommendations", Phy
 40 074006) recommend two electrode planes, square numbering, driven and measured with skip 4;
 for 32 electrodes each drive loses the 3 pairs touching its two electrodes (the driven pair
 itself is one of them), so M = 32 x 29 = 928, or 464 without reciprocal duplicates.
+
+The `eidors` kind is EIDORS's `mk_stim_patterns` (`service.contract.stim_patterns`), the way
+device files and EIDORS users state their protocols; its presets are the ones the belts of
+`service.contract.belts` use.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 from service.contract.geometry import load_spec_file
+from service.contract.stim_patterns import mk_stim_patterns
 
 _ZERO_SUM_TOL = 1e-9
 
@@ -153,7 +158,36 @@ class SkipProtocol(_Spec):
         return Protocol(currents=cur, meas_injection=drive, meas_weights=w)
 
 
-ProtocolSpec = Annotated[ExplicitProtocol | SkipProtocol, Field(discriminator="kind")]
+class EidorsProtocol(_Spec):
+    """EIDORS's `mk_stim_patterns(n_elec, n_rings, inj, meas, options, amplitude)` as a spec
+    (`service.contract.stim_patterns`): n_elec is the geometry's electrodes per ring; built as
+    the explicit protocol, in EIDORS's order and with its current sign (-1 on e + inj[0])."""
+
+    kind: Literal["eidors"] = "eidors"
+    n_rings: PositiveInt = Field(1, le=2, description="rings, as the geometry's")
+    inj: str | tuple[int, int] = Field("{ad}", description="'{ad}', '{op}' or [a, b]")
+    meas: str | tuple[int, int] = Field("{ad}", description="'{ad}', '{op}' or [a, b]")
+    options: tuple[str, ...] = Field(
+        ("no_meas_current",), max_length=8,
+        description="no_meas_current[_next1|2|3], meas_current, rotate_meas, no_rotate_meas, "
+                    "do_redundant, no_redundant")
+    amplitude: float = Field(1.0, gt=0, description="scales the unit currents")
+
+    def explicit(self, n_electrodes: int) -> ExplicitProtocol:
+        if n_electrodes % self.n_rings:
+            raise ValueError(f"protocol.n_rings: {n_electrodes} electrodes do not make "
+                             f"{self.n_rings} equal rings")
+        return ExplicitProtocol.model_validate(mk_stim_patterns(
+            n_electrodes // self.n_rings, self.n_rings, self.inj, self.meas, self.options,
+            self.amplitude))
+
+    def build(self, n_electrodes: int) -> Protocol:
+        return self.explicit(n_electrodes).build(n_electrodes)
+
+
+ProtocolSpec = Annotated[ExplicitProtocol | SkipProtocol | EidorsProtocol,
+                         Field(discriminator="kind")]
+AnyProtocol = ExplicitProtocol | SkipProtocol | EidorsProtocol
 
 
 @dataclass(frozen=True)
@@ -177,13 +211,23 @@ PROTOCOL_PRESETS: dict[str, dict[str, Any]] = {
                               "reciprocal": "drop"},
     "skip4-noreciprocal": {"kind": "skip", "injection_skip": 4, "measurement_skip": 4,
                            "reciprocal": "drop"},
+    # EIDORS's protocol of the Goe-MF II and Dräger files: adjacent, no measurement on a
+    # driven electrode, per injection from electrode 1 (M = 208 on 16 electrodes)
+    "eidors-adjacent": {"kind": "eidors", "inj": "{ad}", "meas": "{ad}",
+                        "options": ["no_meas_current", "no_rotate_meas"]},
+    # Swisstom BB2 / Sentec LuMon: skip 4 ([0, 5]) drive and measurement (M = 928 on 32)
+    "eidors-skip4": {"kind": "eidors", "inj": [0, 5], "meas": [0, 5],
+                     "options": ["no_meas_current", "no_rotate_meas"]},
+    # and without the measurements next to a driven electrode (M = 736 on 32)
+    "eidors-skip4-next1": {"kind": "eidors", "inj": [0, 5], "meas": [0, 5],
+                           "options": ["no_meas_current_next1", "no_rotate_meas"]},
 }
 DEFAULT_PROTOCOL = "skip4"
 
 _PROTOCOL_ADAPTER: Any = None
 
 
-def _validate(data: dict[str, Any]) -> ExplicitProtocol | SkipProtocol:
+def _validate(data: dict[str, Any]) -> AnyProtocol:
     global _PROTOCOL_ADAPTER
     if _PROTOCOL_ADAPTER is None:
         from pydantic import TypeAdapter
@@ -192,9 +236,9 @@ def _validate(data: dict[str, Any]) -> ExplicitProtocol | SkipProtocol:
     return _PROTOCOL_ADAPTER.validate_python(data)
 
 
-def resolve_protocol(value: Any = None) -> ExplicitProtocol | SkipProtocol:
+def resolve_protocol(value: Any = None) -> AnyProtocol:
     """A protocol spec from None (default), a preset name, "skipK", a YAML/JSON path or a dict."""
-    if isinstance(value, (ExplicitProtocol, SkipProtocol)):
+    if isinstance(value, (ExplicitProtocol, SkipProtocol, EidorsProtocol)):
         return value
     if value is None:
         value = DEFAULT_PROTOCOL

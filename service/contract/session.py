@@ -30,7 +30,9 @@ class SessionConfig:
     to the newest frame, counting the skipped ones as `coalesced`); "complete" reconstructs
     every frame; "breath" reconstructs each breath's tidal difference (end-inspiration minus
     end-expiration frame) with the main method and counts every frame as `coalesced` (the
-    preview stays at frame rate; `default_policy` gives the default).
+    preview stays at frame rate; `default_policy` gives the default). belt and patient record
+    what the geometry was built from (`service.contract.patient.patient_geometry`); position is
+    the patient's (`PatientSpec.position`), supine unless stated.
     """
 
     geometry: dict[str, Any]
@@ -43,6 +45,9 @@ class SessionConfig:
     n_measurements: int
     geometry_preset: str | None = None
     protocol_preset: str | None = None
+    belt: str | None = None  # the belt profile the geometry and protocol came from
+    patient: dict[str, Any] | None = None  # the PatientSpec the thorax was built from
+    position: str = "supine"  # the patient's position: gravity for the clinical parameters
 
     def to_json(self) -> str:
         d = self.__dict__.copy()

@@ -114,6 +114,27 @@ def test_worker_progress_and_lease_show_up(api: Api, rdb: redis.Redis) -> None:
     assert _age(entries[2][0], before) <= got["lag"]["seconds"] <= _age(entries[2][0], after)
     assert got["worker"]["id"] == "worker-7" and got["worker"]["epoch"] == 3
     assert 0 < got["worker"]["lease_ttl_ms"] <= 10_000
+    assert got["quality"] is None  # no report yet
+
+
+def test_the_workers_quality_report_shows_up(api: Api, rdb: redis.Redis) -> None:
+    """The progress hash's `quality` (what the worker writes) is the session's `quality`; a
+    malformed one shows as null, never as an error."""
+    from service.contract.codecs import SessionQuality
+
+    sid = api.create_session()["id"]
+    report = SessionQuality(bad_electrodes=[4, 11], usable_fraction=0.54,
+                            median_relative_noise=0.0021,
+                            flags={"4": ["noisy"], "11": ["few usable channels"]}, frames=64,
+                            seq=127)
+    def shown() -> Any:
+        with api.client() as c:
+            return c.get(f"/v1/sessions/{sid}", headers=api.auth(VOLUMES_READ)).json()["quality"]
+
+    rdb.hset(progress_key(sid), ProgressField.QUALITY.value, report.to_json())
+    assert shown() == report.__dict__
+    rdb.hset(progress_key(sid), ProgressField.QUALITY.value, '{"bad_electrodes": "x"}')
+    assert shown() is None
 
 
 def test_custom_settings_and_list(api: Api, rdb: redis.Redis) -> None:
@@ -136,7 +157,42 @@ def test_custom_settings_and_list(api: Api, rdb: redis.Redis) -> None:
     assert rdb.xlen(CONTROL_STREAM) == 1  # one entry per open session
 
 
+def test_belt_and_patient_build_the_thorax_and_are_recorded(api: Api, rdb: redis.Redis
+                                                           ) -> None:
+    """A clinical belt on a child's thorax: the belt's electrodes and protocol, the thorax
+    scaled to the circumference, the position recorded for the clinical parameters."""
+    from service.contract.geometry import outline_perimeter, resolve_geometry
+
+    s = api.create_session(belt="goettingen-16", method="tikhonov", position="prone", patient={
+        "age_group": "child", "chest_circumference": 0.62})
+    assert s["n_electrodes"] == 16 and s["n_measurements"] == 208  # EIDORS adjacent
+    settings = s["settings"]
+    assert settings["belt"] == "goettingen-16" and settings["position"] == "prone"
+    assert settings["patient"]["chest_circumference"] == 0.62
+    assert settings["protocol"]["kind"] == "eidors" and settings["geometry_preset"] is None
+    geometry = resolve_geometry(settings["geometry"])
+    assert outline_perimeter(geometry.domain.outline(1024)) == pytest.approx(0.62, rel=2e-3)
+    cfg = SessionConfig.from_json(rdb.hget(session_key(s["id"]), SessionField.CONFIG.value))
+    assert (cfg.belt, cfg.position) == ("goettingen-16", "prone")
+    # a patient alone: the default belt; a belt with its own protocol setting keeps that
+    t = api.create_session(patient={"age_group": "neonate"})
+    assert t["n_electrodes"] == 32 and t["settings"]["position"] == "supine"
+    u = api.create_session(belt="sentec-32", protocol="skip4")
+    assert u["n_measurements"] == 928 and u["settings"]["protocol_preset"] == "skip4"
+    assert api.create_session(belt="sentec-32")["n_measurements"] == 736
+
+
 @pytest.mark.parametrize(("body", "reason"), [
+    ({"belt": "goettingen-16", "geometry": "thorax-1x16"}, "invalid_geometry"),
+    ({"patient": {"age_group": "child"}, "geometry": {"preset": "thorax-1x16"}},
+     "invalid_geometry"),
+    ({"belt": "no-such-belt"}, "invalid_request"),
+    ({"position": "upside-down"}, "invalid_request"),
+    ({"patient": {"position": "prone"}}, "invalid_request"),
+    ({"patient": {"width": 0.3}}, "invalid_request"),
+    ({"patient": {"outline": [[0, 0], [1, 1], [1, 0], [0, 1], [0.5, 2], [0.2, 3], [0, 2],
+                              [-1, 1]]}}, "invalid_geometry"),
+    ({"patient": {"chest_circumference": 3.0}}, "invalid_request"),
     ({"geometry": "no-such-belt"}, "invalid_geometry"),
     ({"geometry": "/etc/passwd"}, "invalid_geometry"),
     ({"geometry": {"electrodes": {"width": 0.2}}}, "invalid_geometry"),

@@ -148,3 +148,21 @@ def test_early_disconnects_log_one_rate_limited_line_each_not_a_traceback(
     lines = [r for r in caplog.records if r.name.startswith("eitmon")]
     assert all("\n" not in r.getMessage() for r in lines)
     assert len(lines) <= 1 + elapsed / 10  # one line per event kind per 10 s
+
+
+def test_a_slow_viewer_never_loses_the_quality_message() -> None:
+    """Volumes drop oldest-first in a full queue; the quality status waits in its own slot and
+    comes first (the newest one, when several came)."""
+    import asyncio
+
+    from service.hub import LatestQueue, QualityMessage, VolumeMessage
+
+    async def run() -> list[str]:
+        q = LatestQueue(2)
+        q.put(QualityMessage("quality-1", ((4,), 0.75)))
+        for k in range(5):
+            q.put(VolumeMessage(f"volume-{k}", b""))
+        q.put(QualityMessage("quality-2", ((4, 11), 0.54)))
+        return [(await q.get()).meta for _ in range(3)]
+
+    assert asyncio.run(run()) == ["quality-2", "volume-3", "volume-4"]

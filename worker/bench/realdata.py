@@ -3,7 +3,8 @@ their tidal images side by side, and plausibility checks in place of a truth.
 
 Per recording (`RECORDINGS`, read with `worker.devices.importer.read_recording`: the EIDORS
 protocol, electrodes renumbered to the model's, reference the mean of all frames), on the
-single-ring model `thorax-1x16`:
+single-ring model of the patient's own thorax (`patient_geometry` of what the README states of
+the patient, with the Göttingen belt; `geometry="thorax-1x16"` gives the adult outline):
 - the linear methods (`LINEAR`, Tikhonov and GREIT) reconstruct every frame; the ventilation
   analysis (`worker.ventilation.analyse`) finds the breaths on the global curve, the respiratory
   rate (from the breaths and spectrally) and the heart rate (`worker.ventilation.heart`), and
@@ -12,8 +13,9 @@ single-ring model `thorax-1x16`:
   `tv_breaths` breaths that Tikhonov's analysis found; its tidal image is the mean difference;
 - image checks on each tidal image (`image_checks`): the ventilation's share in the left and
   right halves of the body, the number of separate ventilated regions in the electrodes'
-  plane, the heart region's ventilation against the lungs', and the opposite-signed part
-  against the ventilation part (the issue's "1.14x vs 0.48x" measure);
+  plane, the heart region's ventilation against the lungs', the opposite-signed part
+  against the ventilation part (the issue's "1.14x vs 0.48x" measure), and the share in the
+  dependent half along gravity (the patient's position: the neonate lies prone);
 - exclusion check: Tikhonov and GREIT again with one electrode excluded
   (`worker.recon.weighting`): CC and ERR of the tidal image against the one with all
   electrodes.
@@ -33,6 +35,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from service.contract.belts import BELTS
+from service.contract.patient import PatientSpec, patient_geometry
 from worker.devices.importer import read_recording
 from worker.forward import load_model
 from worker.forward.model import ForwardModel
@@ -43,6 +47,7 @@ from worker.recon.weighting import DataWeighting, weighted_model
 from worker.recording import Recording
 from worker.simulation.phantom import thorax_phantom
 from worker.ventilation.parameters import Analysis, AnalysisSettings, analyse
+from worker.ventilation.regional import regional
 from worker.ventilation.signal import voxel_impedance
 from worker.ventilation.space import VoxelSpace
 
@@ -60,6 +65,8 @@ class RealRecording:
     stated_respiratory_per_min: float | None
     stated_heart_per_min: float | None
     attribution: str
+    patient: PatientSpec  # what the README states of the patient's size
+    position: str  # and of the position (gravity)
 
 
 RECORDINGS = (
@@ -68,15 +75,19 @@ RECORDINGS = (
         "Neonate, spontaneous breathing: data contributed by Inéz Frerichs. S. Heinrich, "
         "H. Schiffmann, A. Frerichs, A. Klockgether-Radke, I. Frerichs, \"Body and head position "
         "effects on regional lung ventilation in infants: an electrical impedance tomography "
-        "study\", Intensive Care Med. 32:1392-1398, 2006."),
+        "study\", Intensive Care Med. 32:1392-1398, 2006.",
+        PatientSpec(age_group="neonate"), "prone"),
     RealRecording(
         "child", "child-lung-injury/CHB_CONV05-ref.get", "adult", 12.0, 135.0,
         "Child with acute lung injury: Wolf GK, Grychtol B, Thompson JE, Arnold JH "
         "(contributors). Wolf GK, Grychtol B, Frerichs I, van Genderingen HR, Zurakowski D, "
         "Thompson JE, Arnold JH, \"Regional lung volume changes in children with acute "
         "respiratory distress syndrome during a derecruitment maneuver\", Critical Care "
-        "Medicine 35(8):1972-8, 2007."),
+        "Medicine 35(8):1972-8, 2007.",
+        PatientSpec(age_group="child", weight_kg=25.0), "supine"),
 )
+BELT = BELTS["goettingen-16"]  # both files: Goe-MF II, 16 electrodes
+PATIENT = "patient"  # the `geometry` that builds each recording's thorax from its patient
 LICENSE = "Creative Commons Artistic License (with Attribution); EIDORS contributed data."
 
 
@@ -97,9 +108,10 @@ def heart_region(model: ForwardModel) -> np.ndarray:
     return heart
 
 
-def image_checks(tidal: np.ndarray, model: ForwardModel, lung: np.ndarray | None = None
-                 ) -> dict[str, float]:
-    """Plausibility of one tidal image (P, R, C; impedance, ventilation positive)."""
+def image_checks(tidal: np.ndarray, model: ForwardModel, lung: np.ndarray | None = None,
+                 position: str = "supine") -> dict[str, float]:
+    """Plausibility of one tidal image (P, R, C; impedance, ventilation positive); the
+    dependent share is along gravity for the patient's `position`."""
     mask = model.mask
     positive = np.where(mask, np.clip(tidal, 0.0, None), 0.0)
     negative = np.where(mask, np.clip(-tidal, 0.0, None), 0.0)
@@ -112,11 +124,13 @@ def image_checks(tidal: np.ndarray, model: ForwardModel, lung: np.ndarray | None
     regions = int((sizes >= 0.1 * sizes.max()).sum()) if count else 0
     lungs = lung if lung is not None and lung.any() else positive >= VENTILATED * positive.max()
     heart = heart_region(model)
+    dependent = regional(tidal, lungs, space_of(model), position=position).dependent_pct
     total = right + left
     return {"right_share": float(right / total), "left_share": float(left / total),
             "regions_in_ring_plane": regions,
             "heart_vs_lung": float(tidal[heart].mean() / tidal[lungs & ~heart].mean()),
-            "opposite_vs_ventilation": float(negative.sum() / positive.sum())}
+            "opposite_vs_ventilation": float(negative.sum() / positive.sum()),
+            "dependent_share": dependent / 100.0}
 
 
 def rate_checks(analysis: Analysis) -> dict[str, Any]:
@@ -137,11 +151,14 @@ def tidal_of(volumes: np.ndarray, model: ForwardModel, starts: list[int],
 def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any,
                   exclude: int, tv_breaths: int, progress: bool = False
                   ) -> tuple[dict[str, Any], dict[str, np.ndarray], ForwardModel]:
-    """Every method's tidal image and checks on one recording."""
+    """Every method's tidal image and checks on one recording; `geometry` "patient" is the
+    recording's own thorax (`patient_geometry` of its patient and the Göttingen belt)."""
+    if geometry == PATIENT:
+        geometry = patient_geometry(entry.patient, BELT).model_dump(mode="json")
     rec, _ = read_recording(data_dir / entry.path, "get", geometry=geometry, grid=grid)
     model = load_model(**{k: rec.meta[k] for k in ("geometry", "protocol", "grid")},
                        progress=progress)
-    settings = AnalysisSettings(subject=entry.subject)
+    settings = AnalysisSettings(subject=entry.subject, position=entry.position)
     space = space_of(model)
     result: dict[str, Any] = {"recording": entry.name, "frames": rec.n_frames,
                               "stated_respiratory_per_min": entry.stated_respiratory_per_min,
@@ -160,7 +177,8 @@ def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any
         images[name] = tidal_of(volumes, model, starts, ends)
         excluded = exclusion_check(rec, model, name, exclude, images[name], starts, ends)
         result["methods"][name] = {**rate_checks(analysis),
-                                   **image_checks(images[name], model, analysis.lung_mask),
+                                   **image_checks(images[name], model, analysis.lung_mask,
+                                                  entry.position),
                                    "exclusion": excluded}
     starts, ends = (b[:tv_breaths] for b in breaths)
     order = sorted(set(starts) | set(ends))
@@ -168,7 +186,8 @@ def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any
     position = {frame: k for k, frame in enumerate(order)}
     images["tv"] = tidal_of(volumes, model, [position[s] for s in starts],
                             [position[e] for e in ends])
-    result["methods"]["tv"] = {"breaths_used": len(starts), **image_checks(images["tv"], model)}
+    result["methods"]["tv"] = {"breaths_used": len(starts),
+                               **image_checks(images["tv"], model, position=entry.position)}
     return result, images, model
 
 
@@ -223,7 +242,7 @@ def figure(images: dict[str, dict[str, np.ndarray]], models: dict[str, ForwardMo
     fig.savefig(out_path)
 
 
-def benchmark(data_dir: Path, out_dir: Path, geometry: Any = "thorax-1x16", grid: Any = None,
+def benchmark(data_dir: Path, out_dir: Path, geometry: Any = PATIENT, grid: Any = None,
               exclude: int = 3, tv_breaths: int = 4, names: tuple[str, ...] | None = None,
               progress: bool = False) -> dict[str, Any]:
     """Run every recording; write realdata.json, realdata.png and the tidal images

@@ -18,8 +18,10 @@ def realdata(
                                        exists=True, file_okay=False)] = Path("../shared/realdata"),
     recordings: Annotated[str, typer.Option(help="comma-separated: neonate, child")]
     = "neonate,child",
-    geometry: Annotated[str, typer.Option(help="model geometry preset or file")]
-    = "thorax-1x16",
+    geometry: Annotated[str, typer.Option(help="model geometry preset or file, or 'patient': "
+                                               "each recording's thorax from its patient "
+                                               "data and the Göttingen belt")]
+    = "patient",
     exclude: Annotated[int, typer.Option(min=1, help="electrode (model numbering) excluded in "
                                                      "the exclusion check")] = 4,
     tv_breaths: Annotated[int, typer.Option(min=1, help="breaths TV reconstructs")] = 4,

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from service.contract.stim_patterns import mk_stim_patterns
 from worker.devices.device_file import DeviceFile
-from worker.devices.stim_patterns import mk_stim_patterns
 
 FRAME_VALUES = 256
 N_ELECTRODES = 16

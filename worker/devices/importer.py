@@ -12,12 +12,12 @@ import numpy as np
 from service.contract.geometry import resolve_geometry
 from service.contract.grid import resolve_grid
 from service.contract.protocol import resolve_protocol
+from service.contract.stim_patterns import protocol_sha256, renumber
 from worker.devices import read_device_file
 from worker.devices.consistency import ProtocolCheck, check_protocol
 from worker.devices.device_file import DeviceFile
 from worker.devices.known_recordings import file_hashes, known_recording
 from worker.devices.quality import QualityReport, quality_report
-from worker.devices.stim_patterns import protocol_sha256, renumber
 from worker.recording import Recording, RecordingError, protocol_measurements
 from worker.reference import reference_frames
 

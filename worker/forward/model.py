@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from service.contract.geometry import GeometrySpec, resolve_geometry
 from service.contract.grid import GridSpec, resolve_grid
-from service.contract.protocol import ExplicitProtocol, Protocol, SkipProtocol, resolve_protocol
+from service.contract.protocol import AnyProtocol, Protocol, resolve_protocol
 from worker.forward import cache
 from worker.forward.fem import CEM, measure
 from worker.forward.jacobian import voxel_jacobian
@@ -40,7 +40,7 @@ class ForwardModel:
     """
 
     geometry: GeometrySpec
-    protocol_spec: ExplicitProtocol | SkipProtocol
+    protocol_spec: AnyProtocol
     grid: GridSpec
     mesh: Mesh
     projection: sp.csr_matrix
@@ -130,14 +130,14 @@ class ForwardModel:
         }
 
 
-def model_spec(geometry: GeometrySpec, protocol: ExplicitProtocol | SkipProtocol,
+def model_spec(geometry: GeometrySpec, protocol: AnyProtocol,
                grid: GridSpec) -> dict[str, Any]:
     return {"geometry": geometry.model_dump(mode="json"),
             "protocol": protocol.model_dump(mode="json"),
             "grid": grid.model_dump(mode="json")}
 
 
-def build_model(geometry: GeometrySpec, protocol: ExplicitProtocol | SkipProtocol,
+def build_model(geometry: GeometrySpec, protocol: AnyProtocol,
                 grid: GridSpec, progress: bool = False) -> ForwardModel:
     """A cold build: mesh, factorisation and solves, Jacobian, projection."""
     t0 = time.perf_counter()

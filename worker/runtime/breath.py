@@ -261,12 +261,14 @@ class BreathPolicy:
     parameters: LiveParameters
 
     @classmethod
-    def for_model(cls, model: ForwardModel) -> BreathPolicy:
-        """Voxel space and ring heights from the model's geometry; the body mask its mask."""
+    def for_model(cls, model: ForwardModel, position: str = "supine") -> BreathPolicy:
+        """Voxel space and ring heights from the model's geometry; the body mask its mask;
+        gravity from the patient's `position` (the session's)."""
         dom = model.geometry.domain
         space = VoxelSpace.from_extent(model.grid.shape, dom.width, dom.depth, dom.height)
         rings = tuple(float(z) for z in model.geometry.electrodes.ring_heights)
-        return cls(BreathTracker(), LiveParameters(model.mask, space, rings))
+        return cls(BreathTracker(), LiveParameters(model.mask, space, rings,
+                                                   AnalysisSettings(position=position)))
 
     def state_dict(self) -> dict[str, Any]:
         return {"tracker": self.tracker.state_dict(),

@@ -9,7 +9,9 @@ volume is not finite (a near-zero reference) is never pushed nor published: it i
 session every `EITMON_CHECKPOINT_EVERY` frames and ends sessions (close, idle eviction,
 shutdown): final checkpoint, release of the lease. A step that raises is the session's failure
 (`failures.py`); the thread goes on with the others. It ticks the `ComputeClock` after every
-step and idle wait, which keeps the heartbeat going (`health.py`).
+step and idle wait, which keeps the heartbeat going (`health.py`). After each step it feeds the
+frames it took to the session's live data-quality report (`quality.py`), which may exclude
+electrodes from the session's reconstruction.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import METHOD, Fenced, LeaseLost
 from worker.runtime.health import ComputeClock
 from worker.runtime.lease import Leases
+from worker.runtime.quality import QualityMonitor
 from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Close, Frame, Session, Work
 
@@ -59,8 +62,9 @@ class Compute:
 
     def __init__(self, cfg: WorkerConfig, device: str, redis: Redis, fenced: Fenced,
                  leases: Leases, registry: SessionRegistry, failures: SessionFailures,
-                 clock: ComputeClock, stopping: threading.Event) -> None:
-        self.cfg, self.device = cfg, device
+                 clock: ComputeClock, stopping: threading.Event,
+                 quality: QualityMonitor | None = None) -> None:
+        self.cfg, self.device, self.quality = cfg, device, quality
         self.redis, self.fenced, self.leases = redis, fenced, leases
         self.registry, self.failures, self.clock = registry, failures, clock
         self.stopping = stopping
@@ -134,6 +138,11 @@ class Compute:
         elif isinstance(work.item, Close):
             self.end(session, "closed", work.item)
             return
+        if self.quality is not None:
+            taken = [*work.coalesce, *work.breath]
+            if isinstance(work.item, Frame):
+                taken.append(work.item)
+            self.quality.step(session, taken, self.retry)
         if session.since_checkpoint >= self.cfg.checkpoint_every:
             self.checkpoint(session, logging.DEBUG)
 

@@ -83,6 +83,11 @@ class WorkerConfig(EngineSettings):
     heartbeat_ttl_s: float = Field(30.0, gt=0, description="the heartbeat key's time to live; "
                                                            "the liveness check fails once "
                                                            "it is missing or older")
+    quality_window: int = Field(64, ge=0, description="frames of a session's live "
+                                                      "data-quality report (bad electrodes "
+                                                      "flagged and excluded; 0: off)")
+    quality_every: int = Field(32, gt=0, description="frames between two live data-quality "
+                                                     "reports of a session")
     log_level: str = Field("info", description="`debug`, `info`, `warning`, `error`")
 
     @model_validator(mode="after")

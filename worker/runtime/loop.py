@@ -44,6 +44,7 @@ from worker.runtime.methods import (
     registered,
     resolve_device,
 )
+from worker.runtime.quality import QualityMonitor
 from worker.runtime.registry import SessionRegistry
 from worker.runtime.startup import SessionOpener, Setup
 
@@ -83,8 +84,10 @@ class Worker:
                                self.stopping, self.done)
         self.intake = Intake(redis, cfg.worker_name, cfg.read_count, cfg.scan_interval_s,
                              self.registry, previews, failures, self.stopping)
+        quality = (QualityMonitor(fenced, table, preview, cfg.quality_window, cfg.quality_every)
+                   if cfg.quality_window else None)
         self.compute = Compute(cfg, self.device, redis, fenced, leases, self.registry, failures,
-                               self.clock, self.stopping)
+                               self.clock, self.stopping, quality)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -35,6 +35,7 @@ from worker.runtime.reference import Reference
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
     from worker.runtime.breath import BreathPolicy, Sample
+    from worker.runtime.quality_window import QualityWindow
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Frame:
     dv: np.ndarray  # normalised voltage change
     reference: np.ndarray  # the reference it was normalised against
     silent: bool = False  # already counted before a takeover: replay for the state only
+    voltages: np.ndarray | None = None  # the raw frame (for the live quality report)
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,11 @@ class Session:
     last_activity: float = field(default_factory=time.monotonic)
     ending: str | None = None  # why the session stops: closed, evicted, shutdown, lost, failed
     breath: BreathPolicy | None = None  # the breath scheduling, under the `breath` policy
+    quality: QualityWindow | None = None  # the live data-quality report (`quality.py`)
 
     def __post_init__(self) -> None:
         self.position_reference = self.reference.value
+        self.shared_preview = self.preview  # the model's; `preview` may become the session's
 
     @property
     def sid(self) -> str:
@@ -129,7 +133,7 @@ class Session:
         assert ref is not None
         with np.errstate(divide="ignore", invalid="ignore"):
             ready = [Frame(entry_id, entry.seq or 0, entry.timestamp or 0.0,
-                           normalise(entry.voltages, ref), ref, silent)
+                           normalise(entry.voltages, ref), ref, silent, entry.voltages)
                      for entry_id, entry, silent in self.waiting]
         self.waiting = []
         return ready

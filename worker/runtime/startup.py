@@ -103,7 +103,7 @@ class SessionOpener:
             if config.realtime == "breath":  # scipy.signal: imported only when needed
                 from worker.runtime.breath import BreathPolicy
 
-                session.breath = BreathPolicy.for_model(model)
+                session.breath = BreathPolicy.for_model(model, config.position)
                 if ckpt is not None and ckpt.breath is not None:
                     session.breath.load_state_dict(ckpt.breath)
             return session, self.replay(session)

@@ -45,7 +45,8 @@ SCALAR_FIELDS = (
     "index", "start_s", "end_inspiration_s", "end_s", "duration_s", "rate_per_min", "tiv",
     "eeli", "delta_eeli", "left_pct", "right_pct", "ventral_pct", "dorsal_pct", "caudal_pct",
     "cranial_pct", "cov_x_pct", "cov_y_pct", "cov_z_pct", "gi", "silent_pct",
-    "silent_dependent_pct", "silent_nondependent_pct", "rvd_spread_pct",
+    "silent_dependent_pct", "silent_nondependent_pct", "dependent_pct", "nondependent_pct",
+    "cov_gravity_pct", "rvd_spread_pct",
 )
 UNITS = {
     "start_s": "s", "end_inspiration_s": "s", "end_s": "s", "duration_s": "s",

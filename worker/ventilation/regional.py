@@ -16,6 +16,10 @@ Definitions (TREND consensus, Frerichs et al., Thorax 2017, unless stated):
   extent along each axis (0 % = right, ventral, caudal edge; 100 % = left, dorsal, cranial);
 - global inhomogeneity index (Zhao et al., Intensive Care Med 2009):
   GI = Σ_lung |TIV_v - median_lung(TIV)| / Σ_lung TIV_v;
+- dependent / non-dependent shares: the lung's tidal change in the half of the lung's extent
+  along gravity that lies downwards (dependent) or upwards; the centre of ventilation along
+  gravity, 0 % at the non-dependent edge and 100 % at the dependent one (supine: the dorsal
+  share and cov_y; prone: the ventral share and 100 - cov_y; lateral: along x);
 - silent spaces (Ukere et al., Crit Care 2016): lung voxels whose tidal change is under 10 % of
   the breath's largest, in % of the lung voxels; dependent when they lie beyond the centre of
   ventilation along gravity, non-dependent otherwise. Gravity follows the patient's position
@@ -76,6 +80,9 @@ class Regional:
     silent_pct: float
     silent_dependent_pct: float
     silent_nondependent_pct: float
+    dependent_pct: float = float("nan")  # along gravity (`position`)
+    nondependent_pct: float = float("nan")
+    cov_gravity_pct: float = float("nan")  # 0 % non-dependent edge, 100 % dependent edge
 
     def scalars(self) -> dict[str, float]:
         """The scalar parameters, ventral = layers 1 + 2 and dorsal = layers 3 + 4."""
@@ -86,7 +93,9 @@ class Regional:
                 "cov_x_pct": self.cov_x_pct, "cov_y_pct": self.cov_y_pct,
                 "cov_z_pct": self.cov_z_pct, "gi": self.gi, "silent_pct": self.silent_pct,
                 "silent_dependent_pct": self.silent_dependent_pct,
-                "silent_nondependent_pct": self.silent_nondependent_pct}
+                "silent_nondependent_pct": self.silent_nondependent_pct,
+                "dependent_pct": self.dependent_pct, "nondependent_pct": self.nondependent_pct,
+                "cov_gravity_pct": self.cov_gravity_pct}
 
 
 def _overlap(centres: np.ndarray, step: float, low: float, high: float) -> np.ndarray:
@@ -155,6 +164,13 @@ def regional(tidal: np.ndarray, lung: np.ndarray, space: VoxelSpace,
     depth = ((xx - centre[0]) * gravity[0] + (yy - centre[1]) * gravity[1]
              + (zz - centre[2]) * gravity[2])
     n_lung = float(lung.sum())
+    # gravity is along one axis in every position: its share halves and centre along it
+    axis = int(np.argmax(np.abs(gravity)))  # 0 x, 1 y, 2 z
+    down = gravity[axis] > 0
+    sums, centres_, step = ((by_col, x, dx), (by_row, y, dy), (by_plane, z, dz))[axis]
+    low, high = ((x_low, x_high), (y_low, y_high), (z_low, z_high))[axis]
+    lower = _pct(float(sums @ _overlap(centres_, step, -np.inf, (low + high) / 2)), total)
+    cov_axis = _pct(cov[axis] - low, high - low)
     return Regional(
         left_pct=_pct(float(by_col @ left), total),
         right_pct=_pct(float(by_col @ (1.0 - left)), total),
@@ -170,6 +186,9 @@ def regional(tidal: np.ndarray, lung: np.ndarray, space: VoxelSpace,
         silent_pct=_pct(float(silent.sum()), n_lung),
         silent_dependent_pct=_pct(float((silent & (depth > 0)).sum()), n_lung),
         silent_nondependent_pct=_pct(float((silent & (depth <= 0)).sum()), n_lung),
+        dependent_pct=100.0 - lower if down else lower,
+        nondependent_pct=lower if down else 100.0 - lower,
+        cov_gravity_pct=cov_axis if down else 100.0 - cov_axis,
     )
 
 

@@ -43,7 +43,10 @@ export function receive(data) {
   if (!msg) return;
   if (msg.type === "volume") onVolume(msg.meta, msg.volume);
   else if (msg.type === "parameters") onBreath(msg.id, msg.breath);
-  else if (msg.type === "status") { model.failure = msg.reason ?? msg.status; showState(); }
+  else if (msg.type === "status" && msg.status === "failed") {
+    model.failure = msg.reason ?? msg.status;  // an `open` status carries only `quality`
+    showState();
+  }
   if (msg.quality) showQuality(msg.quality);
 }
 

@@ -49,6 +49,10 @@ def test_image_checks_see_two_lungs(neonate) -> None:
     assert checks["opposite_vs_ventilation"] == 0.0
     assert checks["heart_vs_lung"] < 0.5
     assert heart_region(model).any() and 0 <= ring_plane(model) < model.grid.planes
+    # the lungs sit a little posterior (rows x 0.55): dependent supine, less so prone
+    prone = image_checks(two_lungs(model), model, position="prone")["dependent_share"]
+    assert checks["dependent_share"] > 0.5 > prone
+    assert checks["dependent_share"] + prone == pytest.approx(1.0)
 
 
 def test_exclusion_check_on_the_real_slice(neonate) -> None:

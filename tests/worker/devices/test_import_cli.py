@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from service.contract.stim_patterns import protocol_sha256
 from tests.worker.devices.conftest import CHILD, COARSE_RING_GRID, NEONATE, SLICE_FRAMES
 from worker.cli.main import app
 from worker.devices.known_recordings import KNOWN_RECORDINGS
-from worker.devices.stim_patterns import protocol_sha256
 from worker.recording import Recording
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from service.contract.protocol import resolve_protocol
+from service.contract.stim_patterns import mk_stim_patterns
 from tests.worker.devices.conftest import CHILD, NEONATE
 from worker.devices.goettingen import read_get
 from worker.devices.quality import quality_report
-from worker.devices.stim_patterns import mk_stim_patterns
 
 PROTOCOL = resolve_protocol(mk_stim_patterns(16, 1, [0, 1], [0, 1])).build(16)
 

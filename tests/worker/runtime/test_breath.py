@@ -94,7 +94,7 @@ def offline_tidals(bed: Bed, frames: np.ndarray) -> list[tuple[int, int]]:
 def test_worker_publishes_tidal_images_and_parameters_and_survives_a_restore(
         bed: Bed, in_process: Callable[..., Running], lsq: dict[str, Any],
         tmp_path: Path) -> None:
-    sid = bed.create(realtime="breath")
+    sid = bed.create(realtime="breath", position="prone")
     frames = bed.frames(N, period=PERIOD_FRAMES)
     in_process(lsq, idle_evict_s=0.5)
     half = 385  # between a breath's end-expiration and end-inspiration (offline_tidals)
@@ -136,6 +136,9 @@ def test_worker_publishes_tidal_images_and_parameters_and_survives_a_restore(
         assert b["tidal"] is None or (b["tidal"]["method"] == "tikhonov"
                                       and b["tidal"]["tiv"] > 0)
         assert abs(b["preview"]["left_pct"] + b["preview"]["right_pct"] - 100) < 1e-6
+        # prone (the session's position): the ventral half is the dependent one
+        assert b["preview"]["dependent_pct"] == pytest.approx(b["preview"]["ventral_pct"])
+        assert b["preview"]["cov_gravity_pct"] == pytest.approx(100 - b["preview"]["cov_y_pct"])
     assert sum(e.breath["tidal"] is not None for e in entries) >= len(entries) // 2
 
 

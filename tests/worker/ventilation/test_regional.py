@@ -75,6 +75,29 @@ def test_silent_spaces_follow_gravity(body, space, position: str, dependent: boo
         regional(tidal, body, space, position="standing on hands")
 
 
+@pytest.mark.parametrize(("position", "dependent", "cov"), [
+    ("supine", 0.0, 25.0), ("prone", 100.0, 75.0),  # ventral rows 0-4 ventilate
+])
+def test_dependent_share_and_centre_follow_gravity(body, space, position: str,
+                                                   dependent: float, cov: float) -> None:
+    """Only the ventral half ventilates: non-dependent supine, dependent prone; the centre of
+    ventilation along gravity mirrors; lateral positions read the left-right axis."""
+    tidal = np.full(SHAPE, 1e-9)  # the lung's extent stays the grid
+    tidal[:, :5, :] = 1.0
+    reg = regional(tidal, body, space, position=position)
+    assert reg.dependent_pct == pytest.approx(dependent, abs=1e-3)
+    assert reg.nondependent_pct == pytest.approx(100.0 - dependent, abs=1e-3)
+    assert reg.cov_gravity_pct == pytest.approx(cov, abs=1e-3)
+    assert reg.scalars()["dependent_pct"] == reg.dependent_pct
+    left = np.full(SHAPE, 1e-9)
+    left[:, :, 6:] = 1.0  # the patient's left half
+    on_left = regional(left, body, space, position="left-lateral")
+    on_right = regional(left, body, space, position="right-lateral")
+    assert on_left.dependent_pct == pytest.approx(100.0, abs=1e-3)
+    assert on_right.dependent_pct == pytest.approx(0.0, abs=1e-3)
+    assert on_left.cov_gravity_pct == pytest.approx(100.0 - on_right.cov_gravity_pct)
+
+
 def test_negative_tidal_change_counts_as_none(body, space) -> None:
     tidal = np.zeros(SHAPE)
     tidal[:, :, 6:] = 1.0
@@ -93,3 +116,12 @@ def test_ventilation_delay() -> None:
     assert delay[0] == pytest.approx(40.0)
     assert delay[1] == pytest.approx(50.0 + 0.4 * 50.0)
     assert np.isnan(delay[2])
+
+
+def test_every_position_the_api_accepts_has_a_gravity() -> None:
+    from typing import get_args
+
+    from service.contract.patient import Position
+    from worker.ventilation.regional import GRAVITY
+
+    assert set(get_args(Position)) <= set(GRAVITY)

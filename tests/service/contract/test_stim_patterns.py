@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.contract.protocol import resolve_protocol
-from worker.devices.stim_patterns import mk_stim_patterns, protocol_sha256
+from service.contract.stim_patterns import mk_stim_patterns, protocol_sha256
 
 
 def stim(protocol: dict[str, Any], k: int) -> np.ndarray:
@@ -143,3 +143,33 @@ def test_hash_is_stable() -> None:
     assert protocol_sha256(a) == protocol_sha256(b) and len(protocol_sha256(a)) == 64
     assert protocol_sha256(a) != protocol_sha256(mk_stim_patterns(16, 1, [0, 1], [0, 1],
                                                                   ["rotate_meas"]))
+
+
+@pytest.mark.parametrize("spec, n_electrodes, m", [
+    ({"kind": "eidors"}, 16, 208),
+    ({"kind": "eidors", "options": ["meas_current"]}, 16, 256),
+    ({"kind": "eidors", "options": ["no_redundant"]}, 16, 104),
+    ({"kind": "eidors", "inj": [0, 5], "meas": [0, 5]}, 32, 928),
+    ({"kind": "eidors", "inj": [0, 5], "meas": [0, 5], "options": ["no_meas_current_next1"]},
+     32, 736),
+    ({"kind": "eidors", "n_rings": 2}, 32, 928),
+])
+def test_eidors_protocol_kind_is_mk_stim_patterns(spec: dict[str, Any], n_electrodes: int,
+                                                  m: int) -> None:
+    """The contract's `eidors` kind builds exactly what `mk_stim_patterns` lists."""
+    built = resolve_protocol(spec).build(n_electrodes)
+    assert built.n_measurements == m
+    rings = spec.get("n_rings", 1)
+    explicit = resolve_protocol(mk_stim_patterns(
+        n_electrodes // rings, rings, spec.get("inj", "{ad}"), spec.get("meas", "{ad}"),
+        spec.get("options", ["no_meas_current"]))).build(n_electrodes)
+    assert (built.currents == explicit.currents).all()
+    assert (built.meas_weights == explicit.meas_weights).all()
+    assert (built.meas_injection == explicit.meas_injection).all()
+
+
+def test_eidors_protocol_kind_refuses_what_mk_stim_patterns_refuses() -> None:
+    with pytest.raises(ValueError, match="trigonometric"):
+        resolve_protocol({"kind": "eidors", "inj": "{trig}"}).build(16)
+    with pytest.raises(ValueError, match="equal rings"):
+        resolve_protocol({"kind": "eidors", "n_rings": 2}).build(15)
