@@ -10,12 +10,14 @@ run per sub-range of t/T (seed 2, section 5.3) compares the ranges.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from skimage.filters import gaussian
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from worker.plot import image_rows
 from worker.recon.diffinr.sds import SDSPrior
 from worker.recon.diffinr.shapes import shape_images
 
@@ -63,13 +65,18 @@ def sds_descent(prior: SDSPrior, images: np.ndarray, *, steps: int = 30, lr: flo
 
 
 def t_range_study(prior: SDSPrior, *, count: int = 32, steps: int = 30, lr: float = 0.02,
-                  ranges: tuple[tuple[float, float], ...] = T_RANGES) -> dict:
-    """Quality of the degraded images, and after SDS descent with each sub-range of t/T."""
+                  ranges: tuple[tuple[float, float], ...] = T_RANGES,
+                  figure: Path | None = None) -> dict:
+    """Quality of the degraded images, and after SDS descent with each sub-range of t/T;
+    `figure`: clean, degraded and each range's result as rows of images (the first 12)."""
     clean, degraded = degraded_pairs(count)
-    rows = []
+    rows, pictures = [], [("clean", clean[:12]), ("blurred + noise", degraded[:12])]
     for t_range in ranges:
         moved = sds_descent(SDSPrior(prior.net, prior.schedule, t_range), degraded,
                             steps=steps, lr=lr)
         rows.append({"t_range": list(t_range), **quality(clean, moved)})
+        pictures.append((f"SDS, t/T in [{t_range[0]:.2f}, {t_range[1]:.2f})", moved[:12]))
+    if figure is not None:
+        image_rows(pictures, figure)
     return {"count": count, "steps": steps, "lr": lr, "degradation": vars(Degradation()),
             "degraded": quality(clean, degraded), "sds": rows}

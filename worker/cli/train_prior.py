@@ -37,24 +37,6 @@ def _loss_figure(losses: list[float], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def _grid_figure(rows: list[tuple[str, np.ndarray]], path: Path) -> None:
-    """Rows of images (N, 1, H, W) in [-1, 1], one labelled row each."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cols = max(len(images) for _, images in rows)
-    fig = Figure(figsize=(cols * 0.8, len(rows) * 0.9))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(rows), cols, squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        for c, ax in enumerate(axes[r]):
-            ax.set_axis_off()
-            if c < len(images):
-                ax.imshow(images[c, 0], cmap="gray", vmin=-1, vmax=1)
-        axes[r][0].set_title(label, loc="left", fontsize=8)
-    fig.savefig(path, dpi=100)
-
-
 def diffusion_prior(
     out: Annotated[Path, typer.Option(help="folder for the weights, loss curve and samples")],
     seed: Annotated[int, typer.Option(help="seeds the data set, initialisation and batches")] = 0,
@@ -69,6 +51,7 @@ def diffusion_prior(
     import torch
     from tqdm import tqdm
 
+    from worker.plot import image_rows
     from worker.recon.diffinr.diffusion import fit, sample, vp_schedule
     from worker.recon.diffinr.score_net import RESOLUTION, save_weights, score_net
     from worker.recon.diffinr.shapes import ShapeSpec, shape_images
@@ -98,7 +81,7 @@ def diffusion_prior(
         {"train": args, "seconds": train_seconds, "loss": losses}, indent=1))
     _loss_figure(losses, out / "loss.png")
     drawn = sample(net, schedule, samples, generator).clamp(-1, 1).numpy()
-    _grid_figure([("training images", data[:samples].numpy()), ("drawn from the prior", drawn)],
-                 out / "samples.png")
+    image_rows([("training images", data[:samples].numpy()), ("drawn from the prior", drawn)],
+               out / "samples.png")
     typer.echo(f"{steps} steps in {train_seconds / 60:.1f} min; final loss (mean of last 100) "
                f"{np.mean(losses[-100:]):.4f}; wrote {out}")
