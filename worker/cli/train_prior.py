@@ -46,7 +46,7 @@ def diffusion_prior(
     lr: Annotated[float, typer.Option(help="Adam learning rate")] = 1e-3,
     samples: Annotated[int, typer.Option(help="images to draw from the trained model")] = 16,
 ) -> None:
-    """Train the 32x32 diffusion prior on random shapes; ~20 min on 2 idle CPU cores."""
+    """Train the 32x32 diffusion prior on random shapes (docs/diff-inr-prior.md gives times)."""
     output_file(out / "prior.safetensors")
     import torch
     from tqdm import tqdm
