@@ -82,10 +82,12 @@ class SDSPrior:
 
     @torch.no_grad()
     def residual(self, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """w(t) (ε̂_θ(x_t, t) - ε) for slices x at the prior's resolution: eq. 14's sg[...] term."""
+        """w(t) (ε̂_θ(x_t, t) - ε) for slices x at the prior's resolution: eq. 14's sg[...] term
+        (in x's dtype and device; the network itself runs in float32 on x's device)."""
         x_t = self.schedule.add_noise(x, eps, t)
         weight = noise_level(self.schedule, t).to(x.dtype).view(-1, 1, 1, 1)
-        return weight * (self.net.to(x.device)(x_t, t.to(x.device)).sample - eps)
+        eps_hat = self.net.to(x.device)(x_t.float(), t.to(x.device)).sample.to(x.dtype)
+        return weight * (eps_hat - eps)
 
     def loss(self, slices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Eq. 14 for `slices` (B, 1, H, W), already normalised: a scalar whose gradient wrt the

@@ -46,6 +46,13 @@ def test_other_sizes_are_resized(prior: SDSPrior) -> None:
     assert x.grad.abs().sum() > 0
 
 
+def test_float64_slices_get_a_float64_gradient(prior: SDSPrior) -> None:
+    x = torch.zeros(2, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+    loss = prior.loss(x + 0.1, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert loss.dtype == torch.float64 and x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_normalise_maps_the_range_to_the_prior_range() -> None:
     x = torch.tensor([[-0.5, 0.0], [0.5, 1.5]], requires_grad=True)
     y = SDSPrior.normalise(x)
