@@ -1,4 +1,5 @@
-"""Side-by-side pictures of conductivity-change volumes: axial slices plus one coronal slice.
+"""Side-by-side pictures of conductivity-change volumes: axial slices plus one coronal slice;
+and rows of small 2D images (`image_rows`, the diffusion prior's training and sample images).
 
 Each panel (truth, reconstructions, ...) is one row: axial slices at evenly spaced heights
 and a coronal slice through the middle row. Axial slices are radiological: row 0 (anterior) at
@@ -99,3 +100,18 @@ def plot_volumes(panels: list[tuple[str, np.ndarray]], mask: np.ndarray,
         fig.suptitle(frame_label)
     fig.savefig(out_path, dpi=DPI, format="png")
     return fig
+
+
+def image_rows(rows: list[tuple[str, np.ndarray]], path: Path) -> None:
+    """Rows of grey images (N, 1, H, W) in [-1, 1], one labelled row each, saved to `path`."""
+    cols = max(len(images) for _, images in rows)
+    fig = Figure(figsize=(cols * 0.8, len(rows) * 0.9))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            ax.set_axis_off()
+            if c < len(images):
+                ax.imshow(images[c, 0], cmap="gray", vmin=-1, vmax=1)
+        axes[r][0].set_title(label, loc="left", fontsize=8)
+    fig.savefig(path, dpi=DPI)

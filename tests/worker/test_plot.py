@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from worker.plot import axial_planes, plot_volumes
+from worker.plot import axial_planes, image_rows, plot_volumes
 
 
 @pytest.mark.parametrize("size", [(1600, 900), (641, 359)])
@@ -98,3 +98,10 @@ def test_shape_mismatch_rejected(tmp_path: Path, truth: np.ndarray, mask: np.nda
                      tmp_path / "f.png")
     with pytest.raises(ValueError, match="no panels"):
         plot_volumes([], mask, tmp_path / "f.png")
+
+
+def test_image_rows_one_row_per_label(tmp_path: Path) -> None:
+    path = tmp_path / "rows.png"
+    image_rows([("a", np.zeros((5, 1, 8, 8))), ("b", np.ones((3, 1, 8, 8)))], path)
+    height, width = imread(path).shape[:2]
+    assert (height, width) == (180, 400)  # 2 rows x 0.9 in, 5 columns x 0.8 in, at 100 dpi

@@ -1,0 +1,1 @@
+"""Diff-INR (seed 2): an implicit neural representation regularised by a diffusion prior."""
