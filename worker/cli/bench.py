@@ -1,5 +1,5 @@
 """`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, service, model,
-faults, realdata, durability).
+faults, realdata, durability, realtime).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -17,6 +17,7 @@ from worker.cli import (
     bench_model,
     bench_quality,
     bench_realdata,
+    bench_realtime,
     bench_service,
     bench_speed,
 )
@@ -33,3 +34,4 @@ app.command("breath")(bench_breath.breath)
 app.command("faults")(bench_faults.faults)
 app.command("realdata")(bench_realdata.realdata)
 app.command("durability")(bench_durability.durability)
+app.command("realtime")(bench_realtime.realtime)
