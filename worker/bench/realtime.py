@@ -190,8 +190,9 @@ def run_case(case: str, bench: RealtimeBench, device: str, log: Callable[[str], 
         background=False)
     one("d2ip", create("d2ip", model, device=device))
     one("tikhonov", create("tikhonov", model))
-    methods["d2ip-live-on-d2ip-frames"] = summary([played["d2ip-live"]], times,
-                                                  set(played["d2ip"].index))
+    subset = summary([played["d2ip-live"]], times, set(played["d2ip"].index))
+    methods["d2ip-live-on-d2ip-frames"] = {k: v for k, v in subset.items()  # whole-run counts
+                                           if k not in ("coalesced", "background_steps")}
     return {"case": case, "frames": n, "duration_s": float(times[-1] + times[1]),
             "methods": methods, "settings": settings,
             "per_frame": {name: {"index": p.index, "latency_ms": [1e3 * x for x in p.latency],
@@ -253,41 +254,45 @@ def _line(m: dict[str, Any]) -> str:
             f"CC {m['cc']:.3f}, ERR {m['err']:.3f}, {m['background_steps']} fine-tuning steps")
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def _scores(m: dict[str, Any]) -> list[str]:
+    return [f"{m['mssim']:.3f}", f"{m['cc']:.3f}", f"{m['err']:.3f}"]
+
+
+def _latency(m: dict[str, Any]) -> str:
+    return f"{m['latency_ms_p50']:.0f} / {m['latency_ms_p99']:.0f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The realtime table, the starvation table and the conditions."""
-    lines = ["| case | method | frames | coalesced | latency p50 / p99 (ms) | lag slope "
-             "(ms/min) | MSSIM | CC | ERR | fine-tuning steps |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for case in report["cases"]:
-        for name, m in case["methods"].items():
-            if not m.get("frames"):
-                continue
-            slope = m.get("lag_slope_ms_per_min")
-            lines.append(
-                f"| {case['case']} | {name} | {m['frames']} | {m['coalesced']} | "
-                f"{m['latency_ms_p50']:.0f} / {m['latency_ms_p99']:.0f} | "
-                f"{'-' if slope is None else f'{slope:.1f}'} | {m['mssim']:.3f} | "
-                f"{m['cc']:.3f} | {m['err']:.3f} | {m['background_steps']} |")
+    """The realtime table, the starvation tables and the conditions."""
+    lines = _table(
+        ["case", "method", "frames", "coalesced", "latency p50 / p99 (ms)",
+         "lag slope (ms/min)", "MSSIM", "CC", "ERR", "fine-tuning steps"],
+        [[case["case"], name, str(m["frames"]), str(m.get("coalesced", "-")), _latency(m),
+          "-" if m.get("lag_slope_ms_per_min") is None
+          else f"{m['lag_slope_ms_per_min']:.1f}", *_scores(m), str(m.get("background_steps", "-"))]
+         for case in report["cases"] for name, m in case["methods"].items() if m.get("frames")])
     starved = report.get("starved")
     if starved:
         lines += ["", f"Starvation (tidal-breathing, first {starved['frames']} frames, "
-                  "`d2ip-live` on every session):", "",
-                  "| sessions | frames (all sessions) | coalesced | latency p50 / p99 (ms) | "
-                  "MSSIM | CC | ERR | fine-tuning steps per session |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for k, m in starved["sessions"].items():
-            lines.append(f"| {k} | {m['frames']} | {m['coalesced']} | "
-                         f"{m['latency_ms_p50']:.0f} / {m['latency_ms_p99']:.0f} | "
-                         f"{m['mssim']:.3f} | {m['cc']:.3f} | {m['err']:.3f} | "
-                         f"{m['background_steps'] / int(k):.0f} |")
+                  "`d2ip-live` on every session):", ""]
+        lines += _table(["sessions", "frames (all sessions)", "coalesced",
+                         "latency p50 / p99 (ms)", "MSSIM", "CC", "ERR",
+                         "fine-tuning steps per session"],
+                        [[k, str(m["frames"]), str(m["coalesced"]), _latency(m), *_scores(m),
+                          f"{m['background_steps'] / int(k):.0f}"]
+                         for k, m in starved["sessions"].items()])
     budget = report.get("budget")
     if budget:
         lines += ["", f"Fine-tuning steps per frame (tidal-breathing, first {budget['frames']} "
-                  "frames, every frame reconstructed, no clock):", "",
-                  "| steps per frame | MSSIM | CC | ERR mean / median |", "|---|---|---|---|"]
-        for k, m in budget["steps_per_frame"].items():
-            lines.append(f"| {k} | {m['mssim']:.3f} | {m['cc']:.3f} | {m['err']:.3f} / "
-                         f"{m['err_median']:.3f} |")
+                  "frames, every frame reconstructed, no clock):", ""]
+        lines += _table(["steps per frame", "MSSIM", "CC", "ERR", "ERR median"],
+                        [[k, *_scores(m), f"{m['err_median']:.3f}"]
+                         for k, m in budget["steps_per_frame"].items()])
     lines += ["", f"{report['date']}, {report['cpus']} CPU(s), torch threads "
               f"{report['threads']}, load average {report['load_start']:.1f} at the start, "
               f"{report['load_end']:.1f} at the end."]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from service.contract.grid import voxel_edges
+from worker.recon.greit import voxel_centres
 from worker.simulation.phantom import BreathState, Lung, Phantom, thorax_phantom
 
 if TYPE_CHECKING:
@@ -33,15 +33,6 @@ class TrainingFrames:
 
     dv: np.ndarray
     truth: np.ndarray
-
-
-def voxel_centres(model: ForwardModel) -> np.ndarray:
-    """(V, 3) x, y, z of the masked voxel centres, C order of (P, R, C)."""
-    dom = model.geometry.domain
-    ze, ye, xe = (0.5 * (e[1:] + e[:-1])
-                  for e in voxel_edges(model.grid, dom.width, dom.depth, dom.height))
-    zz, yy, xx = np.meshgrid(ze, ye, xe, indexing="ij")
-    return np.column_stack([xx[model.mask], yy[model.mask], zz[model.mask]])
 
 
 def _lung(lung: Lung, rng: np.random.Generator, a: float, b: float) -> Lung:
