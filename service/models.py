@@ -67,8 +67,9 @@ class SessionCreate(BaseModel):
         [16, 32, 32], description="voxel grid [P, R, C] or {planes, rows, cols}")
     method: Method = Field(
         "d2ip", description="main reconstruction method: d2ip (the paper's fixed lambda), "
-                            "d2ip-scaled (per-frame lambda scaled with the data), dip, rsip, "
-                            "tv, tikhonov")
+                            "d2ip-scaled (per-frame lambda scaled with the data), d2ip-live "
+                            "(every frame in one forward pass of a per-patient network kept "
+                            "fine-tuned by D2IP's objective), dip, rsip, tv, tikhonov")
     reference: ReferencePolicy = Field(default_factory=FirstNReference)
     realtime: RealtimePolicy | None = Field(
         None, description="realtime: the worker may coalesce a backlog (counted); "

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-Method = Literal["d2ip", "d2ip-scaled", "dip", "rsip", "tv", "tikhonov", "greit"]
+Method = Literal["d2ip", "d2ip-scaled", "d2ip-live", "dip", "rsip", "tv", "tikhonov", "greit"]
 METHODS: tuple[str, ...] = get_args(Method)  # the main methods a session may ask for
 RealtimePolicy = Literal["realtime", "complete", "breath"]
 REALTIME_POLICIES: tuple[str, ...] = get_args(RealtimePolicy)

@@ -1,5 +1,5 @@
 """`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, service, model,
-faults, realdata, durability, prior).
+faults, realdata, durability, prior, realtime).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -18,6 +18,7 @@ from worker.cli import (
     bench_prior,
     bench_quality,
     bench_realdata,
+    bench_realtime,
     bench_service,
     bench_speed,
 )
@@ -35,3 +36,4 @@ app.command("faults")(bench_faults.faults)
 app.command("realdata")(bench_realdata.realdata)
 app.command("durability")(bench_durability.durability)
 app.command("prior")(bench_prior.prior)
+app.command("realtime")(bench_realtime.realtime)

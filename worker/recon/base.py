@@ -9,7 +9,10 @@ against the session's measured reference v_ref, and returns the relative conduct
   frame, get one `FrameResult`; `push_many` takes a batch (methods that can, such as Tikhonov,
   do it in one product); `state_dict()` / `load_state_dict()` capture and restore its whole
   state, so a restored object continues exactly as the original would have (worker
-  checkpoints); `settings` names the parameters it resolved (for the reconstruction's meta).
+  checkpoints); `settings` names the parameters it resolved (for the reconstruction's meta);
+  `background_step()` does one unit of the method's work between frames (`d2ip-live`'s
+  fine-tuning; the others have none), which the worker's compute thread runs when no frame
+  waits.
 - `reconstruct_recording` runs a streaming reconstructor over a whole recording (offline),
   with a progress bar.
 - `register` / `get_method` / `available_methods` form the registry the CLI, the benchmarks
@@ -65,6 +68,10 @@ class StreamingReconstructor(ABC):
         """The method's resolved parameters (JSON-serialisable)."""
         return {}
 
+    def background_step(self) -> bool:
+        """One short unit of work between frames; False when there is none (the default)."""
+        return False
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly: picklable (numpy arrays, numbers, tensors)."""
@@ -101,7 +108,8 @@ def _load_builtin() -> None:
     import importlib
 
     for module in ("worker.recon.tikhonov", "worker.recon.greit", "worker.recon.tv",
-                   "worker.recon.rsip", "worker.recon.d2ip.variants"):
+                   "worker.recon.rsip", "worker.recon.d2ip.variants",
+                   "worker.recon.live.reconstructor"):
         importlib.import_module(module)
 
 

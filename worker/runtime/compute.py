@@ -8,10 +8,12 @@ volume is not finite (a near-zero reference) is never pushed nor published: it i
 `dropped:non_finite`. It checkpoints a
 session every `EITMON_CHECKPOINT_EVERY` frames and ends sessions (close, idle eviction,
 shutdown): final checkpoint, release of the lease. A step that raises is the session's failure
-(`failures.py`); the thread goes on with the others. It ticks the `ComputeClock` after every
-step and idle wait, which keeps the heartbeat going (`health.py`). After each step it feeds the
-frames it took to the session's live data-quality report (`quality.py`), which may exclude
-electrodes from the session's reconstruction.
+(`failures.py`); the thread goes on with the others. When no session has work, it runs one
+`background_step()` of one session's main method in turn (`d2ip-live`'s fine-tuning), so a
+frame waits at most one such step; it waits for work only when no method has any. It ticks the
+`ComputeClock` after every step and idle wait, which keeps the heartbeat going (`health.py`).
+After each step it feeds the frames it took to the session's live data-quality report
+(`quality.py`), which may exclude electrodes from the session's reconstruction.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Compute:
         self.redis, self.fenced, self.leases = redis, fenced, leases
         self.registry, self.failures, self.clock = registry, failures, clock
         self.stopping = stopping
+        self.turn = 0  # the session whose background step comes next
 
     def run(self) -> None:
         lower_priority(self.cfg.compute_nice)
@@ -87,11 +90,29 @@ class Compute:
                 elif session.ending == "evicted" and session.idle:
                     self.guarded(session, partial(self.end, session, "evicted"))
                 self.clock.tick()
-            if not busy:
+            if not busy and not self.background():
                 self.registry.wait_for_work(0.2)
                 self.clock.tick()
         for session in self.registry.sessions():
             self.guarded(session, partial(self.end, session, "shutdown"))
+
+    def background(self) -> bool:
+        """One background step of the first session in turn that has one; False if none."""
+        sessions = self.registry.sessions()
+        for k in range(len(sessions)):
+            session = sessions[(self.turn + k) % len(sessions)]
+            done = False
+
+            def step(session: Session = session) -> None:
+                nonlocal done
+                done = session.main.background_step()
+
+            self.guarded(session, step)
+            if done:
+                self.turn = (self.turn + k + 1) % len(sessions)
+                self.clock.tick()
+                return True
+        return False
 
     def guarded(self, session: Session, step: Callable[[], None]) -> None:
         """Run a step. A lost lease (or Redis gone for longer than a lease) drops the session;

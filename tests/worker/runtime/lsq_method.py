@@ -66,3 +66,29 @@ class Blocks(PseudoInverse):
         self.entered.set()
         self.release.wait()
         return super().push(dv)
+
+
+class Adapts(PseudoInverse):
+    """Has background work between frames (as `d2ip-live`'s fine-tuning): up to `BUDGET`
+    steps after each frame, counted; every instance is kept in `INSTANCES` for the test."""
+
+    BUDGET = 5
+    INSTANCES: list[Adapts] = []
+
+    def __init__(self, model: ForwardModel) -> None:
+        super().__init__(model)
+        self.steps, self.since_frame = 0, self.BUDGET  # no work before the first frame
+        self.steps_before_frame: list[int] = []
+        Adapts.INSTANCES.append(self)
+
+    def push(self, dv: np.ndarray) -> FrameResult:
+        self.steps_before_frame.append(self.steps)
+        self.since_frame = 0
+        return super().push(dv)
+
+    def background_step(self) -> bool:
+        if self.since_frame >= self.BUDGET:
+            return False
+        self.steps += 1
+        self.since_frame += 1
+        return True

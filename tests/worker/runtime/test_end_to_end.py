@@ -112,3 +112,20 @@ def test_a_slow_session_setup_delays_the_viewer_without_failing(
         bed.post(sid, bed.frames(1), 0)
         meta, _ = bed.receive(ws)
     assert meta["seq"] == 0
+
+
+def test_background_work_runs_between_frames(
+        bed: Bed, in_process: Callable[..., Running], test_methods: dict[str, Any]) -> None:
+    adapts = test_methods["Adapts"]
+    adapts.INSTANCES.clear()
+    sid = bed.create(method="d2ip", realtime="realtime")
+    in_process({"tikhonov": test_methods["PseudoInverse"], "d2ip": adapts})
+    frames = bed.frames(6)
+    for k in range(6):  # one frame at a time: each is reconstructed, then the steps run
+        bed.post(sid, frames[k:k + 1], k)
+        bed.wait(lambda k=k: bed.settled(sid, k + 1), "the frame")
+        bed.wait(lambda: adapts.INSTANCES[-1].since_frame == adapts.BUDGET, "the steps")
+    counters = bed.counters(sid)
+    assert counters["reconstructed"] == 6 and counters["coalesced"] == 0
+    main = adapts.INSTANCES[-1]
+    assert main.steps_before_frame == [adapts.BUDGET * k for k in range(6)]
