@@ -53,15 +53,16 @@ class SessionCreate(BaseModel):
         [16, 32, 32], description="voxel grid [P, R, C] or {planes, rows, cols}")
     method: Method = Field(
         "d2ip", description="main reconstruction method: d2ip (the paper's fixed lambda), "
-                            "d2ip-scaled (per-frame lambda scaled with the data), dip, rsip, "
+                            "d2ip-scaled (per-frame lambda scaled with the data), edip "
+                            "(Educated DIP: pretrained, the preview as input), dip, rsip, "
                             "tv, tikhonov")
     reference: ReferencePolicy = Field(default_factory=FirstNReference)
     realtime: RealtimePolicy | None = Field(
         None, description="realtime: the worker may coalesce a backlog (counted); "
                           "complete: every frame is reconstructed; breath: one main-method "
                           "tidal image per breath (result kind `tidal`) and the breath's "
-                          "parameters, the preview at frame rate. Default: breath for d2ip "
-                          "and d2ip-scaled, realtime for the other methods")
+                          "parameters, the preview at frame rate. Default: breath for d2ip, "
+                          "d2ip-scaled and edip, realtime for the other methods")
     patient_label: str | None = Field(
         None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._:/#-]+$",
         description="pseudonymous bed/patient label (never logged)")
