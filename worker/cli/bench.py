@@ -1,5 +1,5 @@
 """`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, service, model,
-faults, realdata, durability).
+faults, realdata, durability, educated).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -13,6 +13,7 @@ from worker.cli import (
     bench_clinical,
     bench_convergence,
     bench_durability,
+    bench_educated,
     bench_faults,
     bench_model,
     bench_quality,
@@ -33,3 +34,4 @@ app.command("breath")(bench_breath.breath)
 app.command("faults")(bench_faults.faults)
 app.command("realdata")(bench_realdata.realdata)
 app.command("durability")(bench_durability.durability)
+app.command("educated")(bench_educated.educated)

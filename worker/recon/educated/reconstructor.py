@@ -54,7 +54,7 @@ class EducatedDIP(D2IP):
             raise ValueError("edip: the network must be the pretraining's, with TPP and the "
                              "educated start (upws)")
         super().__init__(model, config, device, execution)
-        self.educated_key = educated_key(model, self.pretraining)
+        self.educated_key = educated_key(model.spec, self.pretraining)
         self.key = content_key({"d2ip": self.key, "educated": self.educated_key})
         self.preview_matrix = torch.from_numpy(tikhonov_operator(model).matrix).to(self.device)
         self.mask = torch.as_tensor(model.mask)

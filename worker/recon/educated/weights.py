@@ -33,9 +33,9 @@ def default_config() -> TrainConfig:
     return TrainConfig()
 
 
-def educated_key(model: ForwardModel, config: TrainConfig) -> str:
+def educated_key(model_spec: dict[str, Any], config: TrainConfig) -> str:
     """sha256 over the model spec, the pretraining configuration and `FORMAT`."""
-    return content_key({"format": FORMAT, "model": model.spec, "train": config.identity()})
+    return content_key({"format": FORMAT, "model": model_spec, "train": config.identity()})
 
 
 def _read(path: Path, key: str) -> dict[str, Tensor] | None:
@@ -48,19 +48,10 @@ def _read(path: Path, key: str) -> dict[str, Tensor] | None:
         return None
 
 
-def stored_path(model: ForwardModel, config: TrainConfig) -> Path | None:
-    """Where the weights of `config` for `model` are stored (shipped first), or None."""
-    key = educated_key(model, config)
-    for folder in (SHIPPED, cache_dir() / CACHE_FOLDER):
-        if _read(folder / f"{key}.pt", key) is not None:
-            return folder / f"{key}.pt"
-    return None
-
-
 def store_weights(model: ForwardModel, config: TrainConfig, result: TrainResult,
                   folder: Path | None = None) -> Path:
     """Write `result`'s weights as those of `config` for `model` (default: the cache)."""
-    key = educated_key(model, config)
+    key = educated_key(model.spec, config)
     path = (folder if folder is not None else cache_dir() / CACHE_FOLDER) / f"{key}.pt"
     meta: dict[str, Any] = {"key": key, "format": FORMAT, "date": result.meta["date"],
                             "steps": config.steps,
@@ -75,7 +66,7 @@ def educated_state(model: ForwardModel, config: TrainConfig | None = None,
     """The educated weights (state dict of `FastResUNet3D` with `config.net`) for `model`:
     shipped, cached, or pretrained now and cached (module docstring)."""
     cfg = config or default_config()
-    key = educated_key(model, cfg)
+    key = educated_key(model.spec, cfg)
     for folder in (SHIPPED, cache_dir() / CACHE_FOLDER):
         state = _read(folder / f"{key}.pt", key)
         if state is not None:
