@@ -13,8 +13,11 @@ def educated(
                                                          "educated.json and the figures")],
     cases: Annotated[str, typer.Option(help="comma-separated simulation cases")]
     = "healthy-deep-breath,edema-left",
-    sweep: Annotated[str, typer.Option(help="comma-separated edip iterations per frame")]
-    = "10,25,50,100",
+    sweep: Annotated[str, typer.Option(help="comma-separated edip iterations per frame ('': "
+                                            "none)")] = "10,25,50,100",
+    paper: Annotated[bool, typer.Option(help="edip with the paper's schedule")] = True,
+    d2ip: Annotated[bool, typer.Option(help="run d2ip (unless --d2ip-from has its row)")]
+    = True,
     frames: Annotated[int, typer.Option(min=2, help="frames per case")] = 20,
     snr_db: Annotated[float, typer.Option(help="measurement SNR in dB")] = 50.0,
     seed: Annotated[int, typer.Option(help="noise seed")] = 0,
@@ -44,10 +47,10 @@ def educated(
         counts = tuple(int(n) for n in sweep.split(",") if n.strip())
     except ValueError:
         counts = ()
-    if not counts or min(counts) < 1:
+    if (counts and min(counts) < 1) or (sweep.strip() and not counts):
         typer.secho(f"error: --sweep: positive integers, got {sweep!r}", fg="red", err=True)
         raise typer.Exit(2)
-    bench = EducatedBench(cases=tuple(case_list), sweep=counts, curve=curve,
+    bench = EducatedBench(cases=tuple(case_list), sweep=counts, curve=curve, paper=paper, d2ip=d2ip,
                           curve_iterations=curve_iterations, curve_every=curve_every,
                           options=parse_options(option or []),
                           d2ip_from=tuple(d2ip_from or ()))
