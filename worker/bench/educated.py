@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from worker.bench.quality import Setup, model_of, recording_for
 from worker.bench.speed import torch_threads
@@ -56,6 +57,7 @@ class EducatedBench:
     curve_every: int = 10
     curve: bool = True
     paper: bool = True  # edip with the paper's schedule (off: a run of the other parts alone)
+    progress: bool = False  # a bar per reconstruction (frame by frame) and per curve
     d2ip: bool = True  # run d2ip when `d2ip_from` has no row (off: no d2ip row, no comparison)
     options: dict[str, Any] = field(default_factory=dict)  # method options; `pretrain_*`: edip
     d2ip_from: tuple[Path, ...] = ()  # quality.json files whose d2ip rows stand for the d2ip run
@@ -78,7 +80,8 @@ def _run(name: str, model: Any, rec: Any, bench: EducatedBench, label: str,
          **options: Any) -> tuple[dict[str, Any], np.ndarray]:
     recon = create(name, model, device="cpu", **bench.for_method(name, **options))
     t0 = time.perf_counter()
-    volumes, frames = reconstruct_recording(recon, rec.voltages, rec.reference)
+    volumes, frames = reconstruct_recording(recon, rec.voltages, rec.reference,
+                                            progress=bench.progress, batch=1)
     upws = recon.config.iterations.cold * recon.upws_runs if isinstance(recon, D2IP) else 0
     row = _row(label, volumes, rec.truth, rec.mask, [f.iterations for f in frames],
                time.perf_counter() - t0)
@@ -165,6 +168,8 @@ def quality_curve(case: str, bench: EducatedBench, setup: Setup) -> dict[str, An
         recon.restart(dv)
         curve: dict[str, list[float]] = {"iteration": [], "mssim": [], "err": []}
         done = 0
+        bar = tqdm(total=bench.curve_iterations, desc=f"curve {label}", unit="iteration",
+                   disable=not bench.progress, mininterval=2.0)
         while done <= bench.curve_iterations:
             result = recon._optimise(dv, None, FixedIterations(bench.curve_every)) if done \
                 else _start_values(recon, dv)
@@ -172,7 +177,9 @@ def quality_curve(case: str, bench: EducatedBench, setup: Setup) -> dict[str, An
             curve["iteration"].append(done)
             curve["mssim"].append(mssim(volume, truth, mask, rng, window))
             curve["err"].append(err(volume[mask], truth[mask]))
+            bar.update(bench.curve_every if done else 0)
             done += bench.curve_every
+        bar.close()
         curves[label] = curve
     return {"case": case, "frame": 1, "curves": curves}
 

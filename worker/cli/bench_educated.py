@@ -50,7 +50,8 @@ def educated(
     if (counts and min(counts) < 1) or (sweep.strip() and not counts):
         typer.secho(f"error: --sweep: positive integers, got {sweep!r}", fg="red", err=True)
         raise typer.Exit(2)
-    bench = EducatedBench(cases=tuple(case_list), sweep=counts, curve=curve, paper=paper, d2ip=d2ip,
+    bench = EducatedBench(cases=tuple(case_list), sweep=counts, curve=curve, paper=paper,
+                          d2ip=d2ip, progress=True,
                           curve_iterations=curve_iterations, curve_every=curve_every,
                           options=parse_options(option or []),
                           d2ip_from=tuple(d2ip_from or ()))
