@@ -11,8 +11,8 @@ quality benchmark's recordings, `bench.quality.recording_for`), scored with `met
 - `edip` with N iterations on every frame, N in `sweep`: the smallest N whose mean MSSIM is at
   least D2IP's and whose mean ERR is at most D2IP's is "iterations to reach D2IP's final
   quality" (None when no N of the sweep, nor the paper schedule, gets there);
-- the pretrained network alone (one forward pass on each frame's preview, no fine-tuning), and
-  the Tikhonov preview itself.
+- the pretrained network alone (one forward pass on each frame's preview, no fine-tuning: edip
+  at 0 iterations, a candidate for the count above), and the Tikhonov preview itself.
 
 On the first frame of the first case, quality against iteration from three starts (the seed's
 Fig. 5): Kaiming (cold DIP with D2IP's loss, Z noise), the UPWS warm start (D2IP), the educated
@@ -42,6 +42,7 @@ from worker.recon.d2ip.optimise import FixedIterations
 from worker.recon.d2ip.reconstructor import D2IP
 from worker.recon.educated.reconstructor import EducatedDIP
 
+ALONE = "edip, no fine-tuning (the pretrained network alone)"
 STARTS = (("dip (Kaiming)", "d2ip-no-upws"), ("d2ip (UPWS)", "d2ip"), ("edip (educated)", "edip"))
 COLOURS = {"dip (Kaiming)": "tab:blue", "d2ip (UPWS)": "tab:purple",
            "edip (educated)": "tab:green"}
@@ -134,7 +135,7 @@ def run_case(case: str, bench: EducatedBench, setup: Setup, out_dir: Path) -> di
     dv = normalise(rec.voltages, rec.reference)
     t0 = time.perf_counter()
     alone = np.stack([model.to_volume(pre.pretrained(f).cpu().numpy()) for f in dv])
-    rows.append(_row("pretrained network alone", alone, rec.truth, rec.mask, [0] * len(dv),
+    rows.append(_row(ALONE, alone, rec.truth, rec.mask, [0] * len(dv),
                      time.perf_counter() - t0))
     panels.append(("pretrained alone", alone[-1]))
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from worker.bench.educated import d2ip_row
+from worker.bench.educated import ALONE, d2ip_row
 from worker.bench.quality import Setup
 from worker.cli.main import app
 
@@ -29,13 +29,12 @@ def test_educated_benchmark_writes_tables_and_figures(tmp_path: Path,
     (case,) = report["cases"]
     methods = [r["method"] for r in case["rows"]]
     assert methods == ["d2ip (paper schedule)", "edip (paper schedule)", "edip (2 a frame)",
-                       "edip (3 a frame)", "pretrained network alone",
-                       "tikhonov (the preview)"]
+                       "edip (3 a frame)", ALONE, "tikhonov (the preview)"]
     rows = {r["method"]: r for r in case["rows"]}
     assert rows["d2ip (paper schedule)"]["iterations_total"] == 12 + 6 + 4  # UPWS ran here
     assert rows["edip (paper schedule)"]["iterations_total"] == 6 + 4  # no UPWS
     assert rows["edip (3 a frame)"]["iterations_total"] == 6
-    assert rows["pretrained network alone"]["iterations_total"] == 0
+    assert rows[ALONE]["iterations_total"] == 0
     reach = case["reaches_d2ip"]
     if reach is not None:  # the smallest edip count at D2IP's MSSIM and ERR
         assert rows[reach["method"]]["mssim"] >= rows["d2ip (paper schedule)"]["mssim"]
