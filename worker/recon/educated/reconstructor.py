@@ -80,7 +80,8 @@ class EducatedDIP(D2IP):
 
     def pretrained(self, dv: np.ndarray) -> Tensor:
         """gamma(phi_{theta_s*}(preview)) inside the mask: the pretrained network alone, one
-        forward pass (leaves this object's weights unchanged only if no frame was pushed)."""
+        forward pass. It loads the educated weights and a fresh Adam into this object, so a
+        streaming session's TPP state is lost: call it on an object of its own."""
         self.load_snapshot(self.educated_snapshot())
         self.feed(dv)
         with torch.no_grad():
