@@ -69,14 +69,15 @@ class SessionCreate(BaseModel):
         "d2ip", description="main reconstruction method: d2ip (the paper's fixed lambda), "
                             "d2ip-scaled (per-frame lambda scaled with the data), d2ip-live "
                             "(every frame in one forward pass of a per-patient network kept "
-                            "fine-tuned by D2IP's objective), dip, rsip, tv, tikhonov")
+                            "fine-tuned by D2IP's objective), edip (Educated DIP: pretrained, "
+                            "the preview as input), dip, rsip, tv, tikhonov, greit")
     reference: ReferencePolicy = Field(default_factory=FirstNReference)
     realtime: RealtimePolicy | None = Field(
         None, description="realtime: the worker may coalesce a backlog (counted); "
                           "complete: every frame is reconstructed; breath: one main-method "
                           "tidal image per breath (result kind `tidal`) and the breath's "
-                          "parameters, the preview at frame rate. Default: breath for d2ip "
-                          "and d2ip-scaled, realtime for the other methods")
+                          "parameters, the preview at frame rate. Default: breath for d2ip, "
+                          "d2ip-scaled and edip, realtime for the other methods")
     patient_label: str | None = Field(
         None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 ._:/#-]+$",
         description="pseudonymous bed/patient label (never logged)")

@@ -1,5 +1,5 @@
 """`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, service, model,
-faults, realdata, durability, prior, realtime).
+faults, realdata, durability, prior, realtime, educated).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -13,6 +13,7 @@ from worker.cli import (
     bench_clinical,
     bench_convergence,
     bench_durability,
+    bench_educated,
     bench_faults,
     bench_model,
     bench_prior,
@@ -37,3 +38,4 @@ app.command("realdata")(bench_realdata.realdata)
 app.command("durability")(bench_durability.durability)
 app.command("prior")(bench_prior.prior)
 app.command("realtime")(bench_realtime.realtime)
+app.command("educated")(bench_educated.educated)

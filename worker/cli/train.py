@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli import train_prior
+from worker.cli import train_educated, train_prior
 
 app = typer.Typer(help="Train the learned parts (seeded, with progress).", no_args_is_help=True)
 app.command("diffusion-prior")(train_prior.diffusion_prior)
+app.command("educated")(train_educated.educated)

@@ -76,17 +76,27 @@ class Simulator:
 
     def voxel_conductivity(self, states: list[BreathState]) -> np.ndarray:
         """T x V phantom conductivity averaged over 3 x 3 x 3 points per masked voxel."""
-        dom = self.geometry.domain
-        edges = voxel_edges(self.grid, dom.width, dom.depth, dom.height)
-        sub = [(e[:-1, None] + np.diff(e)[:, None] * (np.arange(3) + 0.5) / 3) for e in edges]
-        zz, yy, xx = np.meshgrid(*[s.ravel() for s in sub], indexing="ij")
-        pts = np.column_stack([xx.ravel(), yy.ravel(), zz.ravel()])
-        shape = (self.grid.planes, 3, self.grid.rows, 3, self.grid.cols, 3)
-        out = []
-        for st in states:
-            s = self.phantom.conductivity(pts, st).reshape(shape).mean(axis=(1, 3, 5))
-            out.append(s[self.mask])
-        return np.array(out)
+        pts = voxel_points(self.geometry, self.grid)
+        return np.array([voxel_average(self.phantom.conductivity(pts, st), self.grid)[self.mask]
+                         for st in states])
+
+
+def voxel_points(geometry: GeometrySpec, grid: GridSpec, samples: int = 3) -> np.ndarray:
+    """(P s R s C s) x 3 points, `samples`^3 per voxel of `grid` over the geometry's domain,
+    in the order `voxel_average` expects."""
+    dom = geometry.domain
+    edges = voxel_edges(grid, dom.width, dom.depth, dom.height)
+    sub = [(e[:-1, None] + np.diff(e)[:, None] * (np.arange(samples) + 0.5) / samples)
+           for e in edges]
+    zz, yy, xx = np.meshgrid(*[s.ravel() for s in sub], indexing="ij")
+    return np.column_stack([xx.ravel(), yy.ravel(), zz.ravel()])
+
+
+def voxel_average(values: np.ndarray, grid: GridSpec) -> np.ndarray:
+    """Per-voxel means (P, R, C) of values at `voxel_points(..., samples)`."""
+    samples = round((values.size / (grid.planes * grid.rows * grid.cols)) ** (1 / 3))
+    shape = (grid.planes, samples, grid.rows, samples, grid.cols, samples)
+    return values.reshape(shape).mean(axis=(1, 3, 5))
 
 
 def interpolation_error(sim: Simulator, u: np.ndarray, cardiac: np.ndarray) -> float:
