@@ -61,16 +61,27 @@ def store_weights(model: ForwardModel, config: TrainConfig, result: TrainResult,
     return path
 
 
-def educated_state(model: ForwardModel, config: TrainConfig | None = None,
-                   progress: bool = False) -> dict[str, Tensor]:
-    """The educated weights (state dict of `FastResUNet3D` with `config.net`) for `model`:
-    shipped, cached, or pretrained now and cached (module docstring)."""
+def stored_educated_state(model: ForwardModel, config: TrainConfig | None = None
+                          ) -> dict[str, Tensor] | None:
+    """The educated weights for `model` if they are shipped or cached, else None (no
+    training)."""
     cfg = config or default_config()
     key = educated_key(model.spec, cfg)
     for folder in (SHIPPED, cache_dir() / CACHE_FOLDER):
         state = _read(folder / f"{key}.pt", key)
         if state is not None:
             return state
+    return None
+
+
+def educated_state(model: ForwardModel, config: TrainConfig | None = None,
+                   progress: bool = False) -> dict[str, Tensor]:
+    """The educated weights (state dict of `FastResUNet3D` with `config.net`) for `model`:
+    shipped, cached, or pretrained now and cached (module docstring)."""
+    cfg = config or default_config()
+    state = stored_educated_state(model, cfg)
+    if state is not None:
+        return state
     result = train(model, cfg, progress=progress)
     store_weights(model, cfg, result)
     return result.state

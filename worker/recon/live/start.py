@@ -1,12 +1,15 @@
 """The starting weights of a `d2ip-live` network: `initial_state`, the one seam to the
 educated weights (issue 17 §1).
 
-Until the educated weights exist, the start is D2IP's stored UPWS warm start (eq. 6-7) when
-the store holds one for the default configuration (else the Kaiming initialisation), fitted
-supervised for `LiveConfig.pretrain_steps` Adam steps to map the Tikhonov preview of simulated
-frames (`frames.training_frames`) to their truth (Educated DIP's first stage, seed 3, in
-miniature): UPWS weights map a fixed noise input to one volume, not a preview to a volume.
-The result is cached per model and setting under `<cache dir>/d2ip-live/`.
+The start is Educated DIP's weights (`worker.recon.educated`) when they are shipped or cached
+for this model (never trained here: that takes tens of minutes); else D2IP's stored UPWS warm
+start (eq. 6-7) when the store holds one for the default configuration; else the Kaiming
+initialisation. From there it is fitted supervised for `LiveConfig.pretrain_steps` Adam steps
+to map the Tikhonov preview of simulated frames (`frames.training_frames`) to their truth
+(Educated DIP's first stage, seed 3, in miniature), which also adapts the educated weights to
+this method's input scale and output range; UPWS weights map a fixed noise input to one
+volume, not a preview to a volume. The result is cached per model and setting under
+`<cache dir>/d2ip-live/`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from worker.recon.d2ip.execution import Execution
 from worker.recon.d2ip.mapping import OutputRange
 from worker.recon.d2ip.network import FastResUNet3D
 from worker.recon.d2ip.warm_start import WarmStartStore, warm_start_key
+from worker.recon.educated.weights import stored_educated_state
 from worker.recon.live.config import LiveConfig
 from worker.recon.live.frames import training_frames
 from worker.storage import cache_dir, cached_arrays, content_key
@@ -40,7 +44,7 @@ class StartState:
 
     weights: dict[str, np.ndarray]
     input_scale: float
-    source: str  # "upws" or "kaiming": where the supervised fit began
+    source: str  # "educated", "upws" or "kaiming": where the supervised fit began
 
 
 def network_input(previews: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
@@ -54,14 +58,17 @@ def initial_state(model: ForwardModel, config: LiveConfig, preview: torch.Tensor
                   execution: Execution, out_range: OutputRange) -> StartState:
     """The network's starting weights for this model (cached, else fitted now)."""
     d2ip = D2IPConfig()
-    upws = WarmStartStore(warm_start_key(model.spec, d2ip)).read()
-    source = "upws" if upws is not None else "kaiming"
+    educated = stored_educated_state(model)
+    upws = None if educated is not None else WarmStartStore(warm_start_key(model.spec, d2ip)).read()
+    source = "educated" if educated is not None else "upws" if upws is not None else "kaiming"
     key = content_key({"format": FORMAT, "model": model.spec, "start": config.start_settings(),
                        "source": source, "out_range": [out_range.lo, out_range.hi]})
 
     def build() -> dict[str, np.ndarray]:
         net = FastResUNet3D(d2ip.net, seed=config.seed)
-        if upws is not None:
+        if educated is not None:
+            net.load_state_dict(educated, strict=False)
+        elif upws is not None:
             net.load_state_dict({n: torch.from_numpy(np.array(w))
                                  for n, w in upws.weights.items()}, strict=False)
         scale = supervised_fit(net, model, config, preview, execution, out_range)
