@@ -49,6 +49,8 @@ class ThreadTuner:
         self.plan: list[int] = []  # thread counts of the probe iterations still to run
         self.times: dict[int, list[float]] = {}
         self.choices: list[int] = []  # what each probe chose (for logs and tests)
+        self.current: int | None = None  # the count in use (re-applied every iteration: tuners
+        # of other reconstructors in this process set the same process-wide kernels)
         self.others: float | None = None  # moving average of other processes' runnable threads
         self.others_at_probe = 0.0
 
@@ -80,11 +82,11 @@ class ThreadTuner:
             self.times = {}
             self.since = 0
             self.others_at_probe = self.others or 0.0
-            if not self.plan and library.is_automatic():  # one candidate: nothing to time
-                library.tune(1)
+            if not self.plan:  # one candidate (or a fixed count): nothing to time
+                self.current = 1 if library.is_automatic() else None
         probing = self.plan.pop(0) if self.plan else None
-        if probing is not None:
-            library.tune(probing)
+        if probing is not None or self.current is not None:
+            library.tune(probing or self.current)
         t0 = time.perf_counter()
         yield
         elapsed = time.perf_counter() - t0
@@ -93,6 +95,6 @@ class ThreadTuner:
             return
         self.times.setdefault(probing, []).append(elapsed)
         if not self.plan:  # all candidates timed: keep the fastest (first iteration: warm-up)
-            best = min(self.times, key=lambda c: statistics.median(self.times[c][1:]))
-            library.tune(best)
-            self.choices.append(best)
+            self.current = min(self.times, key=lambda c: statistics.median(self.times[c][1:]))
+            library.tune(self.current)
+            self.choices.append(self.current)

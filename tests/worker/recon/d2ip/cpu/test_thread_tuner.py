@@ -94,3 +94,12 @@ def test_a_fixed_spin_takes_precedence() -> None:
     assert library.spin() == 50
     with pytest.raises(ValueError, match="spin"):
         library.set_spin(-1)
+
+
+def test_tuners_sharing_the_kernels_each_use_their_own_choice() -> None:
+    """Two reconstructors in one process: each iteration runs with its own tuner's count."""
+    slow_two, fast_two = (ThreadTuner(probe=2, every=100, runnable=idle) for _ in range(2))
+    _run(slow_two, 4, {1: 0.001, 2: 0.02})
+    _run(fast_two, 4, {1: 0.02, 2: 0.001})
+    assert (slow_two.choices, fast_two.choices) == ([1], [2])
+    assert _run(slow_two, 1, {1: 0.0, 2: 0.0}) + _run(fast_two, 1, {1: 0.0, 2: 0.0}) == [1, 2]
