@@ -23,7 +23,7 @@ def load(
 ) -> None:
     """ms per fused D2IP Adam iteration with 0, 2 and 4 busy processes started alongside:
     the old policy (spinning threads, every CPU) against the new one (following the load),
-    interleaved; slowdowns against the first level and the fair-share bound."""
+    interleaved; slowdowns against the first level beside the CPU share lost."""
     output_file(out)
     from rich.console import Console
     from rich.table import Table
@@ -37,24 +37,26 @@ def load(
     table = Table(title=f"fused D2IP Adam iteration under load, grid {'x'.join(map(str, grid))}"
                         f" (V = {result['n_voxels']}), {result['cpus']} CPUs; medians of "
                         f"{repeats} interleaved repeats of {n_iter}")
-    for title in ("busy", "others", "policy", "ms", "CPU ms", "threads", "spin µs",
-                  "slowdown", "bound", "old/new"):
+    for title in ("busy", "others", "policy", "ms", "CPU ms", "CPUs", "threads", "spin µs",
+                  "slowdown", "share lost", "excess", "old/new"):
         table.add_column(title, justify="right")
     table.caption = ("others: runnable threads of other processes (mean before each repeat); "
-                     "slowdown: vs the first level, same policy; bound: the fair-share bound; "
-                     "load averages: " + ", ".join(f"{level['loadavg'][0]:.1f}"
-                                                   for level in result["levels"].values()))
+                     "CPUs: CPU ms / ms; slowdown and share lost: vs the first level, same "
+                     "policy; excess = slowdown / share lost (goal: at most 1); load averages: "
+                     + ", ".join(f"{level['loadavg'][0]:.1f}"
+                                 for level in result["levels"].values()))
     for level in result["levels"].values():
         for policy in POLICIES:
             others = level["others_runnable"]
-            bound = level["bound"]
             table.add_row(str(level["busy_processes"]),
                           "?" if others is None else f"{others:.1f}", policy,
                           f"{level['ms_per_iter'][policy]:.1f}",
                           f"{level['cpu_ms_per_iter'][policy]:.1f}",
+                          f"{level['cpu_share'][policy]:.2f}",
                           str(level["kernel_threads"][policy]), str(level["spin_us"][policy]),
                           f"{level['slowdown'][policy]:.2f}x",
-                          "?" if bound is None else f"{bound:.2f}x",
+                          f"{level['share_lost'][policy]:.2f}x",
+                          f"{level['excess'][policy]:.2f}",
                           f"{level['new_vs_old']:.2f}x" if policy == "new" else "")
     console.print(table)
     if out is not None:

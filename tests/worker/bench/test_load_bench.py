@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from worker.bench.load import busy_processes, fair_share
+from worker.bench.load import busy_processes
 from worker.cli.main import app
 from worker.recon.d2ip.cpu import library
 
@@ -29,6 +29,10 @@ def test_load_benchmark_times_both_policies_at_each_level(tmp_path: Path) -> Non
         assert all(ms > 0 for ms in level["ms_per_iter"].values())
         assert level["spin_us"]["old"] == library.SPIN_US
         assert level["kernel_threads"]["old"] == library.default_threads()
+        for policy in ("old", "new"):  # excess = slowdown / share lost = the CPU ms ratio
+            assert level["excess"][policy] == pytest.approx(
+                level["cpu_ms_per_iter"][policy]
+                / result["levels"]["0"]["cpu_ms_per_iter"][policy])
     assert result["levels"]["0"]["slowdown"] == {"old": 1.0, "new": 1.0}
     assert library.set_threads(None) is None and library.set_spin(None) is None  # restored
 
@@ -37,8 +41,3 @@ def test_busy_processes_run_until_the_block_ends() -> None:
     with busy_processes(2) as procs:
         assert all(p.poll() is None for p in procs)
     assert all(p.poll() is not None for p in procs)
-
-
-def test_fair_share() -> None:
-    assert fair_share(0.0, 2) == 1.0  # a thread alone gets a whole CPU, no more
-    assert fair_share(3.0, 2) == 0.5
