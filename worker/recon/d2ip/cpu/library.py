@@ -1,4 +1,5 @@
-"""The fused CPU kernels' library (`kernels/*.cpp`, `kernels/pool.h`): build, load, threads.
+"""The fused CPU kernels' library (`kernels/*.cpp`, `kernels/pool.h`): build, load, threads,
+the pool's spin and the machine's runnable threads (docs/d2ip.md, "Speed under load").
 
 The operations with autograd live in `fused_net.py` (the network's units, blocks, pooling and
 upsampling) and `fused_loss.py` (the data term's J products, the TV prior).
