@@ -6,9 +6,10 @@ every method reconstructs it frame by frame through the registry (so a newly reg
 joins by name), and the volumes are scored against the truth with `worker.metrics.score`
 (means over the frames). Seconds per frame are the methods' own `FrameResult.milliseconds`,
 mean over the frames, first frame included. Tikhonov's throughput is measured separately on
-the same model: `push` one frame at a time (one V x M product each), `push_many` in batches,
-and the plain baseline, a float64 numpy pseudo-inverse `np.linalg.pinv(J) @ Δv` one frame at a
-time, in interleaved rounds (medians reported).
+the same model: `push` one frame at a time (R factored: an r x M and a V x r product each),
+`push_dense` the same with the dense V x M matrix R (the form before the factoring), `push_many`
+in batches, and the plain baseline, a float64 numpy pseudo-inverse `np.linalg.pinv(J) @ Δv` one
+frame at a time, in interleaved rounds (medians reported).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from worker.forward.model import ForwardModel, model_spec
 from worker.metrics import METRICS, score
 from worker.plot import plot_volumes
 from worker.recon.base import create, normalise, reconstruct_recording
+from worker.recon.linear import LinearReconstructor
+from worker.recon.tikhonov import Tikhonov
 from worker.recording import Recording, RecordingError
 
 SIMULATION_KEY_LENGTH = 16
@@ -122,7 +125,8 @@ def _rate(frames: int, run: Callable[[], object]) -> float:
 def tikhonov_throughput(model: ForwardModel, frames: int = THROUGHPUT_FRAMES,
                         rounds: int = THROUGHPUT_ROUNDS, device: str = "cpu",
                         seed: int = 0) -> dict[str, Any]:
-    """Frames per second of Tikhonov `push`, `push_many` (batches) and the numpy pinv baseline.
+    """Frames per second of Tikhonov `push` (factored R), `push_dense` (dense R), `push_many`
+    (batches) and the numpy pinv baseline.
 
     The three are measured in interleaved rounds and each reported as its median over the
     rounds, so that a burst of load on a shared machine hits all three alike.
@@ -131,11 +135,16 @@ def tikhonov_throughput(model: ForwardModel, frames: int = THROUGHPUT_FRAMES,
     v0 = model.reference_voltages
     dv = normalise(v0 * (1 + 0.01 * rng.standard_normal((frames, v0.size))), v0)
     recon = create("tikhonov", model, device=device)
+    assert isinstance(recon, Tikhonov)
+    op = recon.operator
+    dense = LinearReconstructor(model, op.matrix, op.residual, op.d * op.mu, device)
     pinv = np.linalg.pinv(model.jacobian)
     recon.push(dv[0])  # warm-up: first-call allocations
-    rates: dict[str, list[float]] = {"push": [], "push_many": [], "pinv": []}
+    dense.push(dv[0])
+    rates: dict[str, list[float]] = {"push": [], "push_dense": [], "push_many": [], "pinv": []}
     for _ in range(rounds):
         rates["push"].append(_rate(frames, lambda: [recon.push(f) for f in dv]))
+        rates["push_dense"].append(_rate(frames, lambda: [dense.push(f) for f in dv]))
         rates["push_many"].append(_rate(frames, lambda: [
             recon.push_many(dv[i:i + THROUGHPUT_BATCH]) for i in range(0, frames,
                                                                     THROUGHPUT_BATCH)]))
@@ -143,7 +152,9 @@ def tikhonov_throughput(model: ForwardModel, frames: int = THROUGHPUT_FRAMES,
     fps = {k: float(np.median(v)) for k, v in rates.items()}
     return {"grid": list(model.grid.shape), "n_voxels": model.n_voxels,
             "n_measurements": model.n_measurements, "device": device, "frames": frames,
-            "rounds": rounds, "push_fps": fps["push"], "push_many_fps": fps["push_many"],
+            "rounds": rounds, "rank": recon.rank, "push_fps": fps["push"],
+            "push_dense_fps": fps["push_dense"],
+            "factored_vs_dense": fps["push"] / fps["push_dense"], "push_many_fps": fps["push_many"],
             "batch": THROUGHPUT_BATCH, "numpy_pinv_fps": fps["pinv"],
             "push_vs_pinv": fps["push"] / fps["pinv"]}
 
@@ -214,7 +225,9 @@ def markdown(report: dict[str, Any]) -> str:
 def throughput_line(tp: dict[str, Any]) -> str:
     return (f"Tikhonov at grid {'x'.join(map(str, tp['grid']))} (V = {tp['n_voxels']}, "
             f"M = {tp['n_measurements']}, {tp['device']}): push {tp['push_fps']:.0f} frames/s "
-            f"(one float32 V x M product each), push_many {tp['push_many_fps']:.0f} frames/s "
+            f"(R factored, r = {tp['rank']}: r x M and V x r float32 products), dense R "
+            f"{tp['push_dense_fps']:.0f} frames/s (factored is {tp['factored_vs_dense']:.2f}x), "
+            f"push_many {tp['push_many_fps']:.0f} frames/s "
             f"(batches of {tp['batch']}); baseline numpy float64 pinv(J) @ Δv "
             f"{tp['numpy_pinv_fps']:.0f} frames/s (push is {tp['push_vs_pinv']:.1f}x); medians "
             f"of {tp['rounds']} interleaved rounds of {tp['frames']} frames.")

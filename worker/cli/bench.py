@@ -1,5 +1,5 @@
-"""`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, service, model,
-faults, realdata, durability, prior, realtime, educated).
+"""`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, load, service,
+model, faults, realdata, durability, prior, realtime, educated).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -15,6 +15,7 @@ from worker.cli import (
     bench_durability,
     bench_educated,
     bench_faults,
+    bench_load,
     bench_model,
     bench_prior,
     bench_quality,
@@ -32,6 +33,7 @@ app.command("quality")(bench_quality.quality)
 app.command("clinical")(bench_clinical.clinical)
 app.command("convergence")(bench_convergence.convergence)
 app.command("speed")(bench_speed.speed)
+app.command("load")(bench_load.load)
 app.command("breath")(bench_breath.breath)
 app.command("faults")(bench_faults.faults)
 app.command("realdata")(bench_realdata.realdata)

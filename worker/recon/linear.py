@@ -2,13 +2,20 @@
 
 Tikhonov (`worker.recon.tikhonov`) and GREIT (`worker.recon.greit`) differ only in how R is
 built. Both report as the frame's loss ‖P Δv‖² + ‖p ∘ x‖², with P = W^½(I - J R) the whitened
-residual operator (M x M) and p an optional per-voxel penalty (Tikhonov's μd; none for GREIT),
-so a frame costs one V x M and one M x M product. State: the frame counter only.
+residual operator (M x M) and p an optional per-voxel penalty (Tikhonov's μd; none for GREIT).
+State: the frame counter only.
+
+R is either dense (V x M) or `Factored`, R = L Q with L (V x r) and Q (r x M): J has rank at
+most r ≤ M/2 when the protocol keeps reciprocal pairs, so Tikhonov's R factors exactly and a
+single frame reads (V + M) r floats instead of V M (`rank_columns` says which of a candidate
+L's columns count). Dense, a frame costs one V x M and one M x M product; factored, one r x M,
+one V x r and the M x M one.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,22 +27,56 @@ if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
 
 
-class LinearReconstructor(StreamingReconstructor):
-    """x = R Δv per frame on `device`; push_many does the whole batch in one product."""
+RANK_RTOL = 1e-6  # columns of L below this fraction of the largest: below float32 rounding
 
-    def __init__(self, model: ForwardModel, matrix: np.ndarray, residual: np.ndarray,
+
+@dataclass(frozen=True)
+class Factored:
+    """R = left @ right: left (V, r), right (r, M)."""
+
+    left: np.ndarray
+    right: np.ndarray
+
+
+def rank_columns(left: np.ndarray, rtol: float = RANK_RTOL) -> np.ndarray:
+    """(r,) bool: the columns of a candidate L whose norm exceeds `rtol` x the largest one.
+
+    With L's columns l_i and Q's rows orthonormal (as Tikhonov's Uᵀ W^½ up to the weights), the
+    dropped part of R = Σ l_i q_iᵀ is below `rtol` of its largest term: float32 rounding."""
+    norms = np.linalg.norm(left, axis=0)
+    return norms > rtol * norms.max()
+
+
+def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
+
+
+class LinearReconstructor(StreamingReconstructor):
+    """x = R Δv per frame on `device` (R dense or `Factored`); push_many does the whole batch
+    in one product (two when factored)."""
+
+    def __init__(self, model: ForwardModel, matrix: np.ndarray | Factored, residual: np.ndarray,
                  penalty: np.ndarray | None = None, device: str = "cpu") -> None:
         super().__init__(model)
         self.device = torch.device(device)
-        self.matrix = torch.from_numpy(np.asarray(matrix, dtype=np.float32)).to(self.device)
-        self.residual = torch.from_numpy(np.asarray(residual, dtype=np.float32)).to(self.device)
-        self.penalty = (None if penalty is None else
-                        torch.from_numpy(np.asarray(penalty, dtype=np.float32)).to(self.device))
+        # stored transposed, so that both products read rows: (T, M) @ (M, .) @ (., V)
+        self.factors = ((_tensor(matrix.right.T, self.device),
+                         _tensor(matrix.left.T, self.device))
+                        if isinstance(matrix, Factored) else (_tensor(matrix.T, self.device),))
+        self.residual = _tensor(residual, self.device)
+        self.penalty = None if penalty is None else _tensor(penalty, self.device)
         self.frames = 0
+
+    @property
+    def rank(self) -> int | None:
+        """r when R is factored, else None."""
+        return int(self.factors[0].shape[1]) if len(self.factors) == 2 else None
 
     def solve(self, dvs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, M) float32 on the device -> solutions (T, V) and objective values (T,)."""
-        x = dvs @ self.matrix.T
+        x = dvs
+        for factor in self.factors:
+            x = x @ factor
         loss = (dvs @ self.residual.T).square().sum(1)
         if self.penalty is not None:
             loss = loss + (x * self.penalty).square().sum(1)

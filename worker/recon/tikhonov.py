@@ -9,6 +9,12 @@ The second form, by the push-through identity, needs only the M x M Gram matrix 
 instead of a V x V solve: R = D⁻¹ J̃ᵀ U diag(1/(s² + μ²)) Uᵀ W^½. R (float32, V x M) is built
 once per model and setting and cached on disk (`worker.recon.store`).
 
+The same formula factors R = L Q (`worker.recon.linear.Factored`), L = D⁻¹ J̃ᵀ U_r diag(1/(s² +
+μ²)) (V x r) and Q = U_rᵀ W^½ (r x M), over the r columns that `linear.rank_columns` keeps: J̃ᵀ
+u_i vanishes beyond J's rank (at most M/2 with reciprocal pairs kept), so the product is R to
+float32 rounding. The dense R is computed from the factors (one home for the formula) and kept
+for the methods that start from it (TV, RSIP, D2IP's λ rule); the preview applies the factors.
+
 Regularisation parameter (unless `mu=` is given): GCV on the expected data of a design signal.
 GCV needs data, but one fixed μ keeps the method linear, so volumes (and the global impedance
 curve) stay proportional to the data over the breath; a μ re-chosen per frame would not. The
@@ -31,7 +37,7 @@ import numpy as np
 
 from worker.recon import store
 from worker.recon.base import register
-from worker.recon.linear import LinearReconstructor
+from worker.recon.linear import Factored, LinearReconstructor, rank_columns
 from worker.recon.spectral import Prior, Spectrum, gcv_minimiser, spectrum
 from worker.storage import cached_arrays
 
@@ -47,6 +53,7 @@ class TikhonovOperator:
     """R and what the loss needs: the whitened residual W^½(Δv - J R Δv) = P Δv."""
 
     matrix: np.ndarray  # R, (V, M) float32
+    factors: Factored  # R = L Q, float32 (V, r) and (r, M)
     residual: np.ndarray  # P, (M, M) float32
     d: np.ndarray  # (V,) prior weights, ‖D x‖² is the penalty
     mu: float
@@ -73,30 +80,36 @@ def tikhonov_operator(model: ForwardModel, prior: Prior = "noser", mu: float | N
 
     def build() -> dict[str, np.ndarray]:
         u, s, w, d = spec.u, spec.s, spec.w, spec.d
-        core = (u / (s**2 + mu**2)) @ u.T
-        jt = model.operator.whitened / d
-        matrix = (jt.T @ core) * w[None, :] / d[:, None]
+        jt = model.operator.whitened / d  # J̃
+        left = (jt.T @ u) / (s**2 + mu**2) / d[:, None]  # D⁻¹ J̃ᵀ U diag(1/(s² + μ²))
+        keep = rank_columns(left)
+        left, right = left[:, keep], u[:, keep].T * w[None, :]  # L, Q = U_rᵀ W^½
         residual = ((u * (mu**2 / (s**2 + mu**2))) @ u.T) * w[None, :]
-        return {"matrix": matrix.astype(np.float32), "residual": residual.astype(np.float32)}
+        return {"matrix": (left @ right).astype(np.float32), "left": left.astype(np.float32),
+                "right": right.astype(np.float32), "residual": residual.astype(np.float32)}
 
-    arrays = cached_arrays(store.path_for(model, "tikhonov", {"prior": prior, "mu": mu}), build)
-    return TikhonovOperator(matrix=arrays["matrix"], residual=arrays["residual"],
-                            d=spec.d.astype(np.float32), mu=mu, prior=prior)
+    arrays = cached_arrays(store.path_for(model, "tikhonov", {"prior": prior, "mu": mu,
+                                                              "form": "factored"}), build)
+    return TikhonovOperator(matrix=arrays["matrix"],
+                            factors=Factored(left=arrays["left"], right=arrays["right"]),
+                            residual=arrays["residual"], d=spec.d.astype(np.float32), mu=mu,
+                            prior=prior)
 
 
 @register("tikhonov")
 class Tikhonov(LinearReconstructor):
-    """x = R Δv per frame (`worker.recon.linear`); loss = the objective at x."""
+    """x = L (Q Δv) per frame (`worker.recon.linear`, R factored); loss = the objective at x."""
 
     method = "tikhonov"
 
     def __init__(self, model: ForwardModel, mu: float | None = None, prior: Prior = "noser",
                  snr_db: float = DEFAULT_SNR_DB, device: str = "cpu") -> None:
         self.operator = tikhonov_operator(model, prior, mu, snr_db)
-        super().__init__(model, self.operator.matrix, self.operator.residual,
+        super().__init__(model, self.operator.factors, self.operator.residual,
                          self.operator.d * self.operator.mu, device)
         self.rule = "given" if mu is not None else f"design GCV at {snr_db:g} dB"
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"mu": self.operator.mu, "mu_rule": self.rule, "prior": self.operator.prior}
+        return {"mu": self.operator.mu, "mu_rule": self.rule, "prior": self.operator.prior,
+                "rank": self.rank}

@@ -24,6 +24,7 @@ def test_quality_benchmark_writes_table_json_and_figure(
     assert row["cc"] > 0.7 and row["seconds_per_frame"] > 0
     tp = report["tikhonov_throughput"]
     assert tp["grid"] == [8, 16, 16] and tp["push_fps"] > 0 and tp["numpy_pinv_fps"] > 0
+    assert tp["push_dense_fps"] > 0 and 0 < tp["rank"] < tp["n_measurements"]
     table = (out / "quality.md").read_text()
     assert "| healthy-deep-breath | tikhonov |" in table and "frames/s" in table
     assert (out / "slices-healthy-deep-breath.png").stat().st_size > 10_000

@@ -45,6 +45,22 @@ def test_writes_a_reconstruction(tmp_path: Path, coarse_model: ForwardModel) -> 
     assert np.array_equal(recon.mask, coarse_model.mask) and np.all(recon.iterations == 1)
     inside = coarse_model.mask
     assert recon.volumes[:, inside].any() and not recon.volumes[:, ~inside].any()
+    assert summary["batch"] == 32 and summary["frames_per_second"] > 0
+
+
+def test_one_frame_at_a_time_gives_the_batched_volumes(tmp_path: Path,
+                                                       coarse_model: ForwardModel) -> None:
+    recording(coarse_model).save(tmp_path / "rec.npz")
+    volumes = []
+    for batch in ("1", "32"):
+        out = tmp_path / f"recon-{batch}.npz"
+        res = run(str(tmp_path / "rec.npz"), "--method", "tikhonov", "--out", str(out),
+                  "--option", "mu=0.3", "--batch", batch, "--json")
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output.strip().splitlines()[-1])["batch"] == int(batch)
+        volumes.append(Reconstruction.load(out).volumes)
+    np.testing.assert_allclose(volumes[0], volumes[1], rtol=0,
+                               atol=1e-6 * np.abs(volumes[1]).max())
 
 
 def test_rejects_unknown_method(tmp_path: Path, coarse_model: ForwardModel) -> None:

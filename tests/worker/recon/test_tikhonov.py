@@ -97,3 +97,24 @@ def test_quality_on_healthy_deep_breath(coarse_model: ForwardModel, healthy, cc_
     # and 0.85 over the 20-frame breath. 0.7 leaves room for other noise draws and platforms;
     # a wrong sign gives negative CC and an unregularised solution (μ -> 0) about 0.2.
     assert cc_of(Tikhonov(coarse_model), healthy) > 0.7
+
+
+def test_factored_matrix_equals_the_dense_one(coarse_model: ForwardModel,
+                                             frames3: np.ndarray) -> None:
+    """R = L Q exactly (to float32 rounding) with r about M/2: the protocol keeps reciprocal
+    pairs, so J's rank is half its rows (464 of 928; the Gram eigensolver's floor, about 1e-8 of
+    s_0, leaves a few more columns just above `RANK_RTOL`); a frame through the factors gives
+    the dense volume."""
+    op = tikhonov_operator(coarse_model, mu=0.2)
+    left, right = op.factors.left, op.factors.right
+    m = coarse_model.n_measurements
+    assert left.shape[1] == right.shape[0]
+    assert 0.45 * m < left.shape[1] < 0.55 * m
+    product = left.astype(float) @ right.astype(float)
+    assert np.abs(product - op.matrix).max() <= 1e-5 * np.abs(op.matrix).max()
+    recon = Tikhonov(coarse_model, mu=0.2)
+    assert recon.rank == left.shape[1] == recon.settings["rank"]
+    for frame, result in zip(frames3, recon.push_many(frames3), strict=True):
+        dense = coarse_model.to_volume(op.matrix.astype(float) @ frame)
+        np.testing.assert_allclose(result.volume, dense, rtol=0,
+                                   atol=1e-5 * np.abs(dense).max())

@@ -83,7 +83,13 @@ class Objective:
     def terms(self, dv: Tensor, previous: Tensor, weights: Tensor, lam: Tensor) -> LossTerms:
         """Eq. (14) for measurements `dv` (M,), previous frames (K, V) and their weights (K,),
         with lambda_TV `lam` (a 0-d tensor)."""
-        volume = self.out_range.apply(self.phi())
+        return self.terms_of(self.phi(), dv, previous, weights, lam)
+
+    def terms_of(self, output: Tensor, dv: Tensor, previous: Tensor, weights: Tensor,
+                 lam: Tensor) -> LossTerms:
+        """`terms` for a given network output phi(theta | Z) (P, R, C) (the batched sessions
+        of `batched.py` evaluate phi for all sessions at once)."""
+        volume = self.out_range.apply(output)
         values = volume.reshape(-1)[self.geom.index]
         data = self.data(values, dv)
         return LossTerms(data + lam * self.prior(volume, values, previous, weights), data,

@@ -4,7 +4,8 @@
 - `fused_net.py`, `fused_loss.py`: fused units, blocks and loss terms with hand-written backward;
 - `library.py`, `kernels/`: the C++ kernels, their build, load and threads;
 - `flat_adam.py`: Adam on one flat parameter tensor;
-- `thread_tuner.py`: the kernels' thread count, chosen by timing iterations.
+- `thread_tuner.py`: the kernels' thread count and spin, chosen by timing iterations and by
+  the machine's load.
 
 `CpuExecution` bundles them as an execution strategy (`execution.ReferenceExecution`'s
 interface); `execution_for` is where a reconstructor's strategy is chosen. This package

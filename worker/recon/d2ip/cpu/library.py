@@ -1,4 +1,5 @@
-"""The fused CPU kernels' library (`kernels/*.cpp`, `kernels/pool.h`): build, load, threads.
+"""The fused CPU kernels' library (`kernels/*.cpp`, `kernels/pool.h`): build, load, threads,
+the pool's spin and the machine's runnable threads (docs/d2ip.md, "Speed under load").
 
 The operations with autograd live in `fused_net.py` (the network's units, blocks, pooling and
 upsampling) and `fused_loss.py` (the data term's J products, the TV prior).
@@ -38,6 +39,8 @@ HEADERS = (KERNELS / "pool.h",)
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-pthread", "-shared", "-fPIC")
 MAX_WIDTH = 512  # channel limit of the kernel's stack buffers (kMaxVec vectors of 8)
 MAX_THREADS = 8  # default cap: the grid's 16 planes are the unit of work
+SPIN_US = 1000  # idle machine: the pool's threads spin this long before they sleep (pool.h)
+LOADAVG = Path("/proc/loadavg")
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int
@@ -112,6 +115,10 @@ def _library() -> ctypes.CDLL | None:
     lib.eitmon_set_threads.restype = None
     lib.eitmon_threads.argtypes = []
     lib.eitmon_threads.restype = _I
+    lib.eitmon_set_spin.argtypes = [_I]
+    lib.eitmon_set_spin.restype = None
+    lib.eitmon_spin.argtypes = []
+    lib.eitmon_spin.restype = _I
     lib.eitmon_tv_prior.argtypes = ([_I] * 3 + [_P] * 5 + [ctypes.c_int64, _P, _I, _P, _P]
                                     + [_F] * 3 + [_P])
     lib.eitmon_tv_prior.restype = ctypes.c_double
@@ -177,6 +184,49 @@ def is_automatic() -> bool:
     return _threads is None
 
 
+_spin: int | None = None  # set_spin; None: `_spin_tuned`
+_spin_tuned = SPIN_US  # tune_spin(): what a ThreadTuner chose for the machine's load
+
+
+def set_spin(microseconds: int | None) -> int | None:
+    """How long the pool's threads spin before they sleep (None: automatic, see `spin`);
+    returns the previous setting. Results do not depend on it."""
+    global _spin
+    if microseconds is not None and microseconds < 0:
+        raise ValueError("spin must be at least 0 microseconds")
+    before, _spin = _spin, microseconds
+    return before
+
+
+def tune_spin(microseconds: int) -> None:
+    """The automatic spin (a `ThreadTuner` sets 0 on a busy machine, `SPIN_US` on an idle
+    one); a spin set with `set_spin` takes precedence."""
+    global _spin_tuned
+    _spin_tuned = max(0, int(microseconds))
+
+
+def spin() -> int:
+    """The pool's spin in microseconds: as set (`set_spin`), else as tuned (`tune_spin`)."""
+    return _spin if _spin is not None else _spin_tuned
+
+
+def runnable(path: Path = LOADAVG) -> int | None:
+    """Threads runnable on the machine right now, the caller included (the fourth field of
+    /proc/loadavg, 'running/total'); None where unknown (not Linux)."""
+    try:
+        return int(path.read_text().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def free_cpus(others: float) -> int:
+    """Kernel threads worth starting when `others` threads of other processes want a CPU: the
+    machine's CPUs less those others, at most the CPUs this process may use
+    (`default_threads`), at least 1."""
+    free = math.floor((os.cpu_count() or 1) - others + 0.5)
+    return max(1, min(default_threads(), free))
+
+
 @functools.cache
 def default_threads() -> int:
     """The CPUs this process may run on (affinity, and a container's CPU quota), at most
@@ -216,12 +266,15 @@ def start_threads() -> None:
 
 
 def kernels() -> ctypes.CDLL:
-    """The loaded library, its thread pool sized to `threads()` (also after a fork)."""
+    """The loaded library, its thread pool sized to `threads()` and spinning `spin()` (also
+    after a fork)."""
     lib = _library()
     assert lib is not None
-    n = threads()
+    n, us = threads(), spin()
     if lib.eitmon_threads() != n:
         lib.eitmon_set_threads(n)
+    if lib.eitmon_spin() != us:
+        lib.eitmon_set_spin(us)
     return lib
 
 

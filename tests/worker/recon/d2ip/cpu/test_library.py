@@ -174,6 +174,35 @@ def test_results_do_not_depend_on_the_thread_count() -> None:
             assert torch.equal(x, y)
 
 
+@needs_kernels
+@pytest.mark.timeout(120)
+def test_sleeping_pool_neither_hangs_nor_changes_results() -> None:
+    """Spin 0: every wait in the pool is a sleep on a condition variable (a lost wake-up would
+    hang here); many short jobs give the same results as with spinning threads."""
+    gen = torch.Generator().manual_seed(5)
+    a = torch.randn(64, 257, generator=gen)
+    vs = torch.randn(2000, 257, generator=gen)
+    before = library.set_threads(2), library.set_spin(library.SPIN_US)
+    try:
+        spinning = [fused_loss.matvec(a, v) for v in vs]
+        library.set_spin(0)
+        sleeping = [fused_loss.matvec(a, v) for v in vs]
+        assert library.kernels().eitmon_spin() == 0
+    finally:
+        library.set_threads(before[0])
+        library.set_spin(before[1])
+    for x, y in zip(spinning, sleeping, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_the_machine_s_runnable_threads(tmp_path) -> None:
+    (tmp_path / "loadavg").write_text("3.51 2.10 1.05 7/612 12345\n")
+    assert library.runnable(tmp_path / "loadavg") == 7
+    assert library.runnable(tmp_path / "missing") is None
+    live = library.runnable()
+    assert live is None or live >= 1  # this thread runs while it reads
+
+
 def test_thread_setting() -> None:
     before = library.set_threads(3)
     try:

@@ -1,7 +1,9 @@
-"""`ThreadTuner`: the fused kernels' thread count chosen by timing iterations."""
+"""`ThreadTuner`: the fused kernels' thread count chosen by timing iterations, and thread count
+and spin following the machine's load."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -13,10 +15,18 @@ from worker.recon.d2ip.cpu.thread_tuner import ThreadTuner
 @pytest.fixture(autouse=True)
 def _two_cpus(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(library, "default_threads", lambda: 2)
-    before = library.set_threads(None)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    before = library.set_threads(None), library.set_spin(None)
     yield
-    library.set_threads(before)
+    library.set_threads(before[0])
+    library.set_spin(before[1])
     library.tune(None)
+    library.tune_spin(library.SPIN_US)
+
+
+def idle() -> int:
+    """The machine's runnable threads when only the tuner's own thread runs."""
+    return 1
 
 
 def _run(tuner: ThreadTuner, n: int, seconds_by_threads: dict[int, float]) -> list[int]:
@@ -30,7 +40,7 @@ def _run(tuner: ThreadTuner, n: int, seconds_by_threads: dict[int, float]) -> li
 
 
 def test_probes_both_counts_and_keeps_the_faster() -> None:
-    tuner = ThreadTuner(probe=3, every=5)
+    tuner = ThreadTuner(probe=3, every=5, runnable=idle)
     used = _run(tuner, 6 + 5, {1: 0.001, 2: 0.02})
     assert used[:6] == [1, 1, 1, 2, 2, 2]  # the probe
     assert used[6:] == [1] * 5 and tuner.choices == [1]
@@ -41,7 +51,7 @@ def test_probes_both_counts_and_keeps_the_faster() -> None:
 
 def test_a_fixed_thread_count_is_left_alone() -> None:
     library.set_threads(1)
-    tuner = ThreadTuner(probe=2, every=3)
+    tuner = ThreadTuner(probe=2, every=3, runnable=idle)
     assert _run(tuner, 8, {1: 0.0, 2: 0.0}) == [1] * 8
     assert tuner.choices == []
 
@@ -49,3 +59,47 @@ def test_a_fixed_thread_count_is_left_alone() -> None:
 def test_rejects_a_probe_without_warm_up() -> None:
     with pytest.raises(ValueError, match="probe"):
         ThreadTuner(probe=1)
+
+
+def test_a_busy_machine_gets_one_sleeping_thread() -> None:
+    """Three other runnable threads on two CPUs: no CPU is free, so no second thread is probed
+    and the pool sleeps at once instead of spinning."""
+    tuner = ThreadTuner(probe=2, every=100, runnable=lambda: 1 + 3)
+    assert _run(tuner, 4, {1: 0.0, 2: 0.0}) == [1] * 4
+    assert library.spin() == 0 and tuner.choices == []
+
+
+def test_the_tuner_follows_the_load_as_it_changes() -> None:
+    load = {"now": 1}
+    tuner = ThreadTuner(probe=2, every=1000, runnable=lambda: load["now"])
+    assert _run(tuner, 5, {1: 0.02, 2: 0.001}) == [1, 1, 2, 2, 2]  # idle: probed, 2 won
+    assert library.spin() == library.SPIN_US
+    load["now"] = 1 + 4  # four others start: once the average has moved by a whole thread,
+    used = _run(tuner, 30, {1: 0.0, 2: 0.0})  # the tuner re-probes: only one candidate left
+    assert used[0] == 2 and used[-1] == 1 and library.spin() == 0
+    load["now"] = 1  # they end: probed again with both counts, spinning again
+    used = _run(tuner, 60, {1: 0.02, 2: 0.001})
+    assert used[-1] == 2 and library.spin() == library.SPIN_US and tuner.choices[-1] == 2
+
+
+def test_not_following_the_load_keeps_the_idle_policy() -> None:
+    tuner = ThreadTuner(probe=2, every=100, follow_load=False, runnable=lambda: 1 + 3)
+    assert _run(tuner, 4, {1: 0.02, 2: 0.001}) == [1, 1, 2, 2]
+    assert library.spin() == library.SPIN_US
+
+
+def test_a_fixed_spin_takes_precedence() -> None:
+    library.set_spin(50)
+    _run(ThreadTuner(probe=2, every=100, runnable=lambda: 1 + 3), 2, {1: 0.0, 2: 0.0})
+    assert library.spin() == 50
+    with pytest.raises(ValueError, match="spin"):
+        library.set_spin(-1)
+
+
+def test_tuners_sharing_the_kernels_each_use_their_own_choice() -> None:
+    """Two reconstructors in one process: each iteration runs with its own tuner's count."""
+    slow_two, fast_two = (ThreadTuner(probe=2, every=100, runnable=idle) for _ in range(2))
+    _run(slow_two, 4, {1: 0.001, 2: 0.02})
+    _run(fast_two, 4, {1: 0.02, 2: 0.001})
+    assert (slow_two.choices, fast_two.choices) == ([1], [2])
+    assert _run(slow_two, 1, {1: 0.0, 2: 0.0}) + _run(fast_two, 1, {1: 0.0, 2: 0.0}) == [1, 2]

@@ -458,4 +458,10 @@ void eitmon_set_threads(int threads) { eitmon::pool().resize(threads < 1 ? 1 : t
 
 int eitmon_threads() { return eitmon::pool().threads(); }
 
+// Microseconds the pool's threads spin for the next job (workers) or the job's end (the caller)
+// before they sleep; 0: sleep at once.
+void eitmon_set_spin(int microseconds) { eitmon::pool().set_spin(microseconds); }
+
+int eitmon_spin() { return eitmon::pool().spin(); }
+
 }  // extern "C"
