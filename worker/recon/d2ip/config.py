@@ -20,7 +20,6 @@ from worker.recon.d2ip.objective import LossConfig
 from worker.recon.d2ip.optimise import (
     FIRST_FRAME_ITERATIONS,
     LATER_FRAME_ITERATIONS,
-    LR_REAL,
     LR_SIMULATED,
     UPWS_ITERATIONS,
     AdaptiveSchedule,
@@ -47,6 +46,7 @@ class Iterations:
 
 
 REAL_ITERATIONS = Iterations(cold=FIRST_FRAME_ITERATIONS.n)  # the first frame, from Kaiming
+REAL_LR = LR_SIMULATED  # chosen on the real files (docs/d2ip-results.md); the paper's: LR_REAL
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,11 @@ class D2IPConfig:
 
     @property
     def learning_rate(self) -> float:
-        """`lr`, else by `data`: 5e-4 simulated, 1e-4 real (paper IV.D)."""
+        """`lr`, else by `data`: 5e-4 simulated (paper IV.D), `REAL_LR` real (the paper's
+        1e-4, `LR_REAL`, left a warm start in place: docs/d2ip.md)."""
         if self.lr is not None:
             return self.lr
-        return LR_SIMULATED if self.data == "simulated" else LR_REAL
+        return LR_SIMULATED if self.data == "simulated" else REAL_LR
 
     def settings(self) -> dict[str, Any]:
         """A JSON-able summary (the reconstructor's `settings`)."""
@@ -120,13 +121,13 @@ class D2IPConfig:
         (with `min_iterations`, `adaptive_tol`); `iterations` (cold, warm, propagated); `net`
         (`NetConfig` fields); `lam`, `lam_s`, `lam_t`, `window` (`LossConfig`); `lam_rule`
         "fixed" or "data" (with `kappa`); `out_range` a of [-a, a], or "data" (`DataRange`
-        with `range_margin`), default by `data` (`default_range`); the other options are
+        with `range_margin`), default by `data`; the other options are
         fields of this class (`upws`, `tpp`, `data`, `lr`, `seed`, `whiten`).
 
         `data="real"` changes the defaults of the options not given: no UPWS (the first frame
         starts from the zero-tail initialisation, the "no change" image, so no warm start is
-        made or needed for a new protocol), `REAL_ITERATIONS`, the data range and the real
-        learning rate; `data="simulated"` keeps the paper's defaults and a = 0.75."""
+        made or needed for a new protocol), `REAL_ITERATIONS` and the data range;
+        `data="simulated"` keeps the paper's defaults and a = 0.75."""
         unknown = sorted(set(options) - {f.name for f in fields(cls)})
         if unknown:
             raise TypeError(f"{variant}: unknown option(s) {', '.join(unknown)}")

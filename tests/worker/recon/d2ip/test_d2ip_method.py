@@ -53,7 +53,8 @@ def test_variants_are_registered(coarse_model: ForwardModel, tmp_path: Path) -> 
     assert make(coarse_model, tmp_path, "dip", lam=0.01).settings["loss"]["lam"] == 0.01
     with pytest.raises(TypeError, match="upws"):
         make(coarse_model, tmp_path, "dip", upws=True)
-    assert make(coarse_model, tmp_path, data="real").lr == 1e-4
+    assert make(coarse_model, tmp_path, data="real").lr == 5e-4
+    assert make(coarse_model, tmp_path, data="real", lr=1e-4).lr == 1e-4
     assert make(coarse_model, tmp_path).lr == 5e-4
 
 
