@@ -23,6 +23,9 @@ Handling (`HANDLINGS`), through the operator's data weights (`worker.recon.weigh
   (`worker.devices.quality`) are excluded;
 - `exclude+noise`: the same, and each channel weighted by its noise estimated from the frames.
 
+Methods get their options from `options` (method name -> options; D2IP: its real-data
+defaults, `REAL_OPTIONS`, since the faults are those of real belts).
+
 Scores: MSSIM, ERR and CC (`worker.metrics`), means over `frames` frames taken evenly from
 those whose truth is at least half the largest (ERR is meaningless near end-expiration, where
 the truth vanishes); noise weights are estimated from all frames.
@@ -41,6 +44,7 @@ import numpy as np
 from service.contract.geometry import resolve_geometry
 from service.contract.protocol import resolve_protocol
 from worker import storage
+from worker.bench.realdata import REAL_OPTIONS
 from worker.devices.quality import quality_report
 from worker.forward import load_model
 from worker.forward.model import ForwardModel
@@ -56,6 +60,7 @@ HANDLINGS = ("none", "exclude", "exclude+noise")
 BELT_SHIFT_M = 0.01
 WIDER = 1.10
 KEY_LENGTH = 16
+OPTIONS: dict[str, dict[str, Any]] = {"d2ip": REAL_OPTIONS}  # per method
 
 
 @dataclass(frozen=True)
@@ -149,18 +154,21 @@ def flagged_electrodes(model: ForwardModel, rec: Recording) -> tuple[int, ...]:
 
 
 def run_scenario(setup: FaultSetup, scenario: str, methods: list[str], model: ForwardModel,
-                 device: str = "cpu", progress: bool = False) -> list[dict[str, Any]]:
+                 device: str = "cpu", progress: bool = False,
+                 options: dict[str, dict[str, Any]] | None = None,
+                 handlings: tuple[str, ...] = HANDLINGS) -> list[dict[str, Any]]:
     """Every method under every handling on one scenario: one row each."""
     rec = simulated(setup, scenario, progress)
     chosen = scored_frames(rec.truth, rec.mask, setup.frames)
     flagged = flagged_electrodes(model, rec)
     rows = []
-    for handling in HANDLINGS:
+    for handling in handlings:
         weighting = DataWeighting(exclude=flagged if handling != "none" else (),
                                   noise="data" if handling == "exclude+noise" else "model")
         variant = weighted_model(model, weighting, rec.voltages, rec.reference)
         for name in methods:
-            recon = create(name, variant, device=device)
+            recon = create(name, variant, device=device,
+                           **(OPTIONS if options is None else options).get(name, {}))
             t0 = time.perf_counter()
             volumes, _ = reconstruct_recording(recon, rec.voltages[chosen], rec.reference)
             metrics = score(volumes, rec.truth[chosen], rec.mask)["mean"]
@@ -172,16 +180,22 @@ def run_scenario(setup: FaultSetup, scenario: str, methods: list[str], model: Fo
 
 
 def benchmark(methods: list[str], scenarios: list[str], setup: FaultSetup, out_dir: Path,
-              device: str = "cpu", progress: bool = False) -> dict[str, Any]:
+              device: str = "cpu", progress: bool = False,
+              options: dict[str, dict[str, Any]] | None = None,
+              handlings: tuple[str, ...] = HANDLINGS) -> dict[str, Any]:
     """Run the scenarios, write faults.json and faults.md into `out_dir`, return the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model = load_model(setup.model_geometry, setup.protocol, list(setup.grid), progress=progress)
     rows = []
     for scenario in scenarios:
-        rows += run_scenario(setup, scenario, methods, model, device, progress)
+        rows += run_scenario(setup, scenario, methods, model, device, progress, options,
+                             handlings)
     report = {"date": time.strftime("%Y-%m-%d", time.gmtime()), "setup": asdict(setup),
-              "methods": methods, "scenarios": scenarios, "device": device,
+              "methods": methods, "scenarios": scenarios, "handlings": list(handlings),
+              "device": device,
+              "options": {m: o for m, o in (OPTIONS if options is None else options).items()
+                          if m in methods},
               "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
     (out_dir / "faults.json").write_text(json.dumps(report, indent=2))
     (out_dir / "faults.md").write_text(markdown(report))
@@ -191,6 +205,7 @@ def benchmark(methods: list[str], scenarios: list[str], setup: FaultSetup, out_d
 def markdown(report: dict[str, Any]) -> str:
     """faults.md: one row per scenario and method, MSSIM / ERR per handling."""
     setup = report["setup"]
+    handlings = report.get("handlings", HANDLINGS)
     lines = [f"# Fault bench ({report['date']})", "",
              f"`tidal-breathing`, {setup['duration']:g} s at {setup['snr_db']:g} dB, seed "
              f"{setup['seed']}, simulated on the scenario's geometry; model "
@@ -198,14 +213,14 @@ def markdown(report: dict[str, Any]) -> str:
              f"grid {'x'.join(map(str, setup['grid']))}; means over {setup['frames']} frames "
              f"near end-inspiration; {report['seconds']:.0f} s in all.", "",
              "| scenario | method | flagged | " + " | ".join(
-                 f"MSSIM {h} | ERR {h}" for h in HANDLINGS) + " |",
-             "|" + "---|" * (3 + 2 * len(HANDLINGS))]
+                 f"MSSIM {h} | ERR {h}" for h in handlings) + " |",
+             "|" + "---|" * (3 + 2 * len(handlings))]
     by_key = {(r["scenario"], r["method"], r["handling"]): r for r in report["rows"]}
     for scenario in report["scenarios"]:
         for method in report["methods"]:
             cells = []
             flagged = ""
-            for handling in HANDLINGS:
+            for handling in handlings:
                 row = by_key[(scenario, method, handling)]
                 flagged = ", ".join(map(str, row["flagged"])) or "none"
                 cells += [f"{row['mssim']:.3f}", f"{row['err']:.3f}"]

@@ -11,6 +11,11 @@ the patient, with the Göttingen belt; `geometry="thorax-1x16"` gives the adult 
   the tidal image, the mean over breaths of end-inspiration minus start (impedance, -Δσ/σ0);
 - TV, iterative, reconstructs only the start and end-inspiration frames of the first
   `tv_breaths` breaths that Tikhonov's analysis found; its tidal image is the mean difference;
+- D2IP reconstructs the tidal differences of the first `d2ip_breaths` of those breaths (the
+  end-inspiration frame's normalised Δv minus the start's), as the worker's `breath` policy
+  feeds it, with TPP from breath to breath (`breath_tidal`); its tidal image is the mean of the
+  breaths' images, its first-image time the first breath's seconds (a warm start included);
+  its agreement with the linear methods' tidal images is reported (CC);
 - image checks on each tidal image (`image_checks`): the ventilation's share in the left and
   right halves of the body, the number of separate ventilated regions in the electrodes'
   plane, the heart region's ventilation against the lungs', the opposite-signed part
@@ -52,6 +57,8 @@ from worker.ventilation.signal import voxel_impedance
 from worker.ventilation.space import VoxelSpace
 
 LINEAR = ("tikhonov", "greit")
+DEEP = "d2ip"
+REAL_OPTIONS: dict[str, Any] = {"data": "real"}  # D2IP's real-data defaults (docs/d2ip.md)
 VENTILATED = 0.5  # a voxel is ventilated above this fraction of the tidal image's maximum
 
 
@@ -148,8 +155,26 @@ def tidal_of(volumes: np.ndarray, model: ForwardModel, starts: list[int],
     return model.to_volume((voxels[ends] - voxels[starts]).mean(axis=0))
 
 
+def breath_tidal(method: str, model: ForwardModel, rec: Recording, starts: list[int],
+                 ends: list[int], options: dict[str, Any], device: str = "cpu"
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
+    """`method` on each breath's tidal difference (Δv at end-inspiration minus Δv at its
+    start), in order (TPP from breath to breath): the mean of the breath images as impedance
+    (P, R, C), and the iterations and seconds per breath."""
+    tidal = (normalise(rec.voltages[ends], rec.reference)
+             - normalise(rec.voltages[starts], rec.reference))
+    recon = create(method, model, device=device, **options)
+    results = recon.push_many(tidal)
+    image = model.to_volume(-np.stack([r.volume[model.mask] for r in results]).mean(axis=0))
+    return image, {"breaths_used": len(starts), "options": options,
+                   "iterations": [int(r.iterations) for r in results],
+                   "seconds": [round(r.milliseconds / 1000, 2) for r in results],
+                   "first_image_s": round(results[0].milliseconds / 1000, 2)}
+
+
 def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any,
-                  exclude: int, tv_breaths: int, progress: bool = False
+                  exclude: int, tv_breaths: int, d2ip_breaths: int = 0,
+                  d2ip_options: dict[str, Any] | None = None, progress: bool = False
                   ) -> tuple[dict[str, Any], dict[str, np.ndarray], ForwardModel]:
     """Every method's tidal image and checks on one recording; `geometry` "patient" is the
     recording's own thorax (`patient_geometry` of its patient and the Göttingen belt)."""
@@ -188,6 +213,15 @@ def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any
                             [position[e] for e in ends])
     result["methods"]["tv"] = {"breaths_used": len(starts),
                                **image_checks(images["tv"], model, position=entry.position)}
+    if d2ip_breaths:
+        starts, ends = (b[:d2ip_breaths] for b in breaths)
+        images[DEEP], cost = breath_tidal(DEEP, model, rec, starts, ends,
+                                          REAL_OPTIONS if d2ip_options is None else d2ip_options)
+        inside = model.mask
+        result["methods"][DEEP] = {
+            **cost, **image_checks(images[DEEP], model, position=entry.position),
+            "cc_with": {name: cc(images[DEEP][inside], images[name][inside])
+                        for name in (*LINEAR, "tv")}}
     return result, images, model
 
 
@@ -243,8 +277,9 @@ def figure(images: dict[str, dict[str, np.ndarray]], models: dict[str, ForwardMo
 
 
 def benchmark(data_dir: Path, out_dir: Path, geometry: Any = PATIENT, grid: Any = None,
-              exclude: int = 3, tv_breaths: int = 4, names: tuple[str, ...] | None = None,
-              progress: bool = False) -> dict[str, Any]:
+              exclude: int = 3, tv_breaths: int = 4, d2ip_breaths: int = 8,
+              d2ip_options: dict[str, Any] | None = None,
+              names: tuple[str, ...] | None = None, progress: bool = False) -> dict[str, Any]:
     """Run every recording; write realdata.json, realdata.png and the tidal images
     (realdata-tidal.npz, "<recording>-<method>") into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +289,8 @@ def benchmark(data_dir: Path, out_dir: Path, geometry: Any = PATIENT, grid: Any 
         if names is not None and entry.name not in names:
             continue
         result, images[entry.name], models[entry.name] = run_recording(
-            entry, data_dir, geometry, grid, exclude, tv_breaths, progress)
+            entry, data_dir, geometry, grid, exclude, tv_breaths, d2ip_breaths, d2ip_options,
+            progress)
         results.append(result)
     figure(images, models, out_dir / "realdata.png")
     np.savez_compressed(out_dir / "realdata-tidal.npz", **{

@@ -25,14 +25,22 @@ def realdata(
     exclude: Annotated[int, typer.Option(min=1, help="electrode (model numbering) excluded in "
                                                      "the exclusion check")] = 4,
     tv_breaths: Annotated[int, typer.Option(min=1, help="breaths TV reconstructs")] = 4,
+    d2ip_breaths: Annotated[int, typer.Option(min=0, help="breaths whose tidal differences D2IP "
+                                                          "reconstructs (0: no D2IP)")] = 8,
+    d2ip_option: Annotated[list[str] | None, typer.Option(
+        help="D2IP option KEY=VALUE (repeat; default data=real)", metavar="KEY=VALUE")] = None,
 ) -> None:
-    """Reconstruct both real files with Tikhonov, GREIT and TV; tidal images and checks."""
+    """Reconstruct both real files with Tikhonov, GREIT, TV and D2IP; tidal images and
+    checks."""
     import json
 
     from worker.bench.realdata import RECORDINGS, benchmark
+    from worker.cli.reconstruct import parse_options
 
     chosen = _names(recordings, [e.name for e in RECORDINGS], "recording(s)")
     report = benchmark(data, out, geometry=geometry, exclude=exclude - 1,
-                       tv_breaths=tv_breaths, names=tuple(chosen), progress=True)
+                       tv_breaths=tv_breaths, d2ip_breaths=d2ip_breaths,
+                       d2ip_options=parse_options(d2ip_option) if d2ip_option else None,
+                       names=tuple(chosen), progress=True)
     typer.echo(json.dumps(report["recordings"], indent=2))
     typer.echo(f"wrote {out / 'realdata.json'} and {out / 'realdata.png'}")

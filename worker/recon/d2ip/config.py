@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from worker.recon.d2ip.lambda_rule import KAPPA, DataScaledRule, FixedLambda, LambdaRule
-from worker.recon.d2ip.mapping import OutputRange
+from worker.recon.d2ip.mapping import DataRange, OutputRange, RangeRule
 from worker.recon.d2ip.network import NetConfig
 from worker.recon.d2ip.objective import LossConfig
 from worker.recon.d2ip.optimise import (
     FIRST_FRAME_ITERATIONS,
     LATER_FRAME_ITERATIONS,
-    LR_REAL,
     LR_SIMULATED,
     UPWS_ITERATIONS,
     AdaptiveSchedule,
@@ -46,6 +45,10 @@ class Iterations:
             raise ValueError(f"iterations: must be positive, got {self}")
 
 
+REAL_ITERATIONS = Iterations(cold=FIRST_FRAME_ITERATIONS.n)  # the first frame, from Kaiming
+REAL_LR = LR_SIMULATED  # chosen on the real files (docs/d2ip-results.md); the paper's: LR_REAL
+
+
 @dataclass(frozen=True)
 class D2IPConfig:
     """A D2IP reconstructor's configuration (docs/d2ip.md, "Options").
@@ -68,7 +71,7 @@ class D2IPConfig:
     net: NetConfig = field(default_factory=NetConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     lam_rule: LambdaRule = field(default_factory=FixedLambda)
-    out_range: OutputRange = field(default_factory=lambda: OutputRange.symmetric(OUT_RANGE))
+    out_range: RangeRule = field(default_factory=lambda: OutputRange.symmetric(OUT_RANGE))
     whiten: bool = True
     warm_start_dir: Path | None = None
 
@@ -80,16 +83,17 @@ class D2IPConfig:
         for name, kind in (("schedule", (FixedSchedule, AdaptiveSchedule)),
                            ("iterations", Iterations), ("net", NetConfig),
                            ("loss", LossConfig), ("lam_rule", (FixedLambda, DataScaledRule)),
-                           ("out_range", OutputRange)):
+                           ("out_range", (OutputRange, DataRange))):
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{name}: got {getattr(self, name)!r}")
 
     @property
     def learning_rate(self) -> float:
-        """`lr`, else by `data`: 5e-4 simulated, 1e-4 real (paper IV.D)."""
+        """`lr`, else by `data`: 5e-4 simulated (paper IV.D), `REAL_LR` real (the paper's
+        1e-4, `LR_REAL`, left a warm start in place: docs/d2ip.md)."""
         if self.lr is not None:
             return self.lr
-        return LR_SIMULATED if self.data == "simulated" else LR_REAL
+        return LR_SIMULATED if self.data == "simulated" else REAL_LR
 
     def settings(self) -> dict[str, Any]:
         """A JSON-able summary (the reconstructor's `settings`)."""
@@ -98,7 +102,7 @@ class D2IPConfig:
                 "iterations": asdict(self.iterations), "seed": self.seed,
                 "net": asdict(self.net), "loss": asdict(self.loss),
                 "lam_rule": self.lam_rule.name, **self.lam_rule.settings(),
-                "out_range": [self.out_range.lo, self.out_range.hi], "whiten": self.whiten}
+                "out_range": self.out_range.settings(), "whiten": self.whiten}
 
     @classmethod
     def from_options(cls, variant: str = "d2ip", *, schedule: str | Schedule = "paper",
@@ -109,14 +113,21 @@ class D2IPConfig:
                      lam: float = LossConfig.lam, lam_s: float = LossConfig.lam_s,
                      lam_t: float = LossConfig.lam_t, window: int = LossConfig.window,
                      lam_rule: str | LambdaRule = "fixed", kappa: float = KAPPA,
-                     out_range: float | OutputRange = OUT_RANGE,
+                     out_range: float | str | RangeRule | None = None,
+                     range_margin: float = DataRange.margin,
                      warm_start_dir: str | Path | None = None,
                      **options: Any) -> D2IPConfig:
         """The configuration from API options: `schedule` "paper" (fixed counts) or "adaptive"
         (with `min_iterations`, `adaptive_tol`); `iterations` (cold, warm, propagated); `net`
         (`NetConfig` fields); `lam`, `lam_s`, `lam_t`, `window` (`LossConfig`); `lam_rule`
-        "fixed" or "data" (with `kappa`); `out_range` a of [-a, a]; the other options are
-        fields of this class (`upws`, `tpp`, `data`, `lr`, `seed`, `whiten`)."""
+        "fixed" or "data" (with `kappa`); `out_range` a of [-a, a], or "data" (`DataRange`
+        with `range_margin`), default by `data`; the other options are
+        fields of this class (`upws`, `tpp`, `data`, `lr`, `seed`, `whiten`).
+
+        `data="real"` changes the defaults of the options not given: no UPWS (the first frame
+        starts from the zero-tail initialisation, the "no change" image, so no warm start is
+        made or needed for a new protocol), `REAL_ITERATIONS` and the data range;
+        `data="simulated"` keeps the paper's defaults and a = 0.75."""
         unknown = sorted(set(options) - {f.name for f in fields(cls)})
         if unknown:
             raise TypeError(f"{variant}: unknown option(s) {', '.join(unknown)}")
@@ -132,7 +143,15 @@ class D2IPConfig:
             lam_rule = DataScaledRule(float(kappa))
         elif not isinstance(lam_rule, (FixedLambda, DataScaledRule)):
             raise ValueError(f"lam_rule: expected 'fixed' or 'data', got {lam_rule!r}")
-        if not isinstance(out_range, OutputRange):
+        data = options.get("data", "simulated")
+        if data == "real":  # real-data defaults under the options given (docs/d2ip.md)
+            options = {"upws": False, **options}
+            iterations = REAL_ITERATIONS if iterations is None else iterations
+        if out_range is None:
+            out_range = OutputRange.symmetric(OUT_RANGE) if data == "simulated" else "data"
+        if out_range == "data":
+            out_range = DataRange(float(range_margin))
+        elif not isinstance(out_range, (OutputRange, DataRange)):
             out_range = OutputRange.symmetric(float(out_range))
         for flag in ("upws", "tpp", "whiten"):
             if flag in options:

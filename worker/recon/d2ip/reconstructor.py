@@ -83,6 +83,7 @@ class D2IP(StreamingReconstructor):
         operator = whitened_system(model, cfg.whiten)
         self.data_weights = torch.tensor(operator.weights, dtype=torch.float32, device=self.device)
         self.frame_lambda = cfg.lam_rule.bind(model, operator.weights, cfg.loss)  # dv -> lambda
+        self.frame_range = cfg.out_range.bind(model)  # dv -> gamma's range (eq. 3)
         self.net = FastResUNet3D(cfg.net, seed=cfg.seed).to(self.device)
         self.optimizer = self.execution.optimizer(self.net, self.lr)
         self.kaiming = self.snapshot(moments=False)  # a fresh network and a fresh Adam
@@ -90,7 +91,7 @@ class D2IP(StreamingReconstructor):
         self.objective = self.execution.objective(
             self.net, z, torch.tensor(operator.whitened, dtype=torch.float32, device=self.device),
             torch.as_tensor(model.mask, device=self.device), loss=cfg.loss,
-            out_range=cfg.out_range,
+            out_range=self.frame_range(np.zeros(model.n_measurements, dtype=np.float32)),
             data_basis=torch.from_numpy(operator.range_basis(RANGE_RTOL)).to(self.device))
         self.window = self.objective.new_window()
         self.frames = 0
@@ -133,7 +134,9 @@ class D2IP(StreamingReconstructor):
 
     def _optimise(self, dv: np.ndarray, window: VolumeWindow | None,
                   stop: StopRule) -> CoreResult:
-        """`optimise_frame` on frame `dv` with the frame's lambda and the strategy's hook."""
+        """`optimise_frame` on frame `dv` with the frame's lambda and range, and the strategy's
+        hook."""
+        self.objective.out_range = self.frame_range(dv)
         return optimise_frame(self.objective, self.optimizer, self.measurements(dv), window,
                               stop, lam=self.frame_lambda(dv), hook=self.execution.hook)
 

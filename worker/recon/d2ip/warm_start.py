@@ -56,7 +56,7 @@ def warm_start_key(model_spec: Mapping[str, Any], config: D2IPConfig) -> str:
                         "seed": config.seed, "loss": asdict(config.loss),
                         **({"lam_rule": rule.name, **rule.settings()}
                            if rule.name != "fixed" else {}),
-                        "out_range": [config.out_range.lo, config.out_range.hi],
+                        "out_range": config.out_range.settings(),
                         "whiten": config.whiten, "lr": config.learning_rate,
                         "iterations": config.iterations.cold})
 

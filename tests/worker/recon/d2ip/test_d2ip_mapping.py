@@ -27,3 +27,20 @@ def test_mask_order_is_c_order_and_round_trips() -> None:
     assert torch.equal(vol.reshape(-1)[mask_indices(mask)], values)
     back = to_volume(values, mask)
     assert torch.equal(back[mask], values) and float(back[~mask].abs().sum()) == 0.0
+
+
+def test_data_range_follows_the_frames_linear_image(coarse_model) -> None:
+    import numpy as np
+
+    from worker.recon.d2ip.mapping import DataRange
+    from worker.recon.tikhonov import tikhonov_operator
+
+    dv = np.random.default_rng(0).normal(size=coarse_model.n_measurements).astype(np.float32)
+    peak = float(np.abs(tikhonov_operator(coarse_model).matrix @ dv).max())
+    frame_range = DataRange(margin=2.0).bind(coarse_model)
+    assert frame_range(dv).hi == pytest.approx(2.0 * peak, rel=1e-5)
+    assert frame_range(3.0 * dv).hi == pytest.approx(6.0 * peak, rel=1e-5)  # scales with data
+    assert frame_range(dv).lo == -frame_range(dv).hi
+    assert frame_range(0.0 * dv) == OutputRange.symmetric(DataRange.floor)  # still valid
+    with pytest.raises(ValueError):
+        DataRange(margin=0.0)

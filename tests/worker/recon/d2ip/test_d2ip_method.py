@@ -53,8 +53,26 @@ def test_variants_are_registered(coarse_model: ForwardModel, tmp_path: Path) -> 
     assert make(coarse_model, tmp_path, "dip", lam=0.01).settings["loss"]["lam"] == 0.01
     with pytest.raises(TypeError, match="upws"):
         make(coarse_model, tmp_path, "dip", upws=True)
-    assert make(coarse_model, tmp_path, data="real").lr == 1e-4
+    assert make(coarse_model, tmp_path, data="real").lr == 5e-4
+    assert make(coarse_model, tmp_path, data="real", lr=1e-4).lr == 1e-4
     assert make(coarse_model, tmp_path).lr == 5e-4
+
+
+def test_output_range_by_data(coarse_model: ForwardModel, healthy_dv: np.ndarray,
+                              tmp_path: Path) -> None:
+    """Simulated data keep the tuned [-0.75, 0.75]; real data take the range from each frame
+    (a frame twice as strong gets twice the range), and the key tells them apart."""
+    assert make(coarse_model, tmp_path).settings["out_range"] == [-0.75, 0.75]
+    real = make(coarse_model, tmp_path, data="real")
+    assert real.settings["out_range"]["rule"] == "data"
+    assert real.key != make(coarse_model, tmp_path, data="real", lr=5e-4, out_range=0.75).key
+    dv = healthy_dv[-1]
+    real.fit(dv)
+    first = real.objective.out_range.hi
+    real.fit(2.0 * dv)
+    assert real.objective.out_range.hi == pytest.approx(2.0 * first, rel=1e-5)
+    assert make(coarse_model, tmp_path, out_range="data", range_margin=3.0).settings[
+        "out_range"]["margin"] == 3.0
 
 
 def test_rejects_bad_options(coarse_model: ForwardModel, tmp_path: Path) -> None:
