@@ -7,11 +7,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-Method = Literal["d2ip", "d2ip-scaled", "dip", "rsip", "tv", "tikhonov", "greit"]
+Method = Literal["d2ip", "d2ip-scaled", "dip", "rsip", "tv", "tikhonov", "greit", "inr-tv",
+                 "diff-inr"]
 METHODS: tuple[str, ...] = get_args(Method)  # the main methods a session may ask for
 RealtimePolicy = Literal["realtime", "complete", "breath"]
 REALTIME_POLICIES: tuple[str, ...] = get_args(RealtimePolicy)
-BREATH_DEFAULT_METHODS = ("d2ip", "d2ip-scaled")  # sessions that get `breath` by default
+BREATH_DEFAULT_METHODS = ("d2ip", "d2ip-scaled", "inr-tv", "diff-inr")  # `breath` by default
 
 
 def default_policy(method: str) -> str:

@@ -101,7 +101,8 @@ def _load_builtin() -> None:
     import importlib
 
     for module in ("worker.recon.tikhonov", "worker.recon.greit", "worker.recon.tv",
-                   "worker.recon.rsip", "worker.recon.d2ip.variants"):
+                   "worker.recon.rsip", "worker.recon.d2ip.variants",
+                   "worker.recon.diffinr.methods"):
         importlib.import_module(module)
 
 
