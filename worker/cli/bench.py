@@ -1,5 +1,5 @@
 """`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, service, model,
-faults, realdata, durability).
+faults, realdata, durability, tank).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -19,6 +19,7 @@ from worker.cli import (
     bench_realdata,
     bench_service,
     bench_speed,
+    bench_tank,
 )
 
 app = typer.Typer(help="Benchmarks. Timings are reported as ratios against a baseline measured "
@@ -33,3 +34,4 @@ app.command("breath")(bench_breath.breath)
 app.command("faults")(bench_faults.faults)
 app.command("realdata")(bench_realdata.realdata)
 app.command("durability")(bench_durability.durability)
+app.command("tank")(bench_tank.tank)

@@ -91,7 +91,7 @@ class INRReconstructor(StreamingReconstructor):
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             if it % self.window == 0:
                 current = float(np.mean(losses[-self.window:]))
                 if previous - current < self.tol * abs(previous):

@@ -8,7 +8,12 @@ empty image, so a shallow breath is not flattened by a weight set for a deep one
   Tikhonov image).
 - `SDSRegulariser`: λ L_SDS (eq. 14) of `count` random slices (`worker.recon.diffinr.slices`)
   through the prior's `loss` (stop-gradient residual, t from a sub-range, the weighting of the
-  prior's eq. 17 inside), on `prior.normalise`d images; λ = κ E.
+  prior's eq. 17 inside), on images mapped to the prior's range by `prior.normalise(x, lo, hi)`
+  with one range per frame: the 1 % and 99 % quantiles of the Tikhonov image, widened to hold
+  0 (the background). The range must not follow the INR itself: the map's slope 2/(hi - lo)
+  multiplies the SDS gradient, and the INR starts flat (hi - lo = 0). Scaling Δv by c scales
+  the range by c and λ = κ E by c², so the prior's pull on x scales by c, as the data term's
+  does: the balance is the same for a shallow and a deep breath.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from worker.recon.lambda_rule import DataScaledLambda
 
 SDS_KAPPA = 1.0
 SDS_SLICES = 4
+RANGE_QUANTILE = 0.01
 
 
 class Regulariser(Protocol):
@@ -47,7 +53,8 @@ class Regulariser(Protocol):
 class ImagePrior(Protocol):
     """The score-distillation prior's interface (`worker.recon.diffinr.sds.SDSPrior`)."""
 
-    def normalise(self, x: Tensor) -> Tensor: ...
+    def normalise(self, x: Tensor, lo: float | None = None, hi: float | None = None
+                  ) -> Tensor: ...
 
     def loss(self, slices: Tensor, generator: torch.Generator) -> Tensor: ...
 
@@ -88,16 +95,20 @@ class SDSRegulariser:
         self.prior, self.sampler = prior, sampler
         self.kappa, self.count = float(kappa), int(count)
         self.generator = torch.Generator().manual_seed(seed)
-        self.lam = 0.0
+        self.lam, self.lo, self.hi = 0.0, -1.0, 1.0
 
     def weigh(self, tikhonov_image: Tensor, energy: float) -> None:
         self.lam = self.kappa * energy
+        low, high = torch.quantile(tikhonov_image.float(),
+                                   torch.tensor([RANGE_QUANTILE, 1.0 - RANGE_QUANTILE])).tolist()
+        self.lo, self.hi = min(low, 0.0), max(high, 0.0)
 
     def __call__(self, inr: INR, values: Tensor) -> Tensor:
         coords, masks = self.sampler.sample(self.count, self.generator)
         size = self.sampler.size
         images = (inr(coords.to(values.device)) * masks.to(values.device))
-        slices = self.prior.normalise(images.reshape(self.count, 1, size, size))
+        slices = self.prior.normalise(images.reshape(self.count, 1, size, size), self.lo,
+                                      self.hi)
         return self.lam * self.prior.loss(slices, self.generator)
 
     @property
