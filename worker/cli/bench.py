@@ -1,5 +1,5 @@
 """`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, service, model,
-faults, realdata, durability, tank).
+faults, realdata, durability, prior, tank).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -15,6 +15,7 @@ from worker.cli import (
     bench_durability,
     bench_faults,
     bench_model,
+    bench_prior,
     bench_quality,
     bench_realdata,
     bench_service,
@@ -34,4 +35,5 @@ app.command("breath")(bench_breath.breath)
 app.command("faults")(bench_faults.faults)
 app.command("realdata")(bench_realdata.realdata)
 app.command("durability")(bench_durability.durability)
+app.command("prior")(bench_prior.prior)
 app.command("tank")(bench_tank.tank)

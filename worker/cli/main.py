@@ -16,6 +16,7 @@ from worker.cli import (
     plot,
     reconstruct,
     simulate,
+    train,
     worker,
 )
 
@@ -23,6 +24,7 @@ app = typer.Typer(help="EIT lung-ventilation monitor: D2IP 3D reconstruction, se
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(model.app, name="model")
 app.add_typer(bench.app, name="bench")
+app.add_typer(train.app, name="train")
 app.command("metrics")(metrics.metrics)
 app.command("parameters")(parameters.parameters)
 app.command("plot")(plot.plot)
