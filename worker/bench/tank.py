@@ -1,9 +1,8 @@
 """The tank benchmark of Diff-INR (issue 18): TV, INR+TV and Diff-INR on `tank-shapes`.
 
-The tank is simulated once without noise (`worker.simulation`, fine mesh, cached like every
-benchmark's simulation); each run adds Gaussian noise at its SNR (`worker.simulation.noise`,
-one s.d. for frames and reference, from the rms of the clean frames), so the noise study costs
-no new simulation. Each run reconstructs the one frame with one method and setting on a
+The tank is simulated once per SNR (`worker.simulation`, fine mesh, noise on frames and
+reference, cached like every benchmark's simulation, `worker.bench.quality.recording_for`).
+Each run reconstructs the one frame with one method and setting on a
 reconstruction model (the geometry's mesh, or one of another `mesh_size` for the mesh study)
 and is scored on the electrode plane (`worker.metrics.plane_at` at the ring's height): SSIM
 and PSNR against the voxel truth inside the tank, and RCR per inclusion (eq. 19). Seconds are
@@ -34,7 +33,6 @@ from worker.metrics import mssim, plane_at, psnr, rcr
 from worker.plot import plot_planes
 from worker.recon.base import create, reconstruct_recording
 from worker.recording import Recording
-from worker.simulation.noise import add_noise
 from worker.simulation.tank import TankPhantom, tank_phantom
 
 CASE = "tank-shapes"
@@ -51,6 +49,7 @@ class TankSetup:
     grid: tuple[int, int, int] = (8, 32, 32)
     snr_db: float = 50.0
     seed: int = 0
+    prior: str | None = None  # Diff-INR's prior weights (`SDSPrior.load`); None: the shipped
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def study_runs(study: str) -> list[Run]:
         return [Run(f"{m} α {a}", m, {"alpha": a}) for a in (0.075, 0.15, 0.3)
                 for m in ("inr-tv", "diff-inr")]
     if study == "lambda":
-        return [Run(f"diff-inr κ {k}", "diff-inr", {"kappa": k}) for k in (0.3, 1.0, 3.0)]
+        return [Run(f"diff-inr κ {k:g}", "diff-inr", {"kappa": k}) for k in (1.0, 10.0, 100.0)]
     if study == "t-range":
         return [Run(f"diff-inr t {lo}-{hi}", "diff-inr", t_range=(lo, hi))
                 for lo, hi in ((0.02, 0.2), (0.1, 0.5), (0.3, 0.9), (0.0, 1.0))]
@@ -130,14 +129,14 @@ def plane_truth(rec: Recording, phantom: TankPhantom) -> PlaneTruth:
         domain_area=float(np.pi * dom.radius**2), height=height)
 
 
-def noisy(rec: Recording, snr_db: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frames and reference of a noiseless recording with noise at `snr_db` added."""
-    rng = np.random.default_rng(seed)
-    frames, scale = add_noise(rec.voltages, snr_db, rng)
-    return frames, rec.reference + rng.normal(0.0, scale, rec.reference.shape)
+def tank_recording(setup: TankSetup, snr_db: float) -> Recording:
+    """The simulated tank at this SNR (from the simulation cache, or simulated now)."""
+    return recording_for(CASE, Setup(frames=1, snr_db=snr_db, seed=setup.seed,
+                                      geometry=setup.geometry, protocol=setup.protocol,
+                                      grid=list(setup.grid)), progress=True)
 
 
-def run_one(run: Run, setup: TankSetup, rec: Recording, truth: PlaneTruth,
+def run_one(run: Run, setup: TankSetup, truth: PlaneTruth,
             threads: int | None) -> tuple[dict[str, Any], np.ndarray]:
     """Reconstruct and score one run; the row and its electrode-plane picture."""
     from worker.bench.speed import torch_threads
@@ -147,15 +146,16 @@ def run_one(run: Run, setup: TankSetup, rec: Recording, truth: PlaneTruth,
         geometry = {"preset": setup.geometry, "mesh_size": run.mesh_size}
     model = load_model(geometry, setup.protocol, list(setup.grid), progress=True)
     options = dict(run.options)
-    if run.t_range is not None:
-        from worker.recon.diffinr.sds import SDSPrior
+    if run.method == "diff-inr" and (setup.prior is not None or run.t_range is not None):
+        from worker.recon.diffinr.sds import DEFAULT_WEIGHTS, T_RANGE, SDSPrior
 
-        options["prior"] = SDSPrior.load_default(t_range=run.t_range)
+        options["prior"] = SDSPrior.load(Path(setup.prior or DEFAULT_WEIGHTS),
+                                         t_range=run.t_range or T_RANGE)
     snr = setup.snr_db if run.snr_db is None else run.snr_db
-    frames, reference = noisy(rec, snr, setup.seed)
+    rec = tank_recording(setup, snr)
     with torch_threads(threads):
         recon = create(run.method, model, **options)
-        volumes, results = reconstruct_recording(recon, frames, reference)
+        volumes, results = reconstruct_recording(recon, rec.voltages, rec.reference)
     picture = plane_at(volumes[0], truth.height)
     rng = float(truth.picture[truth.mask].max() - truth.picture[truth.mask].min())
     ratios = rcr(picture, truth.inclusions, truth.areas, truth.signs, truth.mask,
@@ -175,9 +175,7 @@ def benchmark(studies: list[str], setup: TankSetup, out_dir: Path,
               threads: int | None = 1) -> dict[str, Any]:
     """Run the studies; write tank.json, tank.md and tank-<study>.png; return the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rec = recording_for(CASE, Setup(frames=1, snr_db=None, geometry=setup.geometry,
-                                    protocol=setup.protocol, grid=list(setup.grid)),
-                        progress=True)
+    rec = tank_recording(setup, setup.snr_db)
     truth = plane_truth(rec, tank_phantom(resolve_geometry(rec.meta["geometry"])))
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "setup": asdict(setup),
                               "threads": threads, "inclusions": list(truth.names),
@@ -186,7 +184,7 @@ def benchmark(studies: list[str], setup: TankSetup, out_dir: Path,
     pictures: dict[str, list[tuple[str, np.ndarray]]] = {s: [("truth", truth.picture)]
                                                           for s in studies}
     for study, run in tqdm(runs, desc="tank", unit="run"):
-        row, picture = run_one(run, setup, rec, truth, threads)
+        row, picture = run_one(run, setup, truth, threads)
         report["studies"].setdefault(study, []).append(row)
         pictures[study].append((run.label, picture))
         (out_dir / "tank.json").write_text(json.dumps(report, indent=2, default=str))

@@ -21,13 +21,16 @@ def tank(
     snr_db: Annotated[float, typer.Option(help="measurement SNR in dB")] = 50.0,
     seed: Annotated[int, typer.Option(help="noise seed")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 1,
+    prior: Annotated[Path | None, typer.Option(help="Diff-INR prior weights (default: the "
+                                                    "shipped ones)")] = None,
 ) -> None:
     """Simulate the tank once, reconstruct it in every run of the studies, score the electrode
     plane (SSIM, PSNR, RCR per inclusion), tabulate and draw."""
     from worker.bench.tank import STUDIES, TankSetup, benchmark
 
     study_list = _names(studies, STUDIES, "study(ies)")
-    setup = TankSetup(geometry=geometry, protocol=protocol, grid=grid, snr_db=snr_db, seed=seed)
+    setup = TankSetup(geometry=geometry, protocol=protocol, grid=grid, snr_db=snr_db, seed=seed,
+                      prior=str(prior) if prior else None)
     try:
         benchmark(study_list, setup, out, threads=threads)
     except ValueError as err:

@@ -16,7 +16,7 @@ from torch import Tensor
 from worker.forward.model import ForwardModel
 from worker.recon.base import available_methods, create
 
-FAST = {"max_iter": 100, "window": 10, "tol": 0.01}
+FAST = {"max_iter": 60, "window": 10, "tol": 0.01}
 
 
 class ShrinkPrior:
@@ -42,7 +42,7 @@ def test_both_methods_are_registered() -> None:
 def test_inr_tv_fits_the_frame(coarse_model: ForwardModel, healthy_dv: np.ndarray) -> None:
     recon = create("inr-tv", coarse_model, **FAST)
     result = recon.push(healthy_dv[1])
-    assert 0 < result.iterations <= 100 and np.any(result.volume)
+    assert 0 < result.iterations <= 60 and np.any(result.volume)
     operator = coarse_model.operator
     values = result.volume[coarse_model.mask]
     b = operator.whiten(healthy_dv[1])
@@ -54,12 +54,10 @@ def test_inr_tv_fits_the_frame(coarse_model: ForwardModel, healthy_dv: np.ndarra
 
 def test_carrying_weights_needs_fewer_iterations(coarse_model: ForwardModel,
                                                  healthy_dv: np.ndarray) -> None:
-    options = {**FAST, "max_iter": 300, "tol": 0.02}
-    carried = create("inr-tv", coarse_model, **options)
-    cold = create("inr-tv", coarse_model, carry=False, **options)
-    first = carried.push(healthy_dv[1])
-    assert cold.push(healthy_dv[1]).iterations == first.iterations  # same seed, same start
-    assert carried.push(healthy_dv[1]).iterations < cold.push(healthy_dv[1]).iterations
+    carried = create("inr-tv", coarse_model, **{**FAST, "max_iter": 150, "tol": 0.05})
+    cold = carried.push(healthy_dv[1])  # the first frame starts from the initial network
+    assert 20 < cold.iterations and carried.settings["carry"]
+    assert carried.push(healthy_dv[1]).iterations < cold.iterations
 
 
 def test_diff_inr_weighs_the_prior(coarse_model: ForwardModel, healthy_dv: np.ndarray) -> None:

@@ -27,8 +27,7 @@ def test_inr_starts_empty_and_is_seeded() -> None:
     p = torch.rand(50, 3) * 2 - 1
     a, b, c = INR(3, 3.0, seed=1), INR(3, 3.0, seed=1), INR(3, 3.0, seed=2)
     assert torch.count_nonzero(a(p)) == 0  # the output layer starts at zero: Δσ = 0
-    for (name, x), (_, y), (_, z) in zip(a.state_dict().items(), b.state_dict().items(),
-                                         c.state_dict().items(), strict=True):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
     assert not torch.equal(a.encoding.b, c.encoding.b)
     linears = [m for m in a.mlp if isinstance(m, torch.nn.Linear)]
