@@ -110,6 +110,7 @@ def plot_planes(panels: list[tuple[str, np.ndarray]], mask: np.ndarray, out_path
         raise ValueError("plot: give at least one panel and an (R, C) mask")
     limit = _limit(panels, mask)
     norm, cmap = Normalize(vmin=-limit, vmax=limit), _colormap()
+    columns = min(columns, len(panels))
     rows = -(-len(panels) // columns)
     fig = Figure(figsize=(2.6 * columns + 1.0, 2.7 * rows + 0.4), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)

@@ -171,16 +171,18 @@ def run_one(run: Run, setup: TankSetup, truth: PlaneTruth,
     return row, picture
 
 
-def benchmark(studies: list[str], setup: TankSetup, out_dir: Path,
-              threads: int | None = 1) -> dict[str, Any]:
-    """Run the studies; write tank.json, tank.md and tank-<study>.png; return the report."""
+def benchmark(studies: list[str], setup: TankSetup, out_dir: Path, threads: int | None = 1,
+              labels: list[str] | None = None) -> dict[str, Any]:
+    """Run the studies (only the runs named in `labels`, if given); write tank.json, tank.md
+    and tank-<study>.png; return the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rec = tank_recording(setup, setup.snr_db)
     truth = plane_truth(rec, tank_phantom(resolve_geometry(rec.meta["geometry"])))
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "setup": asdict(setup),
                               "threads": threads, "inclusions": list(truth.names),
                               "studies": {}}
-    runs = [(study, run) for study in studies for run in study_runs(study)]
+    runs = [(study, run) for study in studies for run in study_runs(study)
+            if labels is None or run.label in labels]
     pictures: dict[str, list[tuple[str, np.ndarray]]] = {s: [("truth", truth.picture)]
                                                           for s in studies}
     for study, run in tqdm(runs, desc="tank", unit="run"):

@@ -1,5 +1,5 @@
 """`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, service, model,
-faults, realdata, durability, prior, tank).
+faults, realdata, durability, prior, tank, carry).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -10,6 +10,7 @@ import typer
 
 from worker.cli import (
     bench_breath,
+    bench_carry,
     bench_clinical,
     bench_convergence,
     bench_durability,
@@ -37,3 +38,4 @@ app.command("realdata")(bench_realdata.realdata)
 app.command("durability")(bench_durability.durability)
 app.command("prior")(bench_prior.prior)
 app.command("tank")(bench_tank.tank)
+app.command("carry")(bench_carry.carry)

@@ -21,6 +21,8 @@ def tank(
     snr_db: Annotated[float, typer.Option(help="measurement SNR in dB")] = 50.0,
     seed: Annotated[int, typer.Option(help="noise seed")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 1,
+    runs: Annotated[str | None, typer.Option(help="comma-separated run labels to keep (as in "
+                                                  "tank.md); default: every run")] = None,
     prior: Annotated[Path | None, typer.Option(help="Diff-INR prior weights (default: the "
                                                     "shipped ones)")] = None,
 ) -> None:
@@ -32,7 +34,8 @@ def tank(
     setup = TankSetup(geometry=geometry, protocol=protocol, grid=grid, snr_db=snr_db, seed=seed,
                       prior=str(prior) if prior else None)
     try:
-        benchmark(study_list, setup, out, threads=threads)
+        benchmark(study_list, setup, out, threads=threads,
+                  labels=[r.strip() for r in runs.split(",")] if runs else None)
     except ValueError as err:
         typer.secho(f"error: {err}", fg="red", err=True)
         raise typer.Exit(2) from None

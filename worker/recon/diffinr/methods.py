@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
 
 SLICE_SIZE = 32  # pixels per side of a slice: the prior's resolution
+SDS_WINDOW = 50  # the stopping rule's window for the stochastic SDS loss (inr-tv: 25)
 
 
 @register("inr-tv")
@@ -49,6 +50,7 @@ def diff_inr(model: ForwardModel, kappa: float = SDS_KAPPA, slices: int = SDS_SL
 
         prior = SDSPrior.load_default()
     seed = int(options.get("seed", 0))  # type: ignore[call-overload]
+    options.setdefault("window", SDS_WINDOW)
     sampler = SliceSampler(model.geometry, plane_range(model.geometry, model.grid), slice_size,
                            tuple(orientations))
     regulariser = SDSRegulariser(prior, sampler, kappa, slices, seed)

@@ -12,7 +12,8 @@ loss of the window is compared with the previous window's and the fit stops when
 less than `tol` of it (the SDS term is stochastic, so single iterations are too noisy to
 compare). Across frames (`carry`, beyond the seed, like D2IP's TPP): the next frame starts from
 the previous frame's weights (a fresh Adam); without `carry` every frame starts from the same
-seeded initial network. State: the frame counter, the MLP (with its fixed B) and the
+seeded initial network. `features` and `width` (the seed's 128 and 128) exist for tests on
+small machines. State: the frame counter, the MLP (with its fixed B) and the
 regulariser's random generator.
 """
 
@@ -26,7 +27,14 @@ import torch
 
 from worker.recon.base import FrameResult, StreamingReconstructor
 from worker.recon.diffinr.bandwidth import ALPHA, bandwidth
-from worker.recon.diffinr.inr import INR, LEARNING_RATE, DomainFrame, voxel_centres
+from worker.recon.diffinr.inr import (
+    FEATURES,
+    INR,
+    LEARNING_RATE,
+    WIDTH,
+    DomainFrame,
+    voxel_centres,
+)
 from worker.recon.diffinr.regularisers import Regulariser
 from worker.recon.tikhonov import tikhonov_operator
 
@@ -44,7 +52,7 @@ class INRReconstructor(StreamingReconstructor):
     def __init__(self, model: ForwardModel, regulariser: Regulariser, method: str,
                  alpha: float = ALPHA, max_iter: int = MAX_ITER, window: int = WINDOW,
                  tol: float = TOL, carry: bool = True, seed: int = 0,
-                 device: str = "cpu") -> None:
+                 features: int = FEATURES, width: int = WIDTH, device: str = "cpu") -> None:
         super().__init__(model)
         if window < 1 or max_iter < window:
             raise ValueError("window: must be at least 1 and at most max_iter")
@@ -58,7 +66,7 @@ class INRReconstructor(StreamingReconstructor):
         self.a = torch.tensor(operator.whitened, dtype=torch.float32, device=self.device)
         self.w = torch.tensor(operator.weights, dtype=torch.float32, device=self.device)
         self.tikhonov = torch.tensor(tikhonov_operator(model).matrix, device=self.device)
-        self.inr = INR(3, self.sigma, seed).to(self.device)
+        self.inr = INR(3, self.sigma, seed, features, width).to(self.device)
         self.initial = copy.deepcopy(self.inr.state_dict())
         self.max_iter, self.window, self.tol, self.carry = max_iter, window, tol, carry
         self.seed, self.frames = seed, 0
@@ -67,7 +75,8 @@ class INRReconstructor(StreamingReconstructor):
     def settings(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "sigma": self.sigma, "max_iter": self.max_iter,
                 "window": self.window, "tol": self.tol, "carry": self.carry,
-                "seed": self.seed, **self.regulariser.settings}
+                "seed": self.seed, "features": self.inr.encoding.out_features // 2,
+                "width": self.inr.mlp[0].out_features, **self.regulariser.settings}
 
     def push(self, dv: np.ndarray) -> FrameResult:
         self.frames += 1

@@ -28,7 +28,7 @@ from worker.recon.diffinr.slices import SliceSampler
 from worker.recon.finite_difference import MaskedDifference, total_variation
 from worker.recon.lambda_rule import DataScaledLambda
 
-SDS_KAPPA = 1.0
+SDS_KAPPA = 10.0  # of the sweep 1, 10, 100 on the tank (docs/diff-inr.md)
 SDS_SLICES = 4
 RANGE_QUANTILE = 0.01
 

@@ -16,7 +16,7 @@ from torch import Tensor
 from worker.forward.model import ForwardModel
 from worker.recon.base import available_methods, create
 
-FAST = {"max_iter": 60, "window": 10, "tol": 0.01}
+FAST = {"max_iter": 60, "window": 10, "tol": 0.01, "features": 32, "width": 32}  # 1/16 the cost
 
 
 class ShrinkPrior:
@@ -56,7 +56,7 @@ def test_carrying_weights_needs_fewer_iterations(coarse_model: ForwardModel,
                                                  healthy_dv: np.ndarray) -> None:
     carried = create("inr-tv", coarse_model, **{**FAST, "max_iter": 150, "tol": 0.05})
     cold = carried.push(healthy_dv[1])  # the first frame starts from the initial network
-    assert 20 < cold.iterations and carried.settings["carry"]
+    assert 20 < cold.iterations
     assert carried.push(healthy_dv[1]).iterations < cold.iterations
 
 
