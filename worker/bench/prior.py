@@ -43,8 +43,8 @@ def degraded_pairs(count: int, degradation: Degradation = Degradation(),
 
 def quality(clean: np.ndarray, images: np.ndarray) -> dict[str, float]:
     """Mean SSIM and PSNR over images in [-1, 1]."""
-    ssim = [structural_similarity(c[0], x[0], data_range=2.0) for c, x in zip(clean, images, strict=True)]
-    psnr = [peak_signal_noise_ratio(c[0], x[0], data_range=2.0) for c, x in zip(clean, images, strict=True)]
+    ssim = [structural_similarity(c[0], x[0], data_range=2.0) for c, x in zip(clean, images)]
+    psnr = [peak_signal_noise_ratio(c[0], x[0], data_range=2.0) for c, x in zip(clean, images)]
     return {"ssim": float(np.mean(ssim)), "psnr": float(np.mean(psnr))}
 
 
