@@ -115,3 +115,34 @@ def image_rows(rows: list[tuple[str, np.ndarray]], path: Path) -> None:
                 ax.imshow(images[c, 0], cmap="gray", vmin=-1, vmax=1)
         axes[r][0].set_title(label, loc="left", fontsize=8)
     fig.savefig(path, dpi=DPI)
+
+
+def plot_planes(panels: list[tuple[str, np.ndarray]], mask: np.ndarray, out_path: str | Path,
+                columns: int = 4, title: str | None = None) -> Figure:
+    """Draw 2D pictures (R, C) (an electrode plane per method) in a grid of `columns`, one
+    shared colour scale centred on zero, pixels outside `mask` (R, C) grey; write a PNG."""
+    mask = np.asarray(mask, dtype=bool)
+    if not panels or mask.ndim != 2:
+        raise ValueError("plot: give at least one panel and an (R, C) mask")
+    limit = _limit(panels, mask)
+    norm, cmap = Normalize(vmin=-limit, vmax=limit), _colormap()
+    columns = min(columns, len(panels))
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(2.6 * columns + 1.0, 2.7 * rows + 0.4), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    image = None
+    for ax, (name, picture) in zip(axes.ravel(), panels, strict=False):
+        image = ax.imshow(np.ma.array(picture, mask=~mask), cmap=cmap, norm=norm,
+                          origin="upper", interpolation="nearest")
+        ax.set_title(name, fontsize="small")
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="Δσ/σ0")
+    if title:
+        fig.suptitle(title, fontsize="small")
+    fig.savefig(out_path)
+    return fig

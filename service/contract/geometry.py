@@ -291,6 +291,8 @@ GEOMETRY_PRESETS: dict[str, dict[str, Any]] = {
     "cylinder-2x16": {"domain": {"kind": "cylinder"}},
     "cylinder-1x32": {"domain": {"kind": "cylinder"},
                       "electrodes": {"per_ring": 32, **_single_ring(0.10)}},
+    "cylinder-1x16": {"domain": {"kind": "cylinder"},
+                      "electrodes": {"per_ring": 16, **_single_ring(0.10)}},
 }
 DEFAULT_GEOMETRY = "thorax-2x16"
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 Method = Literal["d2ip", "d2ip-scaled", "d2ip-live", "edip", "dip", "rsip", "tv", "tikhonov",
-                 "greit"]
+                 "greit", "inr-tv", "diff-inr"]
 METHODS: tuple[str, ...] = get_args(Method)  # the main methods a session may ask for
 RealtimePolicy = Literal["realtime", "complete", "breath"]
 REALTIME_POLICIES: tuple[str, ...] = get_args(RealtimePolicy)
-BREATH_DEFAULT_METHODS = ("d2ip", "d2ip-scaled", "edip")  # sessions that get `breath` by default
+BREATH_DEFAULT_METHODS = ("d2ip", "d2ip-scaled", "edip", "inr-tv", "diff-inr")  # `breath` default
 
 
 def default_policy(method: str) -> str:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from worker.metrics import METRICS, score, ssim_window
+from worker.metrics import METRICS, plane_at, rcr, score, ssim_window
 
 
 def test_identity(truth: np.ndarray, mask: np.ndarray) -> None:
@@ -128,3 +128,26 @@ def test_shape_mismatch(truth: np.ndarray, volumes_shape: tuple[int, ...],
 def test_empty_mask(truth: np.ndarray) -> None:
     with pytest.raises(ValueError, match="mask"):
         score(truth, truth, np.zeros(truth.shape[1:], dtype=bool))
+
+
+def test_plane_at_interpolates_between_plane_centres() -> None:
+    volume = np.arange(4.0)[:, None, None] * np.ones((4, 2, 2))
+    np.testing.assert_allclose(plane_at(volume, 0.5), 1.5)  # between planes 1 and 2
+    np.testing.assert_allclose(plane_at(volume, 0.125), 0.0)  # the first centre
+    np.testing.assert_allclose(plane_at(volume, 1.0), 3.0)  # clipped at the last centre
+
+
+def test_rcr_of_a_known_picture() -> None:
+    mask = np.ones((20, 20), dtype=bool)
+    inclusions = np.zeros((2, 20, 20), dtype=bool)
+    inclusions[0, 2:6, 2:6] = True  # 16 pixels, less conductive
+    inclusions[1, 12:16, 12:16] = True  # 16 pixels, more conductive
+    picture = np.zeros((20, 20))
+    picture[2:6, 2:6] = -1.0  # exact
+    picture[11:17, 11:17] = 0.4  # 36 pixels above half of its peak
+    picture[13, 13] = 0.7
+    ratios = rcr(picture, inclusions, np.array([16.0, 16.0]), np.array([-1, 1]), mask, 400.0)
+    np.testing.assert_allclose(ratios, [1.0, 36 / 16])
+    wrong_sign = rcr(-np.abs(picture), inclusions, np.array([16.0, 16.0]), np.array([-1, 1]),
+                     mask, 400.0)
+    assert wrong_sign[1] == 0.0

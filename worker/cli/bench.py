@@ -1,5 +1,5 @@
 """`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, load, service,
-model, faults, realdata, durability, prior, realtime, educated).
+model, faults, realdata, durability, prior, realtime, educated, tank, carry).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -10,6 +10,7 @@ import typer
 
 from worker.cli import (
     bench_breath,
+    bench_carry,
     bench_clinical,
     bench_convergence,
     bench_durability,
@@ -23,6 +24,7 @@ from worker.cli import (
     bench_realtime,
     bench_service,
     bench_speed,
+    bench_tank,
 )
 
 app = typer.Typer(help="Benchmarks. Timings are reported as ratios against a baseline measured "
@@ -41,3 +43,5 @@ app.command("durability")(bench_durability.durability)
 app.command("prior")(bench_prior.prior)
 app.command("realtime")(bench_realtime.realtime)
 app.command("educated")(bench_educated.educated)
+app.command("tank")(bench_tank.tank)
+app.command("carry")(bench_carry.carry)

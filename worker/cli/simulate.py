@@ -13,7 +13,8 @@ from worker.cli.output import output_file
 
 
 def simulate(
-    case: Annotated[str, typer.Argument(help="healthy-deep-breath | edema-left | tidal-breathing")],
+    case: Annotated[str, typer.Argument(help="healthy-deep-breath | edema-left | tidal-breathing | "
+                                                 "tank-shapes (cylinder geometries)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="recording .npz to write")],
     snr_db: Annotated[float, typer.Option(help="measurement SNR in dB; inf for noiseless")] = 50.0,
     frames: Annotated[int | None, typer.Option(help="number of frames (default per case)")] = None,
@@ -24,7 +25,7 @@ def simulate(
     grid: Annotated[tuple[int, int, int], typer.Option(help="P R C")] = (16, 32, 32),
     truth: Annotated[bool, typer.Option(help="store the voxel truth")] = True,
 ) -> None:
-    """Simulate a breathing thorax on a fine mesh and write a recording."""
+    """Simulate a breathing thorax (or the shape tank) on a fine mesh and write a recording."""
     from worker.simulation import CASES
     from worker.simulation import simulate as run
 

@@ -109,7 +109,8 @@ def _load_builtin() -> None:
 
     for module in ("worker.recon.tikhonov", "worker.recon.greit", "worker.recon.tv",
                    "worker.recon.rsip", "worker.recon.d2ip.variants",
-                   "worker.recon.live.reconstructor", "worker.recon.educated.method"):
+                   "worker.recon.live.reconstructor", "worker.recon.educated.method",
+                   "worker.recon.diffinr.methods"):
         importlib.import_module(module)
 
 

@@ -14,6 +14,9 @@
   the end-expiration frames (the frames where each breath starts).
 In the first two cases heart and spine keep the background conductivity, as in the paper,
 where only the lungs change.
+- `tank-shapes` (the Diff-INR seed's tank, `worker.simulation.tank`): a static cylinder tank
+  with extruded triangle, rectangle and circle inclusions; `frames` noisy copies (default 1).
+  Reference: the empty tank. Needs a cylinder geometry.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import numpy as np
 
 from worker.simulation.phantom import BreathState
 
-CASES = ("healthy-deep-breath", "edema-left", "tidal-breathing")
+CASES = ("healthy-deep-breath", "edema-left", "tidal-breathing", "tank-shapes")
+TANK_CASES = ("tank-shapes",)
 FRAME_RATE = 20.0
 _CARDIAC_HZ, _CARDIAC_AMP = 1.2, 0.03
 _TIDAL_LUNG_SIGMA, _TIDAL_LUNG_DROP = 0.14, 0.14 - 0.0835
@@ -72,6 +76,12 @@ def timeline(case: str, background: float, frames: int | None = None,
         cardiac = _CARDIAC_AMP * np.sin(2 * np.pi * _CARDIAC_HZ * t)
         states = [tidal_state(u_, c, background) for u_, c in zip(u, cardiac, strict=True)]
         return Timeline(case, states, t, "end-expiration", starts, False, u, cardiac)
+    if case == "tank-shapes":
+        n = frames or 1
+        still = np.zeros(n)
+        return Timeline(case, [BreathState(1.0, background, background)] * n,
+                        np.arange(n) / FRAME_RATE, "empty", np.array([], dtype=int), False,
+                        still, still)
     raise ValueError(f"case: unknown case {case!r}; cases: {', '.join(CASES)}")
 
 

@@ -30,10 +30,11 @@ from worker.forward.mesh import Mesh, build_mesh
 from worker.forward.model import model_spec
 from worker.forward.voxel import barycentric_samples, domain_mask
 from worker.recording import Recording
-from worker.simulation.cases import Timeline, tidal_state, timeline
+from worker.simulation.cases import TANK_CASES, Timeline, tidal_state, timeline
 from worker.simulation.faults import ElectrodeFault, apply_faults
 from worker.simulation.noise import add_noise
 from worker.simulation.phantom import BreathState, Phantom, thorax_phantom
+from worker.simulation.tank import TankPhantom, tank_phantom
 
 SIM_MESH_FACTOR = 0.75
 TIDAL_NODES = 13
@@ -47,7 +48,7 @@ class Simulator:
     geometry: GeometrySpec
     protocol: Protocol
     grid: GridSpec
-    phantom: Phantom
+    phantom: Phantom | TankPhantom
     mesh: Mesh
     cem: CEM
     mask: np.ndarray
@@ -55,9 +56,12 @@ class Simulator:
 
     @classmethod
     def create(cls, geometry: GeometrySpec, protocol: Protocol, grid: GridSpec,
-               edema: bool, progress: bool = False) -> Simulator:
+               edema: bool, progress: bool = False,
+               phantom: Phantom | TankPhantom | None = None) -> Simulator:
+        """The simulator of the thorax phantom (with or without edema), or of `phantom`."""
         mesh = build_mesh(geometry, size=geometry.mesh_size * SIM_MESH_FACTOR)
-        return cls(geometry, protocol, grid, thorax_phantom(geometry, edema=edema), mesh,
+        phantom = thorax_phantom(geometry, edema=edema) if phantom is None else phantom
+        return cls(geometry, protocol, grid, phantom, mesh,
                    CEM(mesh, geometry.electrodes.contact_impedance),
                    domain_mask(geometry, grid), progress)
 
@@ -65,14 +69,22 @@ class Simulator:
         """Direct fine-mesh solves: T x M voltages."""
         pts = np.einsum("sk,ekd->esd", barycentric_samples(8), self.mesh.nodes[self.mesh.tets])
         flat = pts.reshape(-1, 3)
-        amp = self.geometry.current_amplitude
         out = []
         for st in tqdm(states, desc="simulate", unit="solve", disable=not self.progress):
             sigma = self.phantom.conductivity(flat, st).reshape(pts.shape[:2]).mean(axis=1)
-            sol = self.cem.solve(sigma)
-            out.append(measure(sol, amp * self.protocol.currents, self.protocol.meas_injection,
-                               self.protocol.meas_weights))
+            out.append(self._measure(sigma))
         return np.array(out)
+
+    def _measure(self, sigma: np.ndarray) -> np.ndarray:
+        """M voltages for per-element conductivities on the fine mesh."""
+        sol = self.cem.solve(sigma)
+        return measure(sol, self.geometry.current_amplitude * self.protocol.currents,
+                       self.protocol.meas_injection, self.protocol.meas_weights)
+
+    def homogeneous_voltages(self) -> np.ndarray:
+        """M voltages of the empty domain (background conductivity everywhere)."""
+        return self._measure(np.full(self.mesh.n_elements,
+                                     self.geometry.background_conductivity))
 
     def voxel_conductivity(self, states: list[BreathState]) -> np.ndarray:
         """T x V phantom conductivity averaged over 3 x 3 x 3 points per masked voxel."""
@@ -143,7 +155,8 @@ def simulate(case: str, snr_db: float | None = 50.0, frames: int | None = None,
     `faults` breaks or drifts electrodes (`worker.simulation.faults`) after the noise."""
     g, p_spec, gr = resolve_geometry(geometry), resolve_protocol(protocol), resolve_grid(grid)
     tl = timeline(case, g.background_conductivity, frames, duration, seed)
-    sim = Simulator.create(g, p_spec.build(g.electrodes.count), gr, tl.edema, progress)
+    phantom = tank_phantom(g) if case in TANK_CASES else None
+    sim = Simulator.create(g, p_spec.build(g.electrodes.count), gr, tl.edema, progress, phantom)
     rng = np.random.default_rng(seed)
     if case == "tidal-breathing":
         clean, sigma = _tidal_interpolator(sim, with_truth)(tl.lung_state, tl.cardiac)
@@ -152,8 +165,7 @@ def simulate(case: str, snr_db: float | None = 50.0, frames: int | None = None,
         sigma = sim.voxel_conductivity(tl.states) if with_truth else None
     empty = None
     if tl.reference == "empty":
-        empty = sim.voltages([BreathState(1.0, g.background_conductivity,
-                                          g.background_conductivity)])[0]
+        empty = sim.homogeneous_voltages()
     volts, scale = add_noise(clean, snr_db, rng)
     if faults:
         volts, empty = apply_faults(volts, empty, tl.times, sim.protocol, faults, rng)

@@ -1,1 +1,3 @@
-"""Diff-INR (seed 2): an implicit neural representation regularised by a diffusion prior."""
+"""Diff-INR (seed 2, `diff-inr-generative-regularization.md`): an implicit neural
+representation of the conductivity change, regularised by TV (`inr-tv`) or by score distillation
+from a 2D diffusion prior (`diff-inr`)."""

@@ -1,0 +1,86 @@
+"""`inr-tv` and `diff-inr` behind the registry: fitting, carrying weights, checkpoints.
+
+`diff-inr` runs here with a test double of the diffusion prior (`ShrinkPrior`, below): its
+gradient pulls every slice towards the middle of the frame's range (0 after `normalise`), so a
+larger κ must bring the image closer to that value. The shipped prior is exercised by its own
+tests and the benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from worker.forward.model import ForwardModel
+from worker.recon.base import available_methods, create
+
+FAST = {"max_iter": 60, "window": 10, "tol": 0.01, "features": 32, "width": 32}  # 1/16 the cost
+
+
+class ShrinkPrior:
+    """A stand-in for `SDSPrior`: the same calls, an SDS-shaped loss mean(sg[x] · x)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[int, ...], float, float]] = []
+
+    def normalise(self, x: Tensor, lo: float | None = None, hi: float | None = None) -> Tensor:
+        assert lo is not None and hi is not None
+        self.calls.append((tuple(x.shape), lo, hi))
+        return 2.0 * (x - lo) / (hi - lo) - 1.0
+
+    def loss(self, slices: Tensor, generator: torch.Generator) -> Tensor:
+        noise = 1.0 + 0.1 * torch.rand(slices.shape[0], 1, 1, 1, generator=generator)
+        return (noise * slices.detach() * slices).mean()
+
+
+def test_both_methods_are_registered() -> None:
+    assert {"inr-tv", "diff-inr"} <= set(available_methods())
+
+
+def test_inr_tv_fits_the_frame(coarse_model: ForwardModel, healthy_dv: np.ndarray) -> None:
+    recon = create("inr-tv", coarse_model, **FAST)
+    result = recon.push(healthy_dv[1])
+    assert 0 < result.iterations <= 60 and np.any(result.volume)
+    operator = coarse_model.operator
+    values = result.volume[coarse_model.mask]
+    b = operator.whiten(healthy_dv[1])
+    assert np.mean((operator.apply(values) - b) ** 2) < 0.5 * np.mean(b**2)
+    assert recon.settings["sigma"] > 0 and recon.settings["regulariser"] == "tv"
+    zero = recon.push(np.zeros_like(healthy_dv[1]))
+    assert zero.iterations == 0 and not zero.volume.any()
+
+
+def test_carrying_weights_needs_fewer_iterations(coarse_model: ForwardModel,
+                                                 healthy_dv: np.ndarray) -> None:
+    carried = create("inr-tv", coarse_model, **{**FAST, "max_iter": 150, "tol": 0.05})
+    cold = carried.push(healthy_dv[1])  # the first frame starts from the initial network
+    assert 20 < cold.iterations
+    assert carried.push(healthy_dv[1]).iterations < cold.iterations
+
+
+def test_diff_inr_weighs_the_prior(coarse_model: ForwardModel, healthy_dv: np.ndarray) -> None:
+    spread = []
+    for kappa in (0.01, 100.0):
+        prior = ShrinkPrior()
+        recon = create("diff-inr", coarse_model, prior=prior, kappa=kappa, slices=3,
+                       slice_size=16, **FAST)
+        values = recon.push(healthy_dv[1]).volume[coarse_model.mask]
+        shape, lo, hi = prior.calls[0]
+        assert shape == (3, 1, 16, 16) and lo <= 0.0 <= hi and lo < hi
+        spread.append(float(np.abs(values - 0.5 * (lo + hi)).mean()))  # from the prior's 0
+    assert spread[1] < 0.8 * spread[0]
+
+
+@pytest.mark.parametrize("method", ["inr-tv", "diff-inr"])
+def test_state_round_trip_continues(coarse_model: ForwardModel, frames3: np.ndarray,
+                                    continues: Callable[..., None], method: str) -> None:
+    extra = {"prior": ShrinkPrior(), "slice_size": 16} if method == "diff-inr" else {}
+    continues(lambda: create(method, coarse_model, **FAST, **extra), frames3, atol=1e-5)
+
+
+def test_rejects_bad_windows(coarse_model: ForwardModel) -> None:
+    with pytest.raises(ValueError, match="window"):
+        create("inr-tv", coarse_model, max_iter=5, window=10)

@@ -1,0 +1,57 @@
+"""The two INR methods behind the registry (`worker.recon.base`): `inr-tv` and `diff-inr`.
+
+- `inr-tv`: the seed's INR+TV baseline, the INR of eq. (15) with TV in place of the prior.
+- `diff-inr`: the seed's method, the INR regularised by score distillation from the 2D
+  diffusion prior (eq. 14, 17) on random slices of its volume.
+Both carry the MLP's weights from frame to frame unless `carry=False`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from worker.recon.base import register
+from worker.recon.diffinr.reconstructor import INRReconstructor
+from worker.recon.diffinr.regularisers import (
+    SDS_KAPPA,
+    SDS_SLICES,
+    ImagePrior,
+    SDSRegulariser,
+    TVRegulariser,
+)
+from worker.recon.diffinr.slices import Orientation, SliceSampler, plane_range
+from worker.recon.finite_difference import MaskedDifference
+from worker.recon.lambda_rule import KAPPA
+
+if TYPE_CHECKING:
+    from worker.forward.model import ForwardModel
+
+SLICE_SIZE = 32  # pixels per side of a slice: the prior's resolution
+SDS_WINDOW = 50  # the stopping rule's window for the stochastic SDS loss (inr-tv: 25)
+
+
+@register("inr-tv")
+def inr_tv(model: ForwardModel, kappa: float = KAPPA, device: str = "cpu",
+           **options: object) -> INRReconstructor:
+    """INR+TV: eq. (17) with λ TV_ε, λ by the data-scaled rule at κ."""
+    regulariser = TVRegulariser(MaskedDifference(model.mask, device), kappa)
+    return INRReconstructor(model, regulariser, "inr-tv", device=device, **options)
+
+
+@register("diff-inr")
+def diff_inr(model: ForwardModel, kappa: float = SDS_KAPPA, slices: int = SDS_SLICES,
+             slice_size: int = SLICE_SIZE, orientations: tuple[Orientation, ...] = ("axial",),
+             prior: ImagePrior | None = None, device: str = "cpu",
+             **options: object) -> INRReconstructor:
+    """Diff-INR: eq. (17) with λ L_SDS on `slices` random planes a step; `prior` defaults to
+    the shipped diffusion prior (`worker.recon.diffinr.sds.SDSPrior.load_default()`)."""
+    if prior is None:
+        from worker.recon.diffinr.sds import SDSPrior  # the shipped weights load on first use
+
+        prior = SDSPrior.load_default()
+    seed = int(options.get("seed", 0))  # type: ignore[call-overload]
+    options.setdefault("window", SDS_WINDOW)
+    sampler = SliceSampler(model.geometry, plane_range(model.geometry, model.grid), slice_size,
+                           tuple(orientations))
+    regulariser = SDSRegulariser(prior, sampler, kappa, slices, seed)
+    return INRReconstructor(model, regulariser, "diff-inr", device=device, **options)
