@@ -163,7 +163,9 @@ SESSION_EXAMPLE: dict[str, Any] = {
     "lag": {"frames": 2, "seconds": 0.05},
     "worker": {"id": "worker-a1", "epoch": 3, "lease_ttl_ms": 9000},
     "quality": {"bad_electrodes": [4], "usable_fraction": 0.72, "median_relative_noise": 0.002,
-                "flags": {"4": ["noisy", "few usable channels"]}, "frames": 64, "seq": 40}}
+                "flags": {"4": ["noisy", "few usable channels"]}, "frames": 64, "seq": 40},
+    "warmup": {"step": "D2IP warm start", "done": 1800, "total": 1800,
+               "updated_at": 1767225650.1}}
 
 
 class QualityInfo(BaseModel):
@@ -179,6 +181,15 @@ class QualityInfo(BaseModel):
                                                     "reciprocity, few usable channels)")
     frames: int = Field(description="frames the report covers")
     seq: int = Field(description="the newest of them")
+
+
+class WarmupInfo(BaseModel):
+    """How far the main method's warm start (D2IP's UPWS) got."""
+
+    step: str = Field(description="what runs, e.g. \"D2IP warm start\"")
+    done: int = Field(description="iterations done; equal to total once it is over")
+    total: int = Field(description="iterations in all")
+    updated_at: float = Field(description="when the worker wrote it (unix seconds)")
 
 
 class SessionInfo(BaseModel):
@@ -207,6 +218,9 @@ class SessionInfo(BaseModel):
     worker: WorkerInfo | None = Field(description="the worker holding the lease, if any")
     quality: QualityInfo | None = Field(
         None, description="the live data-quality report (null until the worker made one)")
+    warmup: WarmupInfo | None = Field(
+        None, description="the main method's warm-start progress (null unless this session "
+                          "ran one: none was needed, or it was loaded from the store)")
 
 
 class SessionList(BaseModel):

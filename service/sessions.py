@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -18,7 +18,9 @@ from service import metrics
 from service.auth import Principal, require, require_session
 from service.contract.belts import resolve_belt
 from service.contract.codecs import (
+    JsonReport,
     SessionQuality,
+    WarmupProgress,
     decode_lease,
     encode_close,
     encode_control,
@@ -77,6 +79,7 @@ from service.models import (
     SessionCreate,
     SessionInfo,
     SessionList,
+    WarmupInfo,
     WorkerInfo,
 )
 
@@ -251,15 +254,22 @@ def _session_info(sid: str, sess: dict[bytes, bytes], counts: dict[bytes, bytes]
             dropped_by_reason={k.removeprefix(DROPPED_PREFIX): v for k, v in c.items()
                                if k.startswith(DROPPED_PREFIX)}),
         lag=Lag(frames=_lag_frames(counts), seconds=lag_seconds), worker=worker,
-        quality=_quality(progress.get(ProgressField.QUALITY.value.encode())))
+        quality=_from_progress(progress.get(ProgressField.QUALITY.value.encode()),
+                               SessionQuality, QualityInfo),
+        warmup=_from_progress(progress.get(ProgressField.WARMUP.value.encode()),
+                              WarmupProgress, WarmupInfo))
 
 
-def _quality(raw: bytes | None) -> QualityInfo | None:
-    """The worker's quality summary, or None (none yet, or malformed)."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def _from_progress(raw: bytes | None, codec: type[JsonReport], info: type[M]) -> M | None:
+    """A JSON field of the worker's progress hash (`codec`) as `info`, or None (none yet, or
+    malformed)."""
     if raw is None:
         return None
     try:
-        return QualityInfo(**SessionQuality.from_json(raw).__dict__)
+        return info(**codec.from_json(raw).__dict__)
     except ValueError:
         return None
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 
@@ -214,12 +215,38 @@ def decode_parameters(fields: Mapping[Any, Any]) -> ParametersEntry:
     return entry
 
 
-# --- live data quality (progress hash field `quality`) -----------------------------------------
+# --- JSON reports of the progress hash (fields `quality`, `warmup`) ----------------------------
+
+class JsonReport(ABC):
+    """A frozen dataclass kept as one JSON object in the progress hash: `to_json`, and
+    `from_json` through the class's `parse` of the decoded object."""
+
+    NAME = ""  # the progress field, for error messages
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"), sort_keys=True,
+                          allow_nan=False)
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Self:
+        """ValueError when malformed."""
+        try:
+            return cls.parse(json.loads(raw))
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"{cls.NAME}: malformed ({e})") from e
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, d: dict[str, Any]) -> Self:
+        """The report of the decoded JSON object; KeyError, TypeError or ValueError."""
+
 
 @dataclass(frozen=True)
-class SessionQuality:
+class SessionQuality(JsonReport):
     """The worker's data-quality report on a session's recent frames: electrodes 1-based in
     the model's numbering; the bad ones are excluded from the reconstruction."""
+
+    NAME = "quality"
 
     bad_electrodes: list[int]
     usable_fraction: float  # of the channels
@@ -228,22 +255,31 @@ class SessionQuality:
     frames: int  # frames the report covers
     seq: int  # the newest of them
 
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"), sort_keys=True,
-                          allow_nan=False)
+    @classmethod
+    def parse(cls, d: dict[str, Any]) -> SessionQuality:
+        return cls(bad_electrodes=[int(e) for e in d["bad_electrodes"]],
+                   usable_fraction=float(d["usable_fraction"]),
+                   median_relative_noise=float(d["median_relative_noise"]),
+                   flags={str(k): [str(r) for r in v] for k, v in d["flags"].items()},
+                   frames=int(d["frames"]), seq=int(d["seq"]))
+
+
+@dataclass(frozen=True)
+class WarmupProgress(JsonReport):
+    """How far the session's main method is in its warm start (e.g. D2IP's UPWS): `done` of
+    `total` iterations at `updated_at` (unix seconds); `done == total` once it is over."""
+
+    NAME = "warmup"
+
+    step: str  # what runs, for people: "D2IP warm start"
+    done: int
+    total: int
+    updated_at: float
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> SessionQuality:
-        """ValueError when malformed."""
-        try:
-            d = json.loads(raw)
-            return cls(bad_electrodes=[int(e) for e in d["bad_electrodes"]],
-                       usable_fraction=float(d["usable_fraction"]),
-                       median_relative_noise=float(d["median_relative_noise"]),
-                       flags={str(k): [str(r) for r in v] for k, v in d["flags"].items()},
-                       frames=int(d["frames"]), seq=int(d["seq"]))
-        except (KeyError, TypeError, AttributeError, ValueError) as e:
-            raise ValueError(f"quality: malformed ({e})") from e
+    def parse(cls, d: dict[str, Any]) -> WarmupProgress:
+        return cls(step=str(d["step"]), done=int(d["done"]), total=int(d["total"]),
+                   updated_at=float(d["updated_at"]))
 
 
 # --- lease and control -------------------------------------------------------------------------

@@ -78,6 +78,7 @@ class ProgressField(str, Enum):
     CHECKPOINT = "checkpoint"  # file name of the committed weight checkpoint
     CHECKPOINT_ID = "checkpoint_id"  # the last frame-stream id that checkpoint covers
     QUALITY = "quality"  # JSON: the live data-quality summary (`codecs.SessionQuality`)
+    WARMUP = "warmup"  # JSON: the main method's warm-start progress (`codecs.WarmupProgress`)
 
 
 class FrameField(str, Enum):

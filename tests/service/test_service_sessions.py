@@ -12,7 +12,14 @@ import pytest
 import redis
 
 from service import sessions
-from service.contract.codecs import decode_control, decode_frame_entry, encode_lease, stream_id_ms
+from service.contract.codecs import (
+    SessionQuality,
+    WarmupProgress,
+    decode_control,
+    decode_frame_entry,
+    encode_lease,
+    stream_id_ms,
+)
 from service.contract.fields import Counter, ProgressField, SessionField
 from service.contract.keys import (
     CONTROL_STREAM,
@@ -117,23 +124,34 @@ def test_worker_progress_and_lease_show_up(api: Api, rdb: redis.Redis) -> None:
     assert got["quality"] is None  # no report yet
 
 
-def test_the_workers_quality_report_shows_up(api: Api, rdb: redis.Redis) -> None:
-    """The progress hash's `quality` (what the worker writes) is the session's `quality`; a
-    malformed one shows as null, never as an error."""
-    from service.contract.codecs import SessionQuality
+WORKER_REPORTS = {
+    # the live data-quality report
+    ProgressField.QUALITY: (SessionQuality(
+        bad_electrodes=[4, 11], usable_fraction=0.54, median_relative_noise=0.0021,
+        flags={"4": ["noisy"], "11": ["few usable channels"]}, frames=64, seq=127),
+        '{"bad_electrodes": "x"}'),
+    # the main method's warm-start progress
+    ProgressField.WARMUP: (WarmupProgress(step="D2IP warm start", done=720, total=1800,
+                                          updated_at=1767225650.5), '{"step": "x"}'),
+}
 
+
+@pytest.mark.parametrize("field", list(WORKER_REPORTS), ids=lambda f: f.value)
+def test_the_workers_reports_show_up(api: Api, rdb: redis.Redis, field: ProgressField) -> None:
+    """A JSON report of the progress hash (what the worker writes) is the session's field of
+    the same name (null before); a malformed one shows as null, never as an error."""
+    report, malformed = WORKER_REPORTS[field]
     sid = api.create_session()["id"]
-    report = SessionQuality(bad_electrodes=[4, 11], usable_fraction=0.54,
-                            median_relative_noise=0.0021,
-                            flags={"4": ["noisy"], "11": ["few usable channels"]}, frames=64,
-                            seq=127)
+
     def shown() -> Any:
         with api.client() as c:
-            return c.get(f"/v1/sessions/{sid}", headers=api.auth(VOLUMES_READ)).json()["quality"]
+            return c.get(f"/v1/sessions/{sid}",
+                         headers=api.auth(VOLUMES_READ)).json()[field.value]
 
-    rdb.hset(progress_key(sid), ProgressField.QUALITY.value, report.to_json())
+    assert shown() is None
+    rdb.hset(progress_key(sid), field.value, report.to_json())
     assert shown() == report.__dict__
-    rdb.hset(progress_key(sid), ProgressField.QUALITY.value, '{"bad_electrodes": "x"}')
+    rdb.hset(progress_key(sid), field.value, malformed)
     assert shown() is None
 
 

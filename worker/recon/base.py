@@ -13,6 +13,8 @@ against the session's measured reference v_ref, and returns the relative conduct
   `background_step()` does one unit of the method's work between frames (`d2ip-live`'s
   fine-tuning; the others have none), which the worker's compute thread runs when no frame
   waits.
+- `on_warmup(step, done, total)`, when set, hears how far a long warm start inside `push` got
+  (D2IP's UPWS; the worker shows it to the viewers): a plain callable, None by default.
 - `reconstruct_recording` runs a streaming reconstructor over a whole recording (offline),
   with a progress bar.
 - `register` / `get_method` / `available_methods` form the registry the CLI, the benchmarks
@@ -47,10 +49,14 @@ class FrameResult:
     milliseconds: float
 
 
+WarmupHook = Callable[[str, int, int], None]  # (step, done, total)
+
+
 class StreamingReconstructor(ABC):
     """Per-session state of one method on one forward model."""
 
     method: str
+    on_warmup: WarmupHook | None = None  # told the progress of a warm start inside `push`
 
     def __init__(self, model: ForwardModel) -> None:
         self.model = model

@@ -14,9 +14,10 @@ When the flagged set changes, the session's main reconstructor and its preview a
 `weighted_model(model, DataWeighting(exclude=...))`, the model variant whose data weights are
 zero on every channel that drives or measures with a flagged electrode (what `eitmon
 reconstruct --exclude-electrodes` does offline); the main method's state (e.g. D2IP's network)
-is carried over. A session with electrodes excluded gets a preview of its own instead of the
-one shared by every session on the model. When more than `MAX_EXCLUDED_FRACTION` of the
-electrodes are flagged, nothing is excluded (the belt as a whole is off; the flag still shows).
+and its warm-start reporter are carried over. A session with electrodes excluded gets a
+preview of its own instead of the one shared by every session on the model. When more than
+`MAX_EXCLUDED_FRACTION` of the electrodes are flagged, nothing is excluded (the belt as a whole
+is off; the flag still shows).
 A worker that takes a session over starts without exclusions and finds them again after one
 window of frames.
 """
@@ -78,6 +79,7 @@ class QualityMonitor:
         model = weighted_model(session.model, DataWeighting(exclude=electrodes))
         main = self.methods.build(session.main_method, model)
         main.load_state_dict(session.main.state_dict())
+        main.on_warmup = session.main.on_warmup
         session.main = main
         session.preview = (SharedPreview(self.methods.build(self.preview_method, model))
                            if electrodes else session.shared_preview)

@@ -1,7 +1,8 @@
 """The setup thread: opening the sessions this worker just got the lease of (settings, model,
-reconstructors, the last checkpoint, and the replay of the frame stream after it), each in a
-thread of its own, so that a cold model build (in a separate process, `builds.py`) delays
-neither the sessions already running nor the other sessions being opened. An exception while
+reconstructors with the main one's warm-start reporter (`warmup.py`), the last checkpoint, and
+the replay of the frame stream after it), each in a thread of its own, so that a cold model
+build (in a separate process, `builds.py`) delays neither the sessions already running nor the
+other sessions being opened. An exception while
 opening is the session's failure (`failures.py`); a model that cannot be built fails the
 session at once.
 
@@ -48,6 +49,7 @@ from worker.runtime.methods import MAIN_PREFERENCE, MethodTable, ModelCache
 from worker.runtime.reference import Reference
 from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Session
+from worker.runtime.warmup import WarmupReporter
 
 log = logging.getLogger("eitmon.worker")
 
@@ -90,6 +92,7 @@ class SessionOpener:
         model, preview = self.models.acquire(config, cancelled)
         try:
             main = self.methods.build(main_method, model)
+            main.on_warmup = WarmupReporter(self.previews.fenced, lease)
             if ckpt is not None and ckpt.main_method == main_method:
                 main.load_state_dict(ckpt.main_state)
             initial = ckpt.reference if ckpt is not None else None

@@ -2,7 +2,7 @@
 // (wire.js), judge the state (state.js), draw images (images.js) and curves (charts.js), and
 // keep the per-breath parameters (parameters.js). docs/viewer.md describes the screen.
 import { Pairing } from "./wire.js";
-import { describe, refusal } from "./state.js";
+import { describe, refusal, warmup } from "./state.js";
 import { ColourScale, Slices, drawColourBar, lungCuts } from "./images.js";
 import { Curves, Trend, regionalSums } from "./charts.js";
 import { Breaths, minuteRows } from "./parameters.js";
@@ -123,8 +123,9 @@ function showState() {
     $("tidal-what").textContent = `· ${what}: ${named(tm.method)} · ${ago(now - t.takenAt)}`;
     $("tidal").classList.toggle("old", s.level !== "live" || now - t.takenAt > 30_000);
   } else {
-    $("tidal-what").textContent = model.session
-      ? `· ${named(model.session.settings.method)}: waiting for the first breath` : "";
+    const info = model.session;
+    $("tidal-what").textContent = info
+      ? `· ${named(info.settings.method)}: ${warmup(info) ?? "waiting for the first breath"}` : "";
   }
   $("status").textContent = d ? `frame ${d.seq} · image ${ago(now - model.lastImageAt)} ` +
     `(belt → image ${d.latency_ms.toFixed(0)} ms)` + (t?.meta.lag_frames

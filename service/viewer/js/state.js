@@ -45,6 +45,16 @@ export function describe(m, now) {
   return { level: "live", text: "Live." };
 }
 
+/**
+ * The main method's warm start while it runs, e.g. "D2IP warm start 40 %" (GET session's
+ * `warmup`); null when none runs (none needed, loaded from the store, or over).
+ */
+export function warmup(s) {
+  const w = s?.warmup;
+  if (!w || w.done >= w.total) return null;
+  return `${w.step} ${Math.floor((100 * w.done) / w.total)} %`;
+}
+
 /** Warming up: what the worker is doing before the first image (from GET session). */
 function warming(m, now) {
   const since = age((now - m.connectedAt) / 1000), s = m.session;
@@ -52,6 +62,8 @@ function warming(m, now) {
   const c = s.counters;
   if (!s.worker) return `Warming up: waiting for a worker to take the session (${since}).`;
   if (c.accepted === 0) return `Warming up: waiting for the belt's first frames (${since}).`;
+  const w = warmup(s);
+  if (w) return `Warming up: ${w} (${since}).`;
   if (c.reconstructed + c.coalesced === 0) {
     return `Warming up: the worker builds the forward model and the ${s.settings.method} ` +
       `reconstructor; ${c.accepted} frames are waiting (${since}).`;

@@ -30,6 +30,7 @@ stores it without pickles. Z and J are rebuilt from the seed and the model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
 
 Start = Literal["cold", "warm", "propagated"]
+WARM_START_STEP = "D2IP warm start"  # the step `on_warmup` names during UPWS
 
 
 def resolve_device(device: str) -> torch.device:
@@ -132,13 +134,14 @@ class D2IP(StreamingReconstructor):
         self.last = result
         return result
 
-    def _optimise(self, dv: np.ndarray, window: VolumeWindow | None,
-                  stop: StopRule) -> CoreResult:
+    def _optimise(self, dv: np.ndarray, window: VolumeWindow | None, stop: StopRule,
+                  on_iteration: Callable[[int, float], None] | None = None) -> CoreResult:
         """`optimise_frame` on frame `dv` with the frame's lambda and range, and the strategy's
-        hook."""
+        hook; `on_iteration(k, loss)` after step k."""
         self.objective.out_range = self.frame_range(dv)
         return optimise_frame(self.objective, self.optimizer, self.measurements(dv), window,
-                              stop, lam=self.frame_lambda(dv), hook=self.execution.hook)
+                              stop, on_iteration, lam=self.frame_lambda(dv),
+                              hook=self.execution.hook)
 
     def measurements(self, dv: np.ndarray) -> Tensor:
         """W^1/2 Delta v on the device (Delta v itself when not whitening)."""
@@ -171,10 +174,13 @@ class D2IP(StreamingReconstructor):
 
     def warm_start(self, dv: np.ndarray) -> Snapshot:
         """UPWS (eq. 6): `Iterations.cold` iterations from Kaiming init on frame `dv`, no
-        history; stores the result as this configuration's warm start and returns it."""
+        history; stores the result as this configuration's warm start and returns it. Tells
+        `on_warmup` (when set) after every iteration."""
         self.load_snapshot(self.kaiming)
         cold = self.config.iterations.cold
-        result = self._optimise(dv, None, FixedIterations(cold))
+        hook = self.on_warmup
+        result = self._optimise(dv, None, FixedIterations(cold), None if hook is None else
+                                lambda k, _loss: hook(WARM_START_STEP, k, cold))
         self.upws_runs += 1
         snap = self.snapshot()
         self.store.write(snap, {"iterations": cold, "data_loss": result.data_loss,
