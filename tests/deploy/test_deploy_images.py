@@ -158,9 +158,11 @@ def _local_file(module: str) -> Path | None:
 
 def api_import_closure() -> set[str]:
     """Top-level names of the third-party modules that importing the API and its command line
-    (every module of service/) loads, following the project's own modules transitively."""
-    roots = [".".join(p.relative_to(REPO).with_suffix("").parts)
-             for p in (REPO / "service").rglob("*.py")]
+    (every module of service/) loads, following the project's own modules transitively.
+    Scripts in folders that are no package name (service/viewer/vendor-src/, the viewer's
+    vendoring step) cannot be imported and are not the API's."""
+    paths = [p.relative_to(REPO).with_suffix("").parts for p in (REPO / "service").rglob("*.py")]
+    roots = [".".join(parts) for parts in paths if all(part.isidentifier() for part in parts)]
     seen: set[str] = set()
     third_party: set[str] = set()
     todo = list(roots)
