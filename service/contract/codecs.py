@@ -219,7 +219,9 @@ def decode_parameters(fields: Mapping[Any, Any]) -> ParametersEntry:
 @dataclass(frozen=True)
 class SessionQuality:
     """The worker's data-quality report on a session's recent frames: electrodes 1-based in
-    the model's numbering; the bad ones are excluded from the reconstruction."""
+    the model's numbering; the bad ones are excluded from the reconstruction. The session-start
+    check of the reference against the model (`worker.devices.consistency`) adds its overall
+    correlation and, when it is low, a warning (absent in older summaries)."""
 
     bad_electrodes: list[int]
     usable_fraction: float  # of the channels
@@ -227,6 +229,8 @@ class SessionQuality:
     flags: dict[str, list[str]]  # electrode (1-based, as text) -> reasons
     frames: int  # frames the report covers
     seq: int  # the newest of them
+    model_correlation: float | None = None  # reference vs the model's homogeneous voltages
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, separators=(",", ":"), sort_keys=True,
@@ -241,7 +245,10 @@ class SessionQuality:
                        usable_fraction=float(d["usable_fraction"]),
                        median_relative_noise=float(d["median_relative_noise"]),
                        flags={str(k): [str(r) for r in v] for k, v in d["flags"].items()},
-                       frames=int(d["frames"]), seq=int(d["seq"]))
+                       frames=int(d["frames"]), seq=int(d["seq"]),
+                       model_correlation=(None if d.get("model_correlation") is None
+                                          else float(d["model_correlation"])),
+                       warnings=[str(w) for w in d.get("warnings", [])])
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise ValueError(f"quality: malformed ({e})") from e
 

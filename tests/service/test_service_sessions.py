@@ -126,13 +126,18 @@ def test_the_workers_quality_report_shows_up(api: Api, rdb: redis.Redis) -> None
     report = SessionQuality(bad_electrodes=[4, 11], usable_fraction=0.54,
                             median_relative_noise=0.0021,
                             flags={"4": ["noisy"], "11": ["few usable channels"]}, frames=64,
-                            seq=127)
+                            seq=127, model_correlation=0.6,
+                            warnings=["the measured reference correlates only weakly"])
     def shown() -> Any:
         with api.client() as c:
             return c.get(f"/v1/sessions/{sid}", headers=api.auth(VOLUMES_READ)).json()["quality"]
 
     rdb.hset(progress_key(sid), ProgressField.QUALITY.value, report.to_json())
     assert shown() == report.__dict__
+    older = {k: v for k, v in report.__dict__.items()  # a worker without the reference check
+             if k not in ("model_correlation", "warnings")}
+    rdb.hset(progress_key(sid), ProgressField.QUALITY.value, json.dumps(older))
+    assert shown() == {**older, "model_correlation": None, "warnings": []}
     rdb.hset(progress_key(sid), ProgressField.QUALITY.value, '{"bad_electrodes": "x"}')
     assert shown() is None
 
