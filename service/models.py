@@ -181,6 +181,13 @@ class QualityInfo(BaseModel):
                                                     "reciprocity, few usable channels)")
     frames: int = Field(description="frames the report covers")
     seq: int = Field(description="the newest of them")
+    model_correlation: float | None = Field(
+        None, description="correlation of the session's reference with the model's "
+                          "homogeneous voltages (checked when the reference is set); null "
+                          "before that")
+    warnings: list[str] = Field(default_factory=list,
+                                description="warnings on the session's data, e.g. a reference "
+                                            "that correlates weakly with the model")
 
 
 class WarmupInfo(BaseModel):

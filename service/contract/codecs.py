@@ -244,7 +244,9 @@ class JsonReport(ABC):
 @dataclass(frozen=True)
 class SessionQuality(JsonReport):
     """The worker's data-quality report on a session's recent frames: electrodes 1-based in
-    the model's numbering; the bad ones are excluded from the reconstruction."""
+    the model's numbering; the bad ones are excluded from the reconstruction. The session-start
+    check of the reference against the model (`worker.devices.consistency`) adds its overall
+    correlation and, when it is low, a warning (absent in older summaries)."""
 
     NAME = "quality"
 
@@ -254,6 +256,8 @@ class SessionQuality(JsonReport):
     flags: dict[str, list[str]]  # electrode (1-based, as text) -> reasons
     frames: int  # frames the report covers
     seq: int  # the newest of them
+    model_correlation: float | None = None  # reference vs the model's homogeneous voltages
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def parse(cls, d: dict[str, Any]) -> SessionQuality:
@@ -261,7 +265,10 @@ class SessionQuality(JsonReport):
                    usable_fraction=float(d["usable_fraction"]),
                    median_relative_noise=float(d["median_relative_noise"]),
                    flags={str(k): [str(r) for r in v] for k, v in d["flags"].items()},
-                   frames=int(d["frames"]), seq=int(d["seq"]))
+                   frames=int(d["frames"]), seq=int(d["seq"]),
+                   model_correlation=(None if d.get("model_correlation") is None
+                                      else float(d["model_correlation"])),
+                   warnings=[str(w) for w in d.get("warnings", [])])
 
 
 @dataclass(frozen=True)

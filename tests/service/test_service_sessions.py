@@ -128,7 +128,8 @@ WORKER_REPORTS = {
     # the live data-quality report
     ProgressField.QUALITY: (SessionQuality(
         bad_electrodes=[4, 11], usable_fraction=0.54, median_relative_noise=0.0021,
-        flags={"4": ["noisy"], "11": ["few usable channels"]}, frames=64, seq=127),
+        flags={"4": ["noisy"], "11": ["few usable channels"]}, frames=64, seq=127,
+        model_correlation=0.6, warnings=["the measured reference correlates only weakly"]),
         '{"bad_electrodes": "x"}'),
     # the main method's warm-start progress
     ProgressField.WARMUP: (WarmupProgress(step="D2IP warm start", done=720, total=1800,
@@ -151,6 +152,11 @@ def test_the_workers_reports_show_up(api: Api, rdb: redis.Redis, field: Progress
     assert shown() is None
     rdb.hset(progress_key(sid), field.value, report.to_json())
     assert shown() == report.__dict__
+    if field is ProgressField.QUALITY:  # a worker without the reference check
+        older = {k: v for k, v in report.__dict__.items()
+                 if k not in ("model_correlation", "warnings")}
+        rdb.hset(progress_key(sid), field.value, json.dumps(older))
+        assert shown() == {**older, "model_correlation": None, "warnings": []}
     rdb.hset(progress_key(sid), field.value, malformed)
     assert shown() is None
 

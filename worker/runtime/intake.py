@@ -35,6 +35,7 @@ from service.contract.keys import WORKER_GROUP, frames_key
 from worker.recon.base import FrameResult
 from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import Fenced, LeaseLost, check
+from worker.runtime.reference import ProtocolMismatch
 from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Frame, Queued, Session
 
@@ -204,13 +205,15 @@ class Intake:
                     self.previews.publish(batch)
 
     def take(self, reads: list[tuple[Session, Any]]) -> list[Taken]:
-        """`take` per session; a session whose entries raise fails (its attempt ends)."""
+        """`take` per session; a session whose entries raise fails (its attempt ends; a
+        reference refused against the model fails it for good)."""
         batch = []
         for session, entries in reads:
             try:
                 batch.append(take(session, entries))
             except Exception as e:
-                self.failures.record(session.lease, e, "intake")
+                self.failures.record(session.lease, e, "intake",
+                                     final=isinstance(e, ProtocolMismatch))
         return batch
 
 

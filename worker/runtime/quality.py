@@ -64,7 +64,7 @@ class QualityMonitor:
         if not live.due:
             return
         report = live.report(session.model.protocol)
-        summary = live.summary(report)
+        summary = live.summary(report, session.model_check)
         retry(session, lambda: self.fenced.commit(
             session.sid, session.lease.value,
             progress={ProgressField.QUALITY.value: summary.to_json()}))

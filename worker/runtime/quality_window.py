@@ -13,6 +13,7 @@ from worker.devices.quality import QualityReport, quality_report
 
 if TYPE_CHECKING:
     from service.contract.protocol import Protocol
+    from worker.devices.consistency import ProtocolCheck
 
 MIN_FRAMES = 8  # the noise estimate needs a few frames beyond its second difference
 
@@ -42,11 +43,17 @@ class QualityWindow:
             return quality_report(np.stack(self.frames).astype(np.float64), protocol.currents,
                                   protocol.meas_injection, protocol.meas_weights)
 
-    def summary(self, report: QualityReport) -> SessionQuality:
+    def summary(self, report: QualityReport, model_check: ProtocolCheck | None = None
+                ) -> SessionQuality:
+        """The report's summary, with the session's reference check when it has one."""
         noise = float(np.nanmedian(report.relative_noise))
         return SessionQuality(
             bad_electrodes=[e + 1 for e in report.flagged],
             usable_fraction=round(report.usable_fraction, 4),
             median_relative_noise=round(noise, 6) if np.isfinite(noise) else 0.0,
             flags={str(e + 1): reasons for e, reasons in sorted(report.flags.items())},
-            frames=len(self.frames), seq=self.seq)
+            frames=len(self.frames), seq=self.seq,
+            model_correlation=(round(model_check.overall, 4) if model_check is not None
+                               and np.isfinite(model_check.overall) else None),
+            warnings=[model_check.message] if model_check is not None
+            and model_check.verdict == "warn" else [])

@@ -6,13 +6,40 @@ Policies (the session's `reference` setting):
 An in-band `reference` entry (`PUT /v1/sessions/{id}/reference`) replaces the reference in
 either mode, from the next frame on. Frames that arrive before a reference exists wait for it
 and are then reconstructed against it like every other frame (see docs/worker.md).
+
+Every new reference is checked against the session's model (`check_model`, the check `eitmon
+import` runs, `worker.devices.consistency`): one that anti-correlates with the model's
+homogeneous voltages (a flipped current sign, a wrong protocol) fails the session; a weak
+correlation is a warning in its live quality summary.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from worker.devices.consistency import ProtocolCheck, check_protocol
+
+if TYPE_CHECKING:
+    from worker.forward.model import ForwardModel
+
+
+class ProtocolMismatch(ValueError):
+    """The reference anti-correlates with the model: every attempt would fail alike."""
+
+
+def check_model(reference: np.ndarray, model: ForwardModel) -> ProtocolCheck:
+    """The reference against the model's homogeneous voltages; ProtocolMismatch when the
+    overall correlation is negative (an undefined one, of a constant reference, is let
+    through: the quality summary leaves it out)."""
+    check = check_protocol(reference, model.reference_voltages, model.protocol.meas_injection)
+    if check.overall < 0:
+        raise ProtocolMismatch(
+            f"the reference anti-correlates with the model's homogeneous voltages "
+            f"(r = {check.overall:+.3f}): check the protocol's current sign and the "
+            f"electrode order")
+    return check
 
 
 class Reference:

@@ -30,9 +30,10 @@ from service.contract.session import SessionConfig
 from worker.recon.base import FrameResult, StreamingReconstructor, normalise
 from worker.runtime.lease import Lease
 from worker.runtime.methods import SharedPreview
-from worker.runtime.reference import Reference
+from worker.runtime.reference import Reference, check_model
 
 if TYPE_CHECKING:
+    from worker.devices.consistency import ProtocolCheck
     from worker.forward.model import ForwardModel
     from worker.runtime.breath import BreathPolicy, Sample
     from worker.runtime.quality_window import QualityWindow
@@ -93,10 +94,21 @@ class Session:
     ending: str | None = None  # why the session stops: closed, evicted, shutdown, lost, failed
     breath: BreathPolicy | None = None  # the breath scheduling, under the `breath` policy
     quality: QualityWindow | None = None  # the live data-quality report (`quality.py`)
+    model_check: ProtocolCheck | None = None  # the reference against the model
 
     def __post_init__(self) -> None:
         self.position_reference = self.reference.value
         self.shared_preview = self.preview  # the model's; `preview` may become the session's
+        self._checked: np.ndarray | None = None
+        self.check_reference()
+
+    def check_reference(self) -> None:
+        """Check a new reference against the model (`reference.check_model`); raises
+        ProtocolMismatch, before any frame is normalised against it, when refused."""
+        value = self.reference.value
+        if value is not None and value is not self._checked:
+            self.model_check = check_model(value, self.model)
+            self._checked = value
 
     @property
     def sid(self) -> str:
@@ -127,6 +139,7 @@ class Session:
         return self._release()
 
     def _release(self) -> list[Queued]:
+        self.check_reference()
         if not self.reference.ready or not self.waiting:
             return []
         ref = self.reference.value

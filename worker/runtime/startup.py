@@ -46,7 +46,7 @@ from worker.runtime.fenced import CHECKPOINT, LeaseLost
 from worker.runtime.intake import Previews, take
 from worker.runtime.lease import Lease, Leases
 from worker.runtime.methods import MAIN_PREFERENCE, MethodTable, ModelCache
-from worker.runtime.reference import Reference
+from worker.runtime.reference import ProtocolMismatch, Reference
 from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Session
 from worker.runtime.warmup import WarmupReporter
@@ -243,7 +243,7 @@ class Setup:
         except LeaseLost as e:
             self.registry.lose(lease, e)
             return
-        except BuildFailed as e:  # the same spec fails on every worker: no retries
+        except (BuildFailed, ProtocolMismatch) as e:  # fails on every worker: no retries
             self.failures.record(lease, e, "setup", final=True)
             return
         except (ClosedUnbuilt, BuildCancelled) as e:

@@ -77,9 +77,14 @@ function onBreath(id, breath) {
 
 function showQuality(q) {
   const bad = q.bad_electrodes ?? [];
-  $("quality").hidden = !bad.length;
-  $("quality").textContent = `Electrode contact: ${bad.length} bad (${bad.join(", ")}); ` +
-    `${(100 * (q.usable_fraction ?? 0)).toFixed(0)} % of the measurements usable.`;
+  const warnings = q.warnings ?? [];
+  const lines = warnings.map((w) => `Warning: ${w}.`);
+  if (bad.length) {
+    lines.unshift(`Electrode contact: ${bad.length} bad (${bad.join(", ")}); ` +
+      `${(100 * (q.usable_fraction ?? 0)).toFixed(0)} % of the measurements usable.`);
+  }
+  $("quality").hidden = !lines.length;
+  $("quality").textContent = lines.join(" ");
 }
 
 // --- drawing ----------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from worker.recon.base import available_methods
 from worker.runtime import checkpoint, state_codec
 from worker.runtime.intake import Intake, Taken, take
 from worker.runtime.lease import Lease
-from worker.runtime.reference import Reference
+from worker.runtime.quality_window import QualityWindow
+from worker.runtime.reference import ProtocolMismatch, Reference, check_model
 from worker.runtime.session import Close, Session
 
 
@@ -83,6 +84,24 @@ def test_first_n_reference_averages_then_explicit_replaces() -> None:
     np.testing.assert_array_equal(ref.value, [2.0, 4.0])
     ref.set(np.array([1.0, 1.0]))
     np.testing.assert_array_equal(ref.value, [1.0, 1.0])
+
+
+def test_the_reference_check_refuses_a_flipped_sign_and_warns_on_a_weak_match(
+        small_model: ForwardModel) -> None:
+    v0 = small_model.reference_voltages
+    assert check_model(v0, small_model).verdict == "ok"
+    with pytest.raises(ProtocolMismatch, match="current sign and the electrode order"):
+        check_model(-v0, small_model)
+    # a reference drowned in channel noise: r about 1 / sqrt(1 + 1.5**2) = 0.55
+    noisy = v0 + 1.5 * v0.std() * np.random.default_rng(3).standard_normal(v0.shape)
+    weak = check_model(noisy, small_model)
+    assert weak.verdict == "warn" and 0 < weak.overall < 0.8
+    live = QualityWindow(window=8, every=8)
+    for k in range(8):
+        live.observe(v0, k)
+    summary = live.summary(live.report(small_model.protocol), weak)
+    assert summary.model_correlation == round(weak.overall, 4)
+    assert summary.warnings == [weak.message] and "electrode order" in weak.message
 
 
 def session(model: ForwardModel, realtime: str, reference: dict[str, Any]) -> Session:
