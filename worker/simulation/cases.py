@@ -30,6 +30,7 @@ from worker.simulation.phantom import BreathState
 
 CASES = ("healthy-deep-breath", "edema-left", "tidal-breathing", "tank-shapes")
 TANK_CASES = ("tank-shapes",)
+THORAX_CASES = tuple(c for c in CASES if c not in TANK_CASES)  # the breathing thoraxes
 FRAME_RATE = 20.0
 _CARDIAC_HZ, _CARDIAC_AMP = 1.2, 0.03
 _TIDAL_LUNG_SIGMA, _TIDAL_LUNG_DROP = 0.14, 0.14 - 0.0835

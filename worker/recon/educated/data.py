@@ -39,7 +39,7 @@ from worker.forward.model import ForwardModel
 from worker.forward.operator import NORMALISE_FLOOR
 from worker.recon.base import normalise
 from worker.recon.tikhonov import tikhonov_operator
-from worker.simulation.cases import CASES, tidal_state, timeline
+from worker.simulation.cases import THORAX_CASES, tidal_state, timeline
 from worker.simulation.noise import add_noise
 from worker.simulation.phantom import BreathState, thorax_phantom
 from worker.simulation.simulate import Simulator, voxel_average, voxel_points
@@ -99,7 +99,7 @@ def evaluation_truths(model: ForwardModel, samples: int = 1) -> np.ndarray:
     bg = g.background_conductivity
     pts = voxel_points(g, model.grid, samples)
     out = []
-    for name in CASES:
+    for name in THORAX_CASES:
         tl = timeline(name, bg, duration=60.0, seed=0)
         phantom = thorax_phantom(g, edema=tl.edema)
 
