@@ -19,6 +19,7 @@ import numpy as np
 from service.contract.geometry import resolve_geometry
 from service.contract.grid import resolve_grid
 from service.contract.protocol import resolve_protocol
+from worker import storage
 
 RECORDING_META_KEYS = ("geometry", "protocol", "grid")
 RECONSTRUCTION_META_KEYS = ("method",)
@@ -280,3 +281,17 @@ def load_volumes(path: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
     if rec.truth is None:
         raise RecordingError(f"{path}: truth: no ground truth in this recording (a real one?)")
     return rec.truth, rec.mask, "truth"
+
+
+def cached_simulation(name: str, build: Callable[[], Recording]) -> Recording:
+    """The simulated recording `<cache dir>/simulations/<name>.npz` (name carries its content
+    key), read when it is there and valid, else built now and stored."""
+
+    def read(stored: Path) -> Recording | None:
+        try:
+            return Recording.load(stored)
+        except (FileNotFoundError, RecordingError):
+            return None
+
+    path = storage.cache_dir() / "simulations" / f"{name}.npz"
+    return storage.read_or_build(path, read, build, Recording.save)

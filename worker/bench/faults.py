@@ -51,7 +51,7 @@ from worker.forward.model import ForwardModel
 from worker.metrics import score
 from worker.recon.base import create, reconstruct_recording
 from worker.recon.weighting import DataWeighting, weighted_model
-from worker.recording import Recording, RecordingError
+from worker.recording import Recording, cached_simulation
 from worker.simulation import simulate
 from worker.simulation.faults import ElectrodeFault, apply_faults
 
@@ -121,20 +121,13 @@ def simulated(setup: FaultSetup, scenario: str, progress: bool = False) -> Recor
                                "duration": setup.duration, "snr_db": setup.snr_db,
                                "seed": setup.seed, "faults": [asdict(f) for f in faults]},
                               KEY_LENGTH)
-    path = storage.cache_dir() / "simulations" / f"faults-{scenario}-{key}.npz"
-
-    def read(stored: Path) -> Recording | None:
-        try:
-            return Recording.load(stored)
-        except (FileNotFoundError, RecordingError):
-            return None
 
     def build() -> Recording:
         return simulate("tidal-breathing", snr_db=setup.snr_db, duration=setup.duration,
                         seed=setup.seed, geometry=geometry, protocol=setup.protocol,
                         grid=list(setup.grid), progress=progress)
 
-    return storage.read_or_build(path, read, build, Recording.save)
+    return cached_simulation(f"faults-{scenario}-{key}", build)
 
 
 def scored_frames(truth: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray:

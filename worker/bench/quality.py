@@ -34,7 +34,7 @@ from worker.plot import plot_volumes
 from worker.recon.base import create, normalise, reconstruct_recording
 from worker.recon.linear import LinearReconstructor
 from worker.recon.tikhonov import Tikhonov
-from worker.recording import Recording, RecordingError
+from worker.recording import Recording, cached_simulation
 
 SIMULATION_KEY_LENGTH = 16
 THROUGHPUT_FRAMES = 200
@@ -69,20 +69,13 @@ def recording_for(case: str, setup: Setup, progress: bool = False) -> Recording:
                       resolve_grid(setup.grid))
     key = storage.content_key({"case": case, "frames": setup.frames, "snr_db": setup.snr_db,
                                "seed": setup.seed, **spec}, SIMULATION_KEY_LENGTH)
-    path = storage.cache_dir() / "simulations" / f"{case}-{key}.npz"
-
-    def read(stored: Path) -> Recording | None:
-        try:
-            return Recording.load(stored)
-        except (FileNotFoundError, RecordingError):
-            return None
 
     def build() -> Recording:
         return simulate(case, snr_db=setup.snr_db, frames=setup.frames, seed=setup.seed,
                         geometry=setup.geometry, protocol=setup.protocol, grid=setup.grid,
                         progress=progress)
 
-    return storage.read_or_build(path, read, build, Recording.save)
+    return cached_simulation(f"{case}-{key}", build)
 
 
 def run_case(case: str, methods: list[str], setup: Setup, out_dir: Path, device: str = "cpu",
