@@ -70,7 +70,9 @@ class SessionCreate(BaseModel):
                             "d2ip-scaled (per-frame lambda scaled with the data), d2ip-live "
                             "(every frame in one forward pass of a per-patient network kept "
                             "fine-tuned by D2IP's objective), edip (Educated DIP: pretrained, "
-                            "the preview as input), dip, rsip, tv, tikhonov, greit")
+                            "the preview as input), dip, rsip, tv, tikhonov, greit, inr-tv, "
+                            "diff-inr (implicit neural representation with TV or the "
+                            "diffusion prior)")
     reference: ReferencePolicy = Field(default_factory=FirstNReference)
     realtime: RealtimePolicy | None = Field(
         None, description="realtime: the worker may coalesce a backlog (counted); "
