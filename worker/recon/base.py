@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -97,13 +97,19 @@ class StreamingReconstructor(ABC):
 
 Factory = Callable[..., StreamingReconstructor]
 _REGISTRY: dict[str, Factory] = {}
+_TIDAL: dict[str, dict[str, Any]] = {}
 
 
-def register(name: str) -> Callable[[Factory], Factory]:
-    """Class decorator: make a StreamingReconstructor available by name."""
+def register(name: str, tidal: Mapping[str, Any] | None = None
+             ) -> Callable[[Factory], Factory]:
+    """Class decorator: make a StreamingReconstructor available by name. `tidal`: the options
+    the method takes, in place of its defaults, when it reconstructs breaths' tidal differences
+    one after the other (the `breath` policy and `eitmon bench clinical`; `tidal_options`)."""
 
     def deco(factory: Factory) -> Factory:
         _REGISTRY[name] = factory
+        if tidal:
+            _TIDAL[name] = dict(tidal)
         return factory
 
     return deco
@@ -123,6 +129,12 @@ def _load_builtin() -> None:
 def available_methods() -> list[str]:
     _load_builtin()
     return sorted(_REGISTRY)
+
+
+def tidal_options(name: str) -> dict[str, Any]:
+    """The options method `name` registered for tidal differences ({} when none)."""
+    _load_builtin()
+    return dict(_TIDAL.get(name, {}))
 
 
 def get_method(name: str) -> Factory:

@@ -42,6 +42,7 @@ from worker.runtime.methods import (
     MethodTable,
     ModelCache,
     registered,
+    registered_tidal,
     resolve_device,
 )
 from worker.runtime.quality import QualityMonitor
@@ -58,7 +59,8 @@ class Worker:
                  methods: Mapping[str, Factory] | None = None) -> None:
         self.cfg, self.redis = cfg, redis
         self.device = resolve_device(cfg.device)
-        table = MethodTable(registered() if methods is None else methods, self.device)
+        table = (MethodTable(registered(), self.device, registered_tidal()) if methods is None
+                 else MethodTable(methods, self.device))
         preview = table.resolve(cfg.preview_method, PREVIEW_PREFERENCE)
         if preview != cfg.preview_method:
             log.warning("preview method %s is not available; using %s", cfg.preview_method,

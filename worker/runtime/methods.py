@@ -2,7 +2,8 @@
 geometry, protocol and grid share: the forward model and the preview reconstructor.
 
 A worker's methods are a mapping name -> factory handed to its constructor (by default every
-method registered with `worker.recon.base`), so tests inject their own."""
+method registered with `worker.recon.base`, with the options each registered for breaths'
+tidal differences), so tests inject their own."""
 
 from __future__ import annotations
 
@@ -11,12 +12,18 @@ import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.contract.session import SessionConfig
-from worker.recon.base import FrameResult, StreamingReconstructor, available_methods, get_method
+from worker.recon.base import (
+    FrameResult,
+    StreamingReconstructor,
+    available_methods,
+    get_method,
+    tidal_options,
+)
 from worker.runtime.builds import (
     POLL_S,
     BuildCancelled,
@@ -41,6 +48,11 @@ def registered() -> dict[str, Factory]:
     return {name: get_method(name) for name in available_methods()}
 
 
+def registered_tidal() -> dict[str, dict[str, Any]]:
+    """The options the registered methods take on tidal differences (`breath` policy)."""
+    return {name: options for name in available_methods() if (options := tidal_options(name))}
+
+
 def resolve_device(setting: str) -> str:
     """cpu, cuda, or for auto whichever torch offers."""
     if setting != "auto":
@@ -51,12 +63,15 @@ def resolve_device(setting: str) -> str:
 
 
 class MethodTable:
-    """The reconstruction methods a worker offers (name -> factory) and their device."""
+    """The reconstruction methods a worker offers (name -> factory), their device, and the
+    options each takes on breaths' tidal differences (`tidal`)."""
 
-    def __init__(self, factories: Mapping[str, Factory], device: str) -> None:
+    def __init__(self, factories: Mapping[str, Factory], device: str,
+                 tidal: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         if not factories:
             raise RuntimeError("no reconstruction method is registered")
         self.factories, self.device = dict(factories), device
+        self.tidal = {name: dict(options) for name, options in (tidal or {}).items()}
 
     def resolve(self, name: str, preference: tuple[str, ...]) -> str:
         """`name` when offered, else the first offered method of `preference`, else any."""
@@ -64,14 +79,19 @@ class MethodTable:
             return name
         return next((m for m in preference if m in self.factories), min(self.factories))
 
-    def build(self, name: str, model: ForwardModel) -> StreamingReconstructor:
-        """A new reconstructor; methods whose factory takes a `device` keyword get it."""
+    def build(self, name: str, model: ForwardModel, tidal: bool = False
+              ) -> StreamingReconstructor:
+        """A new reconstructor, with its tidal-difference options when `tidal` (the `breath`
+        policy); methods whose factory takes a `device` keyword get it."""
         factory = self.factories[name]
+        options = dict(self.tidal.get(name, {})) if tidal else {}
         try:
             takes_device = "device" in inspect.signature(factory).parameters
         except (TypeError, ValueError):
             takes_device = False
-        return factory(model, device=self.device) if takes_device else factory(model)
+        if takes_device:
+            options["device"] = self.device
+        return factory(model, **options)
 
 
 class SharedPreview:

@@ -77,7 +77,8 @@ class QualityMonitor:
     def exclude(self, session: Session, electrodes: tuple[int, ...]) -> None:
         """Rebuild the session's main reconstructor and preview without `electrodes`."""
         model = weighted_model(session.model, DataWeighting(exclude=electrodes))
-        main = self.methods.build(session.main_method, model)
+        main = self.methods.build(session.main_method, model,
+                                  tidal=session.config.realtime == "breath")
         main.load_state_dict(session.main.state_dict())
         main.on_warmup = session.main.on_warmup
         session.main = main

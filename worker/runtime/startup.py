@@ -91,7 +91,7 @@ class SessionOpener:
                         main_method)
         model, preview = self.models.acquire(config, cancelled)
         try:
-            main = self.methods.build(main_method, model)
+            main = self.methods.build(main_method, model, tidal=config.realtime == "breath")
             main.on_warmup = WarmupReporter(self.previews.fenced, lease)
             if ckpt is not None and ckpt.main_method == main_method:
                 main.load_state_dict(ckpt.main_state)

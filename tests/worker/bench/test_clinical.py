@@ -15,6 +15,8 @@ from worker.bench.clinical import (
     Anatomy,
     OnlineBreath,
     compare,
+    goal,
+    goal_lines,
     live_lags,
     online_breaths,
     truth_tidal,
@@ -123,3 +125,25 @@ def test_clinical_benchmark_rejects_unknown_names(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["bench", "clinical", "--methods", "magic",
                                    "--out", str(tmp_path)])
     assert res.exit_code == 2 and "tikhonov" in res.output
+
+
+def test_goal_is_reported_per_d2ip_method_against_tikhonov() -> None:
+    breaths = [{"start_s": 4.0 * k, "end_s": 4.0 * (k + 1)} for k in range(3)]
+
+    def row(mssim: float, seconds: list[float], lags: list[float]) -> dict:
+        return {"metrics": {"mssim": mssim}, "breaths": [{"seconds": s} for s in seconds],
+                "lag_s": lags, "within_period": sum(lag <= 4.0 for lag in lags),
+                "settings": {}}
+
+    report = {"cases": {"tidal-breathing": {"breaths": breaths, "methods": {
+        "tikhonov": row(0.3, [0.01] * 3, [0.5] * 3),
+        "d2ip": row(0.36, [6.0, 2.0, 2.0], [6.5, 4.5, 2.5]),
+        "edip": row(0.6, [1.0] * 3, [1.5] * 3),
+        "tv": row(0.35, [1.0] * 3, [1.0] * 3)}}}}
+    g = goal(report)
+    assert g is not None and set(g) == {"d2ip", "edip"}
+    assert g["d2ip"]["mssim_ratio"] == pytest.approx(1.2) and g["d2ip"]["late_breaths"] == [1, 2]
+    assert g["edip"]["mssim_ratio"] == pytest.approx(2.0) and g["edip"]["late_breaths"] == []
+    lines = goal_lines(g)
+    assert "1.20x** (goal ≥ 1.3x: not met)" in lines[0] and "(not met; late: [1, 2])" in lines[0]
+    assert "2.00x** (goal ≥ 1.3x: met)" in lines[1] and "(met; late: none)" in lines[1]

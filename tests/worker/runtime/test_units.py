@@ -30,6 +30,20 @@ def test_every_method_the_api_accepts_is_registered() -> None:
     assert set(METHODS) <= set(available_methods())
 
 
+def test_the_breath_policy_builds_the_main_method_with_its_tidal_options(
+        small_model: ForwardModel) -> None:
+    from worker.runtime.methods import MethodTable, registered, registered_tidal
+
+    table = MethodTable(registered(), "cpu", registered_tidal())
+    frame_by_frame = table.build("edip", small_model)
+    tidal = table.build("edip", small_model, tidal=True)
+    assert frame_by_frame.settings["tpp"] and not tidal.settings["tpp"]
+    assert table.build("d2ip", small_model, tidal=True).settings["schedule"] == "adaptive"
+    assert table.build("d2ip", small_model).settings["schedule"] == "paper"
+    injected = MethodTable({"d2ip": registered()["d2ip"]}, "cpu")  # tests' own tables: none
+    assert injected.build("d2ip", small_model, tidal=True).settings["schedule"] == "paper"
+
+
 def test_state_codec_round_trips_without_pickles() -> None:
     state = {"weights": torch.arange(6.0).reshape(2, 3), 0: {"step": 3, "exp_avg": torch.ones(2)},
              "z": np.linspace(0, 1, 4, dtype=np.float32), "seed": np.int64(7),

@@ -35,6 +35,11 @@ VARIANTS: dict[str, tuple[Flags, dict[str, Any]]] = {  # name: (fixed flags, def
     # beyond the paper: the data-scaled per-frame lambda (`lambda_rule`)
     "d2ip-scaled": ({"upws": True, "tpp": True}, {"lam_rule": "data"}),
 }
+# On breaths' tidal differences, TPP from breath to breath starts close to the answer: stop by
+# convergence (measured in issue 15: tol 5e-3 stops after tens of iterations once warm;
+# docs/ventilation.md "Breath-synchronous D2IP").
+TIDAL_OPTIONS: dict[str, Any] = {"schedule": "adaptive", "adaptive_tol": 5e-3}
+TIDAL_VARIANTS = ("d2ip", "d2ip-scaled")
 
 
 def variant_config(name: str, **options: Any) -> D2IPConfig:
@@ -56,7 +61,7 @@ def _register(name: str) -> None:
 
     flags, defaults = VARIANTS[name]
     factory.__doc__ = f"D2IP variant {name!r}: {flags or 'UPWS, TPP'}, defaults {defaults}."
-    register(name)(factory)
+    register(name, tidal=TIDAL_OPTIONS if name in TIDAL_VARIANTS else None)(factory)
 
 
 for _name in VARIANTS:

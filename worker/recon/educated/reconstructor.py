@@ -8,6 +8,9 @@ whose input is the frame's own Tikhonov preview A^dagger y_i = R Delta v_i
 - The first frame starts from the educated weights theta_s* (`weights.educated_state`) with a
   fresh Adam: they replace UPWS (no 1800-iteration warm start);
 - later frames start where the previous one ended, weights and Adam moments (TPP, eq. 9);
+  with `tpp=False` every frame starts from the educated weights again (the seed's own use:
+  fine-tune the pretrained network on each measurement), as `edip` does on breaths' tidal
+  differences (`method.TIDAL_OPTIONS`);
 - iterations: `Iterations.warm` (450) on the first frame, `propagated` (250) later (the paper's
   schedule), or the adaptive schedule; the D2IP options all apply (`D2IPConfig`).
 
@@ -50,9 +53,9 @@ class EducatedDIP(D2IP):
                  pretraining: TrainConfig | None = None) -> None:
         self.pretraining = pretraining or default_config()
         config = config or D2IPConfig(variant="edip", net=self.pretraining.net)
-        if config.net != self.pretraining.net or not (config.upws and config.tpp):
-            raise ValueError("edip: the network must be the pretraining's, with TPP and the "
-                             "educated start (upws)")
+        if config.net != self.pretraining.net or not config.upws:
+            raise ValueError("edip: the network must be the pretraining's, with the educated "
+                             "start (upws)")
         super().__init__(model, config, device, execution)
         self.educated_key = educated_key(model.spec, self.pretraining)
         self.key = content_key({"d2ip": self.key, "educated": self.educated_key})

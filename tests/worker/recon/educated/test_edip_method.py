@@ -36,7 +36,7 @@ def test_registered_and_accepted_by_the_api() -> None:
 
 
 def test_rejects_what_the_method_fixes(coarse_model: ForwardModel, tmp_path: Path) -> None:
-    for fixed in ({"upws": False}, {"tpp": False}, {"net": {"stem_width": 16}}):
+    for fixed in ({"upws": False}, {"net": {"stem_width": 16}}):
         with pytest.raises(TypeError, match="fixed"):
             make(coarse_model, tmp_path, **fixed)
 
@@ -55,6 +55,32 @@ def test_starts_from_the_educated_weights_and_feeds_each_preview(
     for name, p in fresh.net.named_parameters():
         torch.testing.assert_close(p.detach(), educated[name])
     assert recon.settings["educated"]["key"] == fresh.settings["educated"]["key"]
+
+
+def test_without_tpp_every_frame_starts_from_the_educated_weights(
+        coarse_model: ForwardModel, frames3: np.ndarray, tmp_path: Path) -> None:
+    recon = make(coarse_model, tmp_path, tpp=False)
+    counts = [recon.push(f).iterations for f in frames3]
+    assert counts == [ITERS[1]] * 3  # every frame the educated start's count, no TPP
+    # the same frame once more, after two others: the same start, the same image, but for the
+    # 4D-TV window the frames before it leave (compare against a fresh object, window empty)
+    again = make(coarse_model, tmp_path, tpp=False).push(frames3[-1]).volume
+    with_tpp = make(coarse_model, tmp_path)
+    for f in frames3:
+        carried = with_tpp.push(f).volume
+    fresh_error = float(np.abs(recon.push(frames3[-1]).volume - again).max())
+    carried_error = float(np.abs(carried - again).max())
+    assert fresh_error < carried_error  # restarting stays nearer the fresh start than TPP
+
+
+def test_tidal_options_restart_every_breath(coarse_model: ForwardModel,
+                                            tmp_path: Path) -> None:
+    from worker.recon.base import tidal_options
+    from worker.recon.educated.method import TIDAL_ITERATIONS
+
+    options = tidal_options("edip")
+    assert options["tpp"] is False and options["iterations"][1:] == (TIDAL_ITERATIONS,) * 2
+    assert tidal_options("d2ip")["schedule"] == "adaptive" and tidal_options("tikhonov") == {}
 
 
 def test_pretrained_network_alone_is_one_forward_pass(coarse_model: ForwardModel,
