@@ -341,7 +341,8 @@ def goal(report: dict[str, Any]) -> dict[str, Any] | None:
             "lag_s": {"median": float(np.median(lags)), "max": float(max(lags)),
                       "last": lags[-1]},
             "within_period": row["within_period"], "breaths": len(seconds),
-            "late_breaths": late, "warm_start": row["settings"].get("warm_start"),
+            "late_breaths": late,
+            "warm_start": row["settings"].get("educated") or row["settings"].get("warm_start"),
         }
     return result
 
@@ -458,7 +459,7 @@ def goal_lines(goals: dict[str, Any]) -> list[str]:
                   f"{lag['max']:.2f} s, last {lag['last']:.2f} s: {g['within_period']} of "
                   f"{g['breaths']} breaths within their own breath period "
                   f"({'met' if within else 'not met'}; late: {g['late_breaths'] or 'none'}); "
-                  f"warm start {g['warm_start'] or 'none (educated weights)'}."]
+                  f"start {g['warm_start'] or 'unknown'}."]
     return lines
 
 

@@ -16,7 +16,7 @@ def clinical(
                                                          "clinical.json and tidal-<case>.png")],
     methods: Annotated[str, typer.Option(help="comma-separated registered methods (rsip, "
                                               "the D2IP variants: slower per breath)")]
-    = "tikhonov,tv,d2ip",
+    = "tikhonov,tv,d2ip,edip",
     cases: Annotated[str, typer.Option(help="comma-separated: tidal-breathing, edema-left")]
     = "tidal-breathing,edema-left",
     duration: Annotated[float, typer.Option(min=10.0, help="seconds of tidal-breathing "
