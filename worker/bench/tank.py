@@ -12,7 +12,8 @@ given.
 Studies (each a list of runs, `STUDIES`): `main` (three methods, the given geometry), `mesh`
 (three reconstruction meshes), `noise` (60, 50, 40 dB), `alpha` (eq. 18's hyperparameter),
 `lambda` (Diff-INR's κ), `t-range` (the prior's time-step sub-range), `slices` (axial planes
-only against axial, coronal and sagittal).
+only against axial, coronal and sagittal), `d2ip` (Tikhonov, GREIT and D2IP with its
+simulated defaults, its range from the data, and its real-data defaults: issue 19).
 """
 
 from __future__ import annotations
@@ -86,10 +87,14 @@ def study_runs(study: str) -> list[Run]:
         return [Run("diff-inr axial", "diff-inr"),
                 Run("diff-inr 3 orientations", "diff-inr",
                     {"orientations": ("axial", "coronal", "sagittal")})]
+    if study == "d2ip":  # issue 19: D2IP against the linear methods on known inclusions
+        return [Run("tikhonov", "tikhonov"), Run("greit", "greit"), Run("d2ip", "d2ip"),
+                Run("d2ip data range", "d2ip", {"out_range": "data"}),
+                Run("d2ip real-data defaults", "d2ip", {"data": "real"})]
     raise ValueError(f"study: unknown study {study!r}; studies: {', '.join(STUDIES)}")
 
 
-STUDIES = ("main", "mesh", "noise", "alpha", "lambda", "t-range", "slices")
+STUDIES = ("main", "mesh", "noise", "alpha", "lambda", "t-range", "slices", "d2ip")
 
 
 @dataclass(frozen=True)
