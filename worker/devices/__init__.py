@@ -5,11 +5,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from worker.devices.device_file import DeviceFile
+from worker.devices.carefusion import carefusion_header, read_carefusion_eit
+from worker.devices.device_file import DeviceFile, DeviceFormatError
+from worker.devices.draeger import MAGIC as DRAEGER_MAGIC
+from worker.devices.draeger import read_draeger_eit
 from worker.devices.goettingen import read_get
+from worker.devices.swisstom import read_swisstom_eit, swisstom_version
+
+
+def read_eit(path: Path) -> DeviceFile:
+    """An `.eit` file of any of the three makers, recognised as EIDORS recognises them
+    (`eidors_readdata.m`, `pre_proc_spec_fmt`): CareFusion's UTF-16 XML header, Dräger's
+    '---Draeger EIT-Software' in the first 80 bytes, Swisstom's version word."""
+    head = Path(path).open("rb").read(4096)
+    if carefusion_header(head) is not None:
+        return read_carefusion_eit(path)
+    if DRAEGER_MAGIC in head[:80]:
+        return read_draeger_eit(path)
+    if swisstom_version(head) is not None:
+        return read_swisstom_eit(path)
+    raise DeviceFormatError(f"{Path(path).name}: not a Dräger, Swisstom or CareFusion .eit "
+                            "file (no header of any of them)")
+
 
 FORMATS: dict[str, Callable[[Path], DeviceFile]] = {
     "get": read_get,  # Göttingen Goe-MF II / Viasys / CareFusion `.get`
+    "eit": read_eit,  # any of the three below, recognised by its header
+    "draeger-eit": read_draeger_eit,  # Dräger PulmoVista 500 `.eit`
+    "swisstom-eit": read_swisstom_eit,  # Swisstom BB2 / Pioneer (Sentec) `.eit`, LQ2/3, LQ4
+    "carefusion-eit": read_carefusion_eit,  # CareFusion / Goe-MF II `.eit`
 }
 
 
@@ -20,4 +44,4 @@ def read_device_file(path: str | Path, fmt: str) -> DeviceFile:
     return FORMATS[fmt](Path(path))
 
 
-__all__ = ["FORMATS", "DeviceFile", "read_device_file"]
+__all__ = ["FORMATS", "DeviceFile", "DeviceFormatError", "read_device_file"]
