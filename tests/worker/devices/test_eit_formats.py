@@ -348,3 +348,27 @@ def test_carefusion_through_the_cli_needs_a_rate(tmp_path: Path) -> None:
     rec = Recording.load(out)
     np.testing.assert_allclose(rec.frame_times, np.arange(8) / 25)
     np.testing.assert_allclose(rec.voltages, np.stack([values[k] for k in range(8)]))
+
+
+def test_draeger_import_checks_the_sign_against_the_model(
+        tmp_path: Path, model_cache_dir: str, coarse_ring_geometry_file: Path) -> None:
+    """The real neonate values in the Dräger layout import with the homogeneous-model check
+    passing; negated (the sign EIDORS's combination would give if it were the other way
+    round), the same file is refused: the check guards the layout's unverified sign."""
+    from tests.worker.devices.conftest import COARSE_RING_GRID
+
+    raw = np.fromfile(NEONATE, dtype="<f4").reshape(-1, 256)[:, :208].astype(float)
+    stamps = 0.5 + np.arange(len(raw)) / (13 * 86400)
+    grid = ",".join(map(str, COARSE_RING_GRID))
+    for sign, code in ((1, 0), (-1, 2)):
+        path = write_draeger(tmp_path / f"n{sign}.eit", sign * raw / DRAEGER_FT[0],
+                             np.zeros_like(raw), stamps, rate="13")
+        out = tmp_path / f"n{sign}.npz"
+        result = cli(str(path), "--format", "eit", "--out", str(out), "--geometry",
+                     str(coarse_ring_geometry_file), "--grid", grid)
+        assert result.exit_code == code, result.output
+        if sign > 0:
+            assert "model check: the measured reference matches" in result.output
+            assert Recording.load(out).meta["protocol_check"]["overall"] > 0.9
+        else:
+            assert "sign looks flipped" in result.output and not out.exists()
