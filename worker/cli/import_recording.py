@@ -32,8 +32,9 @@ def import_recording(
     fmt: Annotated[str, typer.Option("--format", help=(
         "file format: get (Göttingen Goe-MF II / Viasys); eit (any of the three .eit below, "
         "recognised by its header); draeger-eit (Dräger PulmoVista 500); swisstom-eit "
-        "(Swisstom BB2 / Pioneer, LQ2-LQ4); carefusion-eit (CareFusion / Goe-MF II). Only "
-        "get was checked on real files (docs/real-data.md)"))],
+        "(Swisstom BB2 / Pioneer, LQ3/LQ4); carefusion-eit (CareFusion / Goe-MF II). Only "
+        "get was checked on real files (docs/real-data.md). draeger-bin, sentec-zri and "
+        "timpel-txt hold pixel images, not voltages, and are refused"))],
     out: Annotated[Path, typer.Option("--out", "-o", help="recording .npz to write",
                                       metavar="REC.npz")],
     rate: Annotated[float | None, typer.Option(

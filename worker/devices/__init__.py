@@ -37,11 +37,25 @@ FORMATS: dict[str, Callable[[Path], DeviceFile]] = {
 }
 
 
+# Formats that hold reconstructed 32 x 32 pixel images, not electrode voltages (as the
+# eitprocessing package reads them: eitprocessing/datahandling/loading/{draeger,sentec,timpel}.py):
+# a recording needs voltages, so these are refused with the reason rather than imported.
+PIXEL_FORMATS: dict[str, str] = {
+    "draeger-bin": "Dräger PulmoVista .bin",
+    "sentec-zri": "Sentec LuMon .zri",
+    "timpel-txt": "Timpel Enlight .txt",
+}
+
+
 def read_device_file(path: str | Path, fmt: str) -> DeviceFile:
     """Read `path` with the reader registered as `fmt`; ValueError names the known formats."""
+    if fmt in PIXEL_FORMATS:
+        raise ValueError(f"{PIXEL_FORMATS[fmt]} files hold the device's reconstructed 32 x 32 "
+                         "pixel images, not electrode voltages: they cannot become a "
+                         "recording (the eitprocessing package reads them as images)")
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     return FORMATS[fmt](Path(path))
 
 
-__all__ = ["FORMATS", "DeviceFile", "DeviceFormatError", "read_device_file"]
+__all__ = ["FORMATS", "PIXEL_FORMATS", "DeviceFile", "DeviceFormatError", "read_device_file"]
