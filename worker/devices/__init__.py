@@ -17,7 +17,8 @@ def read_eit(path: Path) -> DeviceFile:
     """An `.eit` file of any of the three makers, recognised as EIDORS recognises them
     (`eidors_readdata.m`, `pre_proc_spec_fmt`): CareFusion's UTF-16 XML header, Dräger's
     '---Draeger EIT-Software' in the first 80 bytes, Swisstom's version word."""
-    head = Path(path).open("rb").read(4096)
+    with Path(path).open("rb") as file:
+        head = file.read(4096)
     if carefusion_header(head) is not None:
         return read_carefusion_eit(path)
     if DRAEGER_MAGIC in head[:80]:

@@ -77,6 +77,9 @@ def _lq4_frames(reader: ByteReader) -> tuple[list[np.ndarray], list[int], list[i
         kind = int(reader.scalar("i4", "a record's type"))
         length = int(reader.scalar("i4", "a record's payload length"))
         start = reader.pos
+        if length < 0:
+            raise DeviceFormatError(f"{reader.name}: record at byte {start - 16} has a "
+                                    f"negative payload length {length}: damaged file")
         if kind == 0:
             if length < LQ4_FRAME_HEAD + 4 * IQ_VALUES:
                 raise DeviceFormatError(f"{reader.name}: EIT frame at byte {start - 16} has a "

@@ -104,6 +104,16 @@ def test_draeger_midnight_and_bad_stamps(tmp_path: Path) -> None:
     assert flat.frame_times is None and flat.details["frame_times_from"] == "header frame rate"
 
 
+def test_draeger_version_32(tmp_path: Path) -> None:
+    """Version 32: EIDORS's 5200-byte stride; its time stamp is not read (no dump of one)."""
+    a, b, stamps = draeger_data(4)
+    path = write_draeger(tmp_path / "v32.eit", a, b, stamps, rate="20", version=32,
+                         stride=5200)
+    dev = read_device_file(path, "eit")
+    np.testing.assert_allclose(dev.voltages, DRAEGER_FT[0] * a - DRAEGER_FT[1] * b, rtol=1e-12)
+    assert dev.frame_times is None and dev.frame_rate == 20.0
+
+
 def test_draeger_carries_real_get_values_in_the_same_channels(tmp_path: Path) -> None:
     """The neonate slice's raw `.get` values (the same rotated order) as set A: mapped through
     the two readers' protocols, the channels agree value for value with the `.get` reader's."""
@@ -372,3 +382,29 @@ def test_draeger_import_checks_the_sign_against_the_model(
             assert Recording.load(out).meta["protocol_check"]["overall"] > 0.9
         else:
             assert "sign looks flipped" in result.output and not out.exists()
+
+
+def test_cut_or_corrupted_files_give_a_format_error_not_a_crash(tmp_path: Path) -> None:
+    """Each synthetic file cut at random lengths, and with random bytes overwritten: the
+    reader returns or raises DeviceFormatError (a ValueError the CLI prints), nothing else."""
+    i, q = iq_frames(2)
+    files = [write_draeger(tmp_path / "d.eit", *draeger_data(2)),
+             write_lq4(tmp_path / "s.eit", i, q, [0, 20_000], [0, 20]),
+             write_lq3(tmp_path / "s3.eit", i, q, [0, 20_000], [0, 20]),
+             write_carefusion(tmp_path / "c.eit", carefusion_values(2))]
+    rng = np.random.default_rng(7)
+    bad = tmp_path / "bad.eit"
+    for path in files:
+        good = path.read_bytes()
+        for _ in range(25):
+            data = bytearray(good[:int(rng.integers(0, len(good)))])
+            if rng.random() < 0.5 and data:
+                spots = rng.integers(0, len(data), size=8)
+                data_array = np.frombuffer(bytes(data), dtype=np.uint8).copy()
+                data_array[spots] = rng.integers(0, 256, size=8)
+                data = bytearray(data_array.tobytes())
+            bad.write_bytes(bytes(data))
+            try:
+                read_device_file(bad, "eit")
+            except DeviceFormatError:
+                pass
