@@ -15,11 +15,12 @@ Layout, as read from public sources (no Dräger documentation is public):
   `docs/reverse_eng/eit_format.ipynb`): the text header runs from byte 12 to L, where the
   8 bytes `**\\r\\n\\r\\n\\r\\n` end it, and each 5495-byte frame starts at L + 8 + k x 5495 with
   a float64 time stamp (fraction of the day: 0.75757 for a header time of 18:10:54), 8 bytes
-  before EIDORS's block. Decoded on EIDORS's offset, the dump's values 0 and 207 are the
-  largest (89.1, 74.9: next to the drive), 208-223 are small and 224-239 near the header's
-  `Amplitude [uA]: 9100` (9.1: the currents in mA). fastEIT itself places the 208 values one
-  float64 later; its own dump contradicts that (docs/real-data.md), so EIDORS's offset is used. pyEIT
-  (`pyeit/io/daeger_eit.py`) reads yet another offset (L + 8, 16-bit L) and stride 3200 for
+  before EIDORS's block. Decoded on EIDORS's offset, the dump's values 0 and 207 are large
+  (89.1, 74.9: next to the drive), 208-223 small and 224-226 (as far as the dump goes) 9.1,
+  near the header's `Amplitude [uA]: 9100` (the currents in mA). fastEIT itself places the
+  208 values one float64 later; its own dump contradicts that (docs/real-data.md), so EIDORS's
+  offset is used. pyEIT (`pyeit/io/daeger_eit.py`) reads yet another offset (L + 8, 16-bit L)
+  and stride 3200 for
   version 32: not used.
 
 What this reader returns: the combined values in the file's (rotated) channel order with
