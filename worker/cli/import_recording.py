@@ -1,4 +1,4 @@
-"""`eitmon import FILE --format get --out REC.npz`: a device file into our recording format."""
+"""`eitmon import FILE --format FORMAT --out REC.npz`: a device file into our recording format."""
 
 from __future__ import annotations
 
@@ -29,14 +29,21 @@ def _grid(text: str | None) -> list[int] | None:
 
 def import_recording(
     file: Annotated[Path, typer.Argument(help="device file", metavar="FILE", **_FILE)],
-    fmt: Annotated[str, typer.Option("--format", help="file format: get (Göttingen Goe-MF II "
-                                                      "/ Viasys)")],
+    fmt: Annotated[str, typer.Option("--format", help=(
+        "file format: get (Göttingen Goe-MF II / Viasys); eit (any of the three .eit below, "
+        "recognised by its header); draeger-eit (Dräger PulmoVista 500); swisstom-eit "
+        "(Swisstom BB2 / Pioneer, LQ3/LQ4); carefusion-eit (CareFusion / Goe-MF II). Only "
+        "get was checked on real files (docs/real-data.md). draeger-bin, sentec-zri and "
+        "timpel-txt hold pixel images, not voltages, and are refused"))],
     out: Annotated[Path, typer.Option("--out", "-o", help="recording .npz to write",
                                       metavar="REC.npz")],
     rate: Annotated[float | None, typer.Option(
-        help="frames per second (default: what the file or its .prl sidecar states)")] = None,
+        help="frames per second (default: the file's time stamps, or the rate the file or its "
+             ".prl sidecar states)")] = None,
     reference: Annotated[str, typer.Option(help=f"reference: {REFERENCE_HELP}")] = "mean",
-    geometry: Annotated[str, typer.Option(help="geometry preset or spec file")] = "thorax-1x16",
+    geometry: Annotated[str | None, typer.Option(
+        help="geometry preset or spec file (default: thorax-1x32 for a 32-electrode file, "
+             "else thorax-1x16)")] = None,
     grid: Annotated[str | None, typer.Option(help="voxel grid P,R,C (default 16,32,32)")]
     = None,
     electrodes: Annotated[str, typer.Option(

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from service.contract.stim_patterns import mk_stim_patterns
-from worker.devices.device_file import DeviceFile
+from worker.devices.device_file import DeviceFile, DeviceFormatError, channel_index, pair_key
 
 FRAME_VALUES = 256
 N_ELECTRODES = 16
@@ -48,23 +48,21 @@ DEVICE = "Göttingen Goe-MF II (Viasys/CareFusion), 16 electrodes"
 MODEL_ELECTRODE = [(-i) % N_ELECTRODES for i in range(N_ELECTRODES)]  # see the module doc
 
 
-class GetFormatError(ValueError):
+class GetFormatError(DeviceFormatError):
     """The file is not in the layout this reader knows."""
 
 
-def _pair_keys(protocol: dict[str, Any]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """(driven electrodes, measured electrodes) of each measurement, as sorted tuples."""
-    injections = protocol["injections"]
-    return [(tuple(sorted(injections[m["injection"]]["electrodes"])),
-             tuple(sorted(m["electrodes"]))) for m in protocol["measurements"]]
+def _pair_keys(protocol: dict[str, Any]) -> list[tuple[tuple[int, ...], ...]]:
+    return [pair_key(protocol, m) for m in protocol["measurements"]]
 
 
 def _orders() -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """(protocol, file-to-protocol permutation, file index of each value's reciprocal)."""
     protocol = mk_stim_patterns(*PROTOCOL_ARGS, ["no_meas_current", "no_rotate_meas"])
-    rotated = _pair_keys(mk_stim_patterns(*PROTOCOL_ARGS, ["no_meas_current", "rotate_meas"]))
+    rotated_protocol = mk_stim_patterns(*PROTOCOL_ARGS, ["no_meas_current", "rotate_meas"])
+    order = channel_index(rotated_protocol, protocol)
+    rotated = _pair_keys(rotated_protocol)
     file_index = {key: k for k, key in enumerate(rotated)}
-    order = np.array([file_index[key] for key in _pair_keys(protocol)])
     reciprocal = np.array([file_index[(meas, drive)] for drive, meas in rotated])
     return protocol, order, reciprocal
 

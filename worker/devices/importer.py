@@ -46,26 +46,50 @@ def _provenance(path: Path, device_file: DeviceFile, attribution: str | None,
             "frame_rate_from": rate_source, **device_file.details}
 
 
+def _frame_times(path: Path, device_file: DeviceFile, rate: float | None
+                 ) -> tuple[np.ndarray, float, str]:
+    """(frame times in s, frame rate, where they come from): `--rate` first, then the file's
+    time stamps, then the frame rate it states."""
+    n_frames = device_file.n_frames
+    if rate is not None:
+        if rate <= 0:
+            raise ValueError(f"--rate: must be positive, got {rate}")
+        return np.arange(n_frames) / rate, rate, "--rate"
+    if device_file.frame_times is not None:
+        times = np.asarray(device_file.frame_times, dtype=np.float64)
+        if times.shape != (n_frames,) or np.any(np.diff(times) <= 0):
+            raise ValueError(f"{path.name}: the file's time stamps do not increase; give --rate")
+        stated = device_file.frame_rate
+        rate = stated if stated else (float(1 / np.median(np.diff(times))) if n_frames > 1
+                                      else None)
+        if rate is None:
+            raise ValueError(f"{path.name}: one frame and no frame rate; give --rate")
+        return times, rate, "file time stamps"
+    if device_file.frame_rate is not None:
+        return np.arange(n_frames) / device_file.frame_rate, device_file.frame_rate, "file"
+    raise ValueError(f"{path.name}: the file states no frame rate; give --rate")
+
+
+def default_geometry(device_file: DeviceFile) -> str:
+    """The single-ring thorax with the file's electrode count (16 or 32), else thorax-1x16."""
+    return {32: "thorax-1x32"}.get(device_file.n_electrodes, DEFAULT_GEOMETRY)
+
+
 def read_recording(path: str | Path, fmt: str, *, rate: float | None = None,
-                   reference: str = "mean", geometry: Any = DEFAULT_GEOMETRY, grid: Any = None,
+                   reference: str = "mean", geometry: Any = None, grid: Any = None,
                    attribution: str | None = None, electrodes: str = "device"
                    ) -> tuple[Recording, DeviceFile]:
     """The device file as a recording (no model built); ValueError says what is wrong.
 
+    geometry: None picks `default_geometry` (a single ring with the file's electrode count).
     electrodes: "device" places the device's electrodes where the format says they sit
     (`DeviceFile.model_electrode`), "as-numbered" puts device electrode i on model electrode i.
     """
     path = Path(path)
     device_file = read_device_file(path, fmt)
-    if rate is not None:
-        rate_source = "--rate"
-    elif device_file.frame_rate is not None:
-        rate, rate_source = device_file.frame_rate, "file"
-    else:
-        raise ValueError(f"{path.name}: the file states no frame rate; give --rate")
-    if rate <= 0:
-        raise ValueError(f"--rate: must be positive, got {rate}")
-    frame_times = np.arange(device_file.n_frames) / rate
+    if geometry is None:
+        geometry = default_geometry(device_file)
+    frame_times, rate, rate_source = _frame_times(path, device_file, rate)
     chosen = reference_frames(reference, frame_times)
     protocol = device_file.protocol
     description = device_file.protocol_description

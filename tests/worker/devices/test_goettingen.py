@@ -80,8 +80,8 @@ def test_rejects_other_files(tmp_path: Path) -> None:
     odd.write_bytes(NEONATE.read_bytes()[:1000])
     with pytest.raises(GetFormatError, match="whole number"):
         read_get(odd)
-    with pytest.raises(ValueError, match="unknown format 'eit'; known: get"):
-        read_device_file(NEONATE, "eit")
+    with pytest.raises(ValueError, match="unknown format 'xyz'; known: get, eit, draeger-eit"):
+        read_device_file(NEONATE, "xyz")
 
 
 def test_no_sidecar_no_rate(tmp_path: Path) -> None:

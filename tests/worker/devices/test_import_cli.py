@@ -65,7 +65,10 @@ def test_options_without_a_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--format", "eit"], "unknown format 'eit'"),
+    (["--format", "xyz"], "unknown format 'xyz'"),
+    (["--format", "eit"], "not a Dräger, Swisstom or CareFusion .eit file"),
+    (["--format", "draeger-eit"], "not a Dräger .eit file"),
+    (["--format", "sentec-zri"], "pixel images, not electrode voltages"),
     (["--format", "get", "--reference", "window:9-10"], "no frame in"),
     (["--format", "get", "--reference", "last"], "reference: expected"),
     (["--format", "get", "--geometry", "thorax-2x16"], "does not match the geometry's 32"),
