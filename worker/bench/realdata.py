@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from tqdm import tqdm
 
 from service.contract.belts import BELTS
 from service.contract.patient import PatientSpec, patient_geometry
@@ -156,15 +157,16 @@ def tidal_of(volumes: np.ndarray, model: ForwardModel, starts: list[int],
 
 
 def breath_tidal(method: str, model: ForwardModel, rec: Recording, starts: list[int],
-                 ends: list[int], options: dict[str, Any], device: str = "cpu"
-                 ) -> tuple[np.ndarray, dict[str, Any]]:
+                 ends: list[int], options: dict[str, Any], device: str = "cpu",
+                 progress: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """`method` on each breath's tidal difference (Δv at end-inspiration minus Δv at its
     start), in order (TPP from breath to breath): the mean of the breath images as impedance
     (P, R, C), and the iterations and seconds per breath."""
     tidal = (normalise(rec.voltages[ends], rec.reference)
              - normalise(rec.voltages[starts], rec.reference))
     recon = create(method, model, device=device, **options)
-    results = recon.push_many(tidal)
+    results = [recon.push(d) for d in tqdm(tidal, desc=f"{method} (tidal)", unit="breath",
+                                           disable=not progress)]
     image = model.to_volume(-np.stack([r.volume[model.mask] for r in results]).mean(axis=0))
     return image, {"breaths_used": len(starts), "options": options,
                    "iterations": [int(r.iterations) for r in results],
@@ -192,7 +194,8 @@ def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any
     images: dict[str, np.ndarray] = {}
     breaths = None
     for name in LINEAR:
-        volumes, _ = reconstruct_recording(create(name, model), rec.voltages, rec.reference)
+        volumes, _ = reconstruct_recording(create(name, model), rec.voltages, rec.reference,
+                                           progress=progress)
         analysis = analyse(volumes, rec.frame_times, model.mask, space, settings=settings)
         if not analysis.breaths:
             raise ValueError(f"{entry.name}: {name} found no breath")
@@ -207,7 +210,8 @@ def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any
                                    "exclusion": excluded}
     starts, ends = (b[:tv_breaths] for b in breaths)
     order = sorted(set(starts) | set(ends))
-    volumes, _ = reconstruct_recording(create("tv", model), rec.voltages[order], rec.reference)
+    volumes, _ = reconstruct_recording(create("tv", model), rec.voltages[order], rec.reference,
+                                       progress=progress)
     position = {frame: k for k, frame in enumerate(order)}
     images["tv"] = tidal_of(volumes, model, [position[s] for s in starts],
                             [position[e] for e in ends])
@@ -216,7 +220,8 @@ def run_recording(entry: RealRecording, data_dir: Path, geometry: Any, grid: Any
     if d2ip_breaths:
         starts, ends = (b[:d2ip_breaths] for b in breaths)
         images[DEEP], cost = breath_tidal(DEEP, model, rec, starts, ends,
-                                          REAL_OPTIONS if d2ip_options is None else d2ip_options)
+                                          REAL_OPTIONS if d2ip_options is None else d2ip_options,
+                                          progress=progress)
         inside = model.mask
         result["methods"][DEEP] = {
             **cost, **image_checks(images[DEEP], model, position=entry.position),
