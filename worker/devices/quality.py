@@ -27,10 +27,11 @@ c_i + a_i·G(t) + s_i·(t - mean t), G the global curve (the median of r over th
 each frame), s_i its trend in %/min. Each electrode takes its best pair's median trend (the
 one of least magnitude, as above), minus the median electrode's (a change common to every
 channel, e.g. the current source's or the whole thorax's, is no contact fault). The fit runs
-twice: the second time G leaves out the channels of electrodes the first pass found out of line,
-whose drift would otherwise leak into G and, through a_i, into every channel. An electrode is
+twice: the second time G leaves out the channels of the electrodes whose first-pass |trend| is
+over 3 x the median's, whose drift would otherwise leak into G and, through a_i, into every
+channel. An electrode is
 flagged "drift" when (`DriftLimits`) its change over the frames (trend x span) is at least
-1 %, its trend at least 5 x the median electrode's |trend| (out of line, as the other scores),
+1 %, its trend at least 20 x the median electrode's |trend| (out of line),
 and it persists: each half of the frames, fitted alone, gives the same sign and at least half
 the trend. A fluctuation (a slow regional change, a partial cardiac or breath cycle) fails the
 last test; a contact that keeps drifting passes it.
@@ -63,6 +64,7 @@ class DriftLimits:
 
     change_pct: float = 1.0  # gain change over the frames, %, relative to the median electrode
     out_of_line: float = 20.0  # x the median electrode's |trend|
+    suspect: float = 3.0  # x the median |trend|: left out of the global curve's second pass
     persistence: float = 0.5  # each half's trend, at least this fraction of the whole's
     min_seconds: float = 4.0  # frames spanning less are not judged
 
@@ -237,7 +239,7 @@ def _electrode_trends(voltages: np.ndarray, times: np.ndarray,
     for _ in range(2):
         per = _best_pair(_trends(relative, times, use), pairs, n_electrodes)
         trend = np.nan_to_num(per - np.nanmedian(per))
-        outliers = np.abs(trend) > limits.out_of_line * np.median(np.abs(trend))
+        outliers = np.abs(trend) > limits.suspect * np.median(np.abs(trend))
         if not outliers.any():
             break
         suspect = {int(e) for e in np.flatnonzero(outliers)}
