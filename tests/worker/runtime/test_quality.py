@@ -102,7 +102,8 @@ def test_a_clean_belt_flags_nothing(bed: Bed, in_process: Callable[..., Running]
 def test_a_drifting_electrode_is_flagged_on_the_session(
         bed: Bed, in_process: Callable[..., Running]) -> None:
     """Electrode 7's contact gain ramps 5 % over 10 s (the fault bench's `drift`): the live
-    drift check, over the frames' timestamps, flags it on the session and excludes it."""
+    drift check, over the frames' timestamps, flags it on the session (the exclusion that
+    follows every flag is the broken electrode's test above)."""
     n = 200  # 10 s at 20 frames/s
     rng = np.random.default_rng(9)
     clean = bed.frames(n, period=80).astype(np.float64)
