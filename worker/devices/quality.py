@@ -29,12 +29,12 @@ one of least magnitude, as above), minus the median electrode's (a change common
 channel, e.g. the current source's or the whole thorax's, is no contact fault). The fit runs
 twice: the second time G leaves out the channels of the electrodes whose first-pass |trend| is
 over 3 x the median's, whose drift would otherwise leak into G and, through a_i, into every
-channel. An electrode is
-flagged "drift" when (`DriftLimits`) its change over the frames (trend x span) is at least
-1 %, its trend at least 20 x the median electrode's |trend| (out of line),
-and it persists: each half of the frames, fitted alone, gives the same sign and at least half
-the trend. A fluctuation (a slow regional change, a partial cardiac or breath cycle) fails the
-last test; a contact that keeps drifting passes it.
+channel. An electrode is flagged "drift" when (`DriftLimits`) its change over the frames
+(trend x span) is at least 1 %, its trend at least 20 x the median electrode's |trend| (out of
+line), and it persists: each half of the frames, fitted alone, gives the same sign and at
+least half the trend. A fluctuation (a slow regional change, a partial cardiac or breath
+cycle) fails the last test; a contact that keeps drifting passes it. The limits' evidence:
+docs/real-data.md "Drift".
 """
 
 from __future__ import annotations
