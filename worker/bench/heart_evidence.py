@@ -123,12 +123,14 @@ def evidence(voltages: np.ndarray, rate: float, subject: str = "adult",
         harmonics.append({"k": k, "per_min": round(at, 2), "power_over_floor": float(
             p_carrier[_band(freqs, at - 0.5, at + 0.5)].max() / np.median(p_carrier[floor]))})
     fundamental = _bandpass(x, rate, line - 5, line + 5)
-    third = _bandpass(x, rate, 3 * line - 9, 3 * line + 9)
     phase1 = np.unwrap(np.angle(signal.hilbert(fundamental)))
-    phase3 = np.unwrap(np.angle(signal.hilbert(third)))
     edge = int(4 * rate)  # filter transients
     inner = slice(edge, len(x) - edge)
-    lock3 = float(np.abs(np.mean(np.exp(1j * (phase3 - 3 * phase1)[inner]))))
+    lock3 = None  # the 3rd harmonic above the Nyquist rate (a neonate's heart at 13/s)
+    if 3 * line + 9 < rate / 2 * MINUTE:
+        third = _bandpass(x, rate, 3 * line - 9, 3 * line + 9)
+        phase3 = np.unwrap(np.angle(signal.hilbert(third)))
+        lock3 = round(float(np.abs(np.mean(np.exp(1j * (phase3 - 3 * phase1)[inner])))), 3)
     crossings = np.flatnonzero((fundamental[:-1] < 0) & (fundamental[1:] >= 0)) / rate
     periods = np.diff(crossings)
     breathing = np.angle(signal.hilbert(_bandpass(total, rate, breath - 3, breath + 3)))
@@ -168,7 +170,7 @@ def evidence(voltages: np.ndarray, rate: float, subject: str = "adult",
         "harmonics": harmonics,
         "line_period_s": round(float(periods.mean()), 4),
         "line_period_cv": round(float(periods.std() / periods.mean()), 4),
-        "third_harmonic_phase_lock": round(lock3, 3),
+        "third_harmonic_phase_lock": lock3,
         "line_lock_to_3x_breathing": round(lock(line_phase), 3),
         "line_lock_chance_95pct": round(float(chance), 3),
         "segments": segments,
