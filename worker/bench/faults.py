@@ -20,7 +20,7 @@ phantom scales with the domain, so truth and images are compared voxel by voxel 
 Handling (`HANDLINGS`), through the operator's data weights (`worker.recon.weighting`):
 - `none`: the model's default weights;
 - `exclude`: the electrodes the quality report flags on the recording itself
-  (`worker.devices.quality`) are excluded;
+  (`worker.devices.quality`, its drift check included) are excluded;
 - `exclude+noise`: the same, and each channel weighted by its noise estimated from the frames.
 
 Methods get their options from `options` (method name -> options; D2IP: its real-data
@@ -139,10 +139,11 @@ def scored_frames(truth: np.ndarray, mask: np.ndarray, count: int) -> np.ndarray
 
 
 def flagged_electrodes(model: ForwardModel, rec: Recording) -> tuple[int, ...]:
-    """The electrodes (0-based) the quality report flags on the recording's frames."""
+    """The electrodes (0-based) the quality report flags on the recording's frames (its drift
+    check included)."""
     protocol = model.protocol
     report = quality_report(rec.voltages, protocol.currents, protocol.meas_injection,
-                            protocol.meas_weights)
+                            protocol.meas_weights, frame_times=rec.frame_times)
     return tuple(report.flagged)
 
 

@@ -144,7 +144,8 @@ def import_recording(path: str | Path, fmt: str, *, check: bool = True, progress
     protocol = resolve_protocol(device_file.protocol).build(n_electrodes)  # device numbering
     quality = quality_report(recording.voltages, protocol.currents, protocol.meas_injection,
                              protocol.meas_weights, device_file.reciprocals_measured,
-                             None if result is None else result.channel_ratio)
+                             None if result is None else result.channel_ratio,
+                             frame_times=recording.frame_times)
     meta = {**meta, "protocol_check": None if result is None else result.to_dict(),
             "quality": quality.to_dict()}
     recording = Recording(voltages=recording.voltages, reference=recording.reference,

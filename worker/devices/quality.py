@@ -18,6 +18,23 @@ the pair to drive or to measure:
 An electrode scores as its best pair: a bad contact spoils every pair it is in, while its
 neighbours keep one good pair each. It is flagged when a score is out of line (see
 `ElectrodeLimits`).
+
+Drift (`electrode_drift`, when frame times are given): a contact whose gain changes slowly
+scales every channel that uses the electrode by 1 + d(t); Δv/v turns it into a trend on those
+channels only, which breathing does not explain. Per channel, over the frames, the relative
+change r_i(t) = v_i(t)/mean_t(v_i) - 1 is fitted by least squares as
+c_i + a_i·G(t) + s_i·(t - mean t), G the global curve (the median of r over the channels, at
+each frame), s_i its trend in %/min. Each electrode takes its best pair's median trend (the
+one of least magnitude, as above), minus the median electrode's (a change common to every
+channel, e.g. the current source's or the whole thorax's, is no contact fault). The fit runs
+twice: the second time G leaves out the channels of the electrodes whose first-pass |trend| is
+over 3 x the median's, whose drift would otherwise leak into G and, through a_i, into every
+channel. An electrode is flagged "drift" when (`DriftLimits`) its change over the frames
+(trend x span) is at least 1 %, its trend at least 20 x the median electrode's |trend| (out of
+line), and it persists: each half of the frames, fitted alone, gives the same sign and at
+least half the trend. A fluctuation (a slow regional change, a partial cardiac or breath
+cycle) fails the last test; a contact that keeps drifting passes it. The limits' evidence:
+docs/real-data.md "Drift".
 """
 
 from __future__ import annotations
@@ -39,6 +56,31 @@ class ElectrodeLimits:
     reciprocity: float = 0.05  # at least, and at least 3 x the median electrode's
     misfit: float = 0.5  # |log| (a factor 1.65) at least, and at least 3 x the median's
     usable: float = 0.5  # fewer of its channels usable than this
+
+
+@dataclass(frozen=True)
+class DriftLimits:
+    """When an electrode is flagged for drift (see the module doc, docs/real-data.md)."""
+
+    change_pct: float = 1.0  # gain change over the frames, %, relative to the median electrode
+    out_of_line: float = 20.0  # x the median electrode's |trend|
+    suspect: float = 3.0  # x the median |trend|: left out of the global curve's second pass
+    persistence: float = 0.5  # each half's trend, at least this fraction of the whole's
+    min_seconds: float = 4.0  # frames spanning less are not judged
+
+
+@dataclass(frozen=True)
+class ElectrodeDrift:
+    """Per electrode (0-based): trend of its gain relative to the median electrode, %/min,
+    over `seconds`; the electrodes flagged."""
+
+    trend_pct_per_min: np.ndarray
+    seconds: float
+    flagged: tuple[int, ...]
+
+    @property
+    def change_pct(self) -> np.ndarray:
+        return self.trend_pct_per_min * self.seconds / 60.0
 
 
 def _channel_electrodes(weights: np.ndarray, currents: np.ndarray, meas_injection: np.ndarray
@@ -77,6 +119,15 @@ class QualityReport:
     electrode_misfit: np.ndarray | None
     electrode_usable: np.ndarray
     flags: dict[int, list[str]] = field(default_factory=dict)
+    drift: ElectrodeDrift | None = None
+
+    def add_drift(self, drift: ElectrodeDrift | None) -> None:
+        """Attach a drift check (possibly over other frames than the rest) and its flags."""
+        self.flags = {e: [r for r in reasons if r != "drift"] for e, reasons in self.flags.items()}
+        self.flags = {e: reasons for e, reasons in self.flags.items() if reasons}
+        self.drift = drift
+        for e in () if drift is None else drift.flagged:
+            self.flags.setdefault(e, []).append("drift")
 
     @property
     def usable_fraction(self) -> float:
@@ -102,11 +153,15 @@ class QualityReport:
             "electrodes": {"noise_ratio": rounded(self.electrode_noise_ratio),
                            "reciprocity_error": rounded(self.electrode_reciprocity),
                            "model_misfit": rounded(self.electrode_misfit),
-                           "usable_fraction": rounded(self.electrode_usable)},
+                           "usable_fraction": rounded(self.electrode_usable),
+                           "drift_pct_per_min": rounded(None if self.drift is None
+                                                        else self.drift.trend_pct_per_min)},
+            "drift_seconds": None if self.drift is None else round(self.drift.seconds, 2),
             "flagged_electrodes": [e + 1 for e in self.flagged],
             "flags": {str(e + 1): reasons for e, reasons in sorted(self.flags.items())},
             "limits": {"level_floor": LEVEL_FLOOR, "noise_ceiling": NOISE_CEILING,
-                       **ElectrodeLimits().__dict__},
+                       **ElectrodeLimits().__dict__,
+                       "drift": DriftLimits().__dict__},
         }
 
     def table(self) -> str:
@@ -116,15 +171,20 @@ class QualityReport:
 
         reciprocity = (None if self.electrode_reciprocity is None
                        else 100 * self.electrode_reciprocity)
+        drift = None if self.drift is None else self.drift.change_pct
+        span = "" if self.drift is None else f" over {self.drift.seconds:.0f} s"
         lines = ["electrode (as numbered in the file)",
-                 "electrode  noise x median  reciprocity err  model misfit  usable  flag",
-                 "---------  --------------  ---------------  ------------  ------  ----"]
+                 "electrode  noise x median  reciprocity err  model misfit  usable  "
+                 f"drift{span}  flag",
+                 "---------  --------------  ---------------  ------------  ------  "
+                 f"{'-' * len('drift' + span)}  ----"]
         for e in range(self.electrode_usable.size):
             flag = "; ".join(self.flags.get(e, [])) or "ok"
             lines.append(f"{e + 1:>9}  {cell(self.electrode_noise_ratio, e, '%.2f'):>14}  "
                          f"{cell(reciprocity, e, '%.1f %%'):>15}  "
                          f"{cell(self.electrode_misfit, e, '%.2f'):>12}  "
-                         f"{100 * self.electrode_usable[e]:>5.0f}%  {flag}")
+                         f"{100 * self.electrode_usable[e]:>5.0f}%  "
+                         f"{cell(drift, e, '%+.2f %%'):>{len('drift' + span)}}  {flag}")
         lines.append(f"usable channels: {int(self.usable.sum())} of {self.usable.size} "
                      f"({100 * self.usable_fraction:.1f} %); median relative noise "
                      f"{100 * float(np.nanmedian(self.relative_noise)):.2f} %; flagged "
@@ -146,6 +206,89 @@ def _per_electrode(values: np.ndarray, pairs: list[tuple[frozenset[int], np.ndar
     return out
 
 
+def _trends(relative: np.ndarray, times: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """Each channel's trend, %/min, beside the global curve of the channels in `use`."""
+    curve = np.median(relative[:, use], axis=1)
+    design = np.column_stack([np.ones(times.size), curve - curve.mean(), times - times.mean()])
+    coef, *_ = np.linalg.lstsq(design, relative, rcond=None)
+    return coef[2] * 6000.0
+
+
+def _best_pair(values: np.ndarray, pairs: list[tuple[frozenset[int], np.ndarray]],
+               n_electrodes: int) -> np.ndarray:
+    """Each electrode's pair median of least magnitude (signed)."""
+    medians = [(pair, float(np.median(values[idx]))) for pair, idx in pairs if idx.size]
+    out = np.full(n_electrodes, np.nan)
+    for e in range(n_electrodes):
+        scores = [m for pair, m in medians if e in pair]
+        if scores:
+            out[e] = scores[int(np.argmin(np.abs(scores)))]
+    return out
+
+
+def _electrode_trends(voltages: np.ndarray, times: np.ndarray,
+                      pairs: list[tuple[frozenset[int], np.ndarray]], n_electrodes: int,
+                      limits: DriftLimits) -> np.ndarray:
+    """Per electrode trend relative to the median electrode (%/min), two passes."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relative = voltages / voltages.mean(axis=0) - 1.0
+    finite = np.all(np.isfinite(relative), axis=0)
+    relative = np.where(finite, relative, 0.0)
+    use = finite.copy()
+    trend = np.zeros(n_electrodes)
+    for _ in range(2):
+        per = _best_pair(_trends(relative, times, use), pairs, n_electrodes)
+        trend = np.nan_to_num(per - np.nanmedian(per))
+        outliers = np.abs(trend) > limits.suspect * np.median(np.abs(trend))
+        if not outliers.any():
+            break
+        suspect = {int(e) for e in np.flatnonzero(outliers)}
+        use = finite.copy()
+        for pair, idx in pairs:
+            if pair & suspect:
+                use[idx] = False
+        if not use.any():
+            break
+    return trend
+
+
+def electrode_drift(voltages: np.ndarray, frame_times: np.ndarray, currents: np.ndarray,
+                    meas_injection: np.ndarray, meas_weights: np.ndarray,
+                    limits: DriftLimits | None = None) -> ElectrodeDrift | None:
+    """The drift check of the module doc on T x M `voltages` at `frame_times` (s); None when
+    they span less than `limits.min_seconds`."""
+    limits = limits or DriftLimits()
+    times = np.asarray(frame_times, dtype=np.float64)
+    seconds = float(times[-1] - times[0]) if times.size > 1 else 0.0
+    if seconds < limits.min_seconds or times.size < 8:
+        return None
+    driven, measured = _channel_electrodes(meas_weights, currents, meas_injection)
+    n_electrodes = currents.shape[1]
+    pairs = _pairs(driven, measured)
+    trend = _electrode_trends(voltages, times, pairs, n_electrodes, limits)
+    spread = float(np.median(np.abs(trend)))
+    candidates = np.flatnonzero((np.abs(trend) * seconds / 60.0 >= limits.change_pct)
+                                & (np.abs(trend) >= limits.out_of_line * spread))
+    flagged = []
+    if candidates.size:
+        half = times.size // 2
+        parts = [_electrode_trends(voltages[sl], times[sl], pairs, n_electrodes, limits)
+                 for sl in (slice(0, half), slice(half, None))]
+        for e in candidates:
+            if all(np.sign(p[e]) == np.sign(trend[e])
+                   and abs(p[e]) >= limits.persistence * abs(trend[e]) for p in parts):
+                flagged.append(int(e))
+    return ElectrodeDrift(trend_pct_per_min=trend, seconds=seconds, flagged=tuple(flagged))
+
+
+def _pairs(driven: list[frozenset[int]], measured: list[frozenset[int]]
+           ) -> list[tuple[frozenset[int], np.ndarray]]:
+    """Every drive or measurement pair with the channels that use it."""
+    return [(pair, np.array([k for k in range(len(driven))
+                             if driven[k] == pair or measured[k] == pair], dtype=int))
+            for pair in sorted(set(driven) | set(measured), key=sorted)]
+
+
 def _out_of_line(values: np.ndarray | None, floor: float) -> np.ndarray:
     if values is None:
         return np.zeros(0, dtype=bool)
@@ -156,10 +299,13 @@ def _out_of_line(values: np.ndarray | None, floor: float) -> np.ndarray:
 def quality_report(voltages: np.ndarray, currents: np.ndarray, meas_injection: np.ndarray,
                    meas_weights: np.ndarray, reciprocals_measured: bool = True,
                    channel_ratio: np.ndarray | None = None,
-                   limits: ElectrodeLimits | None = None) -> QualityReport:
+                   limits: ElectrodeLimits | None = None,
+                   frame_times: np.ndarray | None = None,
+                   drift_limits: DriftLimits | None = None) -> QualityReport:
     """The report for T x M `voltages` of a built protocol (currents, meas_injection,
     meas_weights as in `service.contract.protocol.Protocol`); `channel_ratio` is the
-    homogeneous-model check's measured/model ratio (see `worker.devices.consistency`)."""
+    homogeneous-model check's measured/model ratio (see `worker.devices.consistency`); with
+    `frame_times` (s), the drift check too."""
     limits = limits or ElectrodeLimits()
     level = np.abs(voltages.mean(axis=0))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -168,9 +314,7 @@ def quality_report(voltages: np.ndarray, currents: np.ndarray, meas_injection: n
                                                          < NOISE_CEILING)
     driven, measured = _channel_electrodes(meas_weights, currents, meas_injection)
     n_electrodes = currents.shape[1]
-    pairs = [(pair, np.array([k for k in range(level.size)
-                              if driven[k] == pair or measured[k] == pair]))
-             for pair in sorted(set(driven) | set(measured), key=sorted)]
+    pairs = _pairs(driven, measured)
     noise_ratio = _per_electrode(relative / np.nanmedian(relative), pairs, n_electrodes)
     reciprocity = None
     if reciprocals_measured:
@@ -199,6 +343,11 @@ def quality_report(voltages: np.ndarray, currents: np.ndarray, meas_injection: n
     for hits, reason in checks:
         for e in np.flatnonzero(hits):
             flags.setdefault(int(e), []).append(reason)
-    return QualityReport(level=level, relative_noise=relative, usable=usable,
-                         electrode_noise_ratio=noise_ratio, electrode_reciprocity=reciprocity,
-                         electrode_misfit=misfit, electrode_usable=electrode_usable, flags=flags)
+    report = QualityReport(level=level, relative_noise=relative, usable=usable,
+                           electrode_noise_ratio=noise_ratio, electrode_reciprocity=reciprocity,
+                           electrode_misfit=misfit, electrode_usable=electrode_usable,
+                           flags=flags)
+    if frame_times is not None:
+        report.add_drift(electrode_drift(voltages, frame_times, currents, meas_injection,
+                                         meas_weights, drift_limits))
+    return report

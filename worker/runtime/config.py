@@ -88,6 +88,9 @@ class WorkerConfig(EngineSettings):
                                                       "flagged and excluded; 0: off)")
     quality_every: int = Field(32, gt=0, description="frames between two live data-quality "
                                                      "reports of a session")
+    quality_drift_s: float = Field(30.0, ge=0, description="seconds of frames (by timestamp) "
+                                                           "the live drift check covers (0: "
+                                                           "off)")
     log_level: str = Field("info", description="`debug`, `info`, `warning`, `error`")
 
     @model_validator(mode="after")

@@ -86,7 +86,8 @@ class Worker:
                                self.stopping, self.done)
         self.intake = Intake(redis, cfg.worker_name, cfg.read_count, cfg.scan_interval_s,
                              self.registry, previews, failures, self.stopping)
-        quality = (QualityMonitor(fenced, table, preview, cfg.quality_window, cfg.quality_every)
+        quality = (QualityMonitor(fenced, table, preview, cfg.quality_window, cfg.quality_every,
+                                  cfg.quality_drift_s)
                    if cfg.quality_window else None)
         self.compute = Compute(cfg, self.device, redis, fenced, leases, self.registry, failures,
                                self.clock, self.stopping, quality)

@@ -5,7 +5,8 @@ reconstruction.
 Every `EITMON_QUALITY_EVERY` frames the compute thread runs `worker.devices.quality.
 quality_report` (per-electrode contact quality from the measurements that use each electrode
 and, where the protocol measures both, from reciprocity; noise per channel; the usable
-fraction) on the session's last `EITMON_QUALITY_WINDOW` raw frames, and writes the summary
+fraction) on the session's last `EITMON_QUALITY_WINDOW` raw frames (and its drift check on the
+frames of the last `EITMON_QUALITY_DRIFT_S` seconds), and writes the summary
 (`SessionQuality`, electrodes 1-based in the model's numbering) into the session's progress
 hash, fenced like every other write; the API shows it in `GET /v1/sessions/{id}` and sends it to
 the viewers as a `status` message.
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from service.contract.fields import ProgressField
 from worker.recon.weighting import DataWeighting, weighted_model
 from worker.runtime.methods import MethodTable, SharedPreview
-from worker.runtime.quality_window import QualityWindow
+from worker.runtime.quality_window import DRIFT_SECONDS, QualityWindow
 
 if TYPE_CHECKING:
     from worker.runtime.fenced import Fenced
@@ -48,19 +49,19 @@ class QualityMonitor:
     reconstructors of a session whose flagged electrodes changed."""
 
     def __init__(self, fenced: Fenced, methods: MethodTable, preview_method: str, window: int,
-                 every: int) -> None:
+                 every: int, drift_seconds: float = DRIFT_SECONDS) -> None:
         self.fenced, self.methods, self.preview_method = fenced, methods, preview_method
-        self.window, self.every = window, every
+        self.window, self.every, self.drift_seconds = window, every, drift_seconds
 
     def step(self, session: Session, frames: list[Frame], retry: Retry) -> None:
         """Observe the frames the compute thread took; report and act when due; `retry` runs
         the fenced write (the compute thread's `retry`)."""
         if session.quality is None:
-            session.quality = QualityWindow(self.window, self.every)
+            session.quality = QualityWindow(self.window, self.every, self.drift_seconds)
         live = session.quality
         for frame in frames:
             if not frame.silent and frame.voltages is not None:
-                live.observe(frame.voltages, frame.seq)
+                live.observe(frame.voltages, frame.seq, frame.timestamp)
         if not live.due:
             return
         report = live.report(session.model.protocol)

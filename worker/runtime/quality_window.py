@@ -1,5 +1,11 @@
 """A session's recent raw frames for its live data-quality report (`quality.py`), and the
-electrodes excluded from its reconstruction now."""
+electrodes excluded from its reconstruction now.
+
+Two spans: the report's noise, reciprocity and usable-channel scores cover the last `window`
+frames; its drift check (`worker.devices.quality.electrode_drift`) needs a longer stretch and
+covers the frames of the last `drift_seconds` by their timestamps (a timestamp that goes back
+starts that stretch anew).
+"""
 
 from __future__ import annotations
 
@@ -9,29 +15,39 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service.contract.codecs import SessionQuality
-from worker.devices.quality import QualityReport, quality_report
+from worker.devices.quality import QualityReport, electrode_drift, quality_report
 
 if TYPE_CHECKING:
     from service.contract.protocol import Protocol
     from worker.devices.consistency import ProtocolCheck
 
 MIN_FRAMES = 8  # the noise estimate needs a few frames beyond its second difference
+DRIFT_SECONDS = 30.0
 
 
 class QualityWindow:
     """A session's recent raw frames, when the next report is due, and what is excluded."""
 
-    def __init__(self, window: int, every: int) -> None:
+    def __init__(self, window: int, every: int, drift_seconds: float = DRIFT_SECONDS) -> None:
         self.frames: deque[np.ndarray] = deque(maxlen=window)
+        self.stretch: deque[tuple[float, np.ndarray]] = deque()  # (timestamp, frame)
+        self.drift_seconds = drift_seconds
         self.every = every
         self.since = 0  # frames observed since the last report
         self.seq = -1
         self.excluded: tuple[int, ...] = ()  # electrodes, 0-based
 
-    def observe(self, voltages: np.ndarray, seq: int) -> None:
+    def observe(self, voltages: np.ndarray, seq: int, timestamp: float | None = None) -> None:
         self.frames.append(voltages)
         self.since += 1
         self.seq = seq
+        if timestamp is None or self.drift_seconds <= 0:
+            return
+        if self.stretch and timestamp <= self.stretch[-1][0]:
+            self.stretch.clear()
+        self.stretch.append((timestamp, voltages))
+        while timestamp - self.stretch[0][0] > self.drift_seconds:
+            self.stretch.popleft()
 
     @property
     def due(self) -> bool:
@@ -40,8 +56,14 @@ class QualityWindow:
     def report(self, protocol: Protocol) -> QualityReport:
         self.since = 0
         with np.errstate(divide="ignore", invalid="ignore"):
-            return quality_report(np.stack(self.frames).astype(np.float64), protocol.currents,
-                                  protocol.meas_injection, protocol.meas_weights)
+            report = quality_report(np.stack(self.frames).astype(np.float64), protocol.currents,
+                                    protocol.meas_injection, protocol.meas_weights)
+            if len(self.stretch) >= MIN_FRAMES:
+                times = np.array([t for t, _ in self.stretch])
+                frames = np.stack([v for _, v in self.stretch]).astype(np.float64)
+                report.add_drift(electrode_drift(frames, times, protocol.currents,
+                                                 protocol.meas_injection, protocol.meas_weights))
+        return report
 
     def summary(self, report: QualityReport, model_check: ProtocolCheck | None = None
                 ) -> SessionQuality:

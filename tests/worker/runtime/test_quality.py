@@ -97,3 +97,24 @@ def test_a_clean_belt_flags_nothing(bed: Bed, in_process: Callable[..., Running]
     bed.wait(lambda: (bed.info(sid)["quality"] or {}).get("seq") == 47, "the last report")
     quality = bed.info(sid)["quality"]
     assert quality["bad_electrodes"] == [] and quality["usable_fraction"] == 1.0
+
+
+def test_a_drifting_electrode_is_flagged_on_the_session(
+        bed: Bed, in_process: Callable[..., Running]) -> None:
+    """Electrode 7's contact gain ramps 5 % over 10 s (the fault bench's `drift`): the live
+    drift check, over the frames' timestamps, flags it on the session (the exclusion that
+    follows every flag is the broken electrode's test above)."""
+    n = 200  # 10 s at 20 frames/s
+    rng = np.random.default_rng(9)
+    clean = bed.frames(n, period=80).astype(np.float64)
+    clean += 1e-3 * np.abs(clean.mean(axis=0)) * rng.standard_normal(clean.shape)
+    drift, _ = apply_faults(clean, None, np.arange(n) / 20.0, bed.model.protocol,
+                            [ElectrodeFault(6, "drift")], rng)
+    sid = bed.create()
+    in_process({"tikhonov": get_method("tikhonov")}, quality_window=32, quality_every=EVERY)
+    for k in range(0, n, 20):
+        bed.post(sid, drift[k:k + 20].astype(np.float32), k)
+    bed.wait(lambda: bed.settled(sid, n), "the counters")
+    bed.wait(lambda: (bed.info(sid)["quality"] or {}).get("seq") == n - 9, "the last report")
+    quality = bed.info(sid)["quality"]
+    assert quality["bad_electrodes"] == [7] and quality["flags"] == {"7": ["drift"]}

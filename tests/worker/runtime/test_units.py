@@ -209,3 +209,26 @@ def test_recovery_takes_each_pending_entry_never_taken_once(
     pending = client.xpending_range(key, WORKER_GROUP, "-", "+", 10)
     assert {text(row["consumer"]) for row in pending} == {"w"}
     client.close()
+
+
+def test_the_live_window_checks_drift_over_its_seconds() -> None:
+    """The live report's drift check covers the frames of the last `drift_seconds` (by
+    timestamp), more than its 32-frame window; a timestamp that goes back starts anew."""
+    from tests.worker.devices.test_quality import PROTOCOL, RATE, drifting
+
+    _, drift = drifting(electrode=6)
+    live = QualityWindow(window=32, every=32, drift_seconds=30.0)
+    for k, volts in enumerate(drift):
+        live.observe(volts, k, k / RATE)
+    report = live.report(PROTOCOL)
+    assert report.flagged == [6] and report.flags[6] == ["drift"]
+    summary = live.summary(report)
+    assert summary.bad_electrodes == [7] and summary.flags == {"7": ["drift"]}
+    assert summary.frames == 32 and report.drift is not None
+    assert report.drift.seconds == pytest.approx(199 / RATE)
+    live.observe(drift[-1], 200, 0.0)  # the clock went back: the stretch starts again
+    assert len(live.stretch) == 1 and live.report(PROTOCOL).drift is None
+    short = QualityWindow(window=32, every=32, drift_seconds=3.0)
+    for k, volts in enumerate(drift):
+        short.observe(volts, k, k / RATE)
+    assert len(short.stretch) == 61  # 3 s at 20 frames/s, both ends
