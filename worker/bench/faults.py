@@ -164,7 +164,8 @@ def run_scenario(setup: FaultSetup, scenario: str, methods: list[str], model: Fo
             recon = create(name, variant, device=device,
                            **(OPTIONS if options is None else options).get(name, {}))
             t0 = time.perf_counter()
-            volumes, _ = reconstruct_recording(recon, rec.voltages[chosen], rec.reference)
+            volumes, _ = reconstruct_recording(recon, rec.voltages[chosen], rec.reference,
+                                               progress=progress)
             metrics = score(volumes, rec.truth[chosen], rec.mask)["mean"]
             rows.append({"scenario": scenario, "method": name, "handling": handling,
                          "flagged": [e + 1 for e in flagged],
