@@ -52,6 +52,7 @@ class ForwardModel:
     from_cache: bool = False
     _cem: CEM | None = field(default=None, repr=False)
     _operator: JacobianOperator | None = field(default=None, repr=False)
+    _mask_index: np.ndarray | None = field(default=None, repr=False)  # flat indices of `mask`
 
     @property
     def protocol(self) -> Protocol:
@@ -112,8 +113,10 @@ class ForwardModel:
     def to_volume(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
         """Scatter V masked values (or T x V) into (P, R, C) (or T x P x R x C) volumes."""
         values = np.asarray(values)
+        if self._mask_index is None:  # flat indices: a third of boolean indexing's time
+            self._mask_index = np.flatnonzero(self.mask)
         out = np.full(values.shape[:-1] + self.grid.shape, fill, dtype=values.dtype)
-        out[..., self.mask] = values
+        out.reshape(values.shape[:-1] + (-1,))[..., self._mask_index] = values
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -174,11 +174,21 @@ def reconstruct_recording(recon: StreamingReconstructor, voltages: np.ndarray,
     """Offline: reconstruct T frames; returns volumes (T, P, R, C) and per-frame results.
 
     Frames go to `push_many` in batches of `batch`; `progress` shows a tqdm bar over frames.
+    Each batch's volumes are copied into the one (T, P, R, C) array as they come, and the
+    results hold views of it: the per-frame arrays are freed (and their memory reused by the
+    next batch) instead of all T being kept and stacked at the end.
     """
     dv = normalise(voltages, reference)
     results: list[FrameResult] = []
+    volumes: np.ndarray | None = None
     with tqdm(total=len(dv), desc=recon.method, unit="frame", disable=not progress) as bar:
         for start in range(0, len(dv), batch):
-            results.extend(recon.push_many(dv[start:start + batch]))
+            for i, r in enumerate(recon.push_many(dv[start:start + batch]), start):
+                if volumes is None:
+                    volumes = np.empty((len(dv),) + r.volume.shape, r.volume.dtype)
+                volumes[i] = r.volume
+                results.append(replace(r, volume=volumes[i]))
             bar.update(min(batch, len(dv) - start))
-    return np.stack([r.volume for r in results]), results
+    if volumes is None:
+        raise ValueError("no frames to reconstruct")
+    return volumes, results

@@ -9,7 +9,10 @@ R is either dense (V x M) or `Factored`, R = L Q with L (V x r) and Q (r x M): J
 most r ≤ M/2 when the protocol keeps reciprocal pairs, so Tikhonov's R factors exactly and a
 single frame reads (V + M) r floats instead of V M (`rank_columns` says which of a candidate
 L's columns count). Dense, a frame costs one V x M and one M x M product; factored, one r x M,
-one V x r and the M x M one.
+one V x r and the M x M one. A `Factored` R from a singular system (Q's rows orthonormal
+once whitened, as Tikhonov's) may carry its objective in diagonal form, ‖w ∘ Δv‖² − Σ gᵢ cᵢ²
+over the coefficients c = Q Δv: then the M x M product and the V-long penalty pass go, and a
+frame reads only L and Q.
 """
 
 from __future__ import annotations
@@ -32,10 +35,26 @@ RANK_RTOL = 1e-6  # columns of L below this fraction of the largest: below float
 
 @dataclass(frozen=True)
 class Factored:
-    """R = left @ right: left (V, r), right (r, M)."""
+    """R = left @ right: left (V, r), right (r, M).
+
+    With `weights` (M,) and `gain` (r,), the frame's objective in diagonal form: ‖w ∘ Δv‖² −
+    Σᵢ gainᵢ cᵢ², c = right @ Δv (Tikhonov's, `worker.recon.tikhonov`, eq. there)."""
 
     left: np.ndarray
     right: np.ndarray
+    weights: np.ndarray | None = None
+    gain: np.ndarray | None = None
+
+    @property
+    def rank(self) -> int:
+        return int(self.left.shape[1])
+
+    def truncated(self, k: int) -> Factored:
+        """The first k components (columns of L, rows of Q, gains)."""
+        if not 0 < k <= self.rank:
+            raise ValueError(f"rank: expected 1 to {self.rank}, got {k}")
+        return Factored(left=self.left[:, :k], right=self.right[:k], weights=self.weights,
+                        gain=None if self.gain is None else self.gain[:k])
 
 
 def rank_columns(left: np.ndarray, rtol: float = RANK_RTOL) -> np.ndarray:
@@ -55,15 +74,24 @@ class LinearReconstructor(StreamingReconstructor):
     """x = R Δv per frame on `device` (R dense or `Factored`); push_many does the whole batch
     in one product (two when factored)."""
 
-    def __init__(self, model: ForwardModel, matrix: np.ndarray | Factored, residual: np.ndarray,
-                 penalty: np.ndarray | None = None, device: str = "cpu") -> None:
+    def __init__(self, model: ForwardModel, matrix: np.ndarray | Factored,
+                 residual: np.ndarray | None, penalty: np.ndarray | None = None,
+                 device: str = "cpu") -> None:
+        """`residual` P and `penalty` p give the loss ‖P Δv‖² + ‖p ∘ x‖²; None when `matrix`
+        is `Factored` with its objective in diagonal form (`weights`, `gain`)."""
         super().__init__(model)
         self.device = torch.device(device)
         # stored transposed, so that both products read rows: (T, M) @ (M, .) @ (., V)
         self.factors = ((_tensor(matrix.right.T, self.device),
                          _tensor(matrix.left.T, self.device))
                         if isinstance(matrix, Factored) else (_tensor(matrix.T, self.device),))
-        self.residual = _tensor(residual, self.device)
+        diagonal = isinstance(matrix, Factored) and matrix.gain is not None
+        if residual is None and not diagonal:
+            raise ValueError("residual: needed unless R is Factored with weights and gain")
+        self.diagonal = ((torch.from_numpy(np.asarray(matrix.weights, np.float64)).to(self.device),
+                          torch.from_numpy(np.asarray(matrix.gain, np.float64)).to(self.device))
+                         if diagonal and residual is None else None)
+        self.residual = None if residual is None else _tensor(residual, self.device)
         self.penalty = None if penalty is None else _tensor(penalty, self.device)
         self.frames = 0
 
@@ -74,9 +102,16 @@ class LinearReconstructor(StreamingReconstructor):
 
     def solve(self, dvs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, M) float32 on the device -> solutions (T, V) and objective values (T,)."""
+        if self.diagonal is not None:  # the loss from the coefficients, in float64 (a
+            c = dvs @ self.factors[0]  # difference of two sums of squares)
+            weights, gain = self.diagonal
+            loss = ((dvs.double() * weights).square().sum(1)
+                    - (c.double().square() * gain).sum(1)).clamp(min=0.0)
+            return c @ self.factors[1], loss
         x = dvs
         for factor in self.factors:
             x = x @ factor
+        assert self.residual is not None
         loss = (dvs @ self.residual.T).square().sum(1)
         if self.penalty is not None:
             loss = loss + (x * self.penalty).square().sum(1)

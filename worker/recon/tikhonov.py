@@ -15,6 +15,23 @@ u_i vanishes beyond J's rank (at most M/2 with reciprocal pairs kept), so the pr
 float32 rounding. The dense R is computed from the factors (one home for the formula) and kept
 for the methods that start from it (TV, RSIP, D2IP's λ rule); the preview applies the factors.
 
+The objective in the coefficients c = Q Δv (b = W^½ Δv, filter factors fᵢ = sᵢ²/(sᵢ² + μ²)):
+with D L = Ṽ_r diag(gᵢ), gᵢ = sᵢ/(sᵢ² + μ²), Ṽ's columns orthonormal, and J̃ṽᵢ = sᵢuᵢ, the
+solution from the first k components x_k = Σ_{i<k} lᵢcᵢ has
+
+    ‖W^½(Δv − J x_k)‖² + μ²‖D x_k‖² = ‖b‖² − Σ_{i<k} fᵢ cᵢ²,
+
+since 2fᵢ − fᵢ² − μ²gᵢ² = fᵢ and Σ_all cᵢ² = ‖b‖² (U orthogonal). The preview computes its loss
+so (`linear.Factored` with `weights` w and `gain` f): no M x M product per frame.
+
+Truncation (`truncate`, default `TRUNCATE_RTOL`). The preview keeps the first k components only,
+k the smallest with Σ_{i≥k} gᵢ² ≤ rtol² Σ gᵢ²: for white data (cᵢ independent, equal variance,
+what the data are in the components beyond the first ~100, where the design signal's expected
+coefficients are noise to more than 97 %) the dropped part of the image has at most `rtol` of
+its D-norm: E‖D(x − x_k)‖² ≤ rtol² E‖D x‖². A signal in the kept components only adds to the
+denominator. The components dropped have sᵢ ≪ μ (gᵢ ≈ sᵢ/μ², fᵢ ≈ sᵢ²/μ² < 1e-4): Tikhonov has
+already filtered them to almost nothing. The tall factor L then holds k columns instead of r.
+
 Regularisation parameter (unless `mu=` is given): GCV on the expected data of a design signal.
 GCV needs data, but one fixed μ keeps the method linear, so volumes (and the global impedance
 curve) stay proportional to the data over the breath; a μ re-chosen per frame would not. The
@@ -46,6 +63,7 @@ if TYPE_CHECKING:
 
 DESIGN_CONTRAST = 0.05  # Δσ/σ0 of the design signal's uniform change
 DEFAULT_SNR_DB = 50.0
+TRUNCATE_RTOL = 3e-4  # the preview's truncation: share of the image's D-norm dropped (white data)
 
 
 @dataclass(frozen=True)
@@ -53,11 +71,19 @@ class TikhonovOperator:
     """R and what the loss needs: the whitened residual W^½(Δv - J R Δv) = P Δv."""
 
     matrix: np.ndarray  # R, (V, M) float32
-    factors: Factored  # R = L Q, float32 (V, r) and (r, M)
+    factors: Factored  # R = L Q, float32 (V, r) and (r, M), with the diagonal objective
     residual: np.ndarray  # P, (M, M) float32
     d: np.ndarray  # (V,) prior weights, ‖D x‖² is the penalty
     mu: float
     prior: Prior
+    singular_values: np.ndarray  # (r,) sᵢ of the factors' components
+
+    def truncation_rank(self, rtol: float) -> int:
+        """The smallest k with Σ_{i≥k} gᵢ² ≤ rtol² Σ gᵢ², gᵢ = sᵢ/(sᵢ² + μ²) (module
+        docstring); r for rtol 0."""
+        g2 = (self.singular_values / (self.singular_values**2 + self.mu**2)) ** 2
+        tail = np.cumsum(g2[::-1])[::-1]  # tail[k] = Σ_{i≥k} gᵢ²
+        return int(np.count_nonzero(tail > rtol**2 * tail[0]))
 
 
 def design_mu(model: ForwardModel, spec: Spectrum, snr_db: float) -> float:
@@ -86,30 +112,40 @@ def tikhonov_operator(model: ForwardModel, prior: Prior = "noser", mu: float | N
         left, right = left[:, keep], u[:, keep].T * w[None, :]  # L, Q = U_rᵀ W^½
         residual = ((u * (mu**2 / (s**2 + mu**2))) @ u.T) * w[None, :]
         return {"matrix": (left @ right).astype(np.float32), "left": left.astype(np.float32),
-                "right": right.astype(np.float32), "residual": residual.astype(np.float32)}
+                "right": right.astype(np.float32), "residual": residual.astype(np.float32),
+                "singular_values": s[keep]}
 
     arrays = cached_arrays(store.path_for(model, "tikhonov", {"prior": prior, "mu": mu,
-                                                              "form": "factored"}), build)
+                                                              "form": "factored-s"}), build)
+    s = arrays["singular_values"]
     return TikhonovOperator(matrix=arrays["matrix"],
-                            factors=Factored(left=arrays["left"], right=arrays["right"]),
+                            factors=Factored(left=arrays["left"], right=arrays["right"],
+                                             weights=spec.w, gain=s**2 / (s**2 + mu**2)),
                             residual=arrays["residual"], d=spec.d.astype(np.float32), mu=mu,
-                            prior=prior)
+                            prior=prior, singular_values=s)
 
 
 @register("tikhonov")
 class Tikhonov(LinearReconstructor):
-    """x = L (Q Δv) per frame (`worker.recon.linear`, R factored); loss = the objective at x."""
+    """x = L_k (Q_k Δv) per frame (`worker.recon.linear`, R factored, the first k components,
+    `truncate`: module docstring; 0 keeps all r); loss = the objective at x, from Q_k Δv."""
 
     method = "tikhonov"
 
     def __init__(self, model: ForwardModel, mu: float | None = None, prior: Prior = "noser",
-                 snr_db: float = DEFAULT_SNR_DB, device: str = "cpu") -> None:
+                 snr_db: float = DEFAULT_SNR_DB, truncate: float = TRUNCATE_RTOL,
+                 device: str = "cpu") -> None:
+        if not 0 <= truncate < 1:
+            raise ValueError(f"truncate: expected 0 <= truncate < 1, got {truncate}")
         self.operator = tikhonov_operator(model, prior, mu, snr_db)
-        super().__init__(model, self.operator.factors, self.operator.residual,
-                         self.operator.d * self.operator.mu, device)
+        factors = self.operator.factors
+        self.truncate = float(truncate)
+        super().__init__(model, factors.truncated(self.operator.truncation_rank(truncate)),
+                         None, None, device)
         self.rule = "given" if mu is not None else f"design GCV at {snr_db:g} dB"
 
     @property
     def settings(self) -> dict[str, Any]:
         return {"mu": self.operator.mu, "mu_rule": self.rule, "prior": self.operator.prior,
-                "rank": self.rank}
+                "rank": self.rank, "full_rank": self.operator.factors.rank,
+                "truncate": self.truncate}

@@ -119,6 +119,8 @@ def _library() -> ctypes.CDLL | None:
     lib.eitmon_set_spin.restype = None
     lib.eitmon_spin.argtypes = []
     lib.eitmon_spin.restype = _I
+    lib.eitmon_awake_workers.argtypes = []
+    lib.eitmon_awake_workers.restype = _I
     lib.eitmon_tv_prior.argtypes = ([_I] * 3 + [_P] * 5 + [ctypes.c_int64, _P, _I, _P, _P]
                                     + [_F] * 3 + [_P])
     lib.eitmon_tv_prior.restype = ctypes.c_double
@@ -217,6 +219,14 @@ def runnable(path: Path = LOADAVG) -> int | None:
         return int(path.read_text().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def awake_workers() -> int:
+    """The pool's worker threads that are not asleep (spinning, working, or runnable and
+    waiting for a CPU): this process's own share of `runnable()` besides the caller. 0 without
+    the kernels."""
+    lib = _library()
+    return 0 if lib is None else int(lib.eitmon_awake_workers())
 
 
 def free_cpus(others: float) -> int:

@@ -8,13 +8,17 @@ iterations the tuner times `probe` iterations with each candidate count and keep
 
 A busy machine (docs/d2ip.md, "Speed under load"). Every iteration the tuner reads how many
 threads are runnable on the machine (`library.runnable`) and keeps a moving average of those
-that are not its own. With others waiting for a CPU, the pool's threads sleep at once instead
-of spinning (`library.tune_spin(0)`), and the candidates shrink to the CPUs left free
+that are not its own: the machine's count less the reading thread and the pool's workers that
+are awake (`library.awake_workers`, counted by the pool itself; a spinning worker is runnable).
+With others waiting for a CPU, the pool's threads sleep at once instead of spinning
+(`library.tune_spin(0)`), and the candidates shrink to the CPUs left free
 (`library.free_cpus`): a thread that would only queue for a taken core adds a wait at every
-kernel call's end. When the average moves by a whole thread since the last probe, the tuner
-probes again at once. The kernels' results do not depend on their thread count or spin, so
-switching changes only the speed. An `optimise.IterationHook`: `CpuExecution` passes it to
-`optimise_frame`.
+kernel call's end. When the free CPUs that the average implies differ from those of the last
+probe (by more than `HYSTERESIS` threads of the average), the tuner probes again at once: also
+when the load goes away, so a probe made under load (or on one transient reading) does not
+keep one thread on an idle machine. The kernels' results do not depend on their thread count
+or spin, so switching changes only the speed. An `optimise.IterationHook`: `CpuExecution`
+passes it to `optimise_frame`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from worker.recon.d2ip.cpu import library
 
 SMOOTHING = 0.1  # weight of the newest sample in the moving average of other runnable threads
 BUSY = 0.5  # other runnable threads (average) from which the pool stops spinning
+HYSTERESIS = 0.25  # the average must pass a free-CPU boundary by this much to re-probe
 
 
 class ThreadTuner:
@@ -35,16 +40,19 @@ class ThreadTuner:
     `library.tune_spin(...)`.
 
     `runnable`: the machine's runnable threads now (None: unknown, then the load is not
-    followed); `follow_load=False` keeps the spin and the candidates of an idle machine (the
-    policy before load was followed, for comparison). Probing is idle when `library.set_threads`
-    fixed the count or there is one CPU."""
+    followed); `own`: the pool's workers that are awake now (runnable as well, but this
+    tuner's; None: `library.awake_workers`); `follow_load=False` keeps the spin and the
+    candidates of an idle machine (the policy before load was followed, for comparison).
+    Probing is idle when `library.set_threads` fixed the count or there is one CPU."""
 
     def __init__(self, probe: int = 4, every: int = 500, follow_load: bool = True,
-                 runnable: Callable[[], int | None] = library.runnable) -> None:
+                 runnable: Callable[[], int | None] = library.runnable,
+                 own: Callable[[], int] | None = None) -> None:
         if probe < 2 or every < 1:
             raise ValueError("probe must be at least 2 (one warm-up) and every at least 1")
         self.probe, self.every = probe, every
         self.follow_load, self.runnable = follow_load, runnable
+        self.own = own if own is not None else library.awake_workers
         self.since = every  # iterations since the last choice: probe at the first iteration
         self.plan: list[int] = []  # thread counts of the probe iterations still to run
         self.times: dict[int, list[float]] = {}
@@ -52,26 +60,32 @@ class ThreadTuner:
         self.current: int | None = None  # the count in use (re-applied every iteration: tuners
         # of other reconstructors in this process set the same process-wide kernels)
         self.others: float | None = None  # moving average of other processes' runnable threads
-        self.others_at_probe = 0.0
+        self.free_at_probe: int | None = None  # the free CPUs the last probe's candidates had
+
+    def _free(self) -> int:
+        """CPUs worth using: all this process may use, or those the others leave free."""
+        if self.follow_load and self.others is not None:
+            return library.free_cpus(self.others)
+        return library.default_threads()
 
     def _candidates(self) -> tuple[int, ...]:
-        n = library.default_threads()
-        if self.follow_load and self.others is not None:
-            n = library.free_cpus(self.others)
+        n = self._free()
         return (1, n) if n > 1 and library.is_automatic() else ()
 
     def _follow_load(self) -> None:
-        """Update the average of other runnable threads; set the spin; re-probe on a change."""
+        """Update the average of other runnable threads; set the spin; re-probe when the free
+        CPUs change."""
+        own = self.own() if self.follow_load else 0  # first: workers only fall asleep meanwhile
         now = self.runnable() if self.follow_load else None
         if now is None:
             library.tune_spin(library.SPIN_US)
             return
-        spinning = library.threads() - 1 if library.spin() > 0 else 0  # workers may be running
-        sample = max(0.0, now - 1.0 - spinning)  # less this thread, which reads
+        sample = max(0.0, now - 1.0 - own)  # less this thread, which reads, and its workers
         self.others = (sample if self.others is None
                        else (1 - SMOOTHING) * self.others + SMOOTHING * sample)
         library.tune_spin(0 if self.others >= BUSY else library.SPIN_US)
-        if not self.plan and abs(self.others - self.others_at_probe) >= 1.0:
+        low, high = (library.free_cpus(self.others + d) for d in (HYSTERESIS, -HYSTERESIS))
+        if not self.plan and low == high != self.free_at_probe:
             self.since = self.every
 
     @contextmanager
@@ -81,7 +95,7 @@ class ThreadTuner:
             self.plan = [c for c in self._candidates() for _ in range(self.probe)]
             self.times = {}
             self.since = 0
-            self.others_at_probe = self.others or 0.0
+            self.free_at_probe = self._free()
             if not self.plan:  # one candidate (or a fixed count): nothing to time
                 self.current = 1 if library.is_automatic() else None
         probing = self.plan.pop(0) if self.plan else None

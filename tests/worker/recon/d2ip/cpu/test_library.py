@@ -195,6 +195,31 @@ def test_sleeping_pool_neither_hangs_nor_changes_results() -> None:
         assert torch.equal(x, y)
 
 
+@needs_kernels
+@pytest.mark.timeout(60)
+def test_the_pool_counts_its_awake_workers() -> None:
+    """A worker is awake (runnable) while it spins for the next job and asleep after: what the
+    `ThreadTuner` subtracts from the machine's runnable threads."""
+    a = torch.randn(64, 257, generator=torch.Generator().manual_seed(5))
+    before = library.set_threads(2), library.set_spin(200_000)  # 0.2 s: awake when read
+    try:
+        fused_loss.matvec(a, a[0])
+        assert library.awake_workers() == 1
+        library.set_spin(0)
+        fused_loss.matvec(a, a[0])  # the worker sleeps once it finds no job
+        deadline = time.monotonic() + 5.0
+        while library.awake_workers() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert library.awake_workers() == 0
+        library.set_threads(1)
+        library.kernels()
+        assert library.awake_workers() == 0
+    finally:
+        library.set_threads(before[0])
+        library.set_spin(before[1])
+        library.kernels()
+
+
 def test_the_machine_s_runnable_threads(tmp_path) -> None:
     (tmp_path / "loadavg").write_text("3.51 2.10 1.05 7/612 12345\n")
     assert library.runnable(tmp_path / "loadavg") == 7

@@ -16,6 +16,7 @@ from worker.recon.d2ip.cpu.thread_tuner import ThreadTuner
 def _two_cpus(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(library, "default_threads", lambda: 2)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(library, "awake_workers", lambda: 0)  # no pool: nothing of ours runs
     before = library.set_threads(None), library.set_spin(None)
     yield
     library.set_threads(before[0])
@@ -103,3 +104,52 @@ def test_tuners_sharing_the_kernels_each_use_their_own_choice() -> None:
     _run(fast_two, 4, {1: 0.02, 2: 0.001})
     assert (slow_two.choices, fast_two.choices) == ([1], [2])
     assert _run(slow_two, 1, {1: 0.0, 2: 0.0}) + _run(fast_two, 1, {1: 0.0, 2: 0.0}) == [1, 2]
+
+
+def test_the_load_going_away_gives_both_cpus_back() -> None:
+    """Two others for a while, then none: once the average says both CPUs are free the tuner
+    probes again and keeps two threads (it used to re-probe only when the average had moved by
+    a whole thread since the last probe, which a decay towards 0 from below 1.5 never does)."""
+    reads = iter([1 + 2] * 40)
+    tuner = ThreadTuner(probe=2, every=1000, runnable=lambda: next(reads, 1))
+    used = _run(tuner, 40, {1: 0.0, 2: 0.0})
+    assert used[-1] == 1 and library.spin() == 0
+    used = _run(tuner, 60, {1: 0.004, 2: 0.001})
+    assert used[-1] == 2 and tuner.choices[-1] == 2 and library.spin() == library.SPIN_US
+
+
+def test_one_transient_reading_does_not_keep_one_thread() -> None:
+    """Two other threads runnable at the first reading only (short jobs): the first choice is
+    one thread, and the tuner comes back to two within tens of iterations, not after
+    `every` (this regression kept `bench load` at one thread on an idle machine)."""
+    reads = iter([1 + 2])
+    tuner = ThreadTuner(probe=2, every=1000, runnable=lambda: next(reads, 1))
+    used = _run(tuner, 40, {1: 0.004, 2: 0.001})
+    assert used[0] == 1 and used[-1] == 2 and tuner.choices == [2]
+
+
+def test_the_pool_s_awake_workers_are_not_others() -> None:
+    """The machine counts this pool's spinning worker as runnable; the tuner does not count it
+    as another process's thread, so an idle machine keeps both CPUs."""
+    awake = {"n": 0}
+
+    def machine() -> int:
+        return 1 + awake["n"]  # this thread and the pool's worker while it spins
+
+    tuner = ThreadTuner(probe=2, every=1000, runnable=machine, own=lambda: awake["n"])
+    used = []
+    for _ in range(30):
+        with tuner.iteration():
+            used.append(library.threads())
+            time.sleep({1: 0.004, 2: 0.001}[library.threads()])
+        awake["n"] = library.threads() - 1  # the worker spins after the iteration's last job
+    assert used[-1] == 2 and tuner.others == 0.0 and library.spin() == library.SPIN_US
+
+
+def test_an_average_near_a_boundary_does_not_re_probe_every_iteration() -> None:
+    """Others alternating 0 and 1 (average near 0.5): the free-CPU count flips at 0.5, the
+    tuner re-probes only once the average is clear of it by `HYSTERESIS`."""
+    reads = iter([1, 2] * 100)
+    tuner = ThreadTuner(probe=2, every=1000, runnable=lambda: next(reads))
+    _run(tuner, 200, {1: 0.0, 2: 0.0})
+    assert len(tuner.choices) == 1  # the first probe, with both CPUs free

@@ -464,4 +464,7 @@ void eitmon_set_spin(int microseconds) { eitmon::pool().set_spin(microseconds); 
 
 int eitmon_spin() { return eitmon::pool().spin(); }
 
+// The pool's workers that are not asleep (spinning, working or waiting for a CPU).
+int eitmon_awake_workers() { return eitmon::pool().awake(); }
+
 }  // extern "C"

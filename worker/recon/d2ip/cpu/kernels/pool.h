@@ -45,11 +45,15 @@ public:
         stop_workers();
         stop_ = false;
         const uint32_t now = generation(ticket_.load());  // a worker's first job is the next one
+        awake_.store(threads > 1 ? threads - 1 : 0);  // each starts awake
         for (int t = 1; t < threads; ++t)
             workers_.push_back(new std::thread([this, now] { loop(now); }));
     }
 
     int threads() const { return (int)workers_.size() + 1; }
+    // Workers not asleep on the condition variable (spinning, working, or runnable but
+    // descheduled): what /proc/loadavg counts of this pool besides the caller.
+    int awake() const { return awake_.load(std::memory_order_relaxed); }
     pid_t owner() const { return owner_; }
     void set_spin(int microseconds) { spin_us_.store(microseconds < 0 ? 0 : microseconds); }
     int spin() const { return spin_us_.load(); }
@@ -132,7 +136,9 @@ private:
         for (;;) {
             if (!spin_until(moved)) {
                 std::unique_lock<std::mutex> lock(mutex_);
+                awake_.fetch_sub(1);
                 wake_.wait(lock, moved);
+                awake_.fetch_add(1);
             }
             if (stop_.load()) return;
             seen = generation(ticket_.load(std::memory_order_acquire));
@@ -151,6 +157,7 @@ private:
             delete t;
         }
         workers_.clear();
+        awake_.store(0);
     }
 
     std::vector<std::thread*> workers_;
@@ -161,6 +168,7 @@ private:
     std::atomic<int> spin_us_{1000};  // until set: what the pool always did
     std::atomic<bool> stop_{false};
     std::atomic<bool> caller_waits_{false};
+    std::atomic<int> awake_{0};
     // What waiting threads poll, and what every thread updates during a job, each on its own
     // cache line: nothing else (the heap around the pool) may share them.
     alignas(64) std::atomic<uint64_t> ticket_{0};  // generation << 32 | next item
