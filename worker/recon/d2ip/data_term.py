@@ -85,6 +85,21 @@ class DataTerm:
         r = jx - a
         return ((r * r).sum() + outside_sq) / self.n_meas
 
+    def amplitude_fit(self, values: Tensor, dv: Tensor) -> tuple[Tensor, Tensor]:
+        """(alpha, data term at alpha x): the least-squares amplitude of the values x against
+        the data, alpha = max(0, <J x, dv> / ||J x||^2), the minimiser of ||alpha J x - dv||^2
+        over alpha >= 0 (0 when J x = 0). One product with J, the one the data term makes."""
+        jx = self.matvec(self.basis, values)
+        if self.range is None:
+            target, outside_sq = dv, jx.new_zeros(())
+        else:
+            target, outside_sq = self._project(dv)
+        energy = (jx * jx).sum()
+        alpha = torch.where(energy > 0, (jx * target).sum() / energy.clamp_min(1e-30),
+                            energy.new_zeros(())).clamp_min(0.0)
+        r = alpha * jx - target
+        return alpha, ((r * r).sum() + outside_sq) / self.n_meas
+
     def _project(self, dv: Tensor) -> tuple[Tensor, Tensor]:
         """(U_r^T dv, ||dv - U_r U_r^T dv||^2), kept while the same `dv` comes back unchanged
         (every iteration of a frame passes the same tensor)."""

@@ -14,7 +14,10 @@ class LiveConfig:
     """Fine-tuning: Adam at `lr` on D2IP's eq. (14) with `loss`, over the last `window`
     frames, every `tidal_every`-th step (0: never) on the tidal difference of the last
     `tidal_frames` frames. Start: `pretrain_steps` supervised Adam steps at `pretrain_lr` on
-    `pretrain_frames` simulated frames (`frames.training_frames`), from `seed`."""
+    `pretrain_frames` simulated frames (`frames.training_frames`), from `seed`. Frame path:
+    with `amplitude_fit` the network's values x are scaled by their least-squares amplitude
+    against the frame's data; with `log_conductivity` they are read as ln(σ/σ0) and served as
+    Δσ/σ0 = exp(x) - 1 (docs/d2ip-live.md, "Amplitude")."""
 
     lr: float = LR_SIMULATED / 5
     window: int = 40
@@ -25,6 +28,8 @@ class LiveConfig:
     pretrain_steps: int = 800
     pretrain_lr: float = 1e-3
     seed: int = 0
+    amplitude_fit: bool = True
+    log_conductivity: bool = True
 
     def __post_init__(self) -> None:
         if not (self.lr > 0 and self.pretrain_lr > 0):
@@ -43,4 +48,5 @@ class LiveConfig:
     def settings(self) -> dict[str, Any]:
         return {"lr": self.lr, "window": self.window, "tidal_every": self.tidal_every,
                 "tidal_frames": self.tidal_frames, "loss": asdict(self.loss),
+                "amplitude_fit": self.amplitude_fit, "log_conductivity": self.log_conductivity,
                 "start": self.start_settings()}

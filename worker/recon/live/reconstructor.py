@@ -1,20 +1,26 @@
 """`d2ip-live` as a per-session streaming reconstructor (docs/d2ip-live.md).
 
 - **Frame path** (`push`): the Tikhonov preview R Δv (`worker.recon.tikhonov`), scaled, is the
-  input of the network phi(theta | preview); the frame's volume is gamma(phi) inside the mask
-  (eq. 3), one forward pass with the current weights and no gradient.
+  input of the network phi(theta | preview); its values x = gamma(phi) inside the mask (eq. 3),
+  one forward pass with the current weights and no gradient, are scaled by their least-squares
+  amplitude against the frame's data, alpha = <A x, W^1/2 Δv> / ||A x||^2 (A the whitened J;
+  the product the data term makes anyway), and read as the log-conductivity change
+  ln(σ/σ0): the frame's volume is Δσ/σ0 = exp(alpha x) - 1. J is the derivative of the
+  normalised voltages with respect to ln σ at σ0, and the linearisation in ln σ is the more
+  accurate one for the lungs' large changes (docs/d2ip-live.md, "Amplitude").
 - **Fine-tuning** (`background_step`): one Adam iteration of D2IP's eq. (14) (data term through
   the whitened operator, lambda_TV times the 4D-TV of eq. 11) with the input of one sample:
-  in turn the frames of the window of recent frames, with the volumes served for the frames
-  before it as the temporal window of eq. (13), and every `tidal_every`-th step the tidal
-  difference Δv(end-inspiration) - Δv(end-expiration) of the last `tidal_frames` frames
-  (largest and smallest global impedance of their previews: the last breath when the span
-  holds one breath period), with the previous tidal volume as its temporal window. The weights
-  and Adam's moments carry over from step to step and frame to frame: TPP (eq. 9) without
-  frame boundaries. Who calls it, and when, is the caller's business (the worker's compute
-  thread between frames, `worker.runtime.compute`; the benchmark's virtual clock).
+  in turn the frames of the window of recent frames, with the fitted values of the frames
+  before it (alpha x, before exp) as the temporal window of eq. (13), and every
+  `tidal_every`-th step the tidal difference Δv(end-inspiration) - Δv(end-expiration) of
+  the last `tidal_frames` frames (largest and smallest global impedance of their previews:
+  the last breath when the span holds one breath period), with the previous tidal volume as
+  its temporal window. The weights and Adam's moments carry over from step to step and frame
+  to frame: TPP (eq. 9) without frame boundaries. Who calls it, and when, is the caller's
+  business (the worker's compute thread between frames, `worker.runtime.compute`; the
+  benchmark's virtual clock).
 
-State (`state_dict`): weights, Adam moments, the window (Δv and served values), the global
+State (`state_dict`): weights, Adam moments, the window (Δv and fitted values), the global
 curve's span (Δv and values), the last tidal volume and the counters; numpy arrays and numbers.
 """
 
@@ -81,6 +87,7 @@ class D2IPLive(StreamingReconstructor):
         self.recent: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=cfg.window)
         self.curve: deque[tuple[np.ndarray, float]] = deque(maxlen=cfg.tidal_frames)
         self.tidal: np.ndarray | None = None  # the last tidal sample's values
+        self.alpha = 1.0  # the last frame's amplitude (1 until a frame is fitted)
         self.frames = self.steps = 0
 
     @property
@@ -91,23 +98,33 @@ class D2IPLive(StreamingReconstructor):
 
     # --- frame path -----------------------------------------------------------------------
 
-    def forward(self, dv: np.ndarray) -> tuple[Tensor, Tensor, float]:
-        """(preview values (V,), network values (V,), data term of eq. 14) of one frame,
-        without gradients."""
+    def forward(self, dv: np.ndarray) -> tuple[Tensor, Tensor, Tensor, float]:
+        """(preview values (V,), the network's values in its own units after the amplitude
+        fit (V,), the served Δσ/σ0 (V,), data term of eq. 14 at the fitted values) of one
+        frame, without gradients (module docstring)."""
+        cfg = self.config
         with torch.no_grad():
             x = torch.as_tensor(np.asarray(dv, dtype=np.float32), device=self.device)
             preview = self.preview @ x
             z = network_input(preview[None], self.mask, self.input_scale)
             values = self.out_range.apply(self.execution.phi(self.net, z)())[self.mask]
-            misfit = float(self.objective.data(values, x * self.data_weights))
-        return preview, values, misfit
+            data = x * self.data_weights
+            if cfg.amplitude_fit:
+                alpha, misfit = self.objective.data.amplitude_fit(values, data)
+                values = alpha * values
+                self.alpha = float(alpha)
+            else:
+                misfit = self.objective.data(values, data)
+            served = torch.expm1(values) if cfg.log_conductivity else values
+        return preview, values, served, float(misfit)
 
     def push(self, dv: np.ndarray) -> FrameResult:
-        """The frame's volume, one forward pass; the frame joins the fine-tuning window."""
+        """The frame's volume, one forward pass; the frame joins the fine-tuning window (with
+        its values in the network's units, as the temporal TV of eq. 13 compares them)."""
         def run() -> tuple[np.ndarray, int, float]:
-            preview, values, misfit = self.forward(dv)
-            out = values.cpu().numpy()
-            self.recent.append((np.asarray(dv, dtype=np.float32), out))
+            preview, values, served, misfit = self.forward(dv)
+            out = served.cpu().numpy()
+            self.recent.append((np.asarray(dv, dtype=np.float32), values.cpu().numpy()))
             # global impedance (clinical sign: rises on inspiration, -sum of the change)
             self.curve.append((np.asarray(dv, dtype=np.float32), -float(preview.sum())))
             self.frames += 1

@@ -62,3 +62,30 @@ def test_model_range_basis_gives_the_plain_data_term(coarse_model: ForwardModel)
     dv = torch.randn(coarse_model.n_measurements, generator=gen) * 1e-3
     assert term.rank < plain.rank
     torch.testing.assert_close(term(x, dv), plain(x, dv), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_amplitude_fit_is_the_least_squares_scale(compressed: bool) -> None:
+    """alpha minimises ||alpha J x - dv||^2 over alpha >= 0, and the term is taken there."""
+    gen = torch.Generator().manual_seed(1)
+    jac = torch.randn(6, 30, generator=gen).repeat_interleave(2, dim=0)  # rank 6 of M = 12
+    term = DataTerm(jac, range_basis(jac) if compressed else None)
+    x = torch.randn(30, generator=gen)
+    dv = 2.5 * (jac @ x) + 0.1 * torch.randn(12, generator=gen)
+    alpha, loss = term.amplitude_fit(x, dv)
+    jx = (jac @ x).double()
+    exact = float(jx @ dv.double() / (jx @ jx))
+    assert float(alpha) == pytest.approx(exact, rel=1e-5)
+    assert 2.3 < exact < 2.7
+    torch.testing.assert_close(loss, term(alpha * x, dv), rtol=1e-5, atol=1e-7)
+    for other in (0.9 * exact, 1.1 * exact):  # a minimum
+        assert float(term(other * x, dv)) > float(loss)
+
+
+def test_amplitude_fit_never_flips_the_sign_and_survives_zero() -> None:
+    jac = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    x = torch.tensor([1.0, 1.0])
+    alpha, loss = DataTerm(jac, None).amplitude_fit(x, -(jac @ x))
+    assert float(alpha) == 0.0 and float(loss) == pytest.approx((1 + 4 + 4) / 3)
+    alpha, _ = DataTerm(jac, None).amplitude_fit(torch.zeros(2), jac @ x)
+    assert float(alpha) == 0.0

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from service.contract.session import METHODS
+from worker.bench.quality import model_of
 from worker.forward.model import ForwardModel
-from worker.recon.base import available_methods, create
+from worker.recon.base import available_methods, create, normalise
 from worker.recon.d2ip.cpu import execution_for, library
 from worker.recon.d2ip.mapping import OutputRange
 from worker.recon.d2ip.network import FastResUNet3D
@@ -20,6 +21,7 @@ from worker.recon.live.frames import training_frames
 from worker.recon.live.reconstructor import D2IPLive
 from worker.recon.live.start import network_input, supervised_fit
 from worker.recon.tikhonov import tikhonov_operator
+from worker.recording import Recording
 from worker.runtime.state_codec import decode, encode
 
 FAST = {"pretrain_steps": 10, "pretrain_frames": 4}
@@ -93,6 +95,46 @@ def test_frames_are_one_forward_pass_and_fine_tuning_fits_the_data(
     assert recon.steps == 60
     after = recon.push(healthy_dv[1])
     assert after.loss < 0.7 * again.loss  # eq. (14)'s data term on this frame fell
+
+
+def test_frame_is_the_data_fitted_amplitude_read_as_log_conductivity(
+        coarse_model: ForwardModel, healthy_dv: np.ndarray) -> None:
+    """With the same weights (the flags do not change the start): the served volume is
+    exp(alpha x) - 1 of the plain network values x, alpha is their least-squares amplitude
+    against the frame's data, and the data term at alpha x is no larger than at x."""
+    plain = make(coarse_model, amplitude_fit=False, log_conductivity=False)
+    fitted = make(coarse_model, log_conductivity=False)
+    served = make(coarse_model)
+    x, y, z = (r.push(healthy_dv[1]) for r in (plain, fitted, served))
+    mask = coarse_model.mask
+    alpha = served.alpha
+    assert alpha > 0 and fitted.alpha == pytest.approx(alpha)
+    np.testing.assert_allclose(y.volume[mask], alpha * x.volume[mask], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(z.volume[mask], np.expm1(y.volume[mask]), rtol=1e-5, atol=1e-7)
+    assert y.loss <= x.loss and z.loss == pytest.approx(y.loss)
+    for other in (0.9 * alpha, 1.1 * alpha):  # alpha is the minimum of the data term
+        values = torch.from_numpy(other * x.volume[mask])
+        data = torch.from_numpy(healthy_dv[1].astype(np.float32)) * plain.data_weights
+        assert float(plain.objective.data(values, data)) > y.loss
+
+
+def test_the_linearisation_holds_in_log_conductivity(healthy: Recording) -> None:
+    """Why the network's values are read as ln(σ/σ0): on the FEM data of the deep breath
+    (empty-thorax reference, lungs down to -56 %), J ln(1 + δ) predicts the data far better
+    than J δ, with its least-squares amplitude near 1 (J δ needs about 1.5)."""
+    model = model_of(healthy)
+    truth = healthy.truth[-1][model.mask].astype(float)
+    data = model.operator.weights * normalise(healthy.voltages, healthy.reference)[-1]
+
+    def fit(x: np.ndarray) -> tuple[float, float]:
+        ax = model.operator.whitened @ x
+        return float(ax @ data / (ax @ ax)), float(np.linalg.norm(data - ax)
+                                                   / np.linalg.norm(data))
+
+    (scale_lin, misfit_lin), (scale_log, misfit_log) = fit(truth), fit(np.log1p(truth))
+    assert truth.min() < -0.4
+    assert misfit_log < 0.5 * misfit_lin
+    assert 0.85 < scale_log < 1.2 < 1.3 < scale_lin
 
 
 def test_tidal_difference_is_inspiration_minus_expiration(
