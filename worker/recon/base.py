@@ -162,9 +162,14 @@ def reconstruct_recording(recon: StreamingReconstructor, voltages: np.ndarray,
     """Offline: reconstruct T frames; returns volumes (T, P, R, C) and per-frame results.
 
     Frames go to `push_many` in batches of `batch`; `progress` shows a tqdm bar over frames.
+    A method that keeps the default `push_many` (one `push` per frame, e.g. the iterative INR
+    methods at tens of seconds a frame) is pushed one frame at a time, so that the bar moves
+    with every frame; the results are the same.
     """
     dv = normalise(voltages, reference)
     results: list[FrameResult] = []
+    if type(recon).push_many is StreamingReconstructor.push_many:
+        batch = 1
     with tqdm(total=len(dv), desc=recon.method, unit="frame", disable=not progress) as bar:
         for start in range(0, len(dv), batch):
             results.extend(recon.push_many(dv[start:start + batch]))
