@@ -97,7 +97,8 @@ def recording_for(case: str, setup: Setup, progress: bool = False) -> Recording:
 def run_case(case: str, methods: list[str], setup: Setup, out_dir: Path, device: str = "cpu",
              progress: bool = False, max_frames: int | None = None) -> CaseResult:
     """Reconstruct one case with every method (on `capped_frames`), score it, and draw
-    `slices-<case>.png`."""
+    `slices-<case>.png`; `rows-<case>.json` is rewritten after every method, so that a slow
+    run stopped early keeps its finished rows."""
     rec = recording_for(case, setup, progress)
     model = model_of(rec)
     chosen = capped_frames(rec.n_frames, max_frames)
@@ -116,6 +117,8 @@ def run_case(case: str, methods: list[str], setup: Setup, out_dir: Path, device:
                             "iterations": float(np.mean([f.iterations for f in frames])),
                             "settings": recon.settings})
         panels.append((name, volumes[-1]))
+        (out_dir / f"rows-{case}.json").write_text(json.dumps(result.rows, indent=2,
+                                                              default=str))
     plot_volumes(panels, rec.mask, out_dir / f"slices-{case}.png",
                  frame_label=f"{case}: frame {last} of {rec.n_frames} (end of inhalation), "
                              f"{setup.snr_db} dB")

@@ -12,7 +12,9 @@ given.
 Studies (each a list of runs, `STUDIES`): `main` (three methods, the given geometry), `mesh`
 (three reconstruction meshes), `noise` (60, 50, 40 dB), `alpha` (eq. 18's hyperparameter),
 `lambda` (Diff-INR's κ), `t-range` (the prior's time-step sub-range), `slices` (axial planes
-only against axial, coronal and sagittal).
+only against axial, coronal and sagittal, and 16 slices a step against 4), `seeds` (other seeds
+of the INR's initial network and Fourier features and of the SDS draws: the spread of one run),
+`iterations` (Diff-INR with at most 1000 Adam iterations instead of 400).
 """
 
 from __future__ import annotations
@@ -85,11 +87,18 @@ def study_runs(study: str) -> list[Run]:
     if study == "slices":
         return [Run("diff-inr axial", "diff-inr"),
                 Run("diff-inr 3 orientations", "diff-inr",
-                    {"orientations": ("axial", "coronal", "sagittal")})]
+                    {"orientations": ("axial", "coronal", "sagittal")}),
+                Run("diff-inr 16 slices", "diff-inr", {"slices": 16})]
+    if study == "seeds":
+        return [Run(f"{m} seed {s}", m, {"seed": s}) for s in (1, 2)
+                for m in ("inr-tv", "diff-inr")]
+    if study == "iterations":
+        return [Run("diff-inr 1000 iterations", "diff-inr", {"max_iter": 1000})]
     raise ValueError(f"study: unknown study {study!r}; studies: {', '.join(STUDIES)}")
 
 
-STUDIES = ("main", "mesh", "noise", "alpha", "lambda", "t-range", "slices")
+STUDIES = ("main", "mesh", "noise", "alpha", "lambda", "t-range", "slices", "seeds",
+           "iterations")
 
 
 @dataclass(frozen=True)

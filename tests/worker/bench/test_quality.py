@@ -64,4 +64,6 @@ def test_quality_benchmark_caps_frames_for_every_method(
     assert report["scored_frames"] == {"healthy-deep-breath": [1, 3]}
     assert [row["method"] for row in report["rows"]] == ["tikhonov", "tv"]
     assert "Capped at 2 frames" in (out / "quality.md").read_text()
+    rows = json.loads((out / "rows-healthy-deep-breath.json").read_text())
+    assert [row["method"] for row in rows] == ["tikhonov", "tv"]
     assert "tikhonov_throughput" not in report
