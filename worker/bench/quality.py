@@ -4,8 +4,12 @@ Each case is simulated once (`worker.simulation`, fine mesh, noise; cached under
 `<cache dir>/simulations/`, keyed by case, frames, SNR, seed and the resolved model specs),
 every method reconstructs it frame by frame through the registry (so a newly registered method
 joins by name), and the volumes are scored against the truth with `worker.metrics.score`
-(means over the frames). Seconds per frame are the methods' own `FrameResult.milliseconds`,
-mean over the frames, first frame included. Tikhonov's throughput is measured separately on
+(means over the frames). `max_frames` caps the frames of every method alike, for the slow
+iterative methods (`inr-tv`, `diff-inr`: tens of seconds to minutes a frame on one core):
+every k-th frame ending at the last (`capped_frames`), so all rows of a run are scored on the
+same frames and a carried method (D2IP's TPP, the INRs' weights) steps k frames at a time.
+Seconds per frame are the methods' own `FrameResult.milliseconds`, mean over the frames, first
+frame included. Tikhonov's throughput is measured separately on
 the same model: `push` one frame at a time (R factored: an r x M and a V x r product each),
 `push_dense` the same with the dense V x M matrix R (the form before the factoring), `push_many`
 in batches, and the plain baseline, a float64 numpy pseudo-inverse `np.linalg.pinv(J) @ Δv` one
@@ -58,7 +62,19 @@ class Setup:
 class CaseResult:
     case: str
     frames: int
+    scored: list[int] = field(default_factory=list)  # the frame indices reconstructed
     rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def capped_frames(n_frames: int, max_frames: int | None) -> np.ndarray:
+    """Every k-th frame index ending at the last, k = ceil(n_frames / max_frames), at most
+    `max_frames` of them; all frames when `max_frames` is None or not below n_frames."""
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames: must be at least 1, got {max_frames}")
+    if max_frames is None or max_frames >= n_frames:
+        return np.arange(n_frames)
+    stride = -(-n_frames // max_frames)
+    return np.arange(n_frames - 1, -1, -stride)[::-1][-max_frames:]
 
 
 def recording_for(case: str, setup: Setup, progress: bool = False) -> Recording:
@@ -79,24 +95,30 @@ def recording_for(case: str, setup: Setup, progress: bool = False) -> Recording:
 
 
 def run_case(case: str, methods: list[str], setup: Setup, out_dir: Path, device: str = "cpu",
-             progress: bool = False) -> CaseResult:
-    """Reconstruct one case with every method, score it, and draw `slices-<case>.png`."""
+             progress: bool = False, max_frames: int | None = None) -> CaseResult:
+    """Reconstruct one case with every method (on `capped_frames`), score it, and draw
+    `slices-<case>.png`; `rows-<case>.json` is rewritten after every method, so that a slow
+    run stopped early keeps its finished rows."""
     rec = recording_for(case, setup, progress)
     model = model_of(rec)
-    result = CaseResult(case=case, frames=rec.n_frames)
+    chosen = capped_frames(rec.n_frames, max_frames)
+    truth = rec.truth[chosen]
+    result = CaseResult(case=case, frames=rec.n_frames, scored=chosen.tolist())
     last = rec.n_frames - 1
     panels = [("truth", rec.truth[last])]
     for name in methods:
         recon = create(name, model, device=device)
-        volumes, frames = reconstruct_recording(recon, rec.voltages, rec.reference,
+        volumes, frames = reconstruct_recording(recon, rec.voltages[chosen], rec.reference,
                                                 progress=progress)
-        metrics = score(volumes, rec.truth, rec.mask)["mean"]
+        metrics = score(volumes, truth, rec.mask)["mean"]
         result.rows.append({"case": case, "method": name, **metrics,
                             "seconds_per_frame": float(np.mean([f.milliseconds for f in frames]))
                             / 1e3,
                             "iterations": float(np.mean([f.iterations for f in frames])),
                             "settings": recon.settings})
-        panels.append((name, volumes[last]))
+        panels.append((name, volumes[-1]))
+        (out_dir / f"rows-{case}.json").write_text(json.dumps(result.rows, indent=2,
+                                                              default=str))
     plot_volumes(panels, rec.mask, out_dir / f"slices-{case}.png",
                  frame_label=f"{case}: frame {last} of {rec.n_frames} (end of inhalation), "
                              f"{setup.snr_db} dB")
@@ -154,20 +176,23 @@ def tikhonov_throughput(model: ForwardModel, frames: int = THROUGHPUT_FRAMES,
 
 def benchmark(methods: list[str], cases: list[str], setup: Setup, out_dir: Path,
               device: str = "cpu", throughput: bool = True, progress: bool = False,
-              threads: int | None = 1) -> dict[str, Any]:
+              threads: int | None = 1, max_frames: int | None = None) -> dict[str, Any]:
     """Run everything, write quality.json, quality.md and the figures; return the results.
 
     `threads`: torch threads for every method (None: as set), restored afterwards; one by
-    default, because small ops on a shared 2-core machine run slower with two (docs/d2ip.md)."""
+    default, because small ops on a shared 2-core machine run slower with two (docs/d2ip.md).
+    `max_frames`: reconstruct and score only `capped_frames` of each case (every method)."""
     from worker.bench.speed import torch_threads
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with torch_threads(threads):
-        results = [run_case(c, methods, setup, out_dir, device, progress) for c in cases]
+        results = [run_case(c, methods, setup, out_dir, device, progress, max_frames)
+                   for c in cases]
         report: dict[str, Any] = {
             "date": time.strftime("%Y-%m-%d"), "setup": asdict(setup), "device": device,
             "threads": threads, "rows": [row for r in results for row in r.rows],
-            "frames": {r.case: r.frames for r in results},
+            "frames": {r.case: r.frames for r in results}, "max_frames": max_frames,
+            "scored_frames": {r.case: r.scored for r in results},
         }
         if throughput and "tikhonov" in methods:
             report["tikhonov_throughput"] = tikhonov_throughput(
@@ -205,7 +230,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Simulated with `worker.simulation` at {setup['snr_db']} dB, seed {setup['seed']}; "
              f"frames per case: {report['frames']}; device {report['device']}, "
              f"torch threads {report.get('threads') or 'as set'}. Means over the "
-             "frames, scored inside the body mask (`worker.metrics`).", "",
+             "frames, scored inside the body mask (`worker.metrics`)."
+             + capped_line(report), "",
              "| " + " | ".join(title for _, title in COLUMNS) + " |",
              "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cells(row)) + " |" for row in report["rows"]]
@@ -213,6 +239,16 @@ def markdown(report: dict[str, Any]) -> str:
     if tp:
         lines += ["", throughput_line(tp)]
     return "\n".join(lines) + "\n"
+
+
+def capped_line(report: dict[str, Any]) -> str:
+    """' Frames reconstructed: ...' when `max_frames` capped them, else ''."""
+    if report.get("max_frames") is None:
+        return ""
+    scored = "; ".join(f"{case} {', '.join(map(str, idx))}"
+                       for case, idx in report["scored_frames"].items())
+    return (f" Capped at {report['max_frames']} frames per case (`--max-frames`, every method "
+            f"alike), frames reconstructed and scored: {scored}.")
 
 
 def throughput_line(tp: dict[str, Any]) -> str:

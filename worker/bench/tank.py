@@ -12,8 +12,11 @@ given.
 Studies (each a list of runs, `STUDIES`): `main` (three methods, the given geometry), `mesh`
 (three reconstruction meshes), `noise` (60, 50, 40 dB), `alpha` (eq. 18's hyperparameter),
 `lambda` (Diff-INR's κ), `t-range` (the prior's time-step sub-range), `slices` (axial planes
-only against axial, coronal and sagittal), `d2ip` (Tikhonov, GREIT and D2IP with its
-simulated defaults, its range from the data, and its real-data defaults: issue 19).
+only against axial, coronal and sagittal, and 16 slices a step against 4), `seeds` (other seeds
+of the INR's initial network and Fourier features and of the SDS draws: the spread of one run),
+`iterations` (Diff-INR with at most 1000 Adam iterations instead of 400), `d2ip` (Tikhonov,
+GREIT and D2IP with its simulated defaults, its range from the data, and its real-data
+defaults: issue 19).
 """
 
 from __future__ import annotations
@@ -86,7 +89,13 @@ def study_runs(study: str) -> list[Run]:
     if study == "slices":
         return [Run("diff-inr axial", "diff-inr"),
                 Run("diff-inr 3 orientations", "diff-inr",
-                    {"orientations": ("axial", "coronal", "sagittal")})]
+                    {"orientations": ("axial", "coronal", "sagittal")}),
+                Run("diff-inr 16 slices", "diff-inr", {"slices": 16})]
+    if study == "seeds":
+        return [Run(f"{m} seed {s}", m, {"seed": s}) for s in (1, 2)
+                for m in ("inr-tv", "diff-inr")]
+    if study == "iterations":
+        return [Run("diff-inr 1000 iterations", "diff-inr", {"max_iter": 1000})]
     if study == "d2ip":  # issue 19: D2IP against the linear methods on known inclusions
         return [Run("tikhonov", "tikhonov"), Run("greit", "greit"), Run("d2ip", "d2ip"),
                 Run("d2ip data range", "d2ip", {"out_range": "data"}),
@@ -94,7 +103,8 @@ def study_runs(study: str) -> list[Run]:
     raise ValueError(f"study: unknown study {study!r}; studies: {', '.join(STUDIES)}")
 
 
-STUDIES = ("main", "mesh", "noise", "alpha", "lambda", "t-range", "slices", "d2ip")
+STUDIES = ("main", "mesh", "noise", "alpha", "lambda", "t-range", "slices", "seeds",
+           "iterations", "d2ip")
 
 
 @dataclass(frozen=True)

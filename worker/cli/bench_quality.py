@@ -34,6 +34,10 @@ def quality(
     device: Annotated[str, typer.Option(help="cpu or cuda (for torch methods)")] = "cpu",
     throughput: Annotated[bool, typer.Option(help="measure Tikhonov frames/s")] = True,
     threads: Annotated[int, typer.Option(min=1, help="torch threads")] = 1,
+    max_frames: Annotated[int | None, typer.Option(
+        min=1, help="reconstruct and score only every k-th frame, ending at the last, at most "
+                    "this many per case, for every method alike (for the slow inr-tv and "
+                    "diff-inr); default: all frames")] = None,
 ) -> None:
     """Simulate the cases, reconstruct them with every method, score, tabulate and draw."""
     from worker.bench.quality import Setup, benchmark
@@ -44,7 +48,7 @@ def quality(
     case_list = _names(cases, CASES, "case(s)")
     setup = Setup(frames=frames, snr_db=snr_db, seed=seed, geometry=geometry, grid=list(grid))
     report = benchmark(method_list, case_list, setup, out, device=device, throughput=throughput,
-                       progress=True, threads=threads)
+                       progress=True, threads=threads, max_frames=max_frames)
     _print(report)
     typer.echo(f"wrote {out / 'quality.md'}, {out / 'quality.json'} and "
                f"{', '.join(f'slices-{c}.png' for c in case_list)}")
@@ -54,7 +58,7 @@ def _print(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from worker.bench.quality import COLUMNS, cells, throughput_line
+    from worker.bench.quality import COLUMNS, capped_line, cells, throughput_line
 
     table = Table(title=f"Reconstruction quality ({report['date']}, "
                         f"{report['setup']['snr_db']} dB)")
@@ -64,5 +68,7 @@ def _print(report: dict[str, Any]) -> None:
         table.add_row(*cells(row))
     console = Console()
     console.print(table)
+    if report.get("max_frames") is not None:
+        console.print(capped_line(report).strip())
     if "tikhonov_throughput" in report:
         console.print(throughput_line(report["tikhonov_throughput"]))

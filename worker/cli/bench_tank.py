@@ -14,7 +14,8 @@ def tank(
     out: Annotated[Path, typer.Option("--out", "-o", help="folder for tank.md, tank.json and "
                                                          "tank-<study>.png")],
     studies: Annotated[str, typer.Option(help="comma-separated: main, mesh, noise, alpha, "
-                                              "lambda, t-range, slices")] = "main",
+                                              "lambda, t-range, slices, seeds, "
+                                              "iterations, d2ip")] = "main",
     geometry: Annotated[str, typer.Option(help="cylinder geometry preset")] = "cylinder-1x32",
     protocol: Annotated[str, typer.Option(help="protocol preset")] = "skip4",
     grid: Annotated[tuple[int, int, int], typer.Option(help="P R C")] = (8, 32, 32),

@@ -176,11 +176,16 @@ def reconstruct_recording(recon: StreamingReconstructor, voltages: np.ndarray,
     Frames go to `push_many` in batches of `batch`; `progress` shows a tqdm bar over frames.
     Each batch's volumes are copied into the one (T, P, R, C) array as they come, and the
     results hold views of it: the per-frame arrays are freed (and their memory reused by the
-    next batch) instead of all T being kept and stacked at the end.
+    next batch) instead of all T being kept and stacked at the end. A method that keeps the
+    default `push_many` (one `push` per frame, e.g. the iterative INR methods at tens of seconds
+    a frame) is pushed one frame at a time, so that the bar moves with every frame; the results
+    are the same.
     """
     dv = normalise(voltages, reference)
     results: list[FrameResult] = []
     volumes: np.ndarray | None = None
+    if type(recon).push_many is StreamingReconstructor.push_many:
+        batch = 1
     with tqdm(total=len(dv), desc=recon.method, unit="frame", disable=not progress) as bar:
         for start in range(0, len(dv), batch):
             for i, r in enumerate(recon.push_many(dv[start:start + batch]), start):

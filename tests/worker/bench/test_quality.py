@@ -38,3 +38,32 @@ def test_quality_benchmark_rejects_unknown_names(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["bench", "quality", "--cases", "asthma", "--out",
                                    str(tmp_path)])
     assert res.exit_code == 2 and "healthy-deep-breath" in res.output
+
+
+def test_capped_frames_every_kth_ending_at_the_last() -> None:
+    from worker.bench.quality import capped_frames
+
+    assert capped_frames(20, None).tolist() == list(range(20))
+    assert capped_frames(20, 20).tolist() == list(range(20))
+    assert capped_frames(20, 5).tolist() == [3, 7, 11, 15, 19]
+    assert capped_frames(19, 5).tolist() == [2, 6, 10, 14, 18]
+    assert capped_frames(20, 3).tolist() == [5, 12, 19]
+    assert capped_frames(4, 1).tolist() == [3]
+
+
+def test_quality_benchmark_caps_frames_for_every_method(
+        tmp_path: Path, coarse_geometry_file: Path) -> None:
+    out = tmp_path / "bench"
+    res = CliRunner().invoke(app, ["bench", "quality", "--methods", "tikhonov,tv", "--cases",
+                                   "healthy-deep-breath", "--frames", "4", "--max-frames", "2",
+                                   "--geometry", str(coarse_geometry_file), "--grid", "8", "16",
+                                   "16", "--no-throughput", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "quality.json").read_text())
+    assert report["max_frames"] == 2
+    assert report["scored_frames"] == {"healthy-deep-breath": [1, 3]}
+    assert [row["method"] for row in report["rows"]] == ["tikhonov", "tv"]
+    assert "Capped at 2 frames" in (out / "quality.md").read_text()
+    rows = json.loads((out / "rows-healthy-deep-breath.json").read_text())
+    assert [row["method"] for row in rows] == ["tikhonov", "tv"]
+    assert "tikhonov_throughput" not in report

@@ -93,6 +93,48 @@ def test_reconstruct_recording(coarse_model: ForwardModel,
     assert "counter" in capsys.readouterr().err  # the tqdm bar
 
 
+class Batched(Counter):
+    """A Counter with its own `push_many`, recording the batch sizes it is given."""
+
+    def __init__(self, model: ForwardModel) -> None:
+        super().__init__(model)
+        self.batches: list[int] = []
+
+    def push_many(self, dvs: np.ndarray) -> list[FrameResult]:
+        self.batches.append(len(dvs))
+        return [self.push(dv) for dv in dvs]
+
+
+class Bar:
+    """Stands in for tqdm: records the steps of `update`."""
+
+    steps: list[int] = []
+
+    def __init__(self, **_: Any) -> None:
+        Bar.steps = []
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        Bar.steps.append(n)
+
+
+def test_reconstruct_recording_bar_moves_per_frame_for_default_push_many(
+        coarse_model: ForwardModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "tqdm", Bar)
+    ref = coarse_model.reference_voltages
+    voltages = ref * (1 + 0.01 * np.arange(1, 6)[:, None])
+    reconstruct_recording(Counter(coarse_model), voltages, ref, batch=2)
+    assert Bar.steps == [1, 1, 1, 1, 1]  # the default push_many: one frame at a time
+    batched = Batched(coarse_model)
+    reconstruct_recording(batched, voltages, ref, batch=2)
+    assert batched.batches == [2, 2, 1] and Bar.steps == [2, 2, 1]
+
+
 def _leaves_ok(tree: Any) -> bool:
     """Only leaves a pickle-free checkpoint can hold (the worker's state codec)."""
     if tree is None or isinstance(tree, (bool, int, float, str, np.ndarray, np.generic,
