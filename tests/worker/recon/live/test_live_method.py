@@ -84,7 +84,10 @@ def test_supervised_start_learns_preview_to_truth(coarse_model: ForwardModel) ->
 
 def test_frames_are_one_forward_pass_and_fine_tuning_fits_the_data(
         coarse_model: ForwardModel, healthy_dv: np.ndarray) -> None:
-    recon = make(coarse_model)
+    """The network's own fit, so without the amplitude fit: with it, the frame's data term
+    starts near where 60-120 steps bring it (0.012 against 0.011 on a fresh start), and the
+    first steps may raise it for a while (the fit is tested on its own below)."""
+    recon = make(coarse_model, amplitude_fit=False, log_conductivity=False)
     assert not recon.background_step()  # nothing to fit before two frames
     first = recon.push(healthy_dv[0])
     assert first.iterations == 1 and np.isfinite(first.volume).all()

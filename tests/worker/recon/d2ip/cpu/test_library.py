@@ -201,9 +201,13 @@ def test_the_pool_counts_its_awake_workers() -> None:
     """A worker is awake (runnable) while it spins for the next job and asleep after: what the
     `ThreadTuner` subtracts from the machine's runnable threads."""
     a = torch.randn(64, 257, generator=torch.Generator().manual_seed(5))
-    before = library.set_threads(2), library.set_spin(200_000)  # 0.2 s: awake when read
+    # a 60 s spin: the worker stays awake however late a loaded machine schedules this thread
+    before = library.set_threads(2), library.set_spin(60_000_000)
     try:
         fused_loss.matvec(a, a[0])
+        deadline = time.monotonic() + 30.0  # waits for the worker to run, not for a time
+        while library.awake_workers() != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert library.awake_workers() == 1
         library.set_spin(0)
         fused_loss.matvec(a, a[0])  # the worker sleeps once it finds no job
