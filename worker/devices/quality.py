@@ -192,15 +192,24 @@ class QualityReport:
         return "\n".join(lines)
 
 
+def _smallest(scores: list[float]) -> float:
+    """The score of least magnitude, with its sign."""
+    return scores[int(np.argmin(np.abs(scores)))]
+
+
+_PICKS = {"min": min, "max": max, "smallest": _smallest}
+
+
 def _per_electrode(values: np.ndarray, pairs: list[tuple[frozenset[int], np.ndarray]],
                    n_electrodes: int, best: str = "min") -> np.ndarray:
-    """Each electrode's best (min or max) over its pairs of the pair's median value."""
+    """Each electrode's best (min, max, or `smallest` in magnitude) over its pairs of the
+    pair's median value."""
     medians = [(pair, np.nanmedian(values[idx]) if np.isfinite(values[idx]).any() else np.nan)
                for pair, idx in pairs]
-    pick = np.nanmin if best == "min" else np.nanmax
+    pick = _PICKS[best]
     out = np.full(n_electrodes, np.nan)
     for e in range(n_electrodes):
-        scores = [m for pair, m in medians if e in pair and np.isfinite(m)]
+        scores = [float(m) for pair, m in medians if e in pair and np.isfinite(m)]
         if scores:
             out[e] = pick(scores)
     return out
@@ -214,18 +223,6 @@ def _trends(relative: np.ndarray, times: np.ndarray, use: np.ndarray) -> np.ndar
     return coef[2] * 6000.0
 
 
-def _best_pair(values: np.ndarray, pairs: list[tuple[frozenset[int], np.ndarray]],
-               n_electrodes: int) -> np.ndarray:
-    """Each electrode's pair median of least magnitude (signed)."""
-    medians = [(pair, float(np.median(values[idx]))) for pair, idx in pairs if idx.size]
-    out = np.full(n_electrodes, np.nan)
-    for e in range(n_electrodes):
-        scores = [m for pair, m in medians if e in pair]
-        if scores:
-            out[e] = scores[int(np.argmin(np.abs(scores)))]
-    return out
-
-
 def _electrode_trends(voltages: np.ndarray, times: np.ndarray,
                       pairs: list[tuple[frozenset[int], np.ndarray]], n_electrodes: int,
                       limits: DriftLimits) -> np.ndarray:
@@ -237,7 +234,7 @@ def _electrode_trends(voltages: np.ndarray, times: np.ndarray,
     use = finite.copy()
     trend = np.zeros(n_electrodes)
     for _ in range(2):
-        per = _best_pair(_trends(relative, times, use), pairs, n_electrodes)
+        per = _per_electrode(_trends(relative, times, use), pairs, n_electrodes, "smallest")
         trend = np.nan_to_num(per - np.nanmedian(per))
         outliers = np.abs(trend) > limits.suspect * np.median(np.abs(trend))
         if not outliers.any():
