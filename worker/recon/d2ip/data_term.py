@@ -77,28 +77,29 @@ class DataTerm:
 
     def __call__(self, values: Tensor, dv: Tensor) -> Tensor:
         """(1/M) ||J values - dv||^2 for values (V,) and measurements dv (M,)."""
-        jx = self.matvec(self.basis, values)
-        if self.range is None:
-            r = jx - dv
-            return (r * r).sum() / self.n_meas
-        a, outside_sq = self._project(dv)
-        r = jx - a
-        return ((r * r).sum() + outside_sq) / self.n_meas
+        target, outside_sq = self._target(dv)
+        return self._mean_square(self.matvec(self.basis, values) - target, outside_sq)
 
     def amplitude_fit(self, values: Tensor, dv: Tensor) -> tuple[Tensor, Tensor]:
         """(alpha, data term at alpha x): the least-squares amplitude of the values x against
         the data, alpha = max(0, <J x, dv> / ||J x||^2), the minimiser of ||alpha J x - dv||^2
         over alpha >= 0 (0 when J x = 0). One product with J, the one the data term makes."""
         jx = self.matvec(self.basis, values)
-        if self.range is None:
-            target, outside_sq = dv, jx.new_zeros(())
-        else:
-            target, outside_sq = self._project(dv)
+        target, outside_sq = self._target(dv)
         energy = (jx * jx).sum()
         alpha = torch.where(energy > 0, (jx * target).sum() / energy.clamp_min(1e-30),
                             energy.new_zeros(())).clamp_min(0.0)
-        r = alpha * jx - target
-        return alpha, ((r * r).sum() + outside_sq) / self.n_meas
+        return alpha, self._mean_square(alpha * jx - target, outside_sq)
+
+    def _target(self, dv: Tensor) -> tuple[Tensor, Tensor | None]:
+        """dv in the basis' coordinates and its squared norm outside the range (None when the
+        basis is J itself)."""
+        return (dv, None) if self.range is None else self._project(dv)
+
+    def _mean_square(self, r: Tensor, outside_sq: Tensor | None) -> Tensor:
+        """(1/M) (||r||^2 + the part of dv outside the range)."""
+        total = (r * r).sum()
+        return (total if outside_sq is None else total + outside_sq) / self.n_meas
 
     def _project(self, dv: Tensor) -> tuple[Tensor, Tensor]:
         """(U_r^T dv, ||dv - U_r U_r^T dv||^2), kept while the same `dv` comes back unchanged
