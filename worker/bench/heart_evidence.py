@@ -23,14 +23,13 @@ recording read as `eitmon import` reads it, at the frame rate its sidecar states
 
 Also: the band-pass of the line is ±5/min around it (38-48/min for the child).
 
-    python -m worker.bench.heart_evidence --data ../shared/realdata --out DIR
+    eitmon bench heart --data ../shared/realdata --out DIR
 
 writes heart-evidence.json and heart-evidence.png (with the recording's attribution).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import textwrap
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
-from worker.bench.realdata import LICENSE, RECORDINGS, RealRecording
+from worker.bench.realdata import LICENSE, RealRecording
 from worker.devices.goettingen import read_get
 from worker.ventilation.breaths import detect_breaths
 from worker.ventilation.heart import RATE_LIMITS_PER_MIN
@@ -195,6 +194,23 @@ def evidence(voltages: np.ndarray, rate: float, subject: str = "adult",
     return result
 
 
+def run(entry: RealRecording, data_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """The evidence on one recording: heart-evidence.png and heart-evidence.json in
+    `out_dir` (with the attribution); returns the report."""
+    device = read_get(data_dir / entry.path)
+    if device.frame_rate is None:
+        raise ValueError(f"{entry.path}: no frame rate stated")
+    protocol = device.protocol if isinstance(device.protocol, dict) else None
+    result = evidence(device.voltages, device.frame_rate, entry.subject,
+                      entry.stated_heart_per_min, entry.stated_respiratory_per_min, protocol)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure(result, entry, out_dir / "heart-evidence.png")
+    report = {k: v for k, v in result.items() if k != "spectra"}
+    report.update(recording=entry.name, attribution=entry.attribution, license=LICENSE)
+    (out_dir / "heart-evidence.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
 def figure(result: dict[str, Any], entry: RealRecording, out_path: Path) -> None:
     """Three spectra (global, the carrier channel, the detector's difference) with the stated
     and found rates marked, and the recording's attribution."""
@@ -239,28 +255,3 @@ def figure(result: dict[str, Any], entry: RealRecording, out_path: Path) -> None
             f"{entry.attribution} {LICENSE}")
     fig.supxlabel("\n".join(textwrap.wrap(text, 170)), fontsize=7)
     fig.savefig(out_path)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/realdata"))
-    parser.add_argument("--recording", default="child")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    entry = next(e for e in RECORDINGS if e.name == args.recording)
-    device = read_get(args.data / entry.path)
-    if device.frame_rate is None:
-        raise SystemExit(f"{entry.path}: no frame rate stated")
-    protocol = device.protocol if isinstance(device.protocol, dict) else None
-    result = evidence(device.voltages, device.frame_rate, entry.subject,
-                      entry.stated_heart_per_min, entry.stated_respiratory_per_min, protocol)
-    args.out.mkdir(parents=True, exist_ok=True)
-    figure(result, entry, args.out / "heart-evidence.png")
-    report = {k: v for k, v in result.items() if k != "spectra"}
-    report.update(recording=entry.name, attribution=entry.attribution, license=LICENSE)
-    (args.out / "heart-evidence.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-
-
-if __name__ == "__main__":
-    main()

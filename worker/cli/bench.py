@@ -1,5 +1,5 @@
 """`eitmon bench ...`: benchmarks (quality, clinical, breath, convergence, speed, load, service,
-model, faults, realdata, durability, prior, realtime, educated, tank, carry).
+model, faults, realdata, heart, durability, prior, realtime, educated, tank, carry).
 
 Each benchmark lives in its own module and registers one command on `app` below.
 """
@@ -16,6 +16,7 @@ from worker.cli import (
     bench_durability,
     bench_educated,
     bench_faults,
+    bench_heart,
     bench_load,
     bench_model,
     bench_prior,
@@ -39,6 +40,7 @@ app.command("load")(bench_load.load)
 app.command("breath")(bench_breath.breath)
 app.command("faults")(bench_faults.faults)
 app.command("realdata")(bench_realdata.realdata)
+app.command("heart")(bench_heart.heart)
 app.command("durability")(bench_durability.durability)
 app.command("prior")(bench_prior.prior)
 app.command("realtime")(bench_realtime.realtime)
