@@ -13,11 +13,20 @@ one V x r and the M x M one. A `Factored` R from a singular system (Q's rows ort
 once whitened, as Tikhonov's) may carry its objective in diagonal form, ‖w ∘ Δv‖² − Σ gᵢ cᵢ²
 over the coefficients c = Q Δv: then the M x M product and the V-long penalty pass go, and a
 frame reads only L and Q.
+
+One frame at a time on the CPU (the live preview), the products with R's factors go through the
+fused kernels' threaded matrix-vector product (`worker.recon.d2ip.cpu.fused_loss
+.transposed_matvec`): a 1 x r by r x V product is memory-bound, and torch's single-row matmul
+uses one core for it, while the kernel splits V over the CPUs the kernels' thread policy allows
+(docs/reconstruction.md, "The preview, one frame at a time"). Batches keep torch's matmul;
+without the kernels (no compiler, `EITMON_FUSED=0`) single frames do too. Same values either
+way, to float32 rounding (tested).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +79,15 @@ def _tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
 
 
+def _fused_matvec_t() -> Callable[..., torch.Tensor] | None:
+    """The fused kernels' `transposed_matvec` when they are built (built now if need be), else
+    None. Imported here, not at the top: `worker.recon.d2ip` imports this module's users."""
+    from worker.recon.d2ip.cpu import library
+    from worker.recon.d2ip.cpu.fused_loss import transposed_matvec
+
+    return transposed_matvec if library.available() else None
+
+
 class LinearReconstructor(StreamingReconstructor):
     """x = R Δv per frame on `device` (R dense or `Factored`); push_many does the whole batch
     in one product (two when factored)."""
@@ -94,23 +112,38 @@ class LinearReconstructor(StreamingReconstructor):
         self.residual = None if residual is None else _tensor(residual, self.device)
         self.penalty = None if penalty is None else _tensor(penalty, self.device)
         self.frames = 0
+        self.matvec_t = _fused_matvec_t() if self.device.type == "cpu" else None
 
     @property
     def rank(self) -> int | None:
         """r when R is factored, else None."""
         return int(self.factors[0].shape[1]) if len(self.factors) == 2 else None
 
+    def product(self, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        """x @ factor for x (T, n) and a stored (n, m) factor; one frame through the fused
+        kernels when they apply (module docstring)."""
+        if self.matvec_t is None or x.shape[0] != 1:
+            return x @ factor
+        out = x.new_empty((1, factor.shape[1]))
+        self.matvec_t(factor, x[0], out[0])
+        return out
+
+    def images(self, dvs: torch.Tensor) -> torch.Tensor:
+        """(T, M) float32 on the device -> the solutions R Δv (T, V), without the loss."""
+        x = dvs
+        for factor in self.factors:
+            x = self.product(x, factor)
+        return x
+
     def solve(self, dvs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, M) float32 on the device -> solutions (T, V) and objective values (T,)."""
         if self.diagonal is not None:  # the loss from the coefficients, in float64 (a
-            c = dvs @ self.factors[0]  # difference of two sums of squares)
+            c = self.product(dvs, self.factors[0])  # difference of two sums of squares)
             weights, gain = self.diagonal
             loss = ((dvs.double() * weights).square().sum(1)
                     - (c.double().square() * gain).sum(1)).clamp(min=0.0)
-            return c @ self.factors[1], loss
-        x = dvs
-        for factor in self.factors:
-            x = x @ factor
+            return self.product(c, self.factors[1]), loss
+        x = self.images(dvs)
         assert self.residual is not None
         loss = (dvs @ self.residual.T).square().sum(1)
         if self.penalty is not None:

@@ -57,8 +57,8 @@ def test_batch_equals_single_frames_and_checkpoints_continue(coarse_model: Forwa
     method = Greit(coarse_model, **SMALL)
     batch = [r.volume for r in method.push_many(healthy_dv)]
     single = [Greit(coarse_model, **SMALL).push(dv).volume for dv in healthy_dv]
-    for a, b in zip(batch, single, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(batch, single, strict=True):  # single frames: the fused product (linear.py)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
     assert method.settings["n_targets"] == 300 and method.settings["lam"] > 0
     continues(lambda: create("greit", coarse_model, **SMALL), frames3)
 

@@ -1,6 +1,7 @@
 """`d2ip-live` as a per-session streaming reconstructor (docs/d2ip-live.md).
 
-- **Frame path** (`push`): the Tikhonov preview R Δv (`worker.recon.tikhonov`), scaled, is the
+- **Frame path** (`push`): the Tikhonov preview R Δv (`worker.recon.tikhonov`, the served
+  preview's own truncated factors and single-frame product), scaled, is the
   input of the network phi(theta | preview); its values x = gamma(phi) inside the mask (eq. 3),
   one forward pass with the current weights and no gradient, are scaled by their least-squares
   amplitude against the frame's data, alpha = <A x, W^1/2 Δv> / ||A x||^2 (A the whitened J;
@@ -44,7 +45,7 @@ from worker.recon.d2ip.prior import VolumeWindow
 from worker.recon.d2ip.reconstructor import resolve_device
 from worker.recon.live.config import LiveConfig
 from worker.recon.live.start import initial_state, network_input
-from worker.recon.tikhonov import tikhonov_operator
+from worker.recon.tikhonov import Tikhonov
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
@@ -64,10 +65,9 @@ class D2IPLive(StreamingReconstructor):
         self.device = resolve_device(device)
         self.execution = execution_for(self.device)
         self.out_range = OutputRange.symmetric(OUT_RANGE)
-        self.preview = torch.from_numpy(tikhonov_operator(model).matrix)  # R, (V, M)
-        start = initial_state(model, cfg, self.preview, self.execution, self.out_range)
+        self.preview = Tikhonov(model, device=str(self.device))  # its truncated factors
+        start = initial_state(model, cfg, self.preview.images, self.execution, self.out_range)
         self.input_scale, self.start_source = start.input_scale, start.source
-        self.preview = self.preview.to(self.device)
         self.mask = torch.as_tensor(model.mask, device=self.device)
         self.net = FastResUNet3D(NetConfig(), seed=cfg.seed).to(self.device)
         with torch.no_grad():
@@ -105,7 +105,7 @@ class D2IPLive(StreamingReconstructor):
         cfg = self.config
         with torch.no_grad():
             x = torch.as_tensor(np.asarray(dv, dtype=np.float32), device=self.device)
-            preview = self.preview @ x
+            preview = self.preview.images(x[None])[0]
             z = network_input(preview[None], self.mask, self.input_scale)
             values = self.out_range.apply(self.execution.phi(self.net, z)())[self.mask]
             data = x * self.data_weights
@@ -169,7 +169,7 @@ class D2IPLive(StreamingReconstructor):
         dv, window, tidal = chosen
         x = torch.from_numpy(dv).to(self.device)
         with torch.no_grad():
-            self.input.copy_(network_input((self.preview @ x)[None], self.mask,
+            self.input.copy_(network_input(self.preview.images(x[None]), self.mask,
                                            self.input_scale))
         hook = self.execution.hook
         self.optimizer.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ volume, not a preview to a volume. The result is cached per model and setting un
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 FOLDER = "d2ip-live"
 FORMAT = 1
 
+Preview = Callable[[torch.Tensor], torch.Tensor]  # normalised frames (T, M) -> previews (T, V)
+
 
 @dataclass(frozen=True)
 class StartState:
@@ -54,7 +57,7 @@ def network_input(previews: torch.Tensor, mask: torch.Tensor, scale: float) -> t
     return out
 
 
-def initial_state(model: ForwardModel, config: LiveConfig, preview: torch.Tensor,
+def initial_state(model: ForwardModel, config: LiveConfig, preview: Preview,
                   execution: Execution, out_range: OutputRange) -> StartState:
     """The network's starting weights for this model (cached, else fitted now)."""
     d2ip = D2IPConfig()
@@ -81,13 +84,14 @@ def initial_state(model: ForwardModel, config: LiveConfig, preview: torch.Tensor
 
 
 def supervised_fit(net: FastResUNet3D, model: ForwardModel, config: LiveConfig,
-                   preview: torch.Tensor, execution: Execution, out_range: OutputRange
+                   preview: Preview, execution: Execution, out_range: OutputRange
                    ) -> float:
     """Adam on the mean squared error of gamma(phi(preview)) against the truth (eq. 3), one
     simulated frame per step in turn; returns the input scale (1 / s.d. of the previews)."""
     data = training_frames(model, config.pretrain_frames, config.seed)
     mask = torch.as_tensor(model.mask)
-    previews = torch.from_numpy(data.dv) @ preview.T
+    with torch.no_grad():
+        previews = preview(torch.from_numpy(data.dv))
     scale = float(1.0 / previews.std())
     inputs = network_input(previews, mask, scale)
     truths = torch.from_numpy(data.truth)

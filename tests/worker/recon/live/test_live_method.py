@@ -20,7 +20,7 @@ from worker.recon.live.config import LiveConfig
 from worker.recon.live.frames import training_frames
 from worker.recon.live.reconstructor import D2IPLive
 from worker.recon.live.start import network_input, supervised_fit
-from worker.recon.tikhonov import tikhonov_operator
+from worker.recon.tikhonov import Tikhonov
 from worker.recording import Recording
 from worker.runtime.state_codec import decode, encode
 
@@ -60,7 +60,7 @@ def test_rejects_bad_options(coarse_model: ForwardModel) -> None:
 def test_supervised_start_learns_preview_to_truth(coarse_model: ForwardModel) -> None:
     """On frames it never saw, the fitted network is closer to the truth than before."""
     execution, out_range = execution_for(torch.device("cpu")), OutputRange.symmetric(0.75)
-    preview = torch.from_numpy(tikhonov_operator(coarse_model).matrix)
+    preview = Tikhonov(coarse_model).images
     mask = torch.as_tensor(coarse_model.mask)
     held_out = training_frames(coarse_model, 8, seed=99)
     net = FastResUNet3D(seed=0)
@@ -68,7 +68,7 @@ def test_supervised_start_learns_preview_to_truth(coarse_model: ForwardModel) ->
 
     def error(scale: float) -> float:
         with torch.no_grad():
-            z = network_input(torch.from_numpy(held_out.dv) @ preview.T, mask, scale)
+            z = network_input(preview(torch.from_numpy(held_out.dv)), mask, scale)
             values = torch.stack([out_range.apply(execution.phi(net, z[k:k + 1])())[mask]
                                   for k in range(len(z))])
         return float(torch.mean((values - torch.from_numpy(held_out.truth)) ** 2))

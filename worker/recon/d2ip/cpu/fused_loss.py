@@ -28,11 +28,8 @@ class _MatVec(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
-        lib = kernels()
         (a,) = ctx.saved_tensors
-        gx = grad.new_empty(a.shape[1])
-        lib.eitmon_matvec_t(*a.shape, ptr(a), ptr(grad.contiguous()), ptr(gx))
-        return None, gx
+        return None, transposed_matvec(a, grad)
 
 
 def matvec(a: Tensor, x: Tensor) -> Tensor:
@@ -44,6 +41,23 @@ def matvec(a: Tensor, x: Tensor) -> Tensor:
     if a.requires_grad:
         raise ValueError("matvec has no gradient for the matrix")
     return _MatVec.apply(a, x.to(torch.float32))
+
+
+def transposed_matvec(a: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
+    """`a.T @ y` for a contiguous (m, n) float32 CPU matrix and y (m,), threaded, without
+    autograd; written into `out` (n,) when given. The data term's backward, and a single
+    frame's linear reconstruction (`worker.recon.linear`)."""
+    require_cpu_float32(a, "transposed_matvec", ndim=2)
+    require_cpu_float32(y, "transposed_matvec", ndim=1)
+    if out is None:
+        out = y.new_empty(a.shape[1])
+    if not (a.is_contiguous() and out.is_contiguous()) or y.shape != a.shape[:1] \
+            or out.shape != a.shape[1:] or out.dtype != torch.float32:
+        raise ValueError("transposed_matvec takes a contiguous (m, n) matrix, y (m,) and out "
+                         "(n,) float32")
+    y = y.detach().contiguous()
+    kernels().eitmon_matvec_t(*a.shape, ptr(a), ptr(y), ptr(out))
+    return out
 
 
 class _TVPrior(torch.autograd.Function):

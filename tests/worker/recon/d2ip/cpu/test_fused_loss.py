@@ -31,6 +31,23 @@ def test_matvec_equals_matmul() -> None:
 
 
 @needs_kernels
+def test_transposed_matvec_writes_a_t_y_into_out() -> None:
+    """The single-frame reconstruction's product (`worker.recon.linear`): aᵀ y, into `out`
+    when given, and refused for shapes and types the kernel would misread."""
+    gen = torch.Generator().manual_seed(5)
+    a, y = torch.randn(37, 2051, generator=gen), torch.randn(37, generator=gen)
+    out = torch.full((2051,), float("nan"))
+    assert fused_loss.transposed_matvec(a, y, out) is out
+    a64, y64 = a.double(), y.double()
+    assert ((out.double() - a64.T @ y64).abs() <= 1e-6 * (a64.abs().T @ y64.abs())).all()
+    assert torch.equal(fused_loss.transposed_matvec(a, y), out)  # deterministic
+    for bad in ((a, torch.zeros(36)), (a, y.double()), (a.T.contiguous().T, y),
+                (a, y, torch.empty(2050))):
+        with pytest.raises(ValueError):
+            fused_loss.transposed_matvec(*bad)
+
+
+@needs_kernels
 @pytest.mark.parametrize("filled", [0, 3, 10])
 def test_tv_prior_equals_the_shared_tv_and_the_temporal_term(filled) -> None:
     """The C++ TV kernel against `finite_difference.total_variation` (eq. 12) plus
