@@ -54,9 +54,11 @@ SETTLE_S = 1.0  # after starting the busy processes, before timing
 
 
 @contextmanager
-def busy_processes(count: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`count` processes that each keep a CPU busy, ended (by their ids) on exit."""
-    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(count)]
+def busy_processes(count: int, nice: int = 0) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """`count` processes that each keep a CPU busy, at `nice` above this process's nice level,
+    ended (by their ids) on exit."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY], preexec_fn=lambda: os.nice(nice))
+             for _ in range(count)]
     try:
         time.sleep(SETTLE_S if procs else 0.0)
         yield procs
@@ -91,8 +93,11 @@ def _others() -> float | None:
 
 def run_load_benchmark(grid: tuple[int, int, int] = (16, 32, 32),
                        loads: tuple[int, ...] = (0, 2, 4), n_iter: int = 10, repeats: int = 3,
-                       warmup: int = 10, seed: int = 0, progress: Any = None) -> dict[str, Any]:
-    """ms per fused Adam iteration under each policy at each competing load (module docstring).
+                       warmup: int = 10, seed: int = 0, progress: Any = None, nice: int = 0
+                       ) -> dict[str, Any]:
+    """ms per fused Adam iteration under each policy at each competing load (module docstring),
+    the busy processes at `nice` (19: background jobs, which the tuner should leave the CPUs to
+    this process: `library.ForegroundDemand`).
 
     `progress(description)`, when given, is called before every timed repeat."""
     if not library.available():
@@ -108,7 +113,7 @@ def run_load_benchmark(grid: tuple[int, int, int] = (16, 32, 32),
         objective = CpuExecution(fused=True).objective(net, z, problem.jacobian, problem.mask)
         levels: dict[str, Any] = {}
         for k in loads:
-            with busy_processes(k):
+            with busy_processes(k, nice):
                 tuners = {"old": None, "new": ThreadTuner()}
                 for name, tuner in tuners.items():
                     with policy(name):
@@ -158,5 +163,5 @@ def run_load_benchmark(grid: tuple[int, int, int] = (16, 32, 32),
         level["new_vs_old"] = level["ms_per_iter"]["old"] / level["ms_per_iter"]["new"]
     return {"grid": list(grid), "n_voxels": int(problem.mask.sum()), "cpus": cpus,
             "cpus_allowed": library.default_threads(), "n_iter": n_iter, "repeats": repeats,
-            "warmup": warmup, "loads": list(loads), "levels": levels,
+            "warmup": warmup, "loads": list(loads), "busy_nice": nice, "levels": levels,
             "torch": torch.__version__}

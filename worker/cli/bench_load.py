@@ -20,6 +20,8 @@ def load(
     repeats: Annotated[int, typer.Option(min=1, help="interleaved repeats (median)")] = 3,
     warmup: Annotated[int, typer.Option(
         min=8, help="untimed iterations per policy and level (the tuner's probe)")] = 10,
+    nice: Annotated[int, typer.Option(
+        min=0, max=19, help="nice level of the busy processes (19: background jobs)")] = 0,
 ) -> None:
     """ms per fused D2IP Adam iteration with 0, 2 and 4 busy processes started alongside:
     the old policy (spinning threads, every CPU) against the new one (following the load),
@@ -32,9 +34,10 @@ def load(
 
     console = Console()
     result = run_load_benchmark(grid=grid, loads=tuple(busy or (0, 2, 4)), n_iter=n_iter,
-                                repeats=repeats, warmup=warmup,
+                                repeats=repeats, warmup=warmup, nice=nice,
                                 progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-    table = Table(title=f"fused D2IP Adam iteration under load, grid {'x'.join(map(str, grid))}"
+    table = Table(title=f"fused D2IP Adam iteration under load (busy processes at nice {nice}), "
+                        f"grid {'x'.join(map(str, grid))}"
                         f" (V = {result['n_voxels']}), {result['cpus']} CPUs; medians of "
                         f"{repeats} interleaved repeats of {n_iter}")
     for title in ("busy", "others", "policy", "ms", "CPU ms", "CPUs", "threads", "spin µs",

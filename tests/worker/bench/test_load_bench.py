@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,9 @@ def test_busy_processes_run_until_the_block_ends() -> None:
     with busy_processes(2) as procs:
         assert all(p.poll() is None for p in procs)
     assert all(p.poll() is not None for p in procs)
+
+
+def test_busy_processes_run_at_the_nice_level_asked() -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with busy_processes(1, nice=19) as procs:
+        assert os.getpriority(os.PRIO_PROCESS, procs[0].pid) == min(19, own + 19)

@@ -22,6 +22,8 @@ import os
 import platform
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -41,6 +43,9 @@ MAX_WIDTH = 512  # channel limit of the kernel's stack buffers (kMaxVec vectors 
 MAX_THREADS = 8  # default cap: the grid's 16 planes are the unit of work
 SPIN_US = 1000  # idle machine: the pool's threads spin this long before they sleep (pool.h)
 LOADAVG = Path("/proc/loadavg")
+STAT = Path("/proc/stat")
+THREAD_SCHEDSTAT = Path("/proc/thread-self/schedstat")
+SHARE_WINDOW_S = 0.5  # `ForegroundDemand`: the shortest interval it measures (50 clock ticks)
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int
@@ -219,6 +224,68 @@ def runnable(path: Path = LOADAVG) -> int | None:
         return int(path.read_text().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _own_cpu_seconds() -> float:
+    """User and system CPU seconds of this process, all its threads."""
+    t = os.times()
+    return t.user + t.system
+
+
+class ForegroundDemand:
+    """How many threads of other processes at normal priority (nice 0 or less) want a CPU,
+    estimated over the last `window_s` or more; None where unknown. `runnable()` counts a
+    runnable nice-19 job like any other, though the scheduler gives it about 1.5 % of a core
+    beside a nice-0 thread; the `ThreadTuner` takes the smaller of the two estimates.
+
+    A thread at normal priority that wants a CPU gets the same share of one as the calling
+    thread does while it is runnable, s = run / (run + wait) (/proc/thread-self/schedstat). The
+    others' CPU time at normal priority over the interval, u (/proc/stat: `user` + `system` +
+    `irq` + `softirq`, less this process's own time; `nice` holds every process with nice > 0),
+    is then u / s such threads. Calls within `window_s` of the last measured one return the last
+    estimate, so that a reading spans at least 50 clock ticks. None (the count alone decides)
+    until the first interval is measured, where the files are unreadable, and whenever this
+    process runs niced itself (its own time then lands in `nice`, beside the jobs it would
+    have to be told apart from)."""
+
+    def __init__(self, stat: Path = STAT, thread: Path = THREAD_SCHEDSTAT,
+                 own: Callable[[], float] = _own_cpu_seconds, window_s: float = SHARE_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic,
+                 own_nice: Callable[[], int] = lambda: os.getpriority(os.PRIO_PROCESS, 0)
+                 ) -> None:
+        self.stat, self.thread, self.own, self.own_nice = stat, thread, own, own_nice
+        self.window_s, self.clock = window_s, clock
+        self.tick = 1.0 / os.sysconf("SC_CLK_TCK")
+        self.demand: float | None = None
+        self.last = self._read()
+
+    def _read(self) -> tuple[float, float, float, float, float] | None:
+        """(time, others' and own normal-priority CPU s, this thread's run and wait s)."""
+        try:
+            fields = self.stat.read_text().split("\n", 1)[0].split()
+            user, _nice, system, _idle, _iowait, irq, softirq = map(int, fields[1:8])
+            run_ns, wait_ns = map(int, self.thread.read_text().split()[:2])
+        except (OSError, ValueError):
+            return None
+        return (self.clock(), (user + system + irq + softirq) * self.tick, self.own(),
+                run_ns * 1e-9, wait_ns * 1e-9)
+
+    def __call__(self) -> float | None:
+        if self.own_nice() > 0:
+            return None
+        if self.last is not None and self.clock() - self.last[0] < self.window_s:
+            return self.demand
+        now = self._read()
+        if now is None or self.last is None:
+            self.last = now
+            return None
+        d = [b - a for a, b in zip(self.last, now, strict=True)]
+        self.last = now
+        elapsed, normal, own, run, wait = d
+        if run + wait > 0.1 * elapsed:  # this thread wanted a CPU often enough to tell its share
+            share = run / (run + wait)
+            self.demand = max(0.0, normal - own) / elapsed / share
+        return self.demand
 
 
 def awake_workers() -> int:

@@ -41,18 +41,23 @@ class ThreadTuner:
 
     `runnable`: the machine's runnable threads now (None: unknown, then the load is not
     followed); `own`: the pool's workers that are awake now (runnable as well, but this
-    tuner's; None: `library.awake_workers`); `follow_load=False` keeps the spin and the
+    tuner's; None: `library.awake_workers`); `foreground`: how many other threads at normal
+    priority want a CPU (None: a `library.ForegroundDemand`; its None: unknown), which bounds
+    the count;
+    `follow_load=False` keeps the spin and the
     candidates of an idle machine (the policy before load was followed, for comparison).
     Probing is idle when `library.set_threads` fixed the count or there is one CPU."""
 
     def __init__(self, probe: int = 4, every: int = 500, follow_load: bool = True,
                  runnable: Callable[[], int | None] = library.runnable,
-                 own: Callable[[], int] | None = None) -> None:
+                 own: Callable[[], int] | None = None,
+                 foreground: Callable[[], float | None] | None = None) -> None:
         if probe < 2 or every < 1:
             raise ValueError("probe must be at least 2 (one warm-up) and every at least 1")
         self.probe, self.every = probe, every
         self.follow_load, self.runnable = follow_load, runnable
         self.own = own if own is not None else library.awake_workers
+        self.foreground = foreground if foreground is not None else library.ForegroundDemand()
         self.since = every  # iterations since the last choice: probe at the first iteration
         self.plan: list[int] = []  # thread counts of the probe iterations still to run
         self.times: dict[int, list[float]] = {}
@@ -81,6 +86,9 @@ class ThreadTuner:
             library.tune_spin(library.SPIN_US)
             return
         sample = max(0.0, now - 1.0 - own)  # less this thread, which reads, and its workers
+        foreground = self.foreground() if self.follow_load else None
+        if foreground is not None:  # niced jobs, counted above, barely take a CPU from us
+            sample = min(sample, foreground)
         self.others = (sample if self.others is None
                        else (1 - SMOOTHING) * self.others + SMOOTHING * sample)
         library.tune_spin(0 if self.others >= BUSY else library.SPIN_US)

@@ -232,6 +232,57 @@ def test_the_machine_s_runnable_threads(tmp_path) -> None:
     assert live is None or live >= 1  # this thread runs while it reads
 
 
+class _Machine:
+    """/proc/stat and this thread's schedstat as files a test writes; a clock it moves."""
+
+    def __init__(self, root) -> None:
+        self.stat, self.thread, self.t = root / "stat", root / "schedstat", 0.0
+        self.own, self.nice = 0.0, 0
+
+    def set(self, user: int, nice: int, system: int, run_s: float, wait_s: float) -> None:
+        self.stat.write_text(f"cpu  {user} {nice} {system} 100 0 0 0 0 0 0\ncpu0 1 2 3\n")
+        self.thread.write_text(f"{int(run_s * 1e9)} {int(wait_s * 1e9)} 7\n")
+
+
+def test_foreground_demand_counts_threads_at_normal_priority(tmp_path) -> None:
+    """Others' CPU at normal priority over the interval, divided by this thread's share of a
+    CPU while runnable: two busy nice-0 processes beside this one thread on two CPUs each get
+    this thread's 2/3 of a CPU (4/3 CPU s a second): 2 threads. Niced time does not count."""
+    m = _Machine(tmp_path)
+    hz = os.sysconf("SC_CLK_TCK")
+    m.set(user=0, nice=0, system=0, run_s=0.0, wait_s=0.0)
+    demand = library.ForegroundDemand(m.stat, m.thread, own=lambda: m.own,
+                                      clock=lambda: m.t, own_nice=lambda: m.nice)
+    assert demand() is None  # nothing measured yet
+    m.t, m.own = 1.0, 2 / 3  # one second: this thread ran 2/3 s and waited 1/3 s
+    m.set(user=2 * hz, nice=5 * hz, system=0, run_s=2 / 3, wait_s=1 / 3)
+    assert demand() == pytest.approx(2.0, rel=0.02)
+    m.t = 1.2  # within the window: the last estimate
+    m.set(user=3 * hz, nice=5 * hz, system=0, run_s=0.7, wait_s=0.4)
+    assert demand() == pytest.approx(2.0, rel=0.02)
+    # the next second: nice-19 jobs beside this thread alone, which waited 1 % of its time;
+    # the machine's normal-priority time is this thread's and 0.01 s of daemons'
+    m.t, m.own = 2.0, 2 / 3 + 0.99
+    m.set(user=3 * hz, nice=6 * hz, system=0, run_s=2 / 3 + 0.99, wait_s=1 / 3 + 0.01)
+    assert demand() == pytest.approx(0.0, abs=0.05)
+    m.nice = 10  # this process niced: its own time is in `nice` too; unknown
+    m.t = 3.0
+    assert demand() is None
+    m.nice = 0
+    m.stat.unlink()
+    m.t = 4.0
+    assert demand() is None
+
+
+def test_foreground_demand_of_this_machine_is_a_number() -> None:
+    demand = library.ForegroundDemand(window_s=0.0)
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.2:  # this thread wants a CPU
+        pass
+    value = demand()
+    assert value is None or value >= 0.0
+
+
 def test_thread_setting() -> None:
     before = library.set_threads(3)
     try:

@@ -17,6 +17,8 @@ def _two_cpus(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(library, "default_threads", lambda: 2)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(library, "awake_workers", lambda: 0)  # no pool: nothing of ours runs
+    # the others' priority unknown (the count alone decides), unless a test says otherwise
+    monkeypatch.setattr(library, "ForegroundDemand", lambda: lambda: None)
     before = library.set_threads(None), library.set_spin(None)
     yield
     library.set_threads(before[0])
@@ -153,3 +155,14 @@ def test_an_average_near_a_boundary_does_not_re_probe_every_iteration() -> None:
     tuner = ThreadTuner(probe=2, every=1000, runnable=lambda: next(reads))
     _run(tuner, 200, {1: 0.0, 2: 0.0})
     assert len(tuner.choices) == 1  # the first probe, with both CPUs free
+
+
+def test_niced_jobs_do_not_take_the_cpus() -> None:
+    """Three other runnable threads, but at nice 19: the others at normal priority want
+    almost no CPU (`library.ForegroundDemand`), so both CPUs are probed and the pool spins;
+    the same count at normal priority keeps one sleeping thread."""
+    niced = ThreadTuner(probe=2, every=100, runnable=lambda: 1 + 3, foreground=lambda: 0.05)
+    assert _run(niced, 4, {1: 0.02, 2: 0.001}) == [1, 1, 2, 2]
+    assert library.spin() == library.SPIN_US and niced.others == pytest.approx(0.05)
+    normal = ThreadTuner(probe=2, every=100, runnable=lambda: 1 + 3, foreground=lambda: 3.0)
+    assert _run(normal, 4, {1: 0.02, 2: 0.001}) == [1] * 4 and library.spin() == 0
