@@ -21,6 +21,7 @@ from service.settings import Settings
 
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 M_DEFAULT = 928  # skip4 on the 2x16 thorax belt
+STOP_S = 30.0  # per stage of a test server's stop (graceful, then forced)
 
 
 def free_port() -> int:
@@ -50,8 +51,15 @@ class ServerThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop the server and wait until it has: one left running (its idle expiry, its
+        consumers) would act on the next tests' sessions in the shared Redis."""
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=STOP_S)
+        if self.thread.is_alive():  # connections or tasks hold the graceful shutdown
+            self.server.force_exit = True
+            self.thread.join(timeout=STOP_S)
+        if self.thread.is_alive():
+            raise RuntimeError(f"uvicorn did not stop within {2 * STOP_S} s")
 
 
 @dataclass
