@@ -3,8 +3,10 @@
 Each case's recording is played at its frame rate through the worker's `realtime` scheduling
 on a virtual clock, as the compute thread runs it (`worker.runtime.compute`): when a session's
 frames have arrived, the newest is reconstructed and the older ones are coalesced; when no frame
-waits, one `background_step()` of one session in turn (`d2ip-live`'s fine-tuning); when no
-method has background work, the clock jumps to the next arrival. Every step advances the clock
+waits, one `background_step()` of one session in turn (`d2ip-live`'s fine-tuning), if it should
+end before the next frame is due (`worker.runtime.pacing`, forecast from the arrivals seen so
+far); when no method has background work or none may start, the clock jumps to the next
+arrival. Every step advances the clock
 by its real wall time on this machine, so the latency of a frame (its arrival to its volume
 out) is what a worker on this machine would show, without playing the recording in real time
 (the method as in `worker/bench/breath.py`). With N sessions on one worker, session s's belt
@@ -38,6 +40,7 @@ import numpy as np
 from worker.bench.quality import Setup, model_of, recording_for
 from worker.metrics import cc, data_range, err, mssim, ssim_window
 from worker.recon.base import StreamingReconstructor, create, normalise
+from worker.runtime.pacing import FrameForecast, StepPacer
 
 CASES = ("tidal-breathing", "healthy-deep-breath", "edema-left")
 TIDAL_FRAMES = 3800  # the cached 190 s tidal-breathing simulation (the breath benchmark's)
@@ -92,6 +95,8 @@ def play(recons: list[StreamingReconstructor], dvs: np.ndarray, times: np.ndarra
     n, total = len(recons), len(dvs)
     arrivals = [times + s * (times[1] - times[0]) / n for s in range(n)]
     played = [Played() for _ in recons]
+    forecasts = [FrameForecast() for _ in recons]
+    pacer = StepPacer()
     nxt = [0] * n
     clock, turn = 0.0, 0
     while min(nxt) < total:
@@ -101,6 +106,7 @@ def play(recons: list[StreamingReconstructor], dvs: np.ndarray, times: np.ndarra
             if nxt[s] >= ready:
                 continue
             k = ready - 1
+            forecasts[s].seen(float(arrivals[s][k]), clock)
             t0 = time.perf_counter()
             volume = recon.push(dvs[k]).volume
             clock += time.perf_counter() - t0
@@ -113,12 +119,15 @@ def play(recons: list[StreamingReconstructor], dvs: np.ndarray, times: np.ndarra
         if pushed:
             continue
         stepped = False
-        for j in range(n if background else 0):
+        paced = pacer.may_start(clock, (f.next_due(clock) for f in forecasts))
+        for j in range(n if background and paced else 0):
             s = (turn + j) % n
             t0 = time.perf_counter()
             stepped = recons[s].background_step()
-            clock += time.perf_counter() - t0
+            took = time.perf_counter() - t0
+            clock += took
             if stepped:
+                pacer.took(took)
                 played[s].background_steps += 1
                 turn = (s + 1) % n
                 break

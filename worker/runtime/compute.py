@@ -9,8 +9,9 @@ volume is not finite (a near-zero reference) is never pushed nor published: it i
 session every `EITMON_CHECKPOINT_EVERY` frames and ends sessions (close, idle eviction,
 shutdown): final checkpoint, release of the lease. A step that raises is the session's failure
 (`failures.py`); the thread goes on with the others. When no session has work, it runs one
-`background_step()` of one session's main method in turn (`d2ip-live`'s fine-tuning), so a
-frame waits at most one such step; it waits for work only when no method has any. It ticks the
+`background_step()` of one session's main method in turn (`d2ip-live`'s fine-tuning), paced so
+that a step starts only when it should end before any session's next frame is due
+(`pacing.py`); it waits for work when no method has any, or none may start. It ticks the
 `ComputeClock` after every step and idle wait, which keeps the heartbeat going (`health.py`).
 After each step it feeds the frames it took to the session's live data-quality report
 (`quality.py`), which may exclude electrodes from the session's reconstruction.
@@ -31,7 +32,7 @@ import numpy as np
 from redis import Redis
 from redis.exceptions import RedisError
 
-from service.contract.codecs import ParametersEntry, Result
+from service.contract.codecs import ParametersEntry, Result, stream_id_ms
 from service.contract.fields import DROPPED_PREFIX, Counter, DropReason, ProgressField
 from service.contract.keys import counters_key
 from worker.runtime import checkpoint
@@ -40,6 +41,7 @@ from worker.runtime.failures import SessionFailures
 from worker.runtime.fenced import METHOD, Fenced, LeaseLost
 from worker.runtime.health import ComputeClock
 from worker.runtime.lease import Leases
+from worker.runtime.pacing import StepPacer
 from worker.runtime.quality import QualityMonitor
 from worker.runtime.registry import SessionRegistry
 from worker.runtime.session import Close, Frame, Session, Work
@@ -71,6 +73,7 @@ class Compute:
         self.registry, self.failures, self.clock = registry, failures, clock
         self.stopping = stopping
         self.turn = 0  # the session whose background step comes next
+        self.pacer = StepPacer()
 
     def run(self) -> None:
         lower_priority(self.cfg.compute_nice)
@@ -97,15 +100,22 @@ class Compute:
             self.guarded(session, partial(self.end, session, "shutdown"))
 
     def background(self) -> bool:
-        """One background step of the first session in turn that has one; False if none."""
+        """One background step of the first session in turn that has one; False if none, or
+        if a step would not end before a session's next frame is due (`pacing.py`)."""
         sessions = self.registry.sessions()
+        now = time.monotonic()
+        if not self.pacer.may_start(now, (s.forecast.next_due(now) for s in sessions)):
+            return False
         for k in range(len(sessions)):
             session = sessions[(self.turn + k) % len(sessions)]
             done = False
 
             def step(session: Session = session) -> None:
                 nonlocal done
+                t0 = time.perf_counter()
                 done = session.main.background_step()
+                if done:
+                    self.pacer.took(time.perf_counter() - t0)
 
             self.guarded(session, step)
             if done:
@@ -144,6 +154,7 @@ class Compute:
                 session.advance(frame)
         if isinstance(work.item, Frame):
             frame = work.item
+            session.forecast.seen(stream_id_ms(frame.entry_id) / 1e3, time.monotonic())
             res = session.main.push(frame.dv) if np.isfinite(frame.dv).all() else None
             if res is None or not np.isfinite(res.volume).all():  # never published: counted
                 self.retry(session, lambda: self.fenced.commit(

@@ -30,6 +30,7 @@ from service.contract.session import SessionConfig
 from worker.recon.base import FrameResult, StreamingReconstructor, normalise
 from worker.runtime.lease import Lease
 from worker.runtime.methods import SharedPreview
+from worker.runtime.pacing import FrameForecast
 from worker.runtime.reference import Reference, check_model
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class Session:
     last_activity: float = field(default_factory=time.monotonic)
     ending: str | None = None  # why the session stops: closed, evicted, shutdown, lost, failed
     breath: BreathPolicy | None = None  # the breath scheduling, under the `breath` policy
+    forecast: FrameForecast = field(default_factory=FrameForecast)  # its next frame (pacing)
     quality: QualityWindow | None = None  # the live data-quality report (`quality.py`)
     model_check: ProtocolCheck | None = None  # the reference against the model
 
