@@ -45,7 +45,7 @@ SPIN_US = 1000  # idle machine: the pool's threads spin this long before they sl
 LOADAVG = Path("/proc/loadavg")
 STAT = Path("/proc/stat")
 THREAD_SCHEDSTAT = Path("/proc/thread-self/schedstat")
-SHARE_WINDOW_S = 0.5  # `ForegroundDemand`: the shortest interval it measures (50 clock ticks)
+SHARE_WINDOW_S = 0.25  # `ForegroundDemand`: the shortest interval it measures (25 clock ticks)
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int
@@ -243,7 +243,7 @@ class ForegroundDemand:
     others' CPU time at normal priority over the interval, u (/proc/stat: `user` + `system` +
     `irq` + `softirq`, less this process's own time; `nice` holds every process with nice > 0),
     is then u / s such threads. Calls within `window_s` of the last measured one return the last
-    estimate, so that a reading spans at least 50 clock ticks. None (the count alone decides)
+    estimate, so that a reading spans at least 25 clock ticks. None (the count alone decides)
     until the first interval is measured, where the files are unreadable, and whenever this
     process runs niced itself (its own time then lands in `nice`, beside the jobs it would
     have to be told apart from)."""
