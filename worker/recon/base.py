@@ -24,6 +24,7 @@ against the session's measured reference v_ref, and returns the relative conduct
 from __future__ import annotations
 
 import inspect
+import mmap
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -168,6 +169,23 @@ def normalise(voltages: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (np.asarray(voltages, dtype=float) - reference) / np.maximum(np.abs(reference), floor)
 
 
+POPULATE_BYTES = 1 << 24  # outputs from 16 MB on are allocated populated (`output_array`)
+
+
+def output_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+    """An uninitialised array for a recording's volumes. From `POPULATE_BYTES` on (and where
+    the OS has MAP_POPULATE) its pages are mapped in one call instead of one page fault per
+    4 KB at the first write: 65 MB took 26-29 ms populated against 133-180 ms faulted on this
+    2-core virtual machine (2026-12-06), a fifth of the time of 1000 preview frames."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    if size < POPULATE_BYTES or populate is None:
+        return np.empty(shape, dtype)
+    buffer = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+    return np.frombuffer(buffer, dtype).reshape(shape)
+
+
 def reconstruct_recording(recon: StreamingReconstructor, voltages: np.ndarray,
                           reference: np.ndarray, progress: bool = False, batch: int = 32
                           ) -> tuple[np.ndarray, list[FrameResult]]:
@@ -190,7 +208,7 @@ def reconstruct_recording(recon: StreamingReconstructor, voltages: np.ndarray,
         for start in range(0, len(dv), batch):
             for i, r in enumerate(recon.push_many(dv[start:start + batch]), start):
                 if volumes is None:
-                    volumes = np.empty((len(dv),) + r.volume.shape, r.volume.dtype)
+                    volumes = output_array((len(dv),) + r.volume.shape, r.volume.dtype)
                 volumes[i] = r.volume
                 results.append(replace(r, volume=volumes[i]))
             bar.update(min(batch, len(dv) - start))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from typing import Any
 
 import numpy as np
@@ -11,12 +12,14 @@ import torch
 from worker.forward.model import ForwardModel
 from worker.recon import base
 from worker.recon.base import (
+    POPULATE_BYTES,
     FrameResult,
     StreamingReconstructor,
     available_methods,
     create,
     get_method,
     normalise,
+    output_array,
     reconstruct_recording,
     register,
 )
@@ -155,3 +158,24 @@ def test_states_are_plain_data(name: str, options: dict[str, Any], coarse_model:
     recon.push(healthy_dv[0])
     assert _leaves_ok(recon.state_dict())
     assert isinstance(recon.settings, dict)
+
+
+def test_output_arrays_large_and_small_are_plain_writable_arrays() -> None:
+    """A recording's volumes: from `POPULATE_BYTES` on, mapped populated (Linux), else
+    `np.empty`; either way an ordinary writable array of the shape and type asked."""
+    for frames in (2, 1000):
+        shape = (frames, 16, 32, 32)
+        out = output_array(shape, np.float32)
+        assert out.shape == shape and out.dtype == np.float32 and out.flags.writeable
+        out[-1] = 7.0
+        assert float(out[-1].sum()) == 7.0 * 16 * 32 * 32
+        populated = out.nbytes >= POPULATE_BYTES and hasattr(mmap, "MAP_POPULATE")
+        assert _mapped(out) == populated
+
+
+def _mapped(array: np.ndarray) -> bool:
+    """Whether an anonymous mapping holds the array's memory (its chain of bases)."""
+    base: Any = array.base
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = base.obj if isinstance(base, memoryview) else getattr(base, "base", None)
+    return base is not None
