@@ -13,7 +13,7 @@ image), and Adam minimises L / E, E = (1/M)‖W^½Δv‖² the data energy (λ �
 shrink with c² on a small change (where it would reach Adam's ε of 1e-8), and the fit of c Δv
 is c times the fit of Δv, step for step. The loss reported per frame is L / E.
 
-Per frame: Adam (lr 0.002, `worker.recon.diffinr.inr.LEARNING_RATE`) for at most `max_iter`
+Per frame: Adam (lr 0.01, `worker.recon.diffinr.inr.LEARNING_RATE`) for at most `max_iter`
 iterations; every `window` iterations the mean loss of the window is compared with the previous
 window's and the fit stops when it fell by less than `tol` of it (the SDS term is stochastic, so
 single iterations are too noisy to compare). Across frames (`carry`, beyond the seed, like
