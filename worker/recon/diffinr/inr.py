@@ -34,9 +34,7 @@ from service.contract.grid import GridSpec, voxel_edges
 WIDTH = 128  # neurons per layer (section 4.4)
 DEPTH = 4  # fully connected layers of WIDTH (section 4.4)
 FEATURES = 128  # m, rows of B: the encoding has 2m entries
-# Adam's step (section 4.4). On the thorax it kills 66-73 % of the second layer's units within
-# 50 steps (tank: 85-90 %); 0.002 left 9 % dead and fitted a held-out thorax frame a little
-# better, but cost Diff-INR 0.06 SSIM and 4.8 dB PSNR on the tank (docs/diff-inr.md, "Thorax").
+# Adam's step (section 4.4); `inr-tv` takes its own (`worker.recon.diffinr.methods`).
 LEARNING_RATE = 0.01
 RANGE_QUANTILE = 0.01
 

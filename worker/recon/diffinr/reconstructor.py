@@ -13,7 +13,7 @@ image), and Adam minimises L / E, E = (1/M)‖W^½Δv‖² the data energy (λ �
 shrink with c² on a small change (where it would reach Adam's ε of 1e-8), and the fit of c Δv
 is c times the fit of Δv, step for step. The loss reported per frame is L / E.
 
-Per frame: Adam (lr 0.01, `worker.recon.diffinr.inr.LEARNING_RATE`) for at most `max_iter`
+Per frame: Adam (`lr`: the seed's 0.01 by default, 0.002 for `inr-tv`) for at most `max_iter`
 iterations; every `window` iterations the mean loss of the window is compared with the previous
 window's and the fit stops when it fell by less than `tol` of it (the SDS term is stochastic, so
 single iterations are too noisy to compare). Across frames (`carry`, beyond the seed, like
@@ -59,7 +59,7 @@ class INRReconstructor(StreamingReconstructor):
 
     def __init__(self, model: ForwardModel, regulariser: Regulariser, method: str,
                  alpha: float = ALPHA, max_iter: int = MAX_ITER, window: int = WINDOW,
-                 tol: float = TOL, carry: bool = True, seed: int = 0,
+                 tol: float = TOL, lr: float = LEARNING_RATE, carry: bool = True, seed: int = 0,
                  features: int = FEATURES, width: int = WIDTH, device: str = "cpu") -> None:
         super().__init__(model)
         if window < 1 or max_iter < window:
@@ -77,11 +77,12 @@ class INRReconstructor(StreamingReconstructor):
         self.inr = INR(3, self.sigma, seed, features, width).to(self.device)
         self.initial = copy.deepcopy(self.inr.state_dict())
         self.max_iter, self.window, self.tol, self.carry = max_iter, window, tol, carry
+        self.lr = float(lr)
         self.seed, self.frames = seed, 0
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "sigma": self.sigma, "max_iter": self.max_iter,
+        return {"alpha": self.alpha, "sigma": self.sigma, "lr": self.lr, "max_iter": self.max_iter,
                 "window": self.window, "tol": self.tol, "carry": self.carry,
                 "seed": self.seed, "features": self.inr.encoding.out_features // 2,
                 "width": self.inr.mlp[0].out_features, **self.regulariser.settings}
@@ -102,7 +103,7 @@ class INRReconstructor(StreamingReconstructor):
         lo, hi = frame_range(image)
         self.inr.rescale((hi - lo) / 2 if hi > lo else 1.0)
         self.regulariser.weigh(image, energy)
-        optimiser = torch.optim.Adam(self.inr.parameters(), lr=LEARNING_RATE)
+        optimiser = torch.optim.Adam(self.inr.parameters(), lr=self.lr)
         losses: list[float] = []
         previous = float("inf")
         for it in range(1, self.max_iter + 1):
