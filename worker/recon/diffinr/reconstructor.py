@@ -133,5 +133,5 @@ class INRReconstructor(StreamingReconstructor):
         self.frames = int(state["frames"])
         self.inr.load_state_dict({k: torch.as_tensor(v).to(self.device)
                                   for k, v in state["inr"].items()})
-        self.inr.scale = float(state["scale"])
+        self.inr.scale = float(state.get("scale", 1.0))  # states saved before s: unit 1
         self.regulariser.load_state_dict(state["regulariser"])
