@@ -87,9 +87,8 @@ def study_runs(study: str) -> list[Run]:
         return [Run(f"diff-inr t {lo}-{hi}", "diff-inr", t_range=(lo, hi))
                 for lo, hi in ((0.02, 0.2), (0.1, 0.5), (0.3, 0.9), (0.0, 1.0))]
     if study == "slices":
-        return [Run("diff-inr axial", "diff-inr"),
-                Run("diff-inr 3 orientations", "diff-inr",
-                    {"orientations": ("axial", "coronal", "sagittal")}),
+        return [Run("diff-inr axial", "diff-inr", {"orientations": ("axial",)}),
+                Run("diff-inr 3 orientations", "diff-inr"),
                 Run("diff-inr 16 slices", "diff-inr", {"slices": 16})]
     if study == "seeds":
         return [Run(f"{m} seed {s}", m, {"seed": s}) for s in (1, 2)

@@ -2,8 +2,17 @@
 
 - eq. (4): γ(p) = [cos(2π B p), sin(2π B p)], B ∈ R^{m x d} drawn from N(0, σ²) once per
   network (σ from eq. 18, `worker.recon.diffinr.bandwidth`), not trained;
-- eq. (15): Δσ/σ0(p) = f_θ(γ(p)), f_θ four fully connected layers of 128 neurons (ReLU) and a
-  linear output, trained by Adam at lr 0.01 (section 4.4).
+- eq. (15): Δσ/σ0(p) = s · f_θ(γ(p)), f_θ four fully connected layers of 128 neurons (ReLU) and
+  a linear output, trained by Adam at lr 0.01 (section 4.4).
+
+s is the frame's unit of Δσ/σ0 (`frame_range`: half the range of its Tikhonov image), not
+trained. Adam's steps have a fixed size in θ, so without s the same lr moves the image by the
+same amount on a frame whose change is 0.02 (the first frames of an edema) as on one whose change
+is 1 (a tank's insulator): on the small one the first steps overshoot it many times, and the
+fit kills the last layer's units to undo that (99 % dead on the first frame of `edema-left`, a
+flat image; docs/diff-inr.md, "Thorax"). With s the fit of c Δv is the fit of Δv times c, step
+for step (Adam's update does not depend on the gradient's scale), like the weights of
+`worker.recon.diffinr.regularisers`. The seed's absolute images have a fixed scale and need no s.
 
 Coordinates are normalised to the seed's domain [-1, 1]: one scale for all three axes (half
 the larger in-plane extent), centred on the domain's axis and mid-height, so the bandwidth is
@@ -25,7 +34,18 @@ from service.contract.grid import GridSpec, voxel_edges
 WIDTH = 128  # neurons per layer (section 4.4)
 DEPTH = 4  # fully connected layers of WIDTH (section 4.4)
 FEATURES = 128  # m, rows of B: the encoding has 2m entries
-LEARNING_RATE = 0.01  # Adam (section 4.4)
+# Adam's step (section 4.4); `inr-tv` takes its own (`worker.recon.diffinr.methods`).
+LEARNING_RATE = 0.01
+RANGE_QUANTILE = 0.01
+
+
+def frame_range(tikhonov_image: Tensor) -> tuple[float, float]:
+    """The frame's range of Δσ/σ0 (lo, hi): the RANGE_QUANTILE and 1 - RANGE_QUANTILE quantiles
+    of its Tikhonov image, widened to hold 0 (the background); s = (hi - lo) / 2 is the INR's
+    output unit, and the SDS prior maps [lo, hi] to its [-1, 1]."""
+    low, high = torch.quantile(tikhonov_image.float(),
+                               torch.tensor([RANGE_QUANTILE, 1.0 - RANGE_QUANTILE])).tolist()
+    return min(low, 0.0), max(high, 0.0)
 
 
 @dataclass(frozen=True)
@@ -73,7 +93,7 @@ class FourierFeatures(nn.Module):
 
 
 class INR(nn.Module):
-    """f_θ(γ(p)) of eq. (15): (n, d) normalised coordinates -> (n,) Δσ/σ0."""
+    """s · f_θ(γ(p)) of eq. (15): (n, d) normalised coordinates -> (n,) Δσ/σ0 (s: `rescale`)."""
 
     def __init__(self, dims: int, sigma: float, seed: int = 0, features: int = FEATURES,
                  width: int = WIDTH, depth: int = DEPTH) -> None:
@@ -96,6 +116,19 @@ class INR(nn.Module):
             assert isinstance(last, nn.Linear)
             nn.init.zeros_(last.weight)  # start from the empty image Δσ = 0
             nn.init.zeros_(last.bias)
+        self.scale = 1.0
+
+    def rescale(self, scale: float) -> None:
+        """Set the output unit s to `scale` (> 0) without changing the function: the linear
+        output layer is multiplied by old / new s (a carried network keeps its image)."""
+        if not scale > 0:
+            raise ValueError(f"scale: must be positive, got {scale}")
+        last = self.mlp[-1]
+        assert isinstance(last, nn.Linear)
+        with torch.no_grad():
+            last.weight.mul_(self.scale / scale)
+            last.bias.mul_(self.scale / scale)
+        self.scale = float(scale)
 
     def forward(self, p: Tensor) -> Tensor:
-        return self.mlp(self.encoding(p)).squeeze(-1)
+        return self.scale * self.mlp(self.encoding(p)).squeeze(-1)

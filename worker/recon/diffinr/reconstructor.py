@@ -7,13 +7,20 @@ method. Why voxels and not the seed's FE nodes: see docs/diff-inr.md (one operat
 grid for every method and for scoring, V ≈ 6-11 thousand points against 25-60 thousand nodes
 per MLP evaluation, and the Jacobian is already projected onto the voxels).
 
-Per frame: Adam (lr 0.01) for at most `max_iter` iterations; every `window` iterations the mean
-loss of the window is compared with the previous window's and the fit stops when it fell by
-less than `tol` of it (the SDS term is stochastic, so single iterations are too noisy to
-compare). Across frames (`carry`, beyond the seed, like D2IP's TPP): the next frame starts from
-the previous frame's weights (a fresh Adam); without `carry` every frame starts from the same
-seeded initial network. `features` and `width` (the seed's 128 and 128) exist for tests on
-small machines. State: the frame counter, the MLP (with its fixed B) and the
+x_θ = s f_θ with the frame's unit s (`worker.recon.diffinr.inr`, from the frame's Tikhonov
+image), and Adam minimises L / E, E = (1/M)‖W^½Δv‖² the data energy (λ ∝ E, see
+`worker.recon.diffinr.regularisers`): L / E starts at 1 on every frame, its gradient does not
+shrink with c² on a small change (where it would reach Adam's ε of 1e-8), and the fit of c Δv
+is c times the fit of Δv, step for step. The loss reported per frame is L / E.
+
+Per frame: Adam (`lr`: the seed's 0.01 by default, 0.002 for `inr-tv`) for at most `max_iter`
+iterations; every `window` iterations the mean loss of the window is compared with the previous
+window's and the fit stops when it fell by less than `tol` of it (the SDS term is stochastic, so
+single iterations are too noisy to compare). Across frames (`carry`, beyond the seed, like
+D2IP's TPP): the next frame starts from the previous frame's weights and image (rescaled to the
+new unit s; a fresh Adam); without `carry` every frame starts from the same seeded initial
+network. `features` and `width` (the seed's 128 and 128) exist for tests on small machines.
+State: the frame counter, the MLP (with its fixed B and its unit s) and the
 regulariser's random generator.
 """
 
@@ -33,6 +40,7 @@ from worker.recon.diffinr.inr import (
     LEARNING_RATE,
     WIDTH,
     DomainFrame,
+    frame_range,
     voxel_centres,
 )
 from worker.recon.diffinr.regularisers import Regulariser
@@ -51,7 +59,7 @@ class INRReconstructor(StreamingReconstructor):
 
     def __init__(self, model: ForwardModel, regulariser: Regulariser, method: str,
                  alpha: float = ALPHA, max_iter: int = MAX_ITER, window: int = WINDOW,
-                 tol: float = TOL, carry: bool = True, seed: int = 0,
+                 tol: float = TOL, lr: float = LEARNING_RATE, carry: bool = True, seed: int = 0,
                  features: int = FEATURES, width: int = WIDTH, device: str = "cpu") -> None:
         super().__init__(model)
         if window < 1 or max_iter < window:
@@ -69,11 +77,12 @@ class INRReconstructor(StreamingReconstructor):
         self.inr = INR(3, self.sigma, seed, features, width).to(self.device)
         self.initial = copy.deepcopy(self.inr.state_dict())
         self.max_iter, self.window, self.tol, self.carry = max_iter, window, tol, carry
+        self.lr = float(lr)
         self.seed, self.frames = seed, 0
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "sigma": self.sigma, "max_iter": self.max_iter,
+        return {"alpha": self.alpha, "sigma": self.sigma, "lr": self.lr, "max_iter": self.max_iter,
                 "window": self.window, "tol": self.tol, "carry": self.carry,
                 "seed": self.seed, "features": self.inr.encoding.out_features // 2,
                 "width": self.inr.mlp[0].out_features, **self.regulariser.settings}
@@ -90,13 +99,17 @@ class INRReconstructor(StreamingReconstructor):
             self.inr.load_state_dict(self.initial)
         if energy == 0.0:
             return np.zeros(self.coords.shape[0], dtype=np.float32), 0, 0.0
-        self.regulariser.weigh(self.tikhonov @ dvt, energy)
-        optimiser = torch.optim.Adam(self.inr.parameters(), lr=LEARNING_RATE)
+        image = self.tikhonov @ dvt
+        lo, hi = frame_range(image)
+        self.inr.rescale((hi - lo) / 2 if hi > lo else 1.0)
+        self.regulariser.weigh(image, energy)
+        optimiser = torch.optim.Adam(self.inr.parameters(), lr=self.lr)
         losses: list[float] = []
         previous = float("inf")
         for it in range(1, self.max_iter + 1):
             values = self.inr(self.coords)
-            loss = (self.a @ values - b).square().mean() + self.regulariser(self.inr, values)
+            loss = ((self.a @ values - b).square().mean()
+                    + self.regulariser(self.inr, values)) / energy
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -113,10 +126,12 @@ class INRReconstructor(StreamingReconstructor):
     def state_dict(self) -> dict[str, Any]:
         return {"frames": self.frames,
                 "inr": {k: v.detach().cpu().clone() for k, v in self.inr.state_dict().items()},
+                "scale": self.inr.scale,
                 "regulariser": self.regulariser.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.frames = int(state["frames"])
         self.inr.load_state_dict({k: torch.as_tensor(v).to(self.device)
                                   for k, v in state["inr"].items()})
+        self.inr.scale = float(state.get("scale", 1.0))  # states saved before s: unit 1
         self.regulariser.load_state_dict(state["regulariser"])

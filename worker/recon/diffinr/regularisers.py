@@ -9,11 +9,11 @@ empty image, so a shallow breath is not flattened by a weight set for a deep one
 - `SDSRegulariser`: λ L_SDS (eq. 14) of `count` random slices (`worker.recon.diffinr.slices`)
   through the prior's `loss` (stop-gradient residual, t from a sub-range, the weighting of the
   prior's eq. 17 inside), on images mapped to the prior's range by `prior.normalise(x, lo, hi)`
-  with one range per frame: the 1 % and 99 % quantiles of the Tikhonov image, widened to hold
-  0 (the background). The range must not follow the INR itself: the map's slope 2/(hi - lo)
-  multiplies the SDS gradient, and the INR starts flat (hi - lo = 0). Scaling Δv by c scales
-  the range by c and λ = κ E by c², so the prior's pull on x scales by c, as the data term's
-  does: the balance is the same for a shallow and a deep breath.
+  with one range per frame (`worker.recon.diffinr.inr.frame_range`: quantiles of the Tikhonov
+  image). The range must not follow the INR itself: the map's slope 2/(hi - lo) multiplies the
+  SDS gradient, and the INR starts flat (hi - lo = 0). Scaling Δv by c scales the range by c
+  and λ = κ E by c², so the prior's pull on x scales by c, as the data term's does: the balance
+  is the same for a shallow and a deep breath.
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from worker.recon.diffinr.inr import INR
+from worker.recon.diffinr.inr import INR, frame_range
 from worker.recon.diffinr.slices import SliceSampler
 from worker.recon.finite_difference import MaskedDifference, total_variation
 from worker.recon.lambda_rule import DataScaledLambda
 
 SDS_KAPPA = 10.0  # of the sweep 1, 10, 100 on the tank (docs/diff-inr.md)
 SDS_SLICES = 4
-RANGE_QUANTILE = 0.01
 
 
 class Regulariser(Protocol):
@@ -99,9 +98,7 @@ class SDSRegulariser:
 
     def weigh(self, tikhonov_image: Tensor, energy: float) -> None:
         self.lam = self.kappa * energy
-        low, high = torch.quantile(tikhonov_image.float(),
-                                   torch.tensor([RANGE_QUANTILE, 1.0 - RANGE_QUANTILE])).tolist()
-        self.lo, self.hi = min(low, 0.0), max(high, 0.0)
+        self.lo, self.hi = frame_range(tikhonov_image)
 
     def __call__(self, inr: INR, values: Tensor) -> Tensor:
         coords, masks = self.sampler.sample(self.count, self.generator)

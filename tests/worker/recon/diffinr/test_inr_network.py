@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from service.contract.geometry import resolve_geometry
@@ -32,6 +33,18 @@ def test_inr_starts_empty_and_is_seeded() -> None:
     assert not torch.equal(a.encoding.b, c.encoding.b)
     linears = [m for m in a.mlp if isinstance(m, torch.nn.Linear)]
     assert [m.out_features for m in linears] == [128, 128, 128, 128, 1]  # 4 x 128 (4.4)
+
+
+def test_rescaling_the_output_unit_keeps_the_function() -> None:
+    p = torch.rand(50, 3) * 2 - 1
+    net = INR(3, 3.0, seed=1, features=16, width=16)
+    torch.nn.init.normal_(net.mlp[-1].weight)
+    before = net(p).detach()
+    net.rescale(0.05)
+    assert net.scale == 0.05
+    torch.testing.assert_close(net(p), before)
+    with pytest.raises(ValueError, match="scale"):
+        net.rescale(0.0)
 
 
 def test_coordinates_fill_the_normalised_domain() -> None:

@@ -30,3 +30,17 @@ def test_other_orientations_are_vertical_planes() -> None:
         fixed = [bool(torch.all(plane[:, a] == plane[0, a])) for a in range(3)]
         assert fixed[:2] in ([False, True], [True, False]) and not fixed[2]
         assert torch.all(mask[plane[:, :2].norm(dim=-1) > 1.0] == 0)
+
+
+def test_the_pixel_grid_is_shifted_so_that_no_point_between_pixels_goes_unseen() -> None:
+    """A fixed lattice leaves the points halfway between its pixels unseen by the prior (the
+    thorax's voxel rows lie there); the shifted grids come near every such point."""
+    geo = resolve_geometry("thorax-2x16")
+    sampler = SliceSampler(geo, (-0.5, 0.5), 16)
+    coords, masks = sampler.sample(64, torch.Generator().manual_seed(2))
+    lattice = torch.linspace(-sampler.half, sampler.half, 16)
+    midway = float(lattice[7] + lattice[8]) / 2
+    for axis in (0, 1):
+        assert (coords[..., axis] - midway).abs().min() < 0.05 * sampler.step
+    inside = sampler.inside(coords[..., 0].reshape(-1), coords[..., 1].reshape(-1))
+    assert torch.equal(masks.reshape(-1), inside) and 0 < float(masks.mean()) < 1
