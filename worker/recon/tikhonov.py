@@ -128,24 +128,25 @@ def tikhonov_operator(model: ForwardModel, prior: Prior = "noser", mu: float | N
 @register("tikhonov")
 class Tikhonov(LinearReconstructor):
     """x = L_k (Q_k Δv) per frame (`worker.recon.linear`, R factored, the first k components,
-    `truncate`: module docstring; 0 keeps all r); loss = the objective at x, from Q_k Δv."""
+    `truncate`: module docstring; 0 keeps all r); loss = the objective at x, from Q_k Δv.
+    `half`: a single frame on the CPU reads L_k from a float16 copy (`worker.recon.linear`)."""
 
     method = "tikhonov"
 
     def __init__(self, model: ForwardModel, mu: float | None = None, prior: Prior = "noser",
                  snr_db: float = DEFAULT_SNR_DB, truncate: float = TRUNCATE_RTOL,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", half: bool = True) -> None:
         if not 0 <= truncate < 1:
             raise ValueError(f"truncate: expected 0 <= truncate < 1, got {truncate}")
         self.operator = tikhonov_operator(model, prior, mu, snr_db)
         factors = self.operator.factors
         self.truncate = float(truncate)
         super().__init__(model, factors.truncated(self.operator.truncation_rank(truncate)),
-                         None, None, device)
+                         None, None, device, half=half)
         self.rule = "given" if mu is not None else f"design GCV at {snr_db:g} dB"
 
     @property
     def settings(self) -> dict[str, Any]:
         return {"mu": self.operator.mu, "mu_rule": self.rule, "prior": self.operator.prior,
                 "rank": self.rank, "full_rank": self.operator.factors.rank,
-                "truncate": self.truncate}
+                "truncate": self.truncate, "single_frame_float16": bool(self.half)}

@@ -59,10 +59,10 @@ def test_one_frame_at_a_time_gives_the_batched_volumes(tmp_path: Path,
         assert res.exit_code == 0, res.output
         assert json.loads(res.output.strip().splitlines()[-1])["batch"] == int(batch)
         volumes.append(Reconstruction.load(out).volumes)
-    # to float32 rounding: one frame goes through the fused kernels' product (linear.py),
-    # a batch through torch's matmul, which sum in different orders
-    np.testing.assert_allclose(volumes[0], volumes[1], rtol=0,
-                               atol=1e-5 * np.abs(volumes[1]).max())
+    # one frame goes through the fused kernels' product from L's float16 copy (linear.py), a
+    # batch through torch's matmul in float32: within 1e-3 of each frame's norm
+    for one, batched in zip(volumes[0], volumes[1], strict=True):
+        assert np.linalg.norm(one - batched) <= 1e-3 * np.linalg.norm(batched)
 
 
 def test_rejects_unknown_method(tmp_path: Path, coarse_model: ForwardModel) -> None:

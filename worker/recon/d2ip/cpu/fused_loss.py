@@ -44,10 +44,15 @@ def matvec(a: Tensor, x: Tensor) -> Tensor:
 
 
 def transposed_matvec(a: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor:
-    """`a.T @ y` for a contiguous (m, n) float32 CPU matrix and y (m,), threaded, without
-    autograd; written into `out` (n,) when given. The data term's backward, and a single
-    frame's linear reconstruction (`worker.recon.linear`)."""
-    require_cpu_float32(a, "transposed_matvec", ndim=2)
+    """`a.T @ y` for a contiguous (m, n) float32 or float16 CPU matrix and a float32 y (m,),
+    threaded, summed in float32, without autograd; written into `out` (n,) when given. The data
+    term's backward, and a single frame's linear reconstruction (`worker.recon.linear`; a
+    float16 matrix reads half the bytes, each element converted exactly as it is loaded)."""
+    half = a.dtype == torch.float16
+    if not half:
+        require_cpu_float32(a, "transposed_matvec", ndim=2)
+    elif a.device.type != "cpu" or a.ndim != 2:
+        raise ValueError("transposed_matvec takes float32 or float16 CPU matrices")
     require_cpu_float32(y, "transposed_matvec", ndim=1)
     if out is None:
         out = y.new_empty(a.shape[1])
@@ -56,7 +61,8 @@ def transposed_matvec(a: Tensor, y: Tensor, out: Tensor | None = None) -> Tensor
         raise ValueError("transposed_matvec takes a contiguous (m, n) matrix, y (m,) and out "
                          "(n,) float32")
     y = y.detach().contiguous()
-    kernels().eitmon_matvec_t(*a.shape, ptr(a), ptr(y), ptr(out))
+    product = kernels().eitmon_matvec_t_half if half else kernels().eitmon_matvec_t
+    product(*a.shape, ptr(a), ptr(y), ptr(out))
     return out
 
 

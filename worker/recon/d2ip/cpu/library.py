@@ -133,9 +133,11 @@ def _library() -> ctypes.CDLL | None:
     lib.eitmon_maxpool2_forward.restype = None
     lib.eitmon_maxpool2_backward.argtypes = [_I] * 4 + [_P] * 3
     lib.eitmon_maxpool2_backward.restype = None
-    for name in ("eitmon_matvec", "eitmon_matvec_t"):
+    for name in ("eitmon_matvec", "eitmon_matvec_t", "eitmon_matvec_t_half"):
         getattr(lib, name).argtypes = [_I] * 2 + [_P] * 3
         getattr(lib, name).restype = None
+    lib.eitmon_half_to_float.argtypes = [ctypes.c_uint16]
+    lib.eitmon_half_to_float.restype = _F
     for name in ("eitmon_upsample2_forward", "eitmon_upsample2_backward"):
         getattr(lib, name).argtypes = [_I] * 7 + [_P] * 2
         getattr(lib, name).restype = None

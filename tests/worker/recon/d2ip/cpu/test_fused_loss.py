@@ -48,6 +48,25 @@ def test_transposed_matvec_writes_a_t_y_into_out() -> None:
 
 
 @needs_kernels
+def test_a_float16_matrix_gives_the_product_of_its_values() -> None:
+    """A float16 matrix: its elements converted exactly, summed as the float32 product sums
+    them (the same values where the columns fill whole vectors; the tail's order may differ
+    by a rounding), and the scalar conversion (the fallback without F16C) exact on all 65536
+    bit patterns."""
+    gen = torch.Generator().manual_seed(6)
+    a, y = torch.randn(37, 2051, generator=gen).half(), torch.randn(37, generator=gen)
+    half, single = (fused_loss.transposed_matvec(m, y) for m in (a, a.float().contiguous()))
+    assert torch.equal(half[:2048], single[:2048])
+    assert torch.allclose(half, single, rtol=1e-6, atol=1e-6)
+    bits = torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.float16)
+    lib = library.kernels()
+    converted = torch.tensor([lib.eitmon_half_to_float(i) for i in range(65536)])
+    expected = bits.float()
+    assert torch.equal(converted.isnan(), expected.isnan())
+    assert torch.equal(converted[~expected.isnan()], expected[~expected.isnan()])
+
+
+@needs_kernels
 @pytest.mark.parametrize("filled", [0, 3, 10])
 def test_tv_prior_equals_the_shared_tv_and_the_temporal_term(filled) -> None:
     """The C++ TV kernel against `finite_difference.total_variation` (eq. 12) plus
