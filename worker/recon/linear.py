@@ -118,13 +118,13 @@ class LinearReconstructor(StreamingReconstructor):
         self.penalty = None if penalty is None else _tensor(penalty, self.device)
         self.frames = 0
         self.matvec_t = _fused_matvec_t() if self.device.type == "cpu" else None
-        # factor index -> (float16 rows scaled to their largest magnitude, the row scales)
-        self.half: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # L's float16 copy: rows scaled to their largest magnitude, and the row scales
+        self.half: tuple[torch.Tensor, torch.Tensor] | None = None
         if half and self.matvec_t is not None and isinstance(matrix, Factored):
             left = self.factors[1]
             scale = left.abs().amax(dim=1)
             scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-            self.half[1] = ((left / scale[:, None]).half().contiguous(), scale)
+            self.half = ((left / scale[:, None]).half().contiguous(), scale)
 
     @property
     def rank(self) -> int | None:
@@ -138,8 +138,8 @@ class LinearReconstructor(StreamingReconstructor):
         if self.matvec_t is None or x.shape[0] != 1:
             return x @ factor
         out = x.new_empty((1, factor.shape[1]))
-        if i in self.half:
-            rows, scale = self.half[i]
+        if i == 1 and self.half is not None:  # L, the large factor
+            rows, scale = self.half
             self.matvec_t(rows, x[0] * scale, out[0])
         else:
             self.matvec_t(factor, x[0], out[0])

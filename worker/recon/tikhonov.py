@@ -149,4 +149,4 @@ class Tikhonov(LinearReconstructor):
     def settings(self) -> dict[str, Any]:
         return {"mu": self.operator.mu, "mu_rule": self.rule, "prior": self.operator.prior,
                 "rank": self.rank, "full_rank": self.operator.factors.rank,
-                "truncate": self.truncate, "single_frame_float16": bool(self.half)}
+                "truncate": self.truncate, "single_frame_float16": self.half is not None}
