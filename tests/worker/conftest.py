@@ -120,6 +120,25 @@ def coarse_model(model_cache_dir: str):
     return load_model(geometry=COARSE_GEOMETRY, grid=COARSE_GRID)
 
 
+def blob(model, value: float) -> np.ndarray:
+    """(V,) u = value inside a ball of a quarter of the grid's extent, 0 elsewhere."""
+    p, r, c = np.nonzero(model.mask)
+    shape = np.array(model.mask.shape, dtype=float)
+    centre = np.array([0.5, 0.4, 0.35]) * shape
+    offsets = (np.column_stack([p, r, c]) + 0.5 - centre) / shape
+    return np.where(np.sqrt((offsets**2).sum(axis=1)) < 0.25, value, 0.0)
+
+
+@pytest.fixture(scope="session")
+def insulator(coarse_model) -> tuple[np.ndarray, np.ndarray]:
+    """(u, Δv): a ball at a tenth of the background's conductivity (u = log 0.1) in the coarse
+    model and its normalised voltage change, solved by the nonlinear model itself."""
+    from worker.forward.linearisation import linearise
+
+    u = blob(coarse_model, float(np.log(0.1)))
+    return u, linearise(coarse_model, u).change
+
+
 @pytest.fixture
 def coarse_geometry_file(tmp_path):
     """COARSE_GEOMETRY as a JSON file, for `--geometry` on the command line."""

@@ -9,7 +9,9 @@ and PSNR against the voxel truth inside the tank, and RCR per inclusion (eq. 19)
 the method's own time for the frame (model and prior loading excluded), on the torch threads
 given.
 
-Studies (each a list of runs, `STUDIES`): `main` (three methods, the given geometry), `mesh`
+Studies (each a list of runs, `STUDIES`): `main` (the three methods at their defaults, which
+relinearise the INR methods' data term, and TV relinearised as often), `linear` (the INR
+methods with the linear data term every method shares), `mesh`
 (three reconstruction meshes), `noise` (60, 50, 40 dB), `alpha` (eq. 18's hyperparameter),
 `lambda` (Diff-INR's κ), `t-range` (the prior's time-step sub-range), `slices` (axial planes
 only against axial, coronal and sagittal, and 16 slices a step against 4), `seeds` (other seeds
@@ -36,6 +38,7 @@ from worker.forward import load_model
 from worker.metrics import mssim, plane_at, psnr, rcr
 from worker.plot import plot_planes
 from worker.recon.base import create, reconstruct_recording
+from worker.recon.diffinr.methods import RELINEARISE
 from worker.recording import Recording
 from worker.simulation.tank import TankPhantom, tank_phantom
 
@@ -70,8 +73,11 @@ class Run:
 
 def study_runs(study: str) -> list[Run]:
     """The runs of one study (module docstring)."""
-    if study == "main":
-        return [Run(m, m) for m in METHODS]
+    if study == "main":  # TV linear and relinearised as often as the INR methods' default
+        return [Run("tv", "tv"), Run("tv relinearised", "tv", {"relinearise": RELINEARISE}),
+                Run("inr-tv", "inr-tv"), Run("diff-inr", "diff-inr")]
+    if study == "linear":  # the INR methods with the linear data term every method shares
+        return [Run(f"{m} linear", m, {"relinearise": 0}) for m in ("inr-tv", "diff-inr")]
     if study == "mesh":
         return [Run(f"{m} mesh {size * 1e3:.0f} mm", m, mesh_size=size)
                 for size in (0.012, 0.009, 0.007) for m in METHODS]
@@ -102,7 +108,7 @@ def study_runs(study: str) -> list[Run]:
     raise ValueError(f"study: unknown study {study!r}; studies: {', '.join(STUDIES)}")
 
 
-STUDIES = ("main", "mesh", "noise", "alpha", "lambda", "t-range", "slices", "seeds",
+STUDIES = ("main", "linear", "mesh", "noise", "alpha", "lambda", "t-range", "slices", "seeds",
            "iterations", "d2ip")
 
 

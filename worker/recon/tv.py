@@ -20,6 +20,11 @@ Stopping rule: ‖x⁺ - x‖ ≤ tol ‖x⁺‖ (default 1e-3), or max_iter ite
 λ and ε: per frame, by the data-scaled rule of `worker.recon.lambda_rule`, or `lam=`.
 Warm start: x and p continue from the previous frame (the first frame starts at x_T, p = 0).
 State: x, p and the frame counter. A frame without data (Δv = 0) gives x = 0 and resets x, p.
+
+`relinearise=N` (default 0): after the linear fit, up to N Gauss-Newton steps on the nonlinear
+data term (`worker.recon.gauss_newton`): the same iterations on the data term linearised at the
+current x, read as u = log(σ/σ0) (`worker.forward.linearisation`), with that operator's singular
+system; λ and ε stay those of the linear fit. The image is then Δσ/σ0 = e^u - 1.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from worker.forward.linearisation import U_BOUNDS, Relinearised
 from worker.recon.base import FrameResult, StreamingReconstructor, register
 from worker.recon.finite_difference import NORM_SQ_BOUND, MaskedDifference, total_variation
+from worker.recon.gauss_newton import gauss_newton
 from worker.recon.lambda_rule import KAPPA, DataScaledLambda
 from worker.recon.tikhonov import tikhonov_operator
 
@@ -63,8 +70,11 @@ class TotalVariation(StreamingReconstructor):
     method = "tv"
 
     def __init__(self, model: ForwardModel, lam: float | None = None, tol: float = 1e-3,
-                 max_iter: int = 300, device: str = "cpu") -> None:
+                 max_iter: int = 300, relinearise: int = 0, device: str = "cpu") -> None:
         super().__init__(model)
+        if relinearise < 0:
+            raise ValueError(f"relinearise: must be 0 or more, got {relinearise}")
+        self.relinearise = int(relinearise)
         self.device = torch.device(device)
         operator = model.operator
         self.w = torch.tensor(operator.weights, **self._f32)
@@ -82,7 +92,7 @@ class TotalVariation(StreamingReconstructor):
     @property
     def settings(self) -> dict[str, Any]:
         return {"lam": self.lam if self.lam is not None else f"kappa={KAPPA}",
-                "tol": self.tol, "max_iter": self.max_iter}
+                "tol": self.tol, "max_iter": self.max_iter, "relinearise": self.relinearise}
 
     def push(self, dv: np.ndarray) -> FrameResult:
         self.frames += 1
@@ -103,23 +113,50 @@ class TotalVariation(StreamingReconstructor):
         x = x_tik if self.x is None else self.x
         p = torch.zeros((3, n_voxels), **self._f32) if self.p is None else self.p
         rho = math.sqrt(RHO * float(x_tik.norm()) / (weight * math.sqrt(n_voxels)))
+        x, p, iterations = self._chambolle_pock(self.a, self.u, self.s2, b, x, p, rho, weight,
+                                                eps)
+        state = {"x": x, "p": p, "a": self.a, "data": b}
+
+        def fit(lin: Relinearised) -> int:
+            a = torch.tensor(lin.operator.whitened, **self._f32)
+            basis = torch.tensor(lin.operator.spectrum.basis, **self._f32)
+            s2 = torch.tensor(lin.operator.spectrum.singular_values**2, **self._f32)
+            data = self.w * torch.as_tensor(lin.data, **self._f32)
+            state["x"], state["p"], done = self._chambolle_pock(
+                a, basis, s2, data, state["x"], state["p"], rho, weight, eps)
+            state["a"], state["data"] = a, data
+            return done
+
+        iterations += gauss_newton(self.model, dv, self.relinearise,
+                                   lambda: state["x"].double().cpu().numpy(), fit,
+                                   lambda: dict(state), state.update)
+        x, p, a, data = state["x"], state["p"], state["a"], state["data"]
+        self.x, self.p = x, p
+        prior = lam * total_variation(x, self.difference, eps)
+        loss = float((data - a @ x).square().sum() + prior)
+        if self.relinearise:
+            x = torch.expm1(x.clamp(*U_BOUNDS))  # u = log(σ/σ0) -> Δσ/σ0
+        return x.cpu().numpy(), iterations, loss
+
+    def _chambolle_pock(self, a: Tensor, basis: Tensor, s2: Tensor, b: Tensor, x: Tensor,
+                        p: Tensor, rho: float, weight: float, eps: float
+                        ) -> tuple[Tensor, Tensor, int]:
+        """Iterate from (x, p) on ‖b - A x‖² + (λ/V) TV_ε(x), A Aᵀ = U diag(s2) Uᵀ, until the
+        stopping rule; (x, p, iterations)."""
         tau, sigma = rho / math.sqrt(NORM_SQ_BOUND), 1.0 / (rho * math.sqrt(NORM_SQ_BOUND))
         c = 2.0 * tau
-        gain = c / (1.0 + c * self.s2)
+        gain = c / (1.0 + c * s2)
         x_bar, it = x, 0
         while it < self.max_iter:
             it += 1
             p = prox_dual(p + sigma * self.difference.apply(x_bar), sigma, weight, eps)
             y = x - tau * self.difference.adjoint(p)
-            x_new = y + self.a.T @ (self.u @ (gain * (self.u.T @ (b - self.a @ y))))
+            x_new = y + a.T @ (basis @ (gain * (basis.T @ (b - a @ y))))
             change = float((x_new - x).norm()) / max(float(x_new.norm()), 1e-30)
             x_bar, x = 2.0 * x_new - x, x_new
             if change <= self.tol:
                 break
-        self.x, self.p = x, p
-        prior = lam * total_variation(x, self.difference, eps)
-        loss = float((b - self.a @ x).square().sum() + prior)
-        return x.cpu().numpy(), it, loss
+        return x, p, it
 
     @property
     def _f32(self) -> dict[str, Any]:

@@ -20,6 +20,15 @@ single iterations are too noisy to compare). Across frames (`carry`, beyond the 
 D2IP's TPP): the next frame starts from the previous frame's weights and image (rescaled to the
 new unit s; a fresh Adam); without `carry` every frame starts from the same seeded initial
 network. `features` and `width` (the seed's 128 and 128) exist for tests on small machines.
+
+The data term, linear or not (`relinearise`, beyond the linear model every method shares):
+with `relinearise=0` the fit is the linear one above and x_θ is Δσ/σ0 to first order. With
+`relinearise=K`, after that fit the data term is linearised again at the current output, read
+as the log-conductivity ratio u = log(σ/σ0) (`worker.forward.linearisation`: the model solved
+and its Jacobian formed at σ0 e^u), and the fit continues from the same network with a fresh
+Adam, K times: Gauss-Newton on the nonlinear data term, the seed's absolute model in
+difference form. The image is then Δσ/σ0 = e^u - 1 ≥ -1. The regulariser keeps the weights
+of the linear fit and acts on u.
 State: the frame counter, the MLP (with its fixed B and its unit s) and the
 regulariser's random generator.
 """
@@ -32,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from worker.forward.linearisation import U_BOUNDS, Relinearised
 from worker.recon.base import FrameResult, StreamingReconstructor
 from worker.recon.diffinr.bandwidth import ALPHA, bandwidth
 from worker.recon.diffinr.inr import (
@@ -44,6 +54,7 @@ from worker.recon.diffinr.inr import (
     voxel_centres,
 )
 from worker.recon.diffinr.regularisers import Regulariser
+from worker.recon.gauss_newton import gauss_newton
 from worker.recon.tikhonov import tikhonov_operator
 
 if TYPE_CHECKING:
@@ -60,10 +71,13 @@ class INRReconstructor(StreamingReconstructor):
     def __init__(self, model: ForwardModel, regulariser: Regulariser, method: str,
                  alpha: float = ALPHA, max_iter: int = MAX_ITER, window: int = WINDOW,
                  tol: float = TOL, lr: float = LEARNING_RATE, carry: bool = True, seed: int = 0,
-                 features: int = FEATURES, width: int = WIDTH, device: str = "cpu") -> None:
+                 relinearise: int = 0, features: int = FEATURES, width: int = WIDTH,
+                 device: str = "cpu") -> None:
         super().__init__(model)
         if window < 1 or max_iter < window:
             raise ValueError("window: must be at least 1 and at most max_iter")
+        if relinearise < 0:
+            raise ValueError(f"relinearise: must be 0 or more, got {relinearise}")
         self.method, self.regulariser = method, regulariser
         self.device = torch.device(device)
         frame = DomainFrame.of(model.geometry)
@@ -77,13 +91,14 @@ class INRReconstructor(StreamingReconstructor):
         self.inr = INR(3, self.sigma, seed, features, width).to(self.device)
         self.initial = copy.deepcopy(self.inr.state_dict())
         self.max_iter, self.window, self.tol, self.carry = max_iter, window, tol, carry
-        self.lr = float(lr)
+        self.lr, self.relinearise = float(lr), int(relinearise)
         self.seed, self.frames = seed, 0
 
     @property
     def settings(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "sigma": self.sigma, "lr": self.lr, "max_iter": self.max_iter,
                 "window": self.window, "tol": self.tol, "carry": self.carry,
+                "relinearise": self.relinearise,
                 "seed": self.seed, "features": self.inr.encoding.out_features // 2,
                 "width": self.inr.mlp[0].out_features, **self.regulariser.settings}
 
@@ -103,12 +118,37 @@ class INRReconstructor(StreamingReconstructor):
         lo, hi = frame_range(image)
         self.inr.rescale((hi - lo) / 2 if hi > lo else 1.0)
         self.regulariser.weigh(image, energy)
+        iterations, loss = self._fit(self.a, b, energy)
+
+        def fit(lin: Relinearised) -> int:
+            nonlocal loss
+            a = torch.tensor(lin.operator.whitened, dtype=torch.float32, device=self.device)
+            data = self.w * torch.as_tensor(lin.data, dtype=torch.float32, device=self.device)
+            done, loss = self._fit(a, data, energy)
+            return done
+
+        iterations += gauss_newton(self.model, dv, self.relinearise, self._values, fit,
+                                   lambda: copy.deepcopy(self.inr.state_dict()),
+                                   self.inr.load_state_dict)
+        with torch.no_grad():
+            values = self.inr(self.coords)
+        if self.relinearise:
+            values = torch.expm1(values.clamp(*U_BOUNDS))  # u = log(σ/σ0) -> Δσ/σ0
+        return values.cpu().numpy(), iterations, loss
+
+    def _values(self) -> np.ndarray:
+        """The INR at the voxels (V,), float64 on the CPU."""
+        with torch.no_grad():
+            return self.inr(self.coords).double().cpu().numpy()
+
+    def _fit(self, a: torch.Tensor, b: torch.Tensor, energy: float) -> tuple[int, float]:
+        """Adam on (‖b - A x_θ‖²/M + λ R) / E until the stopping rule; (iterations, last loss)."""
         optimiser = torch.optim.Adam(self.inr.parameters(), lr=self.lr)
         losses: list[float] = []
         previous = float("inf")
         for it in range(1, self.max_iter + 1):
             values = self.inr(self.coords)
-            loss = ((self.a @ values - b).square().mean()
+            loss = ((a @ values - b).square().mean()
                     + self.regulariser(self.inr, values)) / energy
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -119,9 +159,7 @@ class INRReconstructor(StreamingReconstructor):
                 if previous - current < self.tol * abs(previous):
                     break
                 previous = current
-        with torch.no_grad():
-            values = self.inr(self.coords)
-        return values.cpu().numpy(), it, losses[-1]
+        return it, losses[-1]
 
     def state_dict(self) -> dict[str, Any]:
         return {"frames": self.frames,
