@@ -6,13 +6,18 @@ from __future__ import annotations
 import pytest
 
 from worker.bench.tank import METHODS, STUDIES, markdown, study_runs
+from worker.recon.diffinr.methods import RELINEARISE
 
 
 def test_every_study_has_runs_with_distinct_labels() -> None:
     for study in STUDIES:
         runs = study_runs(study)
         assert runs and len({r.label for r in runs}) == len(runs)
-    assert [r.method for r in study_runs("main")] == list(METHODS)
+    main = study_runs("main")
+    assert [r.method for r in main if r.label in METHODS] == list(METHODS)
+    assert [r.options for r in main if r.label == "tv relinearised"] == [
+        {"relinearise": RELINEARISE}]
+    assert all(r.options == {"relinearise": 0} for r in study_runs("linear"))
     assert {r.snr_db for r in study_runs("noise")} == {60.0, 50.0, 40.0}
     assert len({r.mesh_size for r in study_runs("mesh")}) == 3
     with pytest.raises(ValueError, match="unknown study"):
