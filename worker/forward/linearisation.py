@@ -9,11 +9,12 @@ unknown, is the Gauss-Newton step of the nonlinear fit:
 
     Δv ≈ F(u_k) + J(u_k) (u - u_k),
 
-- F(u) = (V(σ0 e^u) - v0) / |v0|: the normalised voltage change of the complete electrode
-  model (`worker.forward.fem`) at σ = σ0 e^u, with σ_e = σ0 exp((P u)_e) on element e (P the
-  voxel-to-element projection of `ForwardModel.solve`);
-- J(u) = ∂F/∂u = Σ_e P_ev σ_e ∂V/∂σ_e / |v0|: `worker.forward.jacobian.voxel_jacobian` at
-  σ (its factor σ_e is exactly ∂σ_e/∂u_v / P_ev), so J(0) is the model's Jacobian.
+- F(u) = (V(σ) - v0) / |v0|: the normalised voltage change of the complete electrode model
+  (`worker.forward.fem`) at the voxel conductivities σ_v = σ0 e^{u_v}, projected onto the
+  elements as `ForwardModel.solve` does (σ_e = Σ_v P_ev σ_v);
+- J(u) = ∂F/∂u, column v = e^{u_v} Σ_e P_ev σ0 ∂V/∂σ_e / |v0|: the adjoint Jacobian of
+  `worker.forward.jacobian.voxel_jacobian` with the fields at σ and the factor σ0 (∂σ_e/∂u_v =
+  P_ev σ0 e^{u_v}), so J(0) is the model's Jacobian.
 
 u is kept within U_BOUNDS (σ/σ0 from 0.0067 to 20) where the model is solved: positive
 conductivity is then built in, and the image is Δσ/σ0 = e^u - 1 ≥ -1. One relinearisation
@@ -48,26 +49,30 @@ class Linearisation:
 
 def linearise(model: ForwardModel, u: np.ndarray) -> Linearisation:
     """F(u) and J(u) for the V masked voxels' log-conductivity ratios u."""
-    sigma = _conductivity(model, u)
-    solution = model.cem.solve(sigma)
-    jacobian = voxel_jacobian(model.cem, solution, sigma, model.protocol,
+    ratio = _ratio(model, u)
+    background = model.geometry.background_conductivity
+    solution = model.cem.solve(background * (model.projection @ ratio))
+    at_background = np.full(model.mesh.n_elements, background)
+    jacobian = voxel_jacobian(model.cem, solution, at_background, model.protocol,
                               model.geometry.current_amplitude, model.reference_voltages,
-                              model.projection)
+                              model.projection) * ratio
     return Linearisation(change=_change(model, solution), jacobian=jacobian)
 
 
 def misfit(model: ForwardModel, dv: np.ndarray, u: np.ndarray) -> float:
     """(1/M) ‖W^½(Δv - F(u))‖²: the nonlinear data term at u (one solve, no Jacobian)."""
-    solution = model.cem.solve(_conductivity(model, u))
+    ratio = _ratio(model, u)
+    solution = model.cem.solve(model.geometry.background_conductivity
+                               * (model.projection @ ratio))
     return _misfit(model, np.asarray(dv, dtype=float) - _change(model, solution))
 
 
-def _conductivity(model: ForwardModel, u: np.ndarray) -> np.ndarray:
-    """σ_e = σ0 exp((P u)_e) per element, u clipped to U_BOUNDS."""
+def _ratio(model: ForwardModel, u: np.ndarray) -> np.ndarray:
+    """σ/σ0 = e^u on the voxels, u clipped to U_BOUNDS."""
     u = np.clip(np.asarray(u, dtype=float), *U_BOUNDS)
     if u.shape != (model.n_voxels,):
         raise ValueError(f"u: expected shape ({model.n_voxels},), got {u.shape}")
-    return model.geometry.background_conductivity * np.exp(model.projection @ u)
+    return np.exp(u)
 
 
 def _change(model: ForwardModel, solution: Solution) -> np.ndarray:
