@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from worker.forward.fem import Solution, measure
+from worker.forward.fem import Solution
 from worker.forward.jacobian import voxel_jacobian
 from worker.forward.operator import JacobianOperator
 
@@ -49,10 +49,8 @@ class Linearisation:
 
 def linearise(model: ForwardModel, u: np.ndarray) -> Linearisation:
     """F(u) and J(u) for the V masked voxels' log-conductivity ratios u."""
-    ratio = _ratio(model, u)
-    background = model.geometry.background_conductivity
-    solution = model.cem.solve(background * (model.projection @ ratio))
-    at_background = np.full(model.mesh.n_elements, background)
+    ratio, solution = _solve(model, u)
+    at_background = np.full(model.mesh.n_elements, model.geometry.background_conductivity)
     jacobian = voxel_jacobian(model.cem, solution, at_background, model.protocol,
                               model.geometry.current_amplitude, model.reference_voltages,
                               model.projection) * ratio
@@ -61,27 +59,25 @@ def linearise(model: ForwardModel, u: np.ndarray) -> Linearisation:
 
 def misfit(model: ForwardModel, dv: np.ndarray, u: np.ndarray) -> float:
     """(1/M) ‖W^½(Δv - F(u))‖²: the nonlinear data term at u (one solve, no Jacobian)."""
-    ratio = _ratio(model, u)
-    solution = model.cem.solve(model.geometry.background_conductivity
-                               * (model.projection @ ratio))
+    _, solution = _solve(model, u)
     return _misfit(model, np.asarray(dv, dtype=float) - _change(model, solution))
 
 
-def _ratio(model: ForwardModel, u: np.ndarray) -> np.ndarray:
-    """σ/σ0 = e^u on the voxels, u clipped to U_BOUNDS."""
+def _solve(model: ForwardModel, u: np.ndarray) -> tuple[np.ndarray, Solution]:
+    """σ/σ0 = e^u on the voxels (u clipped to U_BOUNDS) and the CEM solved at σ0 e^u, projected
+    onto the elements as `ForwardModel.solve` projects."""
     u = np.clip(np.asarray(u, dtype=float), *U_BOUNDS)
     if u.shape != (model.n_voxels,):
         raise ValueError(f"u: expected shape ({model.n_voxels},), got {u.shape}")
-    return np.exp(u)
+    ratio = np.exp(u)
+    background = model.geometry.background_conductivity
+    return ratio, model.cem.solve(background * (model.projection @ ratio))
 
 
 def _change(model: ForwardModel, solution: Solution) -> np.ndarray:
     """F: the solution's normalised voltage change from the reference, as J's rows."""
-    protocol = model.protocol
-    voltages = measure(solution, model.geometry.current_amplitude * protocol.currents,
-                       protocol.meas_injection, protocol.meas_weights)
     v0 = model.reference_voltages
-    return (voltages - v0) / np.abs(v0)
+    return (model.voltages(solution) - v0) / np.abs(v0)
 
 
 def _misfit(model: ForwardModel, residual: np.ndarray) -> float:

@@ -21,7 +21,7 @@ from service.contract.geometry import GeometrySpec, resolve_geometry
 from service.contract.grid import GridSpec, resolve_grid
 from service.contract.protocol import AnyProtocol, Protocol, resolve_protocol
 from worker.forward import cache
-from worker.forward.fem import CEM, measure
+from worker.forward.fem import CEM, Solution, measure
 from worker.forward.jacobian import voxel_jacobian
 from worker.forward.mesh import Mesh, build_mesh
 from worker.forward.operator import JacobianOperator
@@ -95,9 +95,12 @@ class ForwardModel:
 
     def solve_elements(self, sigma: np.ndarray) -> np.ndarray:
         """M voltages for per-element conductivities (S/m)."""
+        return self.voltages(self.cem.solve(sigma))
+
+    def voltages(self, solution: Solution) -> np.ndarray:
+        """The M measured voltages of a CEM solution under this model's protocol."""
         p = self.protocol
-        sol = self.cem.solve(sigma)
-        return measure(sol, self.geometry.current_amplitude * p.currents, p.meas_injection,
+        return measure(solution, self.geometry.current_amplitude * p.currents, p.meas_injection,
                        p.meas_weights)
 
     def solve(self, conductivity: np.ndarray) -> np.ndarray:

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+import torch
 
-from worker.forward.linearisation import Relinearised, misfit, relinearise
+from worker.forward.linearisation import U_BOUNDS, Relinearised, misfit, relinearise
 
 if TYPE_CHECKING:
     from worker.forward.model import ForwardModel
@@ -43,3 +44,8 @@ def gauss_newton(model: ForwardModel, dv: np.ndarray, steps: int,
     if steps and misfit(model, dv, image()) >= best:
         restore(kept)
     return iterations
+
+
+def conductivity_change(u: torch.Tensor) -> torch.Tensor:
+    """The image of a relinearised method: Δσ/σ0 = e^u - 1 of u = log(σ/σ0) within U_BOUNDS."""
+    return torch.expm1(u.clamp(*U_BOUNDS))

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worker.forward.linearisation import U_BOUNDS, Relinearised
+from worker.forward.linearisation import Relinearised
 from worker.recon.base import FrameResult, StreamingReconstructor, register
 from worker.recon.finite_difference import NORM_SQ_BOUND, MaskedDifference, total_variation
-from worker.recon.gauss_newton import gauss_newton
+from worker.recon.gauss_newton import conductivity_change, gauss_newton
 from worker.recon.lambda_rule import KAPPA, DataScaledLambda
 from worker.recon.tikhonov import tikhonov_operator
 
@@ -135,7 +135,7 @@ class TotalVariation(StreamingReconstructor):
         prior = lam * total_variation(x, self.difference, eps)
         loss = float((data - a @ x).square().sum() + prior)
         if self.relinearise:
-            x = torch.expm1(x.clamp(*U_BOUNDS))  # u = log(σ/σ0) -> Δσ/σ0
+            x = conductivity_change(x)
         return x.cpu().numpy(), iterations, loss
 
     def _chambolle_pock(self, a: Tensor, basis: Tensor, s2: Tensor, b: Tensor, x: Tensor,

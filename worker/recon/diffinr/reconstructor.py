@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from worker.forward.linearisation import U_BOUNDS, Relinearised
+from worker.forward.linearisation import Relinearised
 from worker.recon.base import FrameResult, StreamingReconstructor
 from worker.recon.diffinr.bandwidth import ALPHA, bandwidth
 from worker.recon.diffinr.inr import (
@@ -54,7 +54,7 @@ from worker.recon.diffinr.inr import (
     voxel_centres,
 )
 from worker.recon.diffinr.regularisers import Regulariser
-from worker.recon.gauss_newton import gauss_newton
+from worker.recon.gauss_newton import conductivity_change, gauss_newton
 from worker.recon.tikhonov import tikhonov_operator
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class INRReconstructor(StreamingReconstructor):
         with torch.no_grad():
             values = self.inr(self.coords)
         if self.relinearise:
-            values = torch.expm1(values.clamp(*U_BOUNDS))  # u = log(σ/σ0) -> Δσ/σ0
+            values = conductivity_change(values)
         return values.cpu().numpy(), iterations, loss
 
     def _values(self) -> np.ndarray:
